@@ -1,0 +1,1 @@
+"""Benchmarks: each ``bench_*.py`` module defines ``main() -> None`` and prints ratios."""

@@ -1,0 +1,1 @@
+"""greenllm: LLM training and inference under a global power budget (the library)."""

@@ -1,0 +1,1 @@
+"""The greenllm command-line interface (see :mod:`greenllm.cli.main`)."""

@@ -1,0 +1,314 @@
+"""cluster.yaml: the pydantic v2 models and the loader.
+
+Every model forbids unknown keys. :func:`load_cluster_config` turns any problem
+(missing file, bad YAML, unknown key, wrong type, impossible budget) into one
+:class:`~greenllm.errors.ConfigError` whose message names the file, the field path
+and what is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from greenllm.devices.catalog import get_spec
+from greenllm.errors import ConfigError, GreenllmError
+
+#: Entry-point group under which allocation policies register (see pyproject.toml).
+POLICY_ENTRY_POINT_GROUP = "greenllm.policies"
+
+
+def registered_policies() -> list[str]:
+    """Names of the installed allocation policies, sorted."""
+    return sorted(ep.name for ep in entry_points(group=POLICY_ENTRY_POINT_GROUP))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GPUGroup(_Strict):
+    """Several GPUs of one type on a node.
+
+    Attributes:
+        type: Catalog GPU type, e.g. ``"H100-SXM"``.
+        count: How many.
+    """
+
+    type: str
+    count: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        try:
+            return get_spec(value).name
+        except GreenllmError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class NodeConfig(_Strict):
+    """One node.
+
+    Attributes:
+        name: Unique node name.
+        backend: ``"simulated"`` (GPUs modelled from ``gpus``) or ``"nvml"`` (real GPUs,
+            discovered; ``gpus`` then states the expected inventory, if given).
+        gpus: GPU groups on the node.
+    """
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    backend: Literal["simulated", "nvml"] = "simulated"
+    gpus: list[GPUGroup] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _has_gpus(self) -> NodeConfig:
+        if self.backend == "simulated" and not self.gpus:
+            raise ValueError("a simulated node needs at least one entry in 'gpus'")
+        return self
+
+    def gpu_types(self) -> list[str]:
+        """Type of each GPU in index order."""
+        return [g.type for g in self.gpus for _ in range(g.count)]
+
+
+class BudgetConfig(_Strict):
+    """The global power budget.
+
+    Attributes:
+        budget_w: Cluster GPU power budget, watts.
+        reserve_w: Headroom kept unallocated, watts: limits sum to at most
+            ``budget_w - reserve_w``.
+    """
+
+    budget_w: float = Field(gt=0, allow_inf_nan=False)
+    reserve_w: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+
+class FailsafeConfig(_Strict):
+    """What an agent does when it loses the controller.
+
+    Attributes:
+        timeout_s: Seconds without the controller before the agent acts.
+        limit_w: Per-GPU fail-safe power limit, watts; None means the GPU's static
+            share of the budget (``(budget - reserve) * TDP / sum of TDPs``).
+    """
+
+    timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    limit_w: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+
+class TLSConfig(_Strict):
+    """Optional TLS for the controller's gRPC port (paths to PEM files)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None = None
+
+
+class AuthConfig(_Strict):
+    """Bearer-token auth. Tokens live in ``<state_dir>/tokens`` (mode 0600)."""
+
+    enabled: bool = True
+    tls: TLSConfig | None = None
+
+
+class ControllerConfig(_Strict):
+    """Where the controller listens.
+
+    Attributes:
+        address: ``host:port`` of its gRPC server.
+        metrics_port: Port of its Prometheus endpoint (0 disables it).
+    """
+
+    address: str = "127.0.0.1:50051"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+
+class CarbonConfig(_Strict):
+    """Carbon accounting.
+
+    Attributes:
+        region: Grid region key of the shipped intensity table (``world`` by default).
+        pue: Power usage effectiveness of the facility (>= 1).
+        intensity_file: Optional CSV time series of grid intensity, overriding ``region``.
+    """
+
+    region: str = "world"
+    pue: float = Field(default=1.2, ge=1.0, le=3.0)
+    intensity_file: Path | None = None
+
+
+class ClusterConfig(_Strict):
+    """The whole of cluster.yaml."""
+
+    name: str = "greenllm"
+    nodes: list[NodeConfig] = Field(min_length=1)
+    budget: BudgetConfig
+    policy: str = "max-throughput"
+    control_period_s: float = Field(default=0.5, gt=0, le=60, allow_inf_nan=False)
+    telemetry_interval_s: float = Field(default=0.1, gt=0, le=60, allow_inf_nan=False)
+    failsafe: FailsafeConfig = FailsafeConfig()
+    state_dir: Path = Path(".greenllm")
+    auth: AuthConfig = AuthConfig()
+    controller: ControllerConfig = ControllerConfig()
+    carbon: CarbonConfig = CarbonConfig()
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        known = registered_policies()
+        if value not in known:
+            raise ValueError(f"unknown policy {value!r} (known: {', '.join(known) or 'none'})")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClusterConfig:
+        names = [n.name for n in self.nodes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate node names: {', '.join(dupes)}")
+        usable = self.budget.budget_w - self.budget.reserve_w
+        floor = self.sum_min_power_limit_w()
+        if usable < floor:
+            raise ValueError(
+                f"budget.budget_w - budget.reserve_w = {usable:g} W is below the sum of the "
+                f"GPUs' minimum power limits ({floor:g} W)"
+            )
+        return self
+
+    def gpu_types(self) -> list[tuple[str, int, str]]:
+        """Every configured GPU as ``(node, index, type)``."""
+        return [(n.name, i, t) for n in self.nodes for i, t in enumerate(n.gpu_types())]
+
+    def sum_min_power_limit_w(self) -> float:
+        """Sum of the configured GPUs' minimum power limits, watts."""
+        return sum(get_spec(t).min_power_limit_w for _, _, t in self.gpu_types())
+
+    def sum_tdp_w(self) -> float:
+        """Sum of the configured GPUs' TDPs, watts."""
+        return sum(get_spec(t).tdp_w for _, _, t in self.gpu_types())
+
+    def usable_budget_w(self) -> float:
+        """``budget_w - reserve_w``, watts: what limits may sum to."""
+        return self.budget.budget_w - self.budget.reserve_w
+
+    def failsafe_limit_w(self, gpu_type: str) -> float:
+        """Fail-safe power limit of one GPU of ``gpu_type``, watts, inside its constraints."""
+        spec = get_spec(gpu_type)
+        if self.failsafe.limit_w is not None:
+            limit = self.failsafe.limit_w
+        else:
+            total_tdp = self.sum_tdp_w()
+            limit = self.usable_budget_w() * spec.tdp_w / total_tdp if total_tdp else spec.tdp_w
+        limit = min(spec.max_power_limit_w, max(spec.min_power_limit_w, limit))
+        return math.floor(limit * 1000) / 1000
+
+    def node(self, name: str) -> NodeConfig:
+        """The node called ``name``.
+
+        Raises:
+            ConfigError: No such node; the message lists the known ones.
+        """
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise ConfigError(f"no node {name!r} in the config (nodes: {', '.join(self.names())})")
+
+    def names(self) -> list[str]:
+        """Node names, in order."""
+        return [n.name for n in self.nodes]
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    """Render the first pydantic error as ``source: field.path: message``."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err["type"] not in ("extra_forbidden", "missing") and "input" in err:
+        given = err["input"]
+        if isinstance(given, str | int | float | bool):
+            msg = f"{msg} (got {given!r})"
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {loc}: {msg}{suffix}"
+
+
+def load_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping.
+
+    Raises:
+        ConfigError: The file is missing, unreadable, not YAML, or not a mapping.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def parse_cluster_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfig:
+    """Validate a cluster.yaml mapping.
+
+    Raises:
+        ConfigError: ``source: field.path: what is wrong``.
+    """
+    try:
+        return ClusterConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None
+
+
+def load_cluster_config(path: str | Path) -> ClusterConfig:
+    """Load and validate cluster.yaml; relative ``state_dir`` is taken from the file's folder.
+
+    Raises:
+        ConfigError: ``FILE: field.path: what is wrong``.
+    """
+    path = Path(path)
+    config = parse_cluster_config(load_yaml_mapping(path), str(path))
+    if not config.state_dir.is_absolute():
+        config = config.model_copy(update={"state_dir": path.parent.resolve() / config.state_dir})
+    return config
+
+
+def default_config_path() -> Path:
+    """The cluster.yaml used when none is given: ``$GREENLLM_CONFIG``, else ./cluster.yaml,
+    else the embedded default shipped with the package."""
+    import os
+
+    env = os.environ.get("GREENLLM_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("cluster.yaml")
+    if local.exists():
+        return local
+    return Path(__file__).parent / "data" / "cluster.yaml"

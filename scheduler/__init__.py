@@ -1,0 +1,1 @@
+"""Controller: cluster state, decide(), policies, gRPC servicers, persistence, metrics."""

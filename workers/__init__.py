@@ -1,0 +1,1 @@
+"""Node agent (device control, telemetry stream, fail-safe) and shard runners."""
