@@ -1,7 +1,7 @@
 """The ``greenllm`` command.
 
-Commands live in modules that define ``register(group)``: the ones in this package,
-and those of the packages named under the ``greenllm.commands`` entry-point group
+Commands live in modules that define ``register(group)``: the ``*_cmd`` modules of this
+package, and those of the packages named under the ``greenllm.commands`` entry-point group
 (scheduler/ and workers/ plug in that way, so the library never imports them).
 
 Every failure a user can cause ends as one line on stderr and a non-zero exit:
@@ -23,7 +23,6 @@ from greenllm.errors import GreenllmError
 EXIT_USAGE = 2
 EXIT_ERROR = 1
 COMMAND_ENTRY_POINT_GROUP = "greenllm.commands"
-_BUILTIN_MODULES = ("config_cmd", "devices_cmd", "profile_cmd", "meter_cmd")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -37,8 +36,10 @@ def cli() -> None:
     """
 
 
-def _register_package(package: ModuleType) -> None:
+def _register_package(package: ModuleType, suffix: str = "") -> None:
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if not info.name.endswith(suffix):
+            continue
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         register = getattr(module, "register", None)
         if callable(register):
@@ -46,14 +47,7 @@ def _register_package(package: ModuleType) -> None:
 
 
 def _load_commands() -> None:
-    for name in _BUILTIN_MODULES:
-        try:
-            module = importlib.import_module(f"greenllm.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"greenllm.cli.{name}":
-                raise
-            continue
-        module.register(cli)
+    _register_package(sys.modules[__package__ or "greenllm.cli"], suffix="_cmd")
     for ep in sorted(entry_points(group=COMMAND_ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
             package = importlib.import_module(ep.value)
