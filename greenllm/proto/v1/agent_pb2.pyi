@@ -1,0 +1,212 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AgentMessage(_message.Message):
+    __slots__ = ("register", "telemetry", "ack")
+    REGISTER_FIELD_NUMBER: _ClassVar[int]
+    TELEMETRY_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    register: Register
+    telemetry: TelemetryBatch
+    ack: CommandAck
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., telemetry: _Optional[_Union[TelemetryBatch, _Mapping]] = ..., ack: _Optional[_Union[CommandAck, _Mapping]] = ...) -> None: ...
+
+class ControllerMessage(_message.Message):
+    __slots__ = ("registered", "command", "heartbeat")
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    registered: Registered
+    command: Command
+    heartbeat: Heartbeat
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+
+class GpuInfo(_message.Message):
+    __slots__ = ("index", "type", "uuid", "min_power_limit_w", "max_power_limit_w", "default_power_limit_w", "power_limit_w", "min_sm_clock_mhz", "max_sm_clock_mhz", "memory_total_mib")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    MIN_POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    MAX_POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    MIN_SM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    MAX_SM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_MIB_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    type: str
+    uuid: str
+    min_power_limit_w: float
+    max_power_limit_w: float
+    default_power_limit_w: float
+    power_limit_w: float
+    min_sm_clock_mhz: int
+    max_sm_clock_mhz: int
+    memory_total_mib: float
+    def __init__(self, index: _Optional[int] = ..., type: _Optional[str] = ..., uuid: _Optional[str] = ..., min_power_limit_w: _Optional[float] = ..., max_power_limit_w: _Optional[float] = ..., default_power_limit_w: _Optional[float] = ..., power_limit_w: _Optional[float] = ..., min_sm_clock_mhz: _Optional[int] = ..., max_sm_clock_mhz: _Optional[int] = ..., memory_total_mib: _Optional[float] = ...) -> None: ...
+
+class Register(_message.Message):
+    __slots__ = ("node", "gpus", "agent_version", "failsafe_active")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FAILSAFE_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuInfo]
+    agent_version: str
+    failsafe_active: bool
+    def __init__(self, node: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., agent_version: _Optional[str] = ..., failsafe_active: _Optional[bool] = ...) -> None: ...
+
+class Registered(_message.Message):
+    __slots__ = ("session_id", "control_period_s", "telemetry_interval_s")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_PERIOD_S_FIELD_NUMBER: _ClassVar[int]
+    TELEMETRY_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    control_period_s: float
+    telemetry_interval_s: float
+    def __init__(self, session_id: _Optional[str] = ..., control_period_s: _Optional[float] = ..., telemetry_interval_s: _Optional[float] = ...) -> None: ...
+
+class GpuSample(_message.Message):
+    __slots__ = ("index", "timestamp_s", "power_w", "energy_j", "power_limit_w", "sm_clock_mhz", "utilization_pct", "temperature_c", "memory_used_mib")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_S_FIELD_NUMBER: _ClassVar[int]
+    POWER_W_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_J_FIELD_NUMBER: _ClassVar[int]
+    POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    SM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_PCT_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_C_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_MIB_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    timestamp_s: float
+    power_w: float
+    energy_j: float
+    power_limit_w: float
+    sm_clock_mhz: float
+    utilization_pct: float
+    temperature_c: float
+    memory_used_mib: float
+    def __init__(self, index: _Optional[int] = ..., timestamp_s: _Optional[float] = ..., power_w: _Optional[float] = ..., energy_j: _Optional[float] = ..., power_limit_w: _Optional[float] = ..., sm_clock_mhz: _Optional[float] = ..., utilization_pct: _Optional[float] = ..., temperature_c: _Optional[float] = ..., memory_used_mib: _Optional[float] = ...) -> None: ...
+
+class ShardSample(_message.Message):
+    __slots__ = ("shard_id", "job_id", "timestamp_s", "work_units", "steps", "requests")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_S_FIELD_NUMBER: _ClassVar[int]
+    WORK_UNITS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    job_id: str
+    timestamp_s: float
+    work_units: float
+    steps: int
+    requests: int
+    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., timestamp_s: _Optional[float] = ..., work_units: _Optional[float] = ..., steps: _Optional[int] = ..., requests: _Optional[int] = ...) -> None: ...
+
+class TelemetryBatch(_message.Message):
+    __slots__ = ("gpus", "shards", "failsafe_active")
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    FAILSAFE_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuSample]
+    shards: _containers.RepeatedCompositeFieldContainer[ShardSample]
+    failsafe_active: bool
+    def __init__(self, gpus: _Optional[_Iterable[_Union[GpuSample, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[ShardSample, _Mapping]]] = ..., failsafe_active: _Optional[bool] = ...) -> None: ...
+
+class SetPowerLimit(_message.Message):
+    __slots__ = ("gpu_index", "power_limit_w")
+    GPU_INDEX_FIELD_NUMBER: _ClassVar[int]
+    POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    gpu_index: int
+    power_limit_w: float
+    def __init__(self, gpu_index: _Optional[int] = ..., power_limit_w: _Optional[float] = ...) -> None: ...
+
+class LockSmClocks(_message.Message):
+    __slots__ = ("gpu_index", "min_sm_clock_mhz", "max_sm_clock_mhz")
+    GPU_INDEX_FIELD_NUMBER: _ClassVar[int]
+    MIN_SM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    MAX_SM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    gpu_index: int
+    min_sm_clock_mhz: int
+    max_sm_clock_mhz: int
+    def __init__(self, gpu_index: _Optional[int] = ..., min_sm_clock_mhz: _Optional[int] = ..., max_sm_clock_mhz: _Optional[int] = ...) -> None: ...
+
+class ResetSmClocks(_message.Message):
+    __slots__ = ("gpu_index",)
+    GPU_INDEX_FIELD_NUMBER: _ClassVar[int]
+    gpu_index: int
+    def __init__(self, gpu_index: _Optional[int] = ...) -> None: ...
+
+class StartShard(_message.Message):
+    __slots__ = ("shard_id", "job_id", "gpu_indices", "spec_json")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    GPU_INDICES_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    job_id: str
+    gpu_indices: _containers.RepeatedScalarFieldContainer[int]
+    spec_json: str
+    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., spec_json: _Optional[str] = ...) -> None: ...
+
+class StopShard(_message.Message):
+    __slots__ = ("shard_id",)
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    def __init__(self, shard_id: _Optional[str] = ...) -> None: ...
+
+class SetLoadWeights(_message.Message):
+    __slots__ = ("weights",)
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    weights: _containers.ScalarMap[str, float]
+    def __init__(self, weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class Command(_message.Message):
+    __slots__ = ("command_id", "set_power_limit", "lock_sm_clocks", "reset_sm_clocks", "start_shard", "stop_shard", "set_load_weights")
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    SET_POWER_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    LOCK_SM_CLOCKS_FIELD_NUMBER: _ClassVar[int]
+    RESET_SM_CLOCKS_FIELD_NUMBER: _ClassVar[int]
+    START_SHARD_FIELD_NUMBER: _ClassVar[int]
+    STOP_SHARD_FIELD_NUMBER: _ClassVar[int]
+    SET_LOAD_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    command_id: int
+    set_power_limit: SetPowerLimit
+    lock_sm_clocks: LockSmClocks
+    reset_sm_clocks: ResetSmClocks
+    start_shard: StartShard
+    stop_shard: StopShard
+    set_load_weights: SetLoadWeights
+    def __init__(self, command_id: _Optional[int] = ..., set_power_limit: _Optional[_Union[SetPowerLimit, _Mapping]] = ..., lock_sm_clocks: _Optional[_Union[LockSmClocks, _Mapping]] = ..., reset_sm_clocks: _Optional[_Union[ResetSmClocks, _Mapping]] = ..., start_shard: _Optional[_Union[StartShard, _Mapping]] = ..., stop_shard: _Optional[_Union[StopShard, _Mapping]] = ..., set_load_weights: _Optional[_Union[SetLoadWeights, _Mapping]] = ...) -> None: ...
+
+class CommandAck(_message.Message):
+    __slots__ = ("command_id", "success", "reason", "code")
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    command_id: int
+    success: bool
+    reason: str
+    code: int
+    def __init__(self, command_id: _Optional[int] = ..., success: _Optional[bool] = ..., reason: _Optional[str] = ..., code: _Optional[int] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("timestamp_s",)
+    TIMESTAMP_S_FIELD_NUMBER: _ClassVar[int]
+    timestamp_s: float
+    def __init__(self, timestamp_s: _Optional[float] = ...) -> None: ...

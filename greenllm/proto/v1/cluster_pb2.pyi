@@ -1,0 +1,181 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class JobSpec(_message.Message):
+    __slots__ = ("name", "kind", "model", "priority", "shards", "gpu_types", "min_throughput", "deadline_s", "spec_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    GPU_TYPES_FIELD_NUMBER: _ClassVar[int]
+    MIN_THROUGHPUT_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    model: str
+    priority: int
+    shards: int
+    gpu_types: _containers.RepeatedScalarFieldContainer[str]
+    min_throughput: float
+    deadline_s: float
+    spec_json: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., priority: _Optional[int] = ..., shards: _Optional[int] = ..., gpu_types: _Optional[_Iterable[str]] = ..., min_throughput: _Optional[float] = ..., deadline_s: _Optional[float] = ..., spec_json: _Optional[str] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "spec", "state", "throughput", "energy_j", "work_units", "submitted_at_s")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_J_FIELD_NUMBER: _ClassVar[int]
+    WORK_UNITS_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_AT_S_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    spec: JobSpec
+    state: str
+    throughput: float
+    energy_j: float
+    work_units: float
+    submitted_at_s: float
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[str] = ..., throughput: _Optional[float] = ..., energy_j: _Optional[float] = ..., work_units: _Optional[float] = ..., submitted_at_s: _Optional[float] = ...) -> None: ...
+
+class SubmitJobRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: JobSpec
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+
+class SubmitJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CancelJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GpuStatus(_message.Message):
+    __slots__ = ("index", "type", "power_limit_w", "power_w", "sm_clock_mhz", "utilization_pct", "temperature_c", "memory_used_mib", "energy_j", "commanded_power_limit_w", "pending_power_limit_w")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    POWER_W_FIELD_NUMBER: _ClassVar[int]
+    SM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_PCT_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_C_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_MIB_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_J_FIELD_NUMBER: _ClassVar[int]
+    COMMANDED_POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    PENDING_POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    type: str
+    power_limit_w: float
+    power_w: float
+    sm_clock_mhz: float
+    utilization_pct: float
+    temperature_c: float
+    memory_used_mib: float
+    energy_j: float
+    commanded_power_limit_w: float
+    pending_power_limit_w: float
+    def __init__(self, index: _Optional[int] = ..., type: _Optional[str] = ..., power_limit_w: _Optional[float] = ..., power_w: _Optional[float] = ..., sm_clock_mhz: _Optional[float] = ..., utilization_pct: _Optional[float] = ..., temperature_c: _Optional[float] = ..., memory_used_mib: _Optional[float] = ..., energy_j: _Optional[float] = ..., commanded_power_limit_w: _Optional[float] = ..., pending_power_limit_w: _Optional[float] = ...) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("name", "connected", "stale", "failsafe_active", "gpus", "telemetry_age_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    FAILSAFE_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    TELEMETRY_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    connected: bool
+    stale: bool
+    failsafe_active: bool
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuStatus]
+    telemetry_age_s: float
+    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., stale: _Optional[bool] = ..., failsafe_active: _Optional[bool] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ..., telemetry_age_s: _Optional[float] = ...) -> None: ...
+
+class ClusterStatus(_message.Message):
+    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s")
+    BUDGET_W_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_W_FIELD_NUMBER: _ClassVar[int]
+    POWER_W_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTED_POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_S_FIELD_NUMBER: _ClassVar[int]
+    budget_w: float
+    reserve_w: float
+    power_w: float
+    accounted_power_limit_w: float
+    policy: str
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    timestamp_s: float
+    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ...) -> None: ...
+
+class SetBudgetRequest(_message.Message):
+    __slots__ = ("budget_w", "reserve_w")
+    BUDGET_W_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_W_FIELD_NUMBER: _ClassVar[int]
+    budget_w: float
+    reserve_w: float
+    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ...) -> None: ...
+
+class SetBudgetResponse(_message.Message):
+    __slots__ = ("budget_w", "reserve_w")
+    BUDGET_W_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_W_FIELD_NUMBER: _ClassVar[int]
+    budget_w: float
+    reserve_w: float
+    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ...) -> None: ...
+
+class SetPolicyRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class SetPolicyResponse(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class WatchStatusRequest(_message.Message):
+    __slots__ = ("interval_s",)
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    interval_s: float
+    def __init__(self, interval_s: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,179 @@
+"""Wire contract: field numbers, types of the oneofs, and RPC shapes must never change."""
+
+from __future__ import annotations
+
+from google.protobuf.descriptor import Descriptor
+
+from greenllm.proto.v1 import agent_pb2, cluster_pb2
+
+FIELD_NUMBERS: dict[str, dict[str, int]] = {
+    "AgentMessage": {"register": 1, "telemetry": 2, "ack": 3},
+    "ControllerMessage": {"registered": 1, "command": 2, "heartbeat": 3},
+    "GpuInfo": {
+        "index": 1,
+        "type": 2,
+        "uuid": 3,
+        "min_power_limit_w": 4,
+        "max_power_limit_w": 5,
+        "default_power_limit_w": 6,
+        "power_limit_w": 7,
+        "min_sm_clock_mhz": 8,
+        "max_sm_clock_mhz": 9,
+        "memory_total_mib": 10,
+    },
+    "Register": {"node": 1, "gpus": 2, "agent_version": 3, "failsafe_active": 4},
+    "Registered": {"session_id": 1, "control_period_s": 2, "telemetry_interval_s": 3},
+    "GpuSample": {
+        "index": 1,
+        "timestamp_s": 2,
+        "power_w": 3,
+        "energy_j": 4,
+        "power_limit_w": 5,
+        "sm_clock_mhz": 6,
+        "utilization_pct": 7,
+        "temperature_c": 8,
+        "memory_used_mib": 9,
+    },
+    "ShardSample": {
+        "shard_id": 1,
+        "job_id": 2,
+        "timestamp_s": 3,
+        "work_units": 4,
+        "steps": 5,
+        "requests": 6,
+    },
+    "TelemetryBatch": {"gpus": 1, "shards": 2, "failsafe_active": 3},
+    "SetPowerLimit": {"gpu_index": 1, "power_limit_w": 2},
+    "LockSmClocks": {"gpu_index": 1, "min_sm_clock_mhz": 2, "max_sm_clock_mhz": 3},
+    "ResetSmClocks": {"gpu_index": 1},
+    "StartShard": {"shard_id": 1, "job_id": 2, "gpu_indices": 3, "spec_json": 4},
+    "StopShard": {"shard_id": 1},
+    "SetLoadWeights": {"weights": 1},
+    "Command": {
+        "command_id": 1,
+        "set_power_limit": 2,
+        "lock_sm_clocks": 3,
+        "reset_sm_clocks": 4,
+        "start_shard": 5,
+        "stop_shard": 6,
+        "set_load_weights": 7,
+    },
+    "CommandAck": {"command_id": 1, "success": 2, "reason": 3, "code": 4},
+    "Heartbeat": {"timestamp_s": 1},
+    "JobSpec": {
+        "name": 1,
+        "kind": 2,
+        "model": 3,
+        "priority": 4,
+        "shards": 5,
+        "gpu_types": 6,
+        "min_throughput": 7,
+        "deadline_s": 8,
+        "spec_json": 9,
+    },
+    "Job": {
+        "id": 1,
+        "spec": 2,
+        "state": 3,
+        "throughput": 4,
+        "energy_j": 5,
+        "work_units": 6,
+        "submitted_at_s": 7,
+    },
+    "SubmitJobRequest": {"spec": 1},
+    "SubmitJobResponse": {"job": 1},
+    "CancelJobRequest": {"job_id": 1},
+    "CancelJobResponse": {"job": 1},
+    "ListJobsRequest": {},
+    "ListJobsResponse": {"jobs": 1},
+    "GetStatusRequest": {},
+    "GpuStatus": {
+        "index": 1,
+        "type": 2,
+        "power_limit_w": 3,
+        "power_w": 4,
+        "sm_clock_mhz": 5,
+        "utilization_pct": 6,
+        "temperature_c": 7,
+        "memory_used_mib": 8,
+        "energy_j": 9,
+        "commanded_power_limit_w": 10,
+        "pending_power_limit_w": 11,
+    },
+    "NodeStatus": {
+        "name": 1,
+        "connected": 2,
+        "stale": 3,
+        "failsafe_active": 4,
+        "gpus": 5,
+        "telemetry_age_s": 6,
+    },
+    "ClusterStatus": {
+        "budget_w": 1,
+        "reserve_w": 2,
+        "power_w": 3,
+        "accounted_power_limit_w": 4,
+        "policy": 5,
+        "nodes": 6,
+        "jobs": 7,
+        "timestamp_s": 8,
+    },
+    "SetBudgetRequest": {"budget_w": 1, "reserve_w": 2},
+    "SetBudgetResponse": {"budget_w": 1, "reserve_w": 2},
+    "SetPolicyRequest": {"name": 1},
+    "SetPolicyResponse": {"name": 1},
+    "WatchStatusRequest": {"interval_s": 1},
+}
+
+# method -> (request type, response type, client streaming, server streaming)
+METHODS: dict[str, tuple[str, str, bool, bool]] = {
+    "Agent.Connect": ("AgentMessage", "ControllerMessage", True, True),
+    "Cluster.SubmitJob": ("SubmitJobRequest", "SubmitJobResponse", False, False),
+    "Cluster.CancelJob": ("CancelJobRequest", "CancelJobResponse", False, False),
+    "Cluster.ListJobs": ("ListJobsRequest", "ListJobsResponse", False, False),
+    "Cluster.GetStatus": ("GetStatusRequest", "ClusterStatus", False, False),
+    "Cluster.SetBudget": ("SetBudgetRequest", "SetBudgetResponse", False, False),
+    "Cluster.SetPolicy": ("SetPolicyRequest", "SetPolicyResponse", False, False),
+    "Cluster.WatchStatus": ("WatchStatusRequest", "ClusterStatus", False, True),
+}
+
+
+def _messages() -> dict[str, Descriptor]:
+    found: dict[str, Descriptor] = {}
+    for module in (agent_pb2, cluster_pb2):
+        assert module.DESCRIPTOR.package == "greenllm.v1"
+        found.update(module.DESCRIPTOR.message_types_by_name)
+    return found
+
+
+def test_every_message_is_pinned() -> None:
+    assert set(_messages()) == set(FIELD_NUMBERS)
+
+
+def test_field_numbers_are_pinned() -> None:
+    for name, descriptor in _messages().items():
+        actual = {f.name: f.number for f in descriptor.fields}
+        assert actual == FIELD_NUMBERS[name], name
+
+
+def test_rpc_shapes_are_pinned() -> None:
+    actual = {}
+    for module in (agent_pb2, cluster_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for m in service.methods:
+                actual[f"{service.name}.{m.name}"] = (
+                    m.input_type.name,
+                    m.output_type.name,
+                    m.client_streaming,
+                    m.server_streaming,
+                )
+    assert actual == METHODS
+
+
+def test_command_round_trips() -> None:
+    cmd = agent_pb2.Command(
+        command_id=7, set_power_limit=agent_pb2.SetPowerLimit(gpu_index=2, power_limit_w=350.5)
+    )
+    back = agent_pb2.Command.FromString(cmd.SerializeToString())
+    assert back.WhichOneof("action") == "set_power_limit"
+    assert back.set_power_limit.power_limit_w == 350.5
