@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,9 +23,7 @@ def config_group() -> None:
 def check(file: Path, as_json: bool) -> None:
     """Validate FILE; print a summary, or one line naming the field that is wrong."""
     cfg = load_cluster_config(file)
-    nodes = [
-        {"name": n.name, "backend": n.backend, "gpus": n.gpu_types()} for n in cfg.nodes
-    ]
+    nodes = [{"name": n.name, "backend": n.backend, "gpus": n.gpu_types()} for n in cfg.nodes]
     summary = {
         "file": str(file),
         "valid": True,
@@ -56,7 +56,7 @@ def check(file: Path, as_json: bool) -> None:
     print_table(None, ["node", "backend", "gpus"], rows)
 
 
-def _counts(types: list[str]) -> list[str]:
+def _counts(types: Iterable[str]) -> list[str]:
     out: dict[str, int] = {}
     for t in types:
         out[t] = out.get(t, 0) + 1

@@ -7,6 +7,7 @@ callable: wall time by default, virtual time in the simulator.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -58,6 +59,7 @@ class SimulatedGPU(GPU):
         self._workload: physics.Workload | None = None
         self._last_s = self._clock()
         self._energy_j = 0.0
+        self._reported_energy_j = 0.0
         self._work_units = 0.0
         self._point = physics.operating_point(self.spec, None, self._power_limit_w)
         self._start_s = self._last_s
@@ -66,10 +68,19 @@ class SimulatedGPU(GPU):
     def _advance(self) -> None:
         now = self._clock()
         dt = now - self._last_s
-        if dt > 0:
-            self._energy_j += self._point.power_w * dt
-            self._work_units += self._point.throughput * dt
-            self._last_s = now
+        if dt <= 0:
+            return
+        if self._energy_period_s > 0:
+            # The counter as of its last update tick in (last, now], if one passed.
+            ticks = math.floor((now - self._start_s) / self._energy_period_s + 1e-9)
+            tick_s = self._start_s + ticks * self._energy_period_s
+            if tick_s > self._last_s:
+                self._reported_energy_j = self._energy_j + self._point.power_w * (
+                    tick_s - self._last_s
+                )
+        self._energy_j += self._point.power_w * dt
+        self._work_units += self._point.throughput * dt
+        self._last_s = now
 
     def _settle(self) -> None:
         self._advance()
@@ -109,12 +120,7 @@ class SimulatedGPU(GPU):
 
     def energy_j(self) -> float:
         self._advance()
-        if self._energy_period_s <= 0:
-            return self._energy_j
-        # Report the counter as of its last update tick.
-        elapsed = self._last_s - self._start_s
-        tick_s = self._start_s + (elapsed // self._energy_period_s) * self._energy_period_s
-        return self._energy_j - self._point.power_w * (self._last_s - tick_s)
+        return self._energy_j if self._energy_period_s <= 0 else self._reported_energy_j
 
     def power_limit_w(self) -> float:
         return self._power_limit_w
