@@ -15,7 +15,9 @@ def main(argv: list[str]) -> int:
     wanted = [a if a.startswith("bench_") else f"bench_{a}" for a in argv]
     unknown = [w for w in wanted if w not in names]
     if unknown:
-        print(f"benchmarks: unknown {', '.join(unknown)} (have: {', '.join(names)})", file=sys.stderr)
+        print(
+            f"benchmarks: unknown {', '.join(unknown)} (have: {', '.join(names)})", file=sys.stderr
+        )
         return 2
     for name in wanted or names:
         print(f"\n=== {name} ===", flush=True)
