@@ -1,0 +1,1 @@
+"""The controller's pure core: observed state, decide(), safety, placement, power model."""

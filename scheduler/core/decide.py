@@ -1,0 +1,172 @@
+"""``decide(observed, config, policy) -> Actions``: the controller's pure step.
+
+One call: place pending jobs whole on free GPUs, build the allocation problem over the
+GPUs that can be commanded, let the policy choose limits and clock locks, make the
+limits safe (:mod:`scheduler.core.safety`), and derive load weights. No I/O, no clock,
+no randomness: the live controller and the simulator run exactly this.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from greenllm.devices.catalog import GPUSpec, get_spec
+from scheduler.core.placement import place
+from scheduler.core.powermodel import PowerModel
+from scheduler.core.problem import Group, Policy, Problem
+from scheduler.core.safety import LimitState, plan_limits
+from scheduler.core.types import (
+    Actions,
+    DecideConfig,
+    GPUState,
+    JobState,
+    LoadWeight,
+    LockClocks,
+    ObservedState,
+    Placement,
+    ResetClocks,
+    SetPowerLimit,
+)
+
+_DEFAULT_MODEL = PowerModel()
+
+
+def _limit_grid(spec: GPUSpec, lo_w: float, steps: int) -> np.ndarray:
+    grid = np.round(np.linspace(spec.min_power_limit_w, spec.max_power_limit_w, steps))
+    return np.unique(np.concatenate(([lo_w], grid[grid > lo_w])))
+
+
+def _groups(
+    gpus: tuple[GPUState, ...],
+    live_pos: dict[tuple[str, int], int],
+    assigned: dict[tuple[str, int], str],
+    jobs: dict[str, JobState],
+    model: PowerModel,
+    steps: int,
+) -> list[Group]:
+    members: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for g in gpus:
+        job_id = assigned.get(g.key)
+        pos = live_pos.get(g.key)
+        if job_id is not None and pos is not None and job_id in jobs:
+            members[(job_id, g.gpu_type)].append(pos)
+    groups = []
+    for (job_id, gpu_type), rows in members.items():
+        job = jobs[job_id]
+        spec = get_spec(gpu_type)
+        lo = min(spec.max_power_limit_w, max(spec.min_power_limit_w, job.floor_w))
+        grid = _limit_grid(spec, lo, steps)
+        groups.append(
+            Group(
+                job=job,
+                gpu_type=gpu_type,
+                rows=np.asarray(rows, dtype=int),
+                lo_w=float(lo),
+                hi_w=float(spec.max_power_limit_w),
+                curve=model.limit_curve(gpu_type, job.workload, grid),
+                clock_curve=model.clock_curve(gpu_type, job.workload),
+            )
+        )
+    return groups
+
+
+def _load_weights(
+    groups: list[Group], live: list[GPUState], limits_w: np.ndarray
+) -> list[LoadWeight]:
+    per_job: dict[str, list[tuple[GPUState, float]]] = defaultdict(list)
+    for g in groups:
+        rates = np.interp(limits_w[g.rows], g.curve.limits_w, g.curve.rate)
+        per_job[g.job.job_id].extend(zip((live[r] for r in g.rows), rates.tolist(), strict=True))
+    out = []
+    for job_id, shards in per_job.items():
+        total = sum(rate for _, rate in shards)
+        for gpu, rate in shards:
+            weight = rate / total if total > 0 else 1.0 / len(shards)
+            out.append(LoadWeight(job_id, gpu.node, gpu.index, weight))
+    return out
+
+
+def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Actions:
+    """Plan one control period.
+
+    Args:
+        observed: GPUs, jobs, budget and power model as the controller sees them now.
+        config: Tuning (hysteresis bands, planning grid).
+        policy: The allocation policy.
+
+    Returns:
+        The actions; execute ``power_limits`` in order (lowerings come first).
+    """
+    model = observed.power_model or _DEFAULT_MODEL
+    gpus = observed.gpus
+    usable_w = observed.usable_budget_w
+    jobs = {j.job_id: j for j in observed.jobs if j.phase in ("pending", "running")}
+    placements: list[Placement] = place(gpus, observed.jobs, model, usable_w)
+    assigned = {g.key: g.job_id for g in gpus if g.job_id is not None}
+    assigned.update({(p.node, p.index): p.job_id for p in placements})
+
+    specs = [get_spec(g.gpu_type) for g in gpus]
+    stale = np.array([g.stale for g in gpus], dtype=bool)
+    state = LimitState(
+        acked_w=np.array([g.acked_limit_w for g in gpus], dtype=float),
+        pending_w=np.array(
+            [np.nan if g.pending_limit_w is None else g.pending_limit_w for g in gpus], dtype=float
+        ),
+        stale=stale,
+        min_w=np.array([s.min_power_limit_w for s in specs], dtype=float),
+        max_w=np.array([s.max_power_limit_w for s in specs], dtype=float),
+        tdp_w=np.array([s.tdp_w for s in specs], dtype=float),
+    )
+    live_idx = np.flatnonzero(~stale)
+    live = [gpus[i] for i in live_idx]
+    live_pos = {g.key: p for p, g in enumerate(live)}
+    groups = _groups(gpus, live_pos, assigned, jobs, model, config.limit_grid_steps)
+    busy = np.zeros(len(live), dtype=bool)
+    for grp in groups:
+        busy[grp.rows] = True
+    problem = Problem(
+        budget_w=usable_w - float(np.sum(state.accounted_w[stale])),
+        min_w=state.min_w[live_idx],
+        max_w=state.max_w[live_idx],
+        tdp_w=state.tdp_w[live_idx],
+        busy=busy,
+        groups=groups,
+        model=model,
+    )
+    alloc = policy.allocate(problem)
+    live_target = np.where(busy, alloc.limits_w, problem.min_w)
+    target = state.commanded_w.copy()
+    target[live_idx] = live_target
+    plan = plan_limits(state, target, usable_w, config.lower_band_frac, config.raise_band_frac)
+    limits = [SetPowerLimit(gpus[i].node, gpus[i].index, float(plan.new_w[i])) for i in plan.order]
+
+    locks: list[LockClocks] = []
+    resets: list[ResetClocks] = []
+    for pos, gpu in enumerate(live):
+        want = int(alloc.lock_max_sm_clock_mhz[pos]) if busy[pos] else 0
+        have = gpu.locked_max_sm_clock_mhz
+        if want > 0 and want != have:
+            spec = get_spec(gpu.gpu_type)
+            locks.append(LockClocks(gpu.node, gpu.index, spec.min_sm_clock_mhz, want))
+        elif want == 0 and have is not None:
+            resets.append(ResetClocks(gpu.node, gpu.index))
+
+    effective = np.where(np.isnan(plan.new_w), state.commanded_w, plan.new_w)[live_idx]
+    notes = []
+    if plan.infeasible:
+        notes.append(
+            f"budget {observed.budget_w:g} W - reserve {observed.reserve_w:g} W cannot cover "
+            "the minimum limits of the GPUs plus the stale GPUs' commanded limits"
+        )
+    return Actions(
+        placements=tuple(placements),
+        power_limits=tuple(limits),
+        clock_locks=tuple(locks),
+        clock_resets=tuple(resets),
+        load_weights=tuple(_load_weights(groups, live, effective)),
+        unmet_slos=tuple(alloc.unmet_slos),
+        raises_deferred=plan.raises_deferred,
+        notes=tuple(notes),
+    )

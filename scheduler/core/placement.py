@@ -1,0 +1,104 @@
+"""Placement of pending jobs' shards on free GPUs.
+
+Rules:
+
+* A job is placed whole or not at all (gang): all its shards start in the same tick.
+* Higher priority first; equal priorities in the order the jobs are listed.
+* Only allowed GPU types; preferred types first, then the type doing the job's workload
+  at the least joules per unit at the power it can expect (its TDP-proportional share of
+  the budget), as the power model predicts.
+* A training job (synchronous data-parallel) uses one GPU type for all its shards, so no
+  shard waits on a slower kind; inference replicas may span types.
+* Within a type, GPUs on the nodes with the most free GPUs of that type come first, so
+  shards pack onto few nodes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from greenllm.devices.catalog import get_spec
+from scheduler.core.powermodel import PowerModel
+from scheduler.core.types import GPUState, JobState, Placement
+
+
+def _expected_joules_per_unit(
+    model: PowerModel, gpu_type: str, job: JobState, share_w: float
+) -> float:
+    spec = get_spec(gpu_type)
+    limit = min(spec.max_power_limit_w, max(spec.min_power_limit_w, share_w))
+    curve = model.limit_curve(gpu_type, job.workload, np.array([float(round(limit))]))
+    rate = float(curve.rate[0])
+    return float(curve.power_w[0]) / rate if rate > 0 else float("inf")
+
+
+def _free_by_type(gpus: tuple[GPUState, ...]) -> dict[str, list[tuple[str, int]]]:
+    per_node_type: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for g in gpus:
+        if g.job_id is None and not g.stale:
+            per_node_type[(g.gpu_type, g.node)].append(g.index)
+    ordered: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for (gpu_type, node), indices in sorted(
+        per_node_type.items(), key=lambda kv: (kv[0][0], -len(kv[1]), kv[0][1])
+    ):
+        ordered[gpu_type].extend((node, i) for i in sorted(indices))
+    return ordered
+
+
+def place(
+    gpus: tuple[GPUState, ...],
+    jobs: tuple[JobState, ...],
+    model: PowerModel,
+    usable_budget_w: float,
+) -> list[Placement]:
+    """Place pending jobs whole on free GPUs.
+
+    Args:
+        gpus: Every GPU (busy and stale ones are skipped).
+        jobs: Jobs; only ``phase == "pending"`` ones are placed.
+        model: Power model used to rank GPU types by energy efficiency.
+        usable_budget_w: Budget minus reserve, watts (sets each type's expected share).
+
+    Returns:
+        One placement per shard of each job that fits.
+    """
+    pending = [j for j in jobs if j.phase == "pending" and j.shards > 0]
+    if not pending:
+        return []
+    free = _free_by_type(gpus)
+    if not free:
+        return []
+    total_tdp = sum(get_spec(g.gpu_type).tdp_w for g in gpus) or 1.0
+    order = sorted(range(len(pending)), key=lambda i: (-pending[i].priority, i))
+    placements: list[Placement] = []
+    for i in order:
+        job = pending[i]
+        types = [
+            t for t in free if free[t] and (not job.allowed_gpu_types or t in job.allowed_gpu_types)
+        ]
+
+        def rank(t: str, job: JobState = job) -> tuple[int, float]:
+            pref = job.preferred_gpu_types
+            share = usable_budget_w * get_spec(t).tdp_w / total_tdp
+            j_per_unit = _expected_joules_per_unit(model, t, job, share)
+            return (pref.index(t) if t in pref else len(pref), j_per_unit)
+
+        types.sort(key=rank)
+        chosen: list[tuple[str, int]] = []
+        if job.kind == "train":
+            for t in types:
+                if len(free[t]) >= job.shards:
+                    chosen = free[t][: job.shards]
+                    free[t] = free[t][job.shards :]
+                    break
+        elif sum(len(free[t]) for t in types) >= job.shards:
+            for t in types:
+                take = min(job.shards - len(chosen), len(free[t]))
+                chosen.extend(free[t][:take])
+                free[t] = free[t][take:]
+        placements.extend(
+            Placement(job.job_id, shard, node, index) for shard, (node, index) in enumerate(chosen)
+        )
+    return placements

@@ -1,0 +1,253 @@
+"""What :func:`scheduler.core.decide.decide` reads and what it returns.
+
+These types are the contract between ``decide()`` and whoever runs it (the live
+controller in ``scheduler/server`` and the simulator in ``scheduler/sim``).
+
+How a controller fills in :class:`GPUState`:
+
+* ``acked_limit_w`` is the power limit the agent last confirmed as applied (at start,
+  the limit the agent reported when it registered).
+* ``pending_limit_w`` is the **largest** limit commanded but not yet acked, or None when
+  every command was acked. Keep an outstanding command until its ack arrives (or until
+  the node is declared lost); when several are outstanding, report their maximum.
+* ``stale`` is True when the node's telemetry is older than the controller's staleness
+  timeout (or its stream is down). ``decide()`` then counts the GPU at
+  ``max(acked_limit_w, pending_limit_w)`` and sends it no command.
+* ``locked_max_sm_clock_mhz`` is the upper end of the SM clock lock last acked (None:
+  clocks free).
+* ``work_rate`` is the measured work per second of the shard on the GPU (samples/s for
+  training, tokens/s for inference), 0 when idle or unknown.
+
+How a controller executes :class:`Actions`:
+
+1. Send ``power_limits`` in the order given: every lowering comes before any raise.
+   ``decide()`` emits raises only when no lowering is outstanding and the raised limits
+   fit the budget even before anything else is acked, so the controller never has to
+   hold raises back itself; it just must not reorder them.
+2. ``clock_locks`` and ``clock_resets`` may go at any time (a lock only lowers power;
+   an unlock is still bounded by the power limit).
+3. ``placements`` start shards on GPUs (the shard's job moves to running);
+   ``load_weights`` set each shard's share of its job's requests (inference) or
+   micro-batches (training).
+4. Record every power-limit command as pending until acked (see above).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from greenllm.devices.physics import Workload
+
+if TYPE_CHECKING:
+    from scheduler.core.powermodel import PowerModel
+
+JobKind = Literal["train", "infer"]
+JobPhase = Literal["pending", "running", "done", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class GPUState:
+    """The controller's view of one GPU.
+
+    Attributes:
+        node: Node name.
+        index: GPU index on the node.
+        gpu_type: Catalog type, e.g. ``"H100-SXM"``.
+        power_w: Latest measured board power, watts.
+        sm_clock_mhz: Latest measured SM clock, MHz.
+        acked_limit_w: Power limit the agent last acked, watts.
+        pending_limit_w: Largest commanded, not yet acked limit, watts (None: none).
+        locked_max_sm_clock_mhz: Upper end of the acked SM clock lock, MHz (None: free).
+        stale: Telemetry is too old to trust (the GPU gets no commands).
+        job_id: Job whose shard runs on the GPU (None: idle).
+        shard: Shard index of that job on this GPU.
+        work_rate: Measured work of the shard per second (samples/s or tokens/s).
+    """
+
+    node: str
+    index: int
+    gpu_type: str
+    power_w: float
+    sm_clock_mhz: float
+    acked_limit_w: float
+    pending_limit_w: float | None = None
+    locked_max_sm_clock_mhz: int | None = None
+    stale: bool = False
+    job_id: str | None = None
+    shard: int | None = None
+    work_rate: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """``(node, index)``, the GPU's identity."""
+        return (self.node, self.index)
+
+    @property
+    def commanded_limit_w(self) -> float:
+        """The limit the GPU will have once every command is applied, watts."""
+        return self.pending_limit_w if self.pending_limit_w is not None else self.acked_limit_w
+
+    @property
+    def accounted_limit_w(self) -> float:
+        """What the budget must count for this GPU now: max of acked and pending, watts."""
+        if self.pending_limit_w is None:
+            return self.acked_limit_w
+        return max(self.acked_limit_w, self.pending_limit_w)
+
+
+@dataclass(frozen=True)
+class JobState:
+    """The controller's view of one job.
+
+    Attributes:
+        job_id: Unique id.
+        kind: ``"train"`` (synchronous data-parallel, units: samples) or ``"infer"``
+            (independent replicas, units: tokens).
+        phase: ``"pending"`` jobs are placed by ``decide()``; ``"running"`` ones get power.
+        workload: What one shard runs (the power model's key, with the GPU type).
+        shards: Number of shards (training) or replicas (inference); placed all or none.
+        priority: Weight of the job's throughput; higher is more important (>= 0).
+        allowed_gpu_types: Types the job may run on (empty: any).
+        preferred_gpu_types: Types to use first when several fit, in order.
+        slo_units_per_s: Minimum work rate of the whole job, units/s (0: no SLO).
+        floor_w: Lowest power limit any of its GPUs may be capped to, watts (0: none).
+        demand_units_per_s: Work the job can use per second (inference arrival rate),
+            None when unbounded (training, or a backlog).
+    """
+
+    job_id: str
+    kind: JobKind
+    phase: JobPhase
+    workload: Workload
+    shards: int = 1
+    priority: float = 1.0
+    allowed_gpu_types: tuple[str, ...] = ()
+    preferred_gpu_types: tuple[str, ...] = ()
+    slo_units_per_s: float = 0.0
+    floor_w: float = 0.0
+    demand_units_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ObservedState:
+    """Everything ``decide()`` looks at.
+
+    Attributes:
+        now_s: Time of the snapshot, seconds.
+        budget_w: Cluster GPU power budget, watts.
+        reserve_w: Headroom kept unallocated, watts.
+        gpus: Every known GPU (stale ones included).
+        jobs: Pending and running jobs (finished ones may be left out).
+        power_model: The learned power model (None: the catalog prior). ``decide()``
+            only reads it; the controller feeds it telemetry.
+    """
+
+    now_s: float
+    budget_w: float
+    reserve_w: float
+    gpus: tuple[GPUState, ...]
+    jobs: tuple[JobState, ...]
+    power_model: PowerModel | None = None
+
+    @property
+    def usable_budget_w(self) -> float:
+        """``budget_w - reserve_w``: what commanded limits may sum to, watts."""
+        return self.budget_w - self.reserve_w
+
+
+@dataclass(frozen=True)
+class DecideConfig:
+    """Tuning of ``decide()``; the defaults suit the live controller and the simulator.
+
+    Attributes:
+        lower_band_frac: Lower a limit only when the target is more than this fraction of
+            the GPU's TDP below the commanded limit (hysteresis band 1).
+        raise_band_frac: Raise a limit only when the target is more than this fraction of
+            the GPU's TDP above it (band 3); in between (band 2) the limit holds.
+        limit_grid_steps: Candidate power limits per GPU type the planners consider.
+    """
+
+    lower_band_frac: float = 0.01
+    raise_band_frac: float = 0.03
+    limit_grid_steps: int = 48
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Start shard ``shard`` of ``job_id`` on GPU ``(node, index)``."""
+
+    job_id: str
+    shard: int
+    node: str
+    index: int
+
+
+@dataclass(frozen=True)
+class SetPowerLimit:
+    """Set GPU ``(node, index)``'s power limit to ``power_limit_w`` watts."""
+
+    node: str
+    index: int
+    power_limit_w: float
+
+
+@dataclass(frozen=True)
+class LockClocks:
+    """Lock GPU ``(node, index)``'s SM clock into ``[min_sm_clock_mhz, max_sm_clock_mhz]``."""
+
+    node: str
+    index: int
+    min_sm_clock_mhz: int
+    max_sm_clock_mhz: int
+
+
+@dataclass(frozen=True)
+class ResetClocks:
+    """Free GPU ``(node, index)``'s SM clocks."""
+
+    node: str
+    index: int
+
+
+@dataclass(frozen=True)
+class LoadWeight:
+    """Share of ``job_id``'s requests / micro-batches for the shard on ``(node, index)``."""
+
+    job_id: str
+    node: str
+    index: int
+    weight: float
+
+
+@dataclass(frozen=True)
+class SLOReport:
+    """A job whose SLO the budget cannot meet, and why."""
+
+    job_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Actions:
+    """What ``decide()`` asks the controller to do.
+
+    Attributes:
+        placements: Shards to start.
+        power_limits: Limit changes, lowerings first (execute in order).
+        clock_locks: SM clock locks to apply.
+        clock_resets: SM clock locks to remove.
+        load_weights: Per-shard load shares, per job summing to 1.
+        unmet_slos: Jobs whose SLO cannot be met under the budget, with the reason.
+        raises_deferred: True when raises were held back until lowerings are acked.
+        notes: Human-readable remarks (e.g. an infeasible budget).
+    """
+
+    placements: tuple[Placement, ...] = ()
+    power_limits: tuple[SetPowerLimit, ...] = ()
+    clock_locks: tuple[LockClocks, ...] = ()
+    clock_resets: tuple[ResetClocks, ...] = ()
+    load_weights: tuple[LoadWeight, ...] = ()
+    unmet_slos: tuple[SLOReport, ...] = ()
+    raises_deferred: bool = False
+    notes: tuple[str, ...] = field(default=())
