@@ -1,0 +1,208 @@
+"""The result of one measurement window: joules, seconds and watts per device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Source labels, as they appear in every output.
+SOURCE_NVML = "nvml-counter"
+SOURCE_SIMULATED = "simulated"
+SOURCE_RAPL = "rapl"
+SOURCE_ESTIMATE = "estimate"
+
+
+@dataclass(frozen=True)
+class DeviceEnergy:
+    """One device's share of a window.
+
+    Attributes:
+        device: Label (``gpu0 H100-SXM``, ``cpu package-0``, ``cpu estimate``).
+        kind: ``"gpu"`` or ``"cpu"``.
+        source: ``"nvml-counter"``, ``"simulated"``, ``"rapl"`` or ``"estimate"``.
+        energy_j: Energy over the window, joules.
+        duration_s: Length of the window, seconds.
+        avg_power_w: ``energy_j / duration_s``, watts (None for an empty window).
+        in_total: Whether the row counts towards :attr:`Measurement.total_energy_j`.
+        uuid: The GPU's UUID (GPU rows only).
+    """
+
+    device: str
+    kind: str
+    source: str
+    energy_j: float
+    duration_s: float
+    avg_power_w: float | None
+    in_total: bool
+    uuid: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as a JSON-ready mapping."""
+        return {
+            "device": self.device,
+            "kind": self.kind,
+            "uuid": self.uuid,
+            "source": self.source,
+            "energy_j": self.energy_j,
+            "duration_s": self.duration_s,
+            "avg_power_w": self.avg_power_w,
+            "in_total": self.in_total,
+        }
+
+
+def _avg_w(energy_j: float, duration_s: float) -> float | None:
+    return energy_j / duration_s if duration_s > 0 else None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Energy over one window.
+
+    Attributes:
+        name: The window's name.
+        start_s: Window start on the meter's clock, seconds.
+        end_s: Window end on the meter's clock, seconds.
+        start_unix_s: Window start, wall clock (Unix seconds), for carbon time series.
+        end_unix_s: Window end, wall clock (Unix seconds).
+        gpu_energy_j: Joules per GPU, keyed by GPU UUID.
+        gpu_sources: Source label per GPU UUID (``nvml-counter`` or ``simulated``).
+        gpu_labels: Human label per GPU UUID.
+        cpu_energy_j: Joules per RAPL zone (``package-0``, ``package-0/dram``...), or None
+            when RAPL is unreadable. Never zero-filled.
+        cpu_zones_in_total: RAPL zones that count towards the total (packages and DRAM;
+            ``core``/``uncore`` lie inside their package, ``psys`` covers everything).
+        cpu_unavailable_reason: Why ``cpu_energy_j`` is None.
+        cpu_estimate_j: Modelled CPU energy (see :mod:`greenllm.energy.cpu_estimate`), or
+            None when the estimate was not requested. An ESTIMATE, not a measurement.
+        cpu_time_s: Process-tree CPU seconds behind ``cpu_estimate_j``.
+        watts_per_core: Per-core power the estimate used, watts.
+    """
+
+    name: str
+    start_s: float
+    end_s: float
+    start_unix_s: float
+    end_unix_s: float
+    gpu_energy_j: dict[str, float] = field(default_factory=dict)
+    gpu_sources: dict[str, str] = field(default_factory=dict)
+    gpu_labels: dict[str, str] = field(default_factory=dict)
+    cpu_energy_j: dict[str, float] | None = None
+    cpu_zones_in_total: tuple[str, ...] = ()
+    cpu_unavailable_reason: str | None = None
+    cpu_estimate_j: float | None = None
+    cpu_time_s: float | None = None
+    watts_per_core: float | None = None
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the window on the meter's clock, seconds."""
+        return self.end_s - self.start_s
+
+    @property
+    def gpu_total_j(self) -> float:
+        """Energy of all GPUs, joules."""
+        return sum(self.gpu_energy_j.values())
+
+    @property
+    def cpu_total_j(self) -> float | None:
+        """RAPL energy of the packages and DRAM, joules; None when RAPL is unreadable."""
+        if self.cpu_energy_j is None:
+            return None
+        return sum(self.cpu_energy_j[k] for k in self.cpu_zones_in_total)
+
+    @property
+    def total_includes(self) -> list[str]:
+        """What :attr:`total_energy_j` adds up: ``gpu``, then ``rapl`` or ``estimate``.
+
+        The CPU estimate counts only where RAPL is unreadable, so nothing is counted twice.
+        """
+        parts = ["gpu"]
+        if self.cpu_energy_j is not None:
+            parts.append(SOURCE_RAPL)
+        elif self.cpu_estimate_j is not None:
+            parts.append(SOURCE_ESTIMATE)
+        return parts
+
+    @property
+    def total_energy_j(self) -> float:
+        """GPU energy plus RAPL CPU/DRAM energy (or, without RAPL, the CPU estimate), joules."""
+        total = self.gpu_total_j
+        cpu_j = self.cpu_total_j
+        if cpu_j is not None:
+            total += cpu_j
+        elif self.cpu_estimate_j is not None:
+            total += self.cpu_estimate_j
+        return total
+
+    @property
+    def avg_power_w(self) -> float | None:
+        """``total_energy_j / duration_s``, watts; None for an empty window."""
+        return _avg_w(self.total_energy_j, self.duration_s)
+
+    def devices(self) -> list[DeviceEnergy]:
+        """One row per GPU, RAPL zone and (if requested) the CPU estimate."""
+        d = self.duration_s
+        rows = [
+            DeviceEnergy(
+                device=self.gpu_labels.get(uuid, uuid),
+                kind="gpu",
+                source=self.gpu_sources.get(uuid, SOURCE_NVML),
+                energy_j=joules,
+                duration_s=d,
+                avg_power_w=_avg_w(joules, d),
+                in_total=True,
+                uuid=uuid,
+            )
+            for uuid, joules in self.gpu_energy_j.items()
+        ]
+        for zone, joules in (self.cpu_energy_j or {}).items():
+            rows.append(
+                DeviceEnergy(
+                    device=f"cpu {zone}",
+                    kind="cpu",
+                    source=SOURCE_RAPL,
+                    energy_j=joules,
+                    duration_s=d,
+                    avg_power_w=_avg_w(joules, d),
+                    in_total=zone in self.cpu_zones_in_total,
+                )
+            )
+        if self.cpu_estimate_j is not None:
+            rows.append(
+                DeviceEnergy(
+                    device="cpu estimate",
+                    kind="cpu",
+                    source=SOURCE_ESTIMATE,
+                    energy_j=self.cpu_estimate_j,
+                    duration_s=d,
+                    avg_power_w=_avg_w(self.cpu_estimate_j, d),
+                    in_total=self.cpu_energy_j is None,
+                )
+            )
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """The measurement as a JSON-ready mapping."""
+        estimate = None
+        if self.cpu_estimate_j is not None:
+            estimate = {
+                "source": SOURCE_ESTIMATE,
+                "energy_j": self.cpu_estimate_j,
+                "cpu_time_s": self.cpu_time_s,
+                "watts_per_core": self.watts_per_core,
+            }
+        return {
+            "name": self.name,
+            "duration_s": self.duration_s,
+            "start_unix_s": self.start_unix_s,
+            "end_unix_s": self.end_unix_s,
+            "gpu_energy_j": dict(self.gpu_energy_j),
+            "cpu_energy_j": None if self.cpu_energy_j is None else dict(self.cpu_energy_j),
+            "cpu_unavailable_reason": self.cpu_unavailable_reason,
+            "cpu_estimate_j": self.cpu_estimate_j,
+            "cpu_estimate": estimate,
+            "total_energy_j": self.total_energy_j,
+            "total_includes": self.total_includes,
+            "avg_power_w": self.avg_power_w,
+            "devices": [row.to_dict() for row in self.devices()],
+        }
