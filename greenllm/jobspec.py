@@ -1,0 +1,211 @@
+"""Job specs (JOB.yaml): what an ML engineer submits.
+
+pydantic v2 models with ``extra="forbid"``; :func:`load_job_spec` turns any problem into one
+:class:`~greenllm.errors.ConfigError` naming the file, the field path and what is wrong.
+
+Example (training)::
+
+    name: train-tiny
+    kind: train
+    model: tiny
+    shards: 2
+    gpu_types: [H100-SXM, A100-SXM4]
+    priority: 2
+    slo: {min_throughput: 20}
+    train: {batch_size: 8, seq_len: 128, steps: 400, checkpoint_interval_steps: 50}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from greenllm.config import format_validation_error, load_yaml_mapping
+from greenllm.devices.catalog import get_spec
+from greenllm.devices.physics import Workload
+from greenllm.errors import ConfigError, GreenllmError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SLO(_Strict):
+    """Service-level objective of a job (0 means none).
+
+    Attributes:
+        min_throughput: Minimum work rate of the whole job, units/s (samples/s for
+            training, tokens/s for inference).
+        deadline_s: Training must finish within this many seconds of submission.
+        p99_latency_s: Inference: 99th-percentile request latency, seconds.
+    """
+
+    min_throughput: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    deadline_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    p99_latency_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+
+class TrainSection(_Strict):
+    """Training settings (data-parallel, synchronous).
+
+    Attributes:
+        batch_size: Sequences per step per shard.
+        seq_len: Tokens per sequence.
+        steps: Optimizer steps to run.
+        checkpoint_interval_steps: Save a checkpoint every this many steps.
+        learning_rate: AdamW learning rate.
+    """
+
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    seq_len: int = Field(default=128, ge=8, le=32768)
+    steps: int = Field(default=200, ge=1)
+    checkpoint_interval_steps: int = Field(default=50, ge=1)
+    learning_rate: float = Field(default=3e-4, gt=0, lt=1)
+
+
+class LoadSection(_Strict):
+    """The request load an inference job serves.
+
+    Attributes:
+        process: ``poisson`` or ``bursty`` arrivals at ``rate_per_s``, or ``trace``
+            (``trace_file`` in the Azure LLM-inference trace format).
+        rate_per_s: Mean request arrival rate, requests/s.
+        duration_s: How long requests arrive, seconds.
+        trace_file: CSV with TIMESTAMP, ContextTokens, GeneratedTokens columns.
+    """
+
+    process: Literal["poisson", "bursty", "trace"] = "poisson"
+    rate_per_s: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+    duration_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    trace_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _trace_has_file(self) -> LoadSection:
+        if self.process == "trace" and self.trace_file is None:
+            raise ValueError("process 'trace' needs trace_file")
+        return self
+
+
+class InferSection(_Strict):
+    """Inference settings (batched generation).
+
+    Attributes:
+        batch_size: Largest batch of requests decoded together.
+        prompt_tokens: Prompt length when the load gives none, tokens.
+        max_new_tokens: Output length when the load gives none, tokens.
+        load: The request load.
+    """
+
+    batch_size: int = Field(default=8, ge=1, le=1024)
+    prompt_tokens: int = Field(default=32, ge=1)
+    max_new_tokens: int = Field(default=32, ge=1)
+    load: LoadSection = LoadSection()
+
+
+class JobSpec(_Strict):
+    """One job.
+
+    Attributes:
+        name: Job name (ids are assigned by the controller).
+        kind: ``train`` or ``infer``.
+        model: Built-in config (``tiny``, ``small``), ``smollm2-135m``, or a local model
+            or compressed-artifact directory.
+        shards: Training shards or inference replicas, one GPU each, placed together.
+        gpu_types: GPU types allowed (empty: any).
+        preferred_gpu_types: Types to use first, in order.
+        priority: Higher keeps its power longer under a tight budget.
+        floor_w: Lowest power limit any of its GPUs may be capped to, watts.
+        simulated_model_params: Size of the model this job stands for on simulated GPUs,
+            parameters: the power model plans with it, and CPU shards are paced by it.
+        slo: Service-level objective.
+        train: Training settings (kind train).
+        infer: Inference settings (kind infer).
+    """
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    kind: Literal["train", "infer"]
+    model: str = "tiny"
+    shards: int = Field(default=1, ge=1, le=1024)
+    gpu_types: list[str] = Field(default_factory=list)
+    preferred_gpu_types: list[str] = Field(default_factory=list)
+    priority: int = Field(default=1, ge=0, le=1000)
+    floor_w: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    simulated_model_params: float = Field(default=1.3e9, gt=0, allow_inf_nan=False)
+    slo: SLO = SLO()
+    train: TrainSection | None = None
+    infer: InferSection | None = None
+
+    @field_validator("gpu_types", "preferred_gpu_types")
+    @classmethod
+    def _known_types(cls, values: list[str]) -> list[str]:
+        try:
+            return [get_spec(v).name for v in values]
+        except GreenllmError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _sections(self) -> JobSpec:
+        wrong = "infer" if self.kind == "train" else "train"
+        if getattr(self, wrong) is not None:
+            raise ValueError(f"a {self.kind} job takes no '{wrong}' section")
+        if self.gpu_types and any(p not in self.gpu_types for p in self.preferred_gpu_types):
+            raise ValueError("preferred_gpu_types must be among gpu_types")
+        return self
+
+    @property
+    def train_settings(self) -> TrainSection:
+        """The training section, with defaults when omitted."""
+        return self.train or TrainSection()
+
+    @property
+    def infer_settings(self) -> InferSection:
+        """The inference section, with defaults when omitted."""
+        return self.infer or InferSection()
+
+    @property
+    def unit(self) -> str:
+        """Unit of work: ``samples`` for training, ``tokens`` for inference."""
+        return "samples" if self.kind == "train" else "tokens"
+
+    def workload(self) -> Workload:
+        """How one shard looks to the power model (decode for inference replicas)."""
+        if self.kind == "train":
+            t = self.train_settings
+            return Workload(
+                "train",
+                batch=t.batch_size,
+                model_params=self.simulated_model_params,
+                seq_len=t.seq_len,
+            )
+        return Workload(
+            "decode", batch=self.infer_settings.batch_size, model_params=self.simulated_model_params
+        )
+
+
+def parse_job_spec(data: dict[str, Any], source: str = "<job>") -> JobSpec:
+    """Validate a job-spec mapping.
+
+    Raises:
+        ConfigError: ``source: field.path: what is wrong``.
+    """
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None
+
+
+def load_job_spec(path: str | Path) -> JobSpec:
+    """Load and validate JOB.yaml (a relative ``trace_file`` is taken from its folder).
+
+    Raises:
+        ConfigError: ``FILE: field.path: what is wrong``.
+    """
+    path = Path(path)
+    spec = parse_job_spec(load_yaml_mapping(path), str(path))
+    infer = spec.infer
+    if infer is not None and infer.load.trace_file and not infer.load.trace_file.is_absolute():
+        load = infer.load.model_copy(update={"trace_file": path.parent / infer.load.trace_file})
+        spec = spec.model_copy(update={"infer": infer.model_copy(update={"load": load})})
+    return spec
