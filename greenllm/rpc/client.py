@@ -1,0 +1,131 @@
+"""The typed cluster-API client: every call has a deadline; failures become one-line errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from greenllm.config import ClusterConfig
+from greenllm.errors import GreenllmError
+from greenllm.proto.v1 import cluster_pb2, cluster_pb2_grpc
+from greenllm.rpc.auth import bearer_metadata, operator_token
+from greenllm.rpc.channel import sync_channel
+
+#: Deadline of a unary call, seconds.
+DEFAULT_TIMEOUT_S = 5.0
+
+T = TypeVar("T")
+
+
+class ControllerError(GreenllmError):
+    """A cluster-API call failed; the message says why in one line.
+
+    Attributes:
+        code: The gRPC status code.
+    """
+
+    def __init__(self, message: str, code: grpc.StatusCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def describe_rpc_error(exc: grpc.RpcError, address: str) -> ControllerError:
+    """Turn a gRPC failure into a one-line :class:`ControllerError`."""
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        msg = f"controller at {address} is unreachable (is `greenllm controller` running?)"
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        msg = f"controller at {address} did not answer in time"
+    elif code == grpc.StatusCode.UNAUTHENTICATED:
+        msg = f"controller at {address} rejected the token: {details}"
+    else:
+        msg = f"controller at {address}: {code.name}: {details}"
+    return ControllerError(" ".join(msg.split()), code)
+
+
+class ClusterClient:
+    """Blocking client of the ``greenllm.v1.Cluster`` API.
+
+    Args:
+        config: The cluster config naming the controller (address, TLS, state_dir).
+        token: Operator token; by default ``$GREENLLM_TOKEN`` or the state directory's,
+            and none at all when the config disables auth.
+        timeout_s: Deadline of each unary call, seconds.
+        address: Override of ``config.controller.address``.
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        token: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        address: str | None = None,
+    ) -> None:
+        self.address = address or config.controller.address
+        if token is None and config.auth.enabled:
+            token = operator_token(config.state_dir)
+        self._metadata = bearer_metadata(token)
+        self._timeout_s = timeout_s
+        self._channel = sync_channel(config, self.address)
+        self._stub = cluster_pb2_grpc.ClusterStub(self._channel)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> ClusterClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., T], request: Any) -> T:
+        try:
+            return method(request, timeout=self._timeout_s, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise describe_rpc_error(exc, self.address) from None
+
+    def get_status(self) -> cluster_pb2.ClusterStatus:
+        """The cluster's status now."""
+        return self._call(self._stub.GetStatus, cluster_pb2.GetStatusRequest())
+
+    def set_budget(
+        self, budget_w: float, reserve_w: float | None = None
+    ) -> cluster_pb2.SetBudgetResponse:
+        """Set the cluster power budget (and optionally the reserve), watts."""
+        request = cluster_pb2.SetBudgetRequest(budget_w=budget_w)
+        if reserve_w is not None:
+            request.reserve_w = reserve_w
+        return self._call(self._stub.SetBudget, request)
+
+    def set_policy(self, name: str) -> cluster_pb2.SetPolicyResponse:
+        """Switch the allocation policy."""
+        return self._call(self._stub.SetPolicy, cluster_pb2.SetPolicyRequest(name=name))
+
+    def submit_job(self, spec: cluster_pb2.JobSpec) -> cluster_pb2.Job:
+        """Submit a job; returns it with its id and state."""
+        return self._call(self._stub.SubmitJob, cluster_pb2.SubmitJobRequest(spec=spec)).job
+
+    def cancel_job(self, job_id: str) -> cluster_pb2.Job:
+        """Cancel a job; returns it in its new state."""
+        return self._call(self._stub.CancelJob, cluster_pb2.CancelJobRequest(job_id=job_id)).job
+
+    def list_jobs(self) -> list[cluster_pb2.Job]:
+        """Every job the controller knows."""
+        return list(self._call(self._stub.ListJobs, cluster_pb2.ListJobsRequest()).jobs)
+
+    def watch_status(self, interval_s: float = 0.0) -> Iterator[cluster_pb2.ClusterStatus]:
+        """Status updates until the caller stops iterating (no deadline)."""
+        stream = self._stub.WatchStatus(
+            cluster_pb2.WatchStatusRequest(interval_s=interval_s), metadata=self._metadata
+        )
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                raise describe_rpc_error(exc, self.address) from None
+        finally:
+            stream.cancel()

@@ -1,0 +1,205 @@
+"""The node agent's event loop: connect, register, stream telemetry, obey, fail safe."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import TypeVar
+
+import grpc
+
+from greenllm.config import ClusterConfig
+from greenllm.devices.base import GPU
+from greenllm.devices.discovery import get_gpus
+from greenllm.errors import GreenllmError
+from greenllm.proto.v1 import agent_pb2, agent_pb2_grpc
+from greenllm.rpc.auth import agent_token, bearer_metadata
+from greenllm.rpc.channel import aio_channel
+from workers.agent import devices
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Telemetry batches allowed to wait for the stream; newer ones are dropped beyond that.
+MAX_QUEUED_BATCHES = 50
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: ``initial_s`` doubling up to ``max_s``, spread by +-``jitter``."""
+
+    initial_s: float = 0.2
+    max_s: float = 5.0
+    jitter: float = 0.2
+
+    def grow(self, base_s: float | None) -> float:
+        """The next base delay after ``base_s`` (None: the first retry), seconds."""
+        return self.initial_s if base_s is None else min(self.max_s, base_s * 2)
+
+    def spread(self, base_s: float) -> float:
+        """``base_s`` with jitter applied, seconds."""
+        return base_s * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+class NodeAgent:
+    """The agent of one node.
+
+    Args:
+        config: The cluster config (controller address, intervals, fail-safe).
+        node: This node's name in ``config``.
+        gpus: The node's GPUs; by default discovered with
+            :func:`greenllm.devices.discovery.get_gpus`.
+        token: Agent token; by default ``$GREENLLM_AGENT_TOKEN`` or the state directory's
+            (read at every connection attempt, so the agent may start before the controller).
+        address: Override of ``config.controller.address``.
+        backoff: Reconnect delays.
+
+    Raises:
+        ConfigError: ``node`` is not in ``config``.
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        node: str,
+        gpus: Sequence[GPU] | None = None,
+        token: str | None = None,
+        address: str | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.config = config
+        self.node = config.node(node).name
+        self.gpus: list[GPU] = list(gpus) if gpus is not None else get_gpus(config, node)
+        self.failsafe_limits_w = [config.failsafe_limit_w(g.gpu_type) for g in self.gpus]
+        self._token = token
+        self._address = address or config.controller.address
+        self._backoff = backoff or Backoff()
+        self._device_thread = ThreadPoolExecutor(1, thread_name_prefix=f"agent-{self.node}")
+        self._last_contact_s = time.monotonic()
+        #: True while the GPUs are held at their fail-safe limits.
+        self.failsafe_active = False
+        #: True while registered with a controller.
+        self.registered = False
+        #: Commands applied (successfully or not) since start.
+        self.commands_applied = 0
+
+    async def _on_device(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._device_thread, fn, *args)
+
+    async def run(self) -> None:
+        """Run until cancelled: connect, stream, reconnect with backoff, fail safe."""
+        watchdog = asyncio.create_task(self._watch_failsafe())
+        base_s: float | None = None
+        try:
+            while True:
+                try:
+                    await self._session()
+                except grpc.aio.AioRpcError as exc:
+                    log.warning(
+                        "node %s: controller at %s: %s: %s",
+                        self.node,
+                        self._address,
+                        exc.code().name,
+                        exc.details(),
+                    )
+                except GreenllmError as exc:
+                    log.warning("node %s: %s", self.node, exc)
+                if self.registered:
+                    base_s = None
+                self.registered = False
+                base_s = self._backoff.grow(base_s)
+                await asyncio.sleep(self._backoff.spread(base_s))
+        finally:
+            watchdog.cancel()
+            self._device_thread.shutdown(wait=False)
+
+    async def _session(self) -> None:
+        token = None
+        if self.config.auth.enabled:
+            token = self._token or agent_token(self.config.state_dir)
+        inventory = await self._on_device(devices.inventory, self.gpus)
+        register = agent_pb2.Register(
+            node=self.node,
+            gpus=inventory,
+            agent_version=version("greenllm"),
+            failsafe_active=self.failsafe_active,
+        )
+        outbox: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue()
+
+        async def requests() -> AsyncIterator[agent_pb2.AgentMessage]:
+            yield agent_pb2.AgentMessage(register=register)
+            while True:
+                yield await outbox.get()
+
+        async with aio_channel(self.config, self._address) as channel:
+            call = agent_pb2_grpc.AgentStub(channel).Connect(
+                requests(), metadata=bearer_metadata(token)
+            )
+            telemetry: asyncio.Task[None] | None = None
+            try:
+                async for message in call:
+                    self._last_contact_s = time.monotonic()
+                    kind = message.WhichOneof("body")
+                    if kind == "registered" and telemetry is None:
+                        self._on_registered(message.registered)
+                        telemetry = asyncio.create_task(self._stream_telemetry(outbox))
+                    elif kind == "command":
+                        ack = await self._on_device(
+                            devices.apply_command, self.gpus, self.node, message.command
+                        )
+                        self.commands_applied += 1
+                        outbox.put_nowait(agent_pb2.AgentMessage(ack=ack))
+            finally:
+                if telemetry is not None:
+                    telemetry.cancel()
+                call.cancel()
+        log.warning("node %s: the controller closed the stream", self.node)
+
+    def _on_registered(self, registered: agent_pb2.Registered) -> None:
+        self.registered = True
+        if self.failsafe_active:
+            log.warning("node %s: controller is back; taking its commands again", self.node)
+            self.failsafe_active = False
+        log.info("node %s: registered (session %s)", self.node, registered.session_id)
+
+    async def _stream_telemetry(self, outbox: asyncio.Queue[agent_pb2.AgentMessage]) -> None:
+        interval_s = self.config.telemetry_interval_s
+        next_s = time.monotonic()
+        while True:
+            samples = await self._on_device(devices.sample, self.gpus)
+            if outbox.qsize() < MAX_QUEUED_BATCHES:
+                batch = agent_pb2.TelemetryBatch(gpus=samples, failsafe_active=self.failsafe_active)
+                outbox.put_nowait(agent_pb2.AgentMessage(telemetry=batch))
+            next_s = max(next_s + interval_s, time.monotonic())
+            await asyncio.sleep(next_s - time.monotonic())
+
+    async def _watch_failsafe(self) -> None:
+        timeout_s = self.config.failsafe.timeout_s
+        while True:
+            await asyncio.sleep(min(0.5, timeout_s / 10))
+            silent_s = time.monotonic() - self._last_contact_s
+            if self.failsafe_active or silent_s <= timeout_s:
+                continue
+            errors = await self._on_device(
+                devices.set_failsafe_limits, self.gpus, self.failsafe_limits_w
+            )
+            if errors:
+                log.error("node %s: fail-safe limits not all applied: %s", self.node, errors)
+                continue
+            self.failsafe_active = True
+            limits = ", ".join(
+                f"{g.index}:{w:g} W" for g, w in zip(self.gpus, self.failsafe_limits_w, strict=True)
+            )
+            log.warning(
+                "node %s: no controller for %.1f s; GPUs set to their fail-safe limits (%s)",
+                self.node,
+                silent_s,
+                limits,
+            )

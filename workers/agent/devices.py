@@ -1,0 +1,133 @@
+"""What the agent does to its GPUs: inventory, sampling and commands (blocking calls).
+
+These run on the agent's single device thread, so each GPU sees one caller at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import grpc
+
+from greenllm.devices.base import GPU
+from greenllm.errors import (
+    DeviceError,
+    DeviceNotSupportedError,
+    DevicePermissionError,
+    OutOfRangeError,
+)
+from greenllm.proto.v1 import agent_pb2
+
+log = logging.getLogger(__name__)
+
+
+def inventory(gpus: Sequence[GPU]) -> list[agent_pb2.GpuInfo]:
+    """Describe each GPU for the registration message."""
+    infos = []
+    for gpu in gpus:
+        c = gpu.power_limit_constraints()
+        clocks = gpu.supported_sm_clocks_mhz()
+        infos.append(
+            agent_pb2.GpuInfo(
+                index=gpu.index,
+                type=gpu.gpu_type,
+                uuid=gpu.uuid,
+                min_power_limit_w=c.min_power_limit_w,
+                max_power_limit_w=c.max_power_limit_w,
+                default_power_limit_w=c.default_power_limit_w,
+                power_limit_w=gpu.power_limit_w(),
+                min_sm_clock_mhz=clocks[0] if clocks else 0,
+                max_sm_clock_mhz=clocks[-1] if clocks else 0,
+                memory_total_mib=gpu.memory_total_mib(),
+            )
+        )
+    return infos
+
+
+def sample(gpus: Sequence[GPU]) -> list[agent_pb2.GpuSample]:
+    """Read every GPU once; timestamps are Unix wall-clock seconds."""
+    now_s = time.time()
+    out = []
+    for gpu in gpus:
+        s = gpu.sample()
+        out.append(
+            agent_pb2.GpuSample(
+                index=gpu.index,
+                timestamp_s=now_s,
+                power_w=s.power_w,
+                energy_j=s.energy_j,
+                power_limit_w=s.power_limit_w,
+                sm_clock_mhz=s.sm_clock_mhz,
+                utilization_pct=s.utilization_pct,
+                temperature_c=s.temperature_c,
+                memory_used_mib=s.memory_used_mib,
+            )
+        )
+    return out
+
+
+def _failure(command_id: int, code: grpc.StatusCode, reason: str) -> agent_pb2.CommandAck:
+    return agent_pb2.CommandAck(
+        command_id=command_id, success=False, reason=reason, code=code.value[0]
+    )
+
+
+def _status_of(exc: DeviceError) -> grpc.StatusCode:
+    if isinstance(exc, OutOfRangeError):
+        return grpc.StatusCode.OUT_OF_RANGE
+    if isinstance(exc, DevicePermissionError):
+        return grpc.StatusCode.PERMISSION_DENIED
+    if isinstance(exc, DeviceNotSupportedError):
+        return grpc.StatusCode.UNIMPLEMENTED
+    return grpc.StatusCode.INTERNAL
+
+
+def apply_command(
+    gpus: Sequence[GPU], node: str, command: agent_pb2.Command
+) -> agent_pb2.CommandAck:
+    """Carry out one command; never raises: failures come back as an unsuccessful ack."""
+    cid = command.command_id
+    action = command.WhichOneof("action")
+    if action in ("start_shard", "stop_shard", "set_load_weights"):
+        return _failure(
+            cid, grpc.StatusCode.UNIMPLEMENTED, f"{action}: this agent runs no shard runners"
+        )
+    if action is None:
+        return _failure(cid, grpc.StatusCode.INVALID_ARGUMENT, "command without an action")
+    body = getattr(command, action)
+    by_index = {g.index: g for g in gpus}
+    gpu = by_index.get(body.gpu_index)
+    if gpu is None:
+        return _failure(
+            cid,
+            grpc.StatusCode.NOT_FOUND,
+            f"{action}: node {node} has no GPU {body.gpu_index} "
+            f"(GPUs: {', '.join(str(i) for i in sorted(by_index))})",
+        )
+    try:
+        if action == "set_power_limit":
+            gpu.set_power_limit_w(body.power_limit_w)
+        elif action == "lock_sm_clocks":
+            gpu.lock_sm_clocks_mhz(body.min_sm_clock_mhz, body.max_sm_clock_mhz)
+        else:
+            gpu.reset_sm_clocks()
+    except DeviceError as exc:
+        log.warning("command %d (%s) failed: %s", cid, action, exc)
+        return _failure(cid, _status_of(exc), str(exc))
+    except Exception as exc:  # a device backend bug must not kill the agent
+        log.exception("command %d (%s) crashed", cid, action)
+        return _failure(cid, grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    return agent_pb2.CommandAck(command_id=cid, success=True)
+
+
+def set_failsafe_limits(gpus: Sequence[GPU], limits_w: Sequence[float]) -> list[str]:
+    """Set each GPU to its fail-safe limit; returns the errors (empty when all worked)."""
+    errors = []
+    for gpu, limit_w in zip(gpus, limits_w, strict=True):
+        try:
+            gpu.set_power_limit_w(limit_w)
+        except DeviceError as exc:
+            errors.append(f"GPU {gpu.index}: {exc}")
+    return errors

@@ -1,0 +1,34 @@
+"""``greenllm agent``: run one node's agent in the foreground."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from greenllm.config import default_config_path, load_cluster_config
+from greenllm.rpc.foreground import configure_logging, run_foreground
+from workers.agent.agent import NodeAgent
+
+
+@click.command("agent")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="cluster.yaml (default: $GREENLLM_CONFIG, ./cluster.yaml, or the embedded default).",
+)
+@click.option("--node", required=True, help="This node's name in the config.")
+@click.option("--verbose", is_flag=True, help="Log at DEBUG level.")
+def agent(config_path: Path | None, node: str, verbose: bool) -> None:
+    """Run the node agent: stream telemetry to the controller, apply its commands, and
+    fall back to the fail-safe power limits when the controller is gone."""
+    config = load_cluster_config(config_path or default_config_path())
+    node_agent = NodeAgent(config, node)
+    configure_logging(verbose)
+    run_foreground(node_agent.run())
+
+
+def register(cli: click.Group) -> None:
+    """Add ``agent`` to the CLI."""
+    cli.add_command(agent)
