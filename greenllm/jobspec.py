@@ -18,14 +18,24 @@ Example (training)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from greenllm.config import format_validation_error, load_yaml_mapping
 from greenllm.devices.catalog import get_spec
 from greenllm.devices.physics import Workload
 from greenllm.errors import ConfigError, GreenllmError
+
+
+def _known_type(value: str) -> str:
+    try:
+        return get_spec(value).name
+    except GreenllmError as exc:
+        raise ValueError(str(exc)) from None
+
+
+GPUTypeName = Annotated[str, AfterValidator(_known_type)]
 
 
 class _Strict(BaseModel):
@@ -128,22 +138,14 @@ class JobSpec(_Strict):
     kind: Literal["train", "infer"]
     model: str = "tiny"
     shards: int = Field(default=1, ge=1, le=1024)
-    gpu_types: list[str] = Field(default_factory=list)
-    preferred_gpu_types: list[str] = Field(default_factory=list)
+    gpu_types: list[GPUTypeName] = Field(default_factory=list)
+    preferred_gpu_types: list[GPUTypeName] = Field(default_factory=list)
     priority: int = Field(default=1, ge=0, le=1000)
     floor_w: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     simulated_model_params: float = Field(default=1.3e9, gt=0, allow_inf_nan=False)
     slo: SLO = SLO()
     train: TrainSection | None = None
     infer: InferSection | None = None
-
-    @field_validator("gpu_types", "preferred_gpu_types")
-    @classmethod
-    def _known_types(cls, values: list[str]) -> list[str]:
-        try:
-            return [get_spec(v).name for v in values]
-        except GreenllmError as exc:
-            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _sections(self) -> JobSpec:
