@@ -74,10 +74,8 @@ def _acquire_nvml() -> None:
             try:
                 with nvml_errors("initialise NVML"):
                     pynvml.nvmlInit()
-            except DeviceNotFoundError:
-                raise
             except DeviceError as err:
-                raise DeviceNotFoundError(f"no usable NVIDIA GPU: {err}") from err
+                raise DeviceNotFoundError(f"no usable NVIDIA GPU: {err}") from err.__cause__
         _session_users += 1
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from unittest import mock
@@ -13,7 +16,10 @@ from unittest import mock
 import pynvml
 import pytest
 
+from greenllm import config as config_module
+from greenllm.config import load_cluster_config
 from greenllm.devices import nvml
+from greenllm.devices.discovery import get_gpus
 from greenllm.devices.nvml import NVMLGPU, catalog_type, discover_nvml_gpus
 from greenllm.errors import (
     DeviceError,
@@ -448,3 +454,54 @@ def test_exit_hook_restores_after_close(
     assert (dev.limit_mw, dev.locked_mhz) == (700_000, None)
     unregister.assert_called_once_with(hook)
     fake_nvml["nvmlShutdown"].assert_called_once()
+
+
+# -- discovery as the CLI uses it -----------------------------------------------------------
+def test_get_gpus_without_nvml_falls_back_only_in_auto(fake_nvml: Patched) -> None:
+    fake_nvml.fake.init_error = pynvml.NVML_ERROR_LIBRARY_NOT_FOUND
+    config = load_cluster_config(Path(config_module.__file__).parent / "data" / "cluster.yaml")
+    with pytest.raises(DeviceNotFoundError, match=r"libnvidia-ml\.so\.1"):
+        get_gpus(config, backend="nvml")
+    gpus = get_gpus(config, backend="auto")
+    assert gpus and all(g.uuid.startswith("sim-") for g in gpus)
+
+
+def test_get_gpus_prefers_nvml_when_present(fake_nvml: Patched) -> None:
+    gpus = get_gpus(None, backend="auto")
+    assert [type(g) for g in gpus] == [NVMLGPU]
+    for g in gpus:
+        g.close()
+
+
+EXIT_SCRIPT = """
+import atexit, sys
+from unittest import mock
+sys.path.insert(0, {test_dir!r})
+import pynvml
+from test_nvml import PATCHED, FakeNVML, FakeDevice
+from greenllm.devices.nvml import NVMLGPU
+
+fake = FakeNVML([FakeDevice()])
+for name in PATCHED:
+    mock.patch.object(pynvml, name, autospec=True, side_effect=getattr(fake, name)).start()
+dev = fake.devices[0]
+# Registered first, so it runs after the GPU's hook (atexit runs hooks last-in first-out).
+atexit.register(lambda: print("at exit:", dev.limit_mw, dev.locked_mhz, fake.open_sessions))
+gpu = NVMLGPU(0, power_poll_interval_s=None)
+gpu.set_power_limit_w(300)
+gpu.lock_sm_clocks_mhz(900, 1500)
+gpu.close()
+print("before exit:", dev.limit_mw, dev.locked_mhz, fake.open_sessions)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_interpreter_exit_restores_defaults() -> None:
+    script = EXIT_SCRIPT.format(test_dir=str(Path(__file__).parent))
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=50, check=True
+    )
+    assert done.stdout.splitlines() == [
+        "before exit: 300000 (900, 1500) 1",
+        "at exit: 700000 None 0",
+    ]
