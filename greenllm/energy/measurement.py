@@ -7,6 +7,7 @@ from typing import Any
 
 #: Source labels, as they appear in every output.
 SOURCE_NVML = "nvml-counter"
+SOURCE_NVML_POLLED = "nvml-polled-power"
 SOURCE_SIMULATED = "simulated"
 SOURCE_RAPL = "rapl"
 SOURCE_ESTIMATE = "estimate"
@@ -19,7 +20,8 @@ class DeviceEnergy:
     Attributes:
         device: Label (``gpu0 H100-SXM``, ``cpu package-0``, ``cpu estimate``).
         kind: ``"gpu"`` or ``"cpu"``.
-        source: ``"nvml-counter"``, ``"simulated"``, ``"rapl"`` or ``"estimate"``.
+        source: ``"nvml-counter"``, ``"nvml-polled-power"``, ``"simulated"``, ``"rapl"``
+            or ``"estimate"``.
         energy_j: Energy over the window, joules.
         duration_s: Length of the window, seconds.
         avg_power_w: ``energy_j / duration_s``, watts (None for an empty window).
@@ -65,7 +67,8 @@ class Measurement:
         start_unix_s: Window start, wall clock (Unix seconds), for carbon time series.
         end_unix_s: Window end, wall clock (Unix seconds).
         gpu_energy_j: Joules per GPU, keyed by GPU UUID.
-        gpu_sources: Source label per GPU UUID (``nvml-counter`` or ``simulated``).
+        gpu_sources: Source label per GPU UUID (``nvml-counter``, ``nvml-polled-power``
+            or ``simulated``).
         gpu_labels: Human label per GPU UUID.
         cpu_energy_j: Joules per RAPL zone (``package-0``, ``package-0/dram``...), or None
             when RAPL is unreadable. Never zero-filled.

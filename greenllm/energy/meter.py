@@ -22,7 +22,12 @@ from pathlib import Path
 from greenllm.devices.base import GPU
 from greenllm.devices.simulated import SimulatedGPU
 from greenllm.energy.cpu_estimate import DEFAULT_WATTS_PER_CORE, CpuTimeEstimator
-from greenllm.energy.measurement import SOURCE_NVML, SOURCE_SIMULATED, Measurement
+from greenllm.energy.measurement import (
+    SOURCE_NVML,
+    SOURCE_NVML_POLLED,
+    SOURCE_SIMULATED,
+    Measurement,
+)
 from greenllm.energy.rapl import DEFAULT_POWERCAP_ROOT, RaplReader
 
 
@@ -49,8 +54,16 @@ class Window:
 
 
 def gpu_source(gpu: GPU) -> str:
-    """The source label of a GPU's energy: ``simulated`` or ``nvml-counter``."""
-    return SOURCE_SIMULATED if isinstance(gpu, SimulatedGPU) else SOURCE_NVML
+    """The source label of a GPU's energy.
+
+    ``simulated`` (the model's exact integral), ``nvml-counter`` (NVML's total-energy
+    counter) or ``nvml-polled-power`` (GPUs older than Volta: polled power, integrated).
+    """
+    if isinstance(gpu, SimulatedGPU):
+        return SOURCE_SIMULATED
+    if getattr(gpu, "uses_energy_counter", True) is False:
+        return SOURCE_NVML_POLLED
+    return SOURCE_NVML
 
 
 class EnergyMeter:
