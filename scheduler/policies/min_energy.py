@@ -1,0 +1,123 @@
+"""min-energy: the fewest joules per unit of work while every job meets its SLO.
+
+Candidates are locked SM clocks: at clock ``c`` a GPU draws ``p(c)`` and does ``r(c)``
+units/s, and needs a power limit of ``p(c)`` (plus a margin, within its range). Locking
+the clock rather than only capping power matters for memory-bound decode, whose
+energy-optimal clock draws less than the GPU's minimum power limit.
+
+Per job: every group starts at its least-joules-per-unit clock; while the job's rate is
+below its SLO (``slo_units_per_s``), the group step adding rate for the fewest extra
+watts is taken. If the limits this needs exceed the budget, priorities decide: the
+lowest-priority jobs fall back to their least-energy clocks (SLO given up, reported with
+the reason) until the rest fit. Budget left over is not spent: it would only buy speed
+at a higher energy per unit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scheduler.core.problem import Allocation, Group, Problem
+from scheduler.core.types import JobState, SLOReport
+
+#: Limit margin above the power a locked clock draws, fraction.
+LIMIT_MARGIN_FRAC = 0.02
+
+
+def _limits(g: Group) -> np.ndarray:
+    lim = np.ceil(g.clock_curve.power_w * (1.0 + LIMIT_MARGIN_FRAC))
+    return np.clip(lim, g.lo_w, g.hi_w)
+
+
+def _cheapest(g: Group) -> int:
+    c = g.clock_curve
+    return int(np.argmin(np.where(c.rate > 0, c.power_w / np.maximum(c.rate, 1e-12), np.inf)))
+
+
+def _meet_slo(groups: list[Group], slo: float) -> tuple[list[int], bool]:
+    """Clock index per group meeting ``slo`` with the least extra power; and whether met."""
+    idx = [_cheapest(g) for g in groups]
+
+    def rate() -> float:
+        return sum(g.size * float(g.clock_curve.rate[k]) for g, k in zip(groups, idx, strict=True))
+
+    while rate() < slo:
+        best, best_cost, best_k = -1, np.inf, 0
+        for i, g in enumerate(groups):
+            c = g.clock_curve
+            k = idx[i]
+            if k + 1 >= len(c.rate):
+                continue
+            gain = g.size * float(c.rate[-1] - c.rate[k])
+            need = slo - rate()
+            # the smallest step up that covers the shortfall, else the top clock
+            dr = g.size * (c.rate[k + 1 :] - c.rate[k])
+            step = int(np.argmax(dr >= need)) if gain >= need else len(dr) - 1
+            extra = g.size * float(c.power_w[k + 1 + step] - c.power_w[k])
+            per_rate = extra / max(float(dr[step]), 1e-12)
+            if dr[step] > 0 and per_rate < best_cost:
+                best, best_cost = i, per_rate
+                best_k = k + 1 + step
+        if best < 0:
+            return idx, False
+        idx[best] = best_k
+    return idx, True
+
+
+class MinEnergyPolicy:
+    """Least energy per unit subject to SLOs, with priorities deciding under scarcity."""
+
+    name = "min-energy"
+
+    def allocate(self, problem: Problem) -> Allocation:
+        """Clock locks and the limits they need; SLO shortfalls reported."""
+        n = len(problem.min_w)
+        limits = problem.min_w.astype(float).copy()
+        locks = np.zeros(n, dtype=int)
+        jobs = problem.jobs()
+        by_job = {j.job_id: [g for g in problem.groups if g.job.job_id == j.job_id] for j in jobs}
+        plan: dict[str, list[int]] = {}
+        unmet: list[SLOReport] = []
+        for job in jobs:
+            idx, met = _meet_slo(by_job[job.job_id], job.slo_units_per_s)
+            plan[job.job_id] = idx
+            if not met:
+                top = sum(g.size * float(g.clock_curve.rate[-1]) for g in by_job[job.job_id])
+                unmet.append(
+                    SLOReport(
+                        job.job_id,
+                        f"SLO {job.slo_units_per_s:g} units/s exceeds its GPUs' capacity at "
+                        f"full power ({top:.4g} units/s)",
+                    )
+                )
+
+        def need_w(job: JobState, idx: list[int]) -> float:
+            return sum(
+                g.size * float(_limits(g)[k]) for g, k in zip(by_job[job.job_id], idx, strict=True)
+            )
+
+        budget = problem.budget_w - float(np.sum(problem.min_w[~problem.busy]))
+        total = sum(need_w(j, plan[j.job_id]) for j in jobs)
+        for job in sorted(jobs, key=lambda j: j.priority):
+            if total <= budget:
+                break
+            if job.slo_units_per_s <= 0:
+                continue
+            cheap = [_cheapest(g) for g in by_job[job.job_id]]
+            saved = need_w(job, plan[job.job_id]) - need_w(job, cheap)
+            if saved <= 0:
+                continue
+            plan[job.job_id] = cheap
+            total -= saved
+            unmet.append(
+                SLOReport(
+                    job.job_id,
+                    f"budget {problem.budget_w:g} W cannot meet every SLO; priority "
+                    f"{job.priority:g} gave way ({saved:.0f} W short)",
+                )
+            )
+        for job in jobs:
+            for g, k in zip(by_job[job.job_id], plan[job.job_id], strict=True):
+                limits[g.rows] = _limits(g)[k]
+                locks[g.rows] = int(g.clock_curve.sm_clock_mhz[k])
+        return Allocation(limits, locks, unmet)
