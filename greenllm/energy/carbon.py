@@ -125,9 +125,13 @@ def load_region_table(path: str | Path = REGION_TABLE_PATH) -> dict[str, RegionI
 
 def _parse_timestamp(text: str, where: str) -> float:
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise ConfigError(f"{where}: timestamp must be finite, got {text!r}")
+        return seconds
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
