@@ -81,7 +81,7 @@ def run_measured(command: list[str], meter: EnergyMeter, stdout_to_stderr: bool)
     meter.begin_window(WINDOW)
     try:
         child = subprocess.Popen(command, stdout=sys.stderr.fileno() if stdout_to_stderr else None)
-    except (FileNotFoundError, PermissionError, OSError) as exc:
+    except OSError as exc:
         meter.end_window(WINDOW)
         code = EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_NOT_EXECUTABLE
         what = "command not found" if code == EXIT_NOT_FOUND else "cannot execute"
@@ -116,6 +116,14 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15; ``SIG<n>`` for signals without a name (real-time ones)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIG{signum}"
+
+
 def report(
     command: list[str],
     returncode: int,
@@ -129,7 +137,7 @@ def report(
     doc: dict[str, Any] = {
         "command": command,
         "exit_status": exit_status(returncode),
-        "signal": signal.Signals(-returncode).name if returncode < 0 else None,
+        "signal": signal_name(-returncode) if returncode < 0 else None,
         "gpu_backend": ",".join(sources) if sources else None,
         "gpu_note": (
             "simulated GPUs (no NVIDIA GPU in use): their energy is the model's draw "
