@@ -29,7 +29,10 @@ def test_json_report_keeps_stdout_clean_and_exits_with_the_command_status(
     tmp_path: Path,
 ) -> None:
     child = "import sys; print('child-out'); print('child-err', file=sys.stderr); sys.exit(3)"
-    result = greenllm("meter", "--json", "--", sys.executable, "-c", child, cwd=tmp_path)
+    result = greenllm(
+        "meter", "--json", "--backend", "simulated", "--", sys.executable, "-c", child,
+        cwd=tmp_path,
+    )  # fmt: skip
     assert result.returncode == 3, result.stderr
     doc = json.loads(result.stdout)  # exactly one JSON document
     assert "child-out" in result.stderr and "child-err" in result.stderr
