@@ -33,7 +33,7 @@ from greenllm.energy.carbon import (
 from greenllm.energy.cpu_estimate import DEFAULT_WATTS_PER_CORE
 from greenllm.energy.measurement import SOURCE_SIMULATED, Measurement
 from greenllm.energy.meter import EnergyMeter
-from greenllm.errors import GreenllmError
+from greenllm.errors import ConfigError, GreenllmError
 
 #: How often RAPL counters are read while the command runs (to catch wraparounds), s.
 POLL_PERIOD_S = 5.0
@@ -53,17 +53,21 @@ def _default_region_help() -> str:
 
 
 def _intensity(
-    cfg: ClusterConfig, region: str | None, intensity_file: Path | None
+    cfg: ClusterConfig, config_path: Path, region: str | None, intensity_file: Path | None
 ) -> GridIntensity:
     """The grid intensity chosen by options, else by the config's ``carbon`` section."""
     if intensity_file is not None:
         intensity = GridIntensity.from_csv(intensity_file)
     elif region is not None:
         intensity = GridIntensity.for_region(region)
-    elif cfg.carbon.intensity_file is not None:
-        intensity = GridIntensity.from_csv(cfg.carbon.intensity_file)
     else:
-        intensity = GridIntensity.for_region(cfg.carbon.region)
+        try:
+            if cfg.carbon.intensity_file is not None:
+                intensity = GridIntensity.from_csv(cfg.carbon.intensity_file)
+            else:
+                intensity = GridIntensity.for_region(cfg.carbon.region)
+        except ConfigError as exc:
+            raise ConfigError(f"{config_path}: carbon: {exc}") from None
     intensity.at(time.time())  # a series that starts in the future fails now, not after
     return intensity
 
@@ -276,9 +280,10 @@ def meter(
     """
     if not command:
         raise click.UsageError("missing command: greenllm meter [OPTIONS] -- CMD [ARGS]...")
-    cfg = load_cluster_config(config_path or default_config_path())
+    config_path = config_path or default_config_path()
+    cfg = load_cluster_config(config_path)
     pue_value = check_pue(pue if pue is not None else cfg.carbon.pue)
-    intensity = _intensity(cfg, region, intensity_file)
+    intensity = _intensity(cfg, config_path, region, intensity_file)
     gpus = get_gpus(cfg, node=node, backend=backend)
     try:
         energy_meter = EnergyMeter(

@@ -127,3 +127,19 @@ def test_intensity_time_series_file(tmp_path: Path) -> None:
     carbon = json.loads(result.stdout)["carbon"]
     assert carbon["intensity_g_per_kwh"] == 123.0
     assert carbon["intensity"] == str(series)
+
+
+def test_bad_region_in_the_config_names_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        "nodes:\n  - name: n\n    gpus:\n      - {type: L4, count: 1}\n"
+        "budget:\n  budget_w: 100\n  reserve_w: 0\ncarbon:\n  region: mars\n"
+    )
+    result = greenllm(
+        "meter", "--config", str(config), "--", sys.executable, "-c", "pass", cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"greenllm: error: {config}: carbon: unknown grid region 'mars'; known regions: "
+        "at, au, be, br, ca, cn, cz, de, dk, eu, fi, fr, gr, ie, in, no, pl, se, us, world"
+    ]
