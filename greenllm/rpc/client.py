@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
-from greenllm.config import ClusterConfig
+from greenllm.config import ClusterConfig, default_config_path, load_cluster_config
 from greenllm.errors import GreenllmError
 from greenllm.proto.v1 import cluster_pb2, cluster_pb2_grpc
 from greenllm.rpc.auth import bearer_metadata, operator_token
@@ -105,9 +106,10 @@ class ClusterClient:
         """Switch the allocation policy."""
         return self._call(self._stub.SetPolicy, cluster_pb2.SetPolicyRequest(name=name))
 
-    def submit_job(self, spec: cluster_pb2.JobSpec) -> cluster_pb2.Job:
-        """Submit a job; returns it with its id and state."""
-        return self._call(self._stub.SubmitJob, cluster_pb2.SubmitJobRequest(spec=spec)).job
+    def submit_job(self, spec_json: str) -> cluster_pb2.Job:
+        """Submit a job (its JOB.yaml document as JSON); returns it with its id and state."""
+        request = cluster_pb2.SubmitJobRequest(spec_json=spec_json)
+        return self._call(self._stub.SubmitJob, request).job
 
     def cancel_job(self, job_id: str) -> cluster_pb2.Job:
         """Cancel a job; returns it in its new state."""
@@ -129,3 +131,9 @@ class ClusterClient:
                 raise describe_rpc_error(exc, self.address) from None
         finally:
             stream.cancel()
+
+
+def connect(config_path: Path | None, timeout_s: float = DEFAULT_TIMEOUT_S) -> ClusterClient:
+    """A client for the controller named in a cluster.yaml (default: the usual search)."""
+    config = load_cluster_config(config_path or default_config_path())
+    return ClusterClient(config, timeout_s=timeout_s)

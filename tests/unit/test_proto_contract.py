@@ -80,7 +80,7 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "work_units": 6,
         "submitted_at_s": 7,
     },
-    "SubmitJobRequest": {"spec": 1},
+    "SubmitJobRequest": {"spec_json": 1},
     "SubmitJobResponse": {"job": 1},
     "CancelJobRequest": {"job_id": 1},
     "CancelJobResponse": {"job": 1},

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19greenllm/v1/cluster.proto\x12\x0bgreenllm.v1\"\xa8\x01\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x0e\n\x06shards\x18\x05 \x01(\r\x12\x11\n\tgpu_types\x18\x06 \x03(\t\x12\x16\n\x0emin_throughput\x18\x07 \x01(\x01\x12\x12\n\ndeadline_s\x18\x08 \x01(\x01\x12\x11\n\tspec_json\x18\t \x01(\t\"\x96\x01\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04spec\x18\x02 \x01(\x0b\x32\x14.greenllm.v1.JobSpec\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\nthroughput\x18\x04 \x01(\x01\x12\x10\n\x08\x65nergy_j\x18\x05 \x01(\x01\x12\x12\n\nwork_units\x18\x06 \x01(\x01\x12\x16\n\x0esubmitted_at_s\x18\x07 \x01(\x01\"6\n\x10SubmitJobRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.greenllm.v1.JobSpec\"2\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.greenllm.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.greenllm.v1.Job\"\x11\n\x0fListJobsRequest\"2\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.greenllm.v1.Job\"\x12\n\x10GetStatusRequest\"\x81\x02\n\tGpuStatus\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\rpower_limit_w\x18\x03 \x01(\x01\x12\x0f\n\x07power_w\x18\x04 \x01(\x01\x12\x14\n\x0csm_clock_mhz\x18\x05 \x01(\x01\x12\x17\n\x0futilization_pct\x18\x06 \x01(\x01\x12\x15\n\rtemperature_c\x18\x07 \x01(\x01\x12\x17\n\x0fmemory_used_mib\x18\x08 \x01(\x01\x12\x10\n\x08\x65nergy_j\x18\t \x01(\x01\x12\x1f\n\x17\x63ommanded_power_limit_w\x18\n \x01(\x01\x12\x1d\n\x15pending_power_limit_w\x18\x0b \x01(\x01\"\x94\x01\n\nNodeStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\r\n\x05stale\x18\x03 \x01(\x08\x12\x17\n\x0f\x66\x61ilsafe_active\x18\x04 \x01(\x08\x12$\n\x04gpus\x18\x05 \x03(\x0b\x32\x16.greenllm.v1.GpuStatus\x12\x17\n\x0ftelemetry_age_s\x18\x06 \x01(\x01\"\xd3\x01\n\rClusterStatus\x12\x10\n\x08\x62udget_w\x18\x01 \x01(\x01\x12\x11\n\treserve_w\x18\x02 \x01(\x01\x12\x0f\n\x07power_w\x18\x03 \x01(\x01\x12\x1f\n\x17\x61\x63\x63ounted_power_limit_w\x18\x04 \x01(\x01\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12&\n\x05nodes\x18\x06 \x03(\x0b\x32\x17.greenllm.v1.NodeStatus\x12\x1e\n\x04jobs\x18\x07 \x03(\x0b\x32\x10.greenllm.v1.Job\x12\x13\n\x0btimestamp_s\x18\x08 \x01(\x01\"J\n\x10SetBudgetRequest\x12\x10\n\x08\x62udget_w\x18\x01 \x01(\x01\x12\x16\n\treserve_w\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x0c\n\n_reserve_w\"8\n\x11SetBudgetResponse\x12\x10\n\x08\x62udget_w\x18\x01 \x01(\x01\x12\x11\n\treserve_w\x18\x02 \x01(\x01\" \n\x10SetPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x11SetPolicyResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\"(\n\x12WatchStatusRequest\x12\x12\n\ninterval_s\x18\x01 \x01(\x01\x32\x98\x04\n\x07\x43luster\x12J\n\tSubmitJob\x12\x1d.greenllm.v1.SubmitJobRequest\x1a\x1e.greenllm.v1.SubmitJobResponse\x12J\n\tCancelJob\x12\x1d.greenllm.v1.CancelJobRequest\x1a\x1e.greenllm.v1.CancelJobResponse\x12G\n\x08ListJobs\x12\x1c.greenllm.v1.ListJobsRequest\x1a\x1d.greenllm.v1.ListJobsResponse\x12\x46\n\tGetStatus\x12\x1d.greenllm.v1.GetStatusRequest\x1a\x1a.greenllm.v1.ClusterStatus\x12J\n\tSetBudget\x12\x1d.greenllm.v1.SetBudgetRequest\x1a\x1e.greenllm.v1.SetBudgetResponse\x12J\n\tSetPolicy\x12\x1d.greenllm.v1.SetPolicyRequest\x1a\x1e.greenllm.v1.SetPolicyResponse\x12L\n\x0bWatchStatus\x12\x1f.greenllm.v1.WatchStatusRequest\x1a\x1a.greenllm.v1.ClusterStatus0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19greenllm/v1/cluster.proto\x12\x0bgreenllm.v1\"\xa8\x01\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x0e\n\x06shards\x18\x05 \x01(\r\x12\x11\n\tgpu_types\x18\x06 \x03(\t\x12\x16\n\x0emin_throughput\x18\x07 \x01(\x01\x12\x12\n\ndeadline_s\x18\x08 \x01(\x01\x12\x11\n\tspec_json\x18\t \x01(\t\"\x96\x01\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04spec\x18\x02 \x01(\x0b\x32\x14.greenllm.v1.JobSpec\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\nthroughput\x18\x04 \x01(\x01\x12\x10\n\x08\x65nergy_j\x18\x05 \x01(\x01\x12\x12\n\nwork_units\x18\x06 \x01(\x01\x12\x16\n\x0esubmitted_at_s\x18\x07 \x01(\x01\"%\n\x10SubmitJobRequest\x12\x11\n\tspec_json\x18\x01 \x01(\t\"2\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.greenllm.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.greenllm.v1.Job\"\x11\n\x0fListJobsRequest\"2\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.greenllm.v1.Job\"\x12\n\x10GetStatusRequest\"\x81\x02\n\tGpuStatus\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\rpower_limit_w\x18\x03 \x01(\x01\x12\x0f\n\x07power_w\x18\x04 \x01(\x01\x12\x14\n\x0csm_clock_mhz\x18\x05 \x01(\x01\x12\x17\n\x0futilization_pct\x18\x06 \x01(\x01\x12\x15\n\rtemperature_c\x18\x07 \x01(\x01\x12\x17\n\x0fmemory_used_mib\x18\x08 \x01(\x01\x12\x10\n\x08\x65nergy_j\x18\t \x01(\x01\x12\x1f\n\x17\x63ommanded_power_limit_w\x18\n \x01(\x01\x12\x1d\n\x15pending_power_limit_w\x18\x0b \x01(\x01\"\x94\x01\n\nNodeStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\r\n\x05stale\x18\x03 \x01(\x08\x12\x17\n\x0f\x66\x61ilsafe_active\x18\x04 \x01(\x08\x12$\n\x04gpus\x18\x05 \x03(\x0b\x32\x16.greenllm.v1.GpuStatus\x12\x17\n\x0ftelemetry_age_s\x18\x06 \x01(\x01\"\xd3\x01\n\rClusterStatus\x12\x10\n\x08\x62udget_w\x18\x01 \x01(\x01\x12\x11\n\treserve_w\x18\x02 \x01(\x01\x12\x0f\n\x07power_w\x18\x03 \x01(\x01\x12\x1f\n\x17\x61\x63\x63ounted_power_limit_w\x18\x04 \x01(\x01\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12&\n\x05nodes\x18\x06 \x03(\x0b\x32\x17.greenllm.v1.NodeStatus\x12\x1e\n\x04jobs\x18\x07 \x03(\x0b\x32\x10.greenllm.v1.Job\x12\x13\n\x0btimestamp_s\x18\x08 \x01(\x01\"J\n\x10SetBudgetRequest\x12\x10\n\x08\x62udget_w\x18\x01 \x01(\x01\x12\x16\n\treserve_w\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x0c\n\n_reserve_w\"8\n\x11SetBudgetResponse\x12\x10\n\x08\x62udget_w\x18\x01 \x01(\x01\x12\x11\n\treserve_w\x18\x02 \x01(\x01\" \n\x10SetPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x11SetPolicyResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\"(\n\x12WatchStatusRequest\x12\x12\n\ninterval_s\x18\x01 \x01(\x01\x32\x98\x04\n\x07\x43luster\x12J\n\tSubmitJob\x12\x1d.greenllm.v1.SubmitJobRequest\x1a\x1e.greenllm.v1.SubmitJobResponse\x12J\n\tCancelJob\x12\x1d.greenllm.v1.CancelJobRequest\x1a\x1e.greenllm.v1.CancelJobResponse\x12G\n\x08ListJobs\x12\x1c.greenllm.v1.ListJobsRequest\x1a\x1d.greenllm.v1.ListJobsResponse\x12\x46\n\tGetStatus\x12\x1d.greenllm.v1.GetStatusRequest\x1a\x1a.greenllm.v1.ClusterStatus\x12J\n\tSetBudget\x12\x1d.greenllm.v1.SetBudgetRequest\x1a\x1e.greenllm.v1.SetBudgetResponse\x12J\n\tSetPolicy\x12\x1d.greenllm.v1.SetPolicyRequest\x1a\x1e.greenllm.v1.SetPolicyResponse\x12L\n\x0bWatchStatus\x12\x1f.greenllm.v1.WatchStatusRequest\x1a\x1a.greenllm.v1.ClusterStatus0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,35 +36,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB']._serialized_start=214
   _globals['_JOB']._serialized_end=364
   _globals['_SUBMITJOBREQUEST']._serialized_start=366
-  _globals['_SUBMITJOBREQUEST']._serialized_end=420
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=422
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=472
-  _globals['_CANCELJOBREQUEST']._serialized_start=474
-  _globals['_CANCELJOBREQUEST']._serialized_end=508
-  _globals['_CANCELJOBRESPONSE']._serialized_start=510
-  _globals['_CANCELJOBRESPONSE']._serialized_end=560
-  _globals['_LISTJOBSREQUEST']._serialized_start=562
-  _globals['_LISTJOBSREQUEST']._serialized_end=579
-  _globals['_LISTJOBSRESPONSE']._serialized_start=581
-  _globals['_LISTJOBSRESPONSE']._serialized_end=631
-  _globals['_GETSTATUSREQUEST']._serialized_start=633
-  _globals['_GETSTATUSREQUEST']._serialized_end=651
-  _globals['_GPUSTATUS']._serialized_start=654
-  _globals['_GPUSTATUS']._serialized_end=911
-  _globals['_NODESTATUS']._serialized_start=914
-  _globals['_NODESTATUS']._serialized_end=1062
-  _globals['_CLUSTERSTATUS']._serialized_start=1065
-  _globals['_CLUSTERSTATUS']._serialized_end=1276
-  _globals['_SETBUDGETREQUEST']._serialized_start=1278
-  _globals['_SETBUDGETREQUEST']._serialized_end=1352
-  _globals['_SETBUDGETRESPONSE']._serialized_start=1354
-  _globals['_SETBUDGETRESPONSE']._serialized_end=1410
-  _globals['_SETPOLICYREQUEST']._serialized_start=1412
-  _globals['_SETPOLICYREQUEST']._serialized_end=1444
-  _globals['_SETPOLICYRESPONSE']._serialized_start=1446
-  _globals['_SETPOLICYRESPONSE']._serialized_end=1479
-  _globals['_WATCHSTATUSREQUEST']._serialized_start=1481
-  _globals['_WATCHSTATUSREQUEST']._serialized_end=1521
-  _globals['_CLUSTER']._serialized_start=1524
-  _globals['_CLUSTER']._serialized_end=2060
+  _globals['_SUBMITJOBREQUEST']._serialized_end=403
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=405
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=455
+  _globals['_CANCELJOBREQUEST']._serialized_start=457
+  _globals['_CANCELJOBREQUEST']._serialized_end=491
+  _globals['_CANCELJOBRESPONSE']._serialized_start=493
+  _globals['_CANCELJOBRESPONSE']._serialized_end=543
+  _globals['_LISTJOBSREQUEST']._serialized_start=545
+  _globals['_LISTJOBSREQUEST']._serialized_end=562
+  _globals['_LISTJOBSRESPONSE']._serialized_start=564
+  _globals['_LISTJOBSRESPONSE']._serialized_end=614
+  _globals['_GETSTATUSREQUEST']._serialized_start=616
+  _globals['_GETSTATUSREQUEST']._serialized_end=634
+  _globals['_GPUSTATUS']._serialized_start=637
+  _globals['_GPUSTATUS']._serialized_end=894
+  _globals['_NODESTATUS']._serialized_start=897
+  _globals['_NODESTATUS']._serialized_end=1045
+  _globals['_CLUSTERSTATUS']._serialized_start=1048
+  _globals['_CLUSTERSTATUS']._serialized_end=1259
+  _globals['_SETBUDGETREQUEST']._serialized_start=1261
+  _globals['_SETBUDGETREQUEST']._serialized_end=1335
+  _globals['_SETBUDGETRESPONSE']._serialized_start=1337
+  _globals['_SETBUDGETRESPONSE']._serialized_end=1393
+  _globals['_SETPOLICYREQUEST']._serialized_start=1395
+  _globals['_SETPOLICYREQUEST']._serialized_end=1427
+  _globals['_SETPOLICYRESPONSE']._serialized_start=1429
+  _globals['_SETPOLICYRESPONSE']._serialized_end=1462
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=1464
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=1504
+  _globals['_CLUSTER']._serialized_start=1507
+  _globals['_CLUSTER']._serialized_end=2043
 # @@protoc_insertion_point(module_scope)

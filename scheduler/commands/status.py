@@ -1,0 +1,117 @@
+"""``greenllm status``: the cluster's budget, power, nodes, GPUs and jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from greenllm.cli.output import emit_json, print_table
+from greenllm.proto.v1 import cluster_pb2
+from greenllm.rpc.client import connect
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="cluster.yaml naming the controller (default: $GREENLLM_CONFIG, ./cluster.yaml, "
+    "or the embedded default).",
+)
+
+
+def status_document(status: cluster_pb2.ClusterStatus) -> dict[str, Any]:
+    """The ``greenllm status --json`` document (keys are a contract, see DESIGN.md)."""
+    return {
+        "budget_w": status.budget_w,
+        "reserve_w": status.reserve_w,
+        "power_w": status.power_w,
+        "accounted_power_limit_w": status.accounted_power_limit_w,
+        "policy": status.policy,
+        "nodes": [
+            {
+                "name": n.name,
+                "connected": n.connected,
+                "stale": n.stale,
+                "failsafe_active": n.failsafe_active,
+                "telemetry_age_s": n.telemetry_age_s if n.telemetry_age_s >= 0 else None,
+                "gpus": [
+                    {
+                        "index": g.index,
+                        "type": g.type,
+                        "power_limit_w": g.power_limit_w,
+                        "power_w": g.power_w,
+                        "sm_clock_mhz": g.sm_clock_mhz,
+                        "utilization_pct": g.utilization_pct,
+                        "temperature_c": g.temperature_c,
+                        "memory_used_mib": g.memory_used_mib,
+                        "energy_j": g.energy_j,
+                        "commanded_power_limit_w": g.commanded_power_limit_w,
+                        "pending_power_limit_w": g.pending_power_limit_w or None,
+                    }
+                    for g in n.gpus
+                ],
+            }
+            for n in status.nodes
+        ],
+        "jobs": [
+            {
+                "id": j.id,
+                "name": j.spec.name,
+                "kind": j.spec.kind,
+                "state": j.state,
+                "shards": j.spec.shards,
+                "priority": j.spec.priority,
+                "throughput": j.throughput,
+                "work_units": j.work_units,
+                "energy_j": j.energy_j,
+            }
+            for j in status.jobs
+        ],
+    }
+
+
+def _node_state(n: cluster_pb2.NodeStatus) -> str:
+    if not n.connected:
+        return "failsafe" if n.failsafe_active else "disconnected"
+    return "stale" if n.stale else "ok"
+
+
+@click.command("status")
+@CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def status(config_path: Path | None, as_json: bool) -> None:
+    """Show the cluster: budget, power, every node's GPUs, and the jobs."""
+    with connect(config_path) as client:
+        st = client.get_status()
+    if as_json:
+        emit_json(status_document(st))
+        return
+    click.echo(
+        f"budget {st.budget_w:g} W (reserve {st.reserve_w:g} W), limits accounted "
+        f"{st.accounted_power_limit_w:.0f} W, drawing {st.power_w:.0f} W, policy {st.policy}"
+    )
+    rows = [
+        [
+            n.name,
+            _node_state(n),
+            g.index,
+            g.type,
+            g.power_limit_w,
+            g.power_w,
+            g.sm_clock_mhz,
+            g.utilization_pct,
+        ]
+        for n in st.nodes
+        for g in n.gpus
+    ]
+    cols = ["node", "state", "gpu", "type", "limit W", "power W", "SM MHz", "util %"]
+    print_table("GPUs", cols, rows)
+    if st.jobs:
+        jobs = [[j.id, j.spec.kind, j.state, j.throughput, j.energy_j / 1000.0] for j in st.jobs]
+        print_table("Jobs", ["id", "kind", "state", "units/s", "energy kJ"], jobs)
+
+
+def register(cli: click.Group) -> None:
+    """Add ``status`` to the CLI."""
+    cli.add_command(status)

@@ -1,0 +1,202 @@
+"""The control loop: every control period, observe, ``decide()``, and carry the actions out.
+
+``decide()`` (scheduler/core) holds every safety rule; this loop only feeds it the truth
+(acked and pending limits, stale nodes) and executes its actions in the order given.
+A node that is stale is accounted at the larger of its commanded maximum and its
+fail-safe limit, because its agent may have switched to the fail-safe limit by now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+
+from greenllm.proto.v1 import agent_pb2
+from scheduler.core.decide import decide
+from scheduler.core.problem import Policy
+from scheduler.core.types import Actions, DecideConfig, GPUState, ObservedState
+from scheduler.policies import load_policy
+from scheduler.server.jobs import JobRecord, JobTable
+from scheduler.server.state import ClusterState
+
+log = logging.getLogger(__name__)
+
+
+class ControlLoop:
+    """Runs ``decide()`` every control period and executes its actions.
+
+    Args:
+        state: The cluster state.
+        jobs: The job table.
+        decide_config: Tuning of ``decide()``.
+    """
+
+    def __init__(
+        self, state: ClusterState, jobs: JobTable, decide_config: DecideConfig | None = None
+    ) -> None:
+        self.state = state
+        self.jobs = jobs
+        self.decide_config = decide_config or DecideConfig()
+        self.policy: Policy = load_policy(state.policy_name)
+        #: Set to run a step now instead of at the end of the period.
+        self.wake = asyncio.Event()
+        self.last_actions = Actions()
+        self.steps = 0
+        self._load_weights_sent: dict[str, dict[str, float]] = {}
+        self._notes_logged: set[str] = set()
+
+    def set_policy(self, name: str) -> None:
+        """Switch policy (takes effect at the next step).
+
+        Raises:
+            ConfigError: No policy of that name.
+        """
+        self.policy = load_policy(name)
+        self.state.policy_name = name
+        self.wake.set()
+
+    async def run(self) -> None:
+        """Step forever (until cancelled)."""
+        period_s = self.state.config.control_period_s
+        while True:
+            try:
+                self.step()
+            except Exception:  # one bad step must not stop the controller
+                log.exception("control step failed")
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), period_s)
+
+    def observed(self, now_s: float) -> ObservedState:
+        """The cluster as ``decide()`` sees it now."""
+        state = self.state
+        assigned = self.jobs.assignments()
+        rates: dict[str, float] = {}
+        for node in state.nodes.values():
+            for record in node.shards.values():
+                rates[record.shard_id] = record.work_rate()
+        gpus = []
+        for node in state.nodes.values():
+            stale = state.is_stale(node, now_s)
+            if not node.gpus:
+                for index, gpu_type in enumerate(node.config_gpu_types):
+                    failsafe_w = state.config.failsafe_limit_w(gpu_type)
+                    gpus.append(
+                        GPUState(node.name, index, gpu_type, 0.0, 0.0, failsafe_w, stale=True)
+                    )
+                continue
+            for g in node.gpus:
+                acked_w = g.acked_limit_w
+                if stale:
+                    acked_w = max(acked_w, state.config.failsafe_limit_w(g.gpu_type))
+                job_id, shard = assigned.get((node.name, g.index), (None, None))
+                latest = g.latest
+                gpus.append(
+                    GPUState(
+                        node=node.name,
+                        index=g.index,
+                        gpu_type=g.gpu_type,
+                        power_w=latest.power_w if latest is not None else 0.0,
+                        sm_clock_mhz=latest.sm_clock_mhz if latest is not None else 0.0,
+                        acked_limit_w=acked_w,
+                        pending_limit_w=g.pending_limit_w(),
+                        locked_max_sm_clock_mhz=g.locked_max_sm_clock_mhz,
+                        stale=stale,
+                        job_id=job_id,
+                        shard=shard,
+                        work_rate=rates.get(f"{job_id}-{shard}", 0.0) if job_id else 0.0,
+                    )
+                )
+        return ObservedState(
+            now_s=now_s,
+            budget_w=state.budget_w,
+            reserve_w=state.reserve_w,
+            gpus=tuple(gpus),
+            jobs=tuple(j.job_state() for j in self.jobs.active()),
+        )
+
+    def step(self) -> Actions:
+        """One control period: observe, decide, execute, and send heartbeats."""
+        now_s = self.state.clock()
+        actions = decide(self.observed(now_s), self.decide_config, self.policy)
+        self.execute(actions)
+        self.last_actions = actions
+        self.steps += 1
+        for note in actions.notes:
+            if note not in self._notes_logged:
+                self._notes_logged.add(note)
+                log.warning("decide: %s", note)
+        heartbeat = agent_pb2.ControllerMessage(
+            heartbeat=agent_pb2.Heartbeat(timestamp_s=time.time())
+        )
+        for session in self.state.live_sessions():
+            session.outbox.put_nowait(heartbeat)
+        return actions
+
+    def execute(self, actions: Actions) -> None:
+        """Send the actions' commands, in ``decide()``'s order."""
+        send = self.state.send
+        for p in actions.placements:
+            self._place(self.jobs.jobs[p.job_id], p.shard, p.node, p.index)
+        for lim in actions.power_limits:
+            send(
+                lim.node,
+                agent_pb2.Command(
+                    set_power_limit=agent_pb2.SetPowerLimit(
+                        gpu_index=lim.index, power_limit_w=lim.power_limit_w
+                    )
+                ),
+            )
+        for lock in actions.clock_locks:
+            body = agent_pb2.LockSmClocks(
+                gpu_index=lock.index,
+                min_sm_clock_mhz=lock.min_sm_clock_mhz,
+                max_sm_clock_mhz=lock.max_sm_clock_mhz,
+            )
+            send(lock.node, agent_pb2.Command(lock_sm_clocks=body))
+        for reset in actions.clock_resets:
+            body_r = agent_pb2.ResetSmClocks(gpu_index=reset.index)
+            send(reset.node, agent_pb2.Command(reset_sm_clocks=body_r))
+        self._send_load_weights(actions)
+
+    def _place(self, job: JobRecord, shard: int, node: str, index: int) -> None:
+        job.gpus[shard] = (node, index)
+        job.state = "placed"
+        gpus = self.state.nodes[node].gpus
+        window = gpus[index].energy_window if index < len(gpus) else None
+        job.energy_start_j[(node, index)] = window[-1][1] if window else None
+        start = agent_pb2.StartShard(
+            shard_id=job.shard_id(shard),
+            job_id=job.job_id,
+            gpu_indices=[index],
+            spec_json=job.spec_json,
+        )
+        self.state.send(node, agent_pb2.Command(start_shard=start))
+
+    def _send_load_weights(self, actions: Actions) -> None:
+        per_node: dict[str, dict[str, float]] = defaultdict(dict)
+        assigned = self.jobs.assignments()
+        for w in actions.load_weights:
+            _, shard = assigned.get((w.node, w.index), (w.job_id, None))
+            if shard is not None:
+                per_node[w.node][f"{w.job_id}-{shard}"] = w.weight
+        for node, weights in per_node.items():
+            if self._load_weights_sent.get(node) != weights:
+                sent = self.state.send(
+                    node,
+                    agent_pb2.Command(set_load_weights=agent_pb2.SetLoadWeights(weights=weights)),
+                )
+                if sent is not None:
+                    self._load_weights_sent[node] = weights
+
+    def cancel(self, job: JobRecord) -> None:
+        """Cancel a job: stop its shards and free its GPUs."""
+        for shard, (node, _) in sorted(job.gpus.items()):
+            stop = agent_pb2.StopShard(shard_id=job.shard_id(shard))
+            self.state.send(node, agent_pb2.Command(stop_shard=stop))
+        job.gpus.clear()
+        job.state = "cancelled"
+        self.wake.set()

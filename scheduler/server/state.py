@@ -1,0 +1,272 @@
+"""Cluster state: nodes, telemetry ingestion, and the command/ack bookkeeping.
+
+Everything here runs on the controller's event loop (one thread), so no locks. The
+servicers translate :class:`~scheduler.server.errors.BadInput` into a gRPC status.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from greenllm.config import ClusterConfig
+from greenllm.devices.catalog import get_spec
+from greenllm.errors import ConfigError
+from greenllm.proto.v1 import agent_pb2
+from scheduler.server.errors import BadInput
+from scheduler.server.nodes import GpuRecord, NodeRecord, Session, ShardRecord
+
+log = logging.getLogger(__name__)
+
+#: A reading above this multiple of the GPU's highest power limit is rejected as absurd.
+ABSURD_POWER_FACTOR = 2.0
+#: Bounds of the other sample fields (inclusive); NaN and infinities fail every bound.
+SAMPLE_BOUNDS: dict[str, tuple[float, float]] = {
+    "energy_j": (0.0, 1e18),
+    "sm_clock_mhz": (0.0, 10_000.0),
+    "utilization_pct": (0.0, 100.0),
+    "temperature_c": (-50.0, 200.0),
+    "memory_used_mib": (0.0, 1e7),
+    "timestamp_s": (0.0, 1e11),
+}
+
+
+@dataclass(frozen=True)
+class PendingCommand:
+    """A command sent and not yet acked.
+
+    Attributes:
+        node: Target node.
+        session_id: The stream it went out on.
+        gpu_index: Target GPU (-1 for shard commands).
+        action: The command's oneof name.
+        value: Commanded limit (W) or lock upper end (MHz); 0 when not applicable.
+    """
+
+    node: str
+    session_id: str
+    gpu_index: int
+    action: str
+    value: float
+
+
+def _check_sample(node: str, gpu: GpuRecord, s: agent_pb2.GpuSample) -> None:
+    cap_w = ABSURD_POWER_FACTOR * gpu.max_power_limit_w
+    for name, value, lo, hi in (
+        ("power_w", s.power_w, 0.0, cap_w),
+        ("power_limit_w", s.power_limit_w, 0.0, cap_w),
+    ):
+        if not lo <= value <= hi:
+            raise BadInput(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"node {node} GPU {gpu.index}: {name} {value!r} outside [{lo:g}, {hi:g}]",
+            )
+    for name, (lo, hi) in SAMPLE_BOUNDS.items():
+        value = getattr(s, name)
+        if not lo <= value <= hi:
+            raise BadInput(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"node {node} GPU {gpu.index}: {name} {value!r} outside [{lo:g}, {hi:g}]",
+            )
+
+
+class ClusterState:
+    """The controller's picture of the cluster.
+
+    Args:
+        config: The cluster config.
+        stale_after_s: A node whose telemetry is older than this is stale.
+        clock: Monotonic clock, seconds.
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        stale_after_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.budget_w = config.budget.budget_w
+        self.reserve_w = config.budget.reserve_w
+        self.policy_name = config.policy
+        self.stale_after_s = stale_after_s
+        self.clock = clock
+        self.nodes = {n.name: NodeRecord(n.name, n.gpu_types()) for n in config.nodes}
+        self.pending: dict[int, PendingCommand] = {}
+        self._command_ids = itertools.count(1)
+
+    # -- sessions ------------------------------------------------------------------------
+    def register(self, msg: agent_pb2.Register) -> Session:
+        """Accept an agent's registration; its GPUs' records start afresh.
+
+        Raises:
+            BadInput: NOT_FOUND (unknown node), ALREADY_EXISTS (node has a live stream),
+                INVALID_ARGUMENT (malformed inventory), FAILED_PRECONDITION (inventory
+                disagrees with the config).
+        """
+        node = self.nodes.get(msg.node)
+        if node is None:
+            raise BadInput(
+                grpc.StatusCode.NOT_FOUND,
+                f"node {msg.node!r} is not in the cluster config ({', '.join(self.nodes)})",
+            )
+        if node.session is not None:
+            raise BadInput(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"node {node.name} is already connected (session {node.session.session_id})",
+            )
+        gpus = self._inventory(node, msg)
+        for cid in [c for c, p in self.pending.items() if p.node == node.name]:
+            del self.pending[cid]
+        node.gpus = gpus
+        node.session = Session(uuid.uuid4().hex, node.name)
+        node.last_telemetry_s = None
+        node.failsafe_active = msg.failsafe_active
+        node.shards.clear()
+        return node.session
+
+    def _inventory(self, node: NodeRecord, msg: agent_pb2.Register) -> list[GpuRecord]:
+        infos = sorted(msg.gpus, key=lambda g: g.index)
+        if [g.index for g in infos] != list(range(len(infos))) or not infos:
+            raise BadInput(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"node {node.name}: GPU indices must be 0..n-1, got {[g.index for g in msg.gpus]}",
+            )
+        types = [g.type for g in infos]
+        if node.config_gpu_types and types != node.config_gpu_types:
+            raise BadInput(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"node {node.name}: reported GPUs {types} differ from the config's "
+                f"{node.config_gpu_types}",
+            )
+        records = []
+        for g in infos:
+            try:
+                spec = get_spec(g.type)
+            except ConfigError as exc:
+                raise BadInput(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+            if not 0 < g.min_power_limit_w <= g.power_limit_w <= g.max_power_limit_w < 1e5:
+                raise BadInput(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"node {node.name} GPU {g.index}: power limit {g.power_limit_w!r} W outside "
+                    f"its range [{g.min_power_limit_w!r}, {g.max_power_limit_w!r}] W",
+                )
+            records.append(
+                GpuRecord(
+                    index=g.index,
+                    gpu_type=spec.name,
+                    uuid=g.uuid,
+                    min_power_limit_w=g.min_power_limit_w,
+                    max_power_limit_w=g.max_power_limit_w,
+                    acked_limit_w=g.power_limit_w,
+                )
+            )
+        return records
+
+    def disconnect(self, session: Session) -> None:
+        """Forget a stream that ended; the node's records stay (it goes stale)."""
+        node = self.nodes[session.node]
+        if node.session is session:
+            node.session = None
+
+    def live_sessions(self) -> list[Session]:
+        """Streams now open."""
+        return [n.session for n in self.nodes.values() if n.session is not None]
+
+    def is_stale(self, node: NodeRecord, now_s: float) -> bool:
+        """No stream, or no telemetry for longer than ``stale_after_s``."""
+        if node.session is None:
+            return True
+        last = node.last_telemetry_s
+        return last is None or now_s - last > self.stale_after_s
+
+    # -- telemetry -----------------------------------------------------------------------
+    def ingest(self, session: Session, batch: agent_pb2.TelemetryBatch) -> None:
+        """Take in a telemetry batch; all of it or, on bad input, none of it.
+
+        Raises:
+            BadInput: INVALID_ARGUMENT for an unknown GPU index or an implausible value.
+        """
+        node = self.nodes[session.node]
+        gpus = node.gpus
+        count = len(gpus)
+        for s in batch.gpus:
+            if s.index >= count:
+                raise BadInput(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"node {node.name}: telemetry for GPU {s.index}, which it does not have",
+                )
+            _check_sample(node.name, gpus[s.index], s)
+        for s in batch.gpus:
+            gpu = gpus[s.index]
+            gpu.latest = s
+            gpu.energy_window.append((s.timestamp_s, s.energy_j))
+            if not gpu.pending_limits_w:
+                gpu.acked_limit_w = s.power_limit_w
+        for sh in batch.shards:
+            record = node.shards.get(sh.shard_id)
+            if record is None or record.job_id != sh.job_id:
+                record = node.shards[sh.shard_id] = ShardRecord(sh.shard_id, sh.job_id, sh)
+            record.latest = sh
+            record.work_window.append((sh.timestamp_s, sh.work_units))
+        node.last_telemetry_s = self.clock()
+        node.failsafe_active = batch.failsafe_active
+
+    # -- commands ------------------------------------------------------------------------
+    def send(self, node_name: str, command: agent_pb2.Command) -> int | None:
+        """Queue ``command`` to a node and record it as pending.
+
+        Returns:
+            Its command id, or None when the node has no live stream (nothing sent).
+        """
+        node = self.nodes[node_name]
+        if node.session is None:
+            return None
+        cid = next(self._command_ids)
+        command.command_id = cid
+        action = command.WhichOneof("action") or ""
+        body = getattr(command, action)
+        index, value = -1, 0.0
+        if action == "set_power_limit":
+            index, value = body.gpu_index, body.power_limit_w
+            node.gpus[index].pending_limits_w[cid] = value
+        elif action == "lock_sm_clocks":
+            index, value = body.gpu_index, body.max_sm_clock_mhz
+        elif action == "reset_sm_clocks":
+            index = body.gpu_index
+        self.pending[cid] = PendingCommand(node_name, node.session.session_id, index, action, value)
+        node.session.outbox.put_nowait(agent_pb2.ControllerMessage(command=command))
+        return cid
+
+    def on_ack(self, session: Session, ack: agent_pb2.CommandAck) -> PendingCommand:
+        """Apply an ack to the bookkeeping.
+
+        Raises:
+            BadInput: INVALID_ARGUMENT when no command with that id went to this stream.
+        """
+        cmd = self.pending.get(ack.command_id)
+        if cmd is None or cmd.session_id != session.session_id:
+            raise BadInput(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"node {session.node}: ack for unknown command {ack.command_id}",
+            )
+        del self.pending[ack.command_id]
+        node = self.nodes[cmd.node]
+        if cmd.gpu_index < 0:
+            return cmd
+        gpu = node.gpus[cmd.gpu_index]
+        if cmd.action == "set_power_limit":
+            gpu.pending_limits_w.pop(ack.command_id, None)
+            if ack.success:
+                gpu.acked_limit_w = cmd.value
+        elif ack.success and cmd.action == "lock_sm_clocks":
+            gpu.locked_max_sm_clock_mhz = int(cmd.value)
+        elif ack.success and cmd.action == "reset_sm_clocks":
+            gpu.locked_max_sm_clock_mhz = None
+        return cmd
