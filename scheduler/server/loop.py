@@ -121,6 +121,7 @@ class ControlLoop:
     def step(self) -> Actions:
         """One control period: observe, decide, execute, and send heartbeats."""
         now_s = self.state.clock()
+        self._mark_running()
         actions = decide(self.observed(now_s), self.decide_config, self.policy)
         self.execute(actions)
         self.last_actions = actions
@@ -135,6 +136,15 @@ class ControlLoop:
         for session in self.state.live_sessions():
             session.outbox.put_nowait(heartbeat)
         return actions
+
+    def _mark_running(self) -> None:
+        """A placed job runs once any of its shards reports progress."""
+        for job in self.jobs.active():
+            if job.state == "placed" and any(
+                job.shard_id(shard) in self.state.nodes[node].shards
+                for shard, (node, _) in job.gpus.items()
+            ):
+                job.state = "running"
 
     def execute(self, actions: Actions) -> None:
         """Send the actions' commands, in ``decide()``'s order."""
