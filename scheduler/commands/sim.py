@@ -1,0 +1,141 @@
+"""``greenllm sim``: run a scenario in virtual time under one policy, or compare several."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from greenllm.cli.output import emit_json, print_table, progress_console
+from greenllm.config import registered_policies
+from greenllm.errors import GreenllmError
+from scheduler.sim.compare import comparison_rows, plot_power, run_policy, run_unbounded
+from scheduler.sim.oracle import ORACLE_NAME
+from scheduler.sim.results import SimResult, finite
+from scheduler.sim.scenario import load_scenario
+
+#: GPU-steps above which progress is reported on stderr.
+PROGRESS_MIN_GPU_STEPS = 200_000
+
+
+def _known(name: str) -> str:
+    known = [*registered_policies(), ORACLE_NAME]
+    if name not in known:
+        raise click.BadParameter(f"unknown policy {name!r} (known: {', '.join(known)})")
+    return name
+
+
+def _progress(label: str, enabled: bool) -> Callable[[float], None] | None:
+    if not enabled:
+        return None
+    console = progress_console()
+    return lambda frac: console.print(f"sim: {label} {100 * frac:.0f}%", highlight=False)
+
+
+def _single_rows(summary: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for job, units in summary["work"].items():
+        rows.append(
+            [
+                job,
+                units,
+                summary["units"][job],
+                summary["joules_per_unit"][job],
+                summary["throughput_vs_unbounded"][job],
+                "yes" if summary["slo_met"][job] else "NO",
+            ]
+        )
+    return rows
+
+
+def register(cli: click.Group) -> None:
+    """Add ``sim`` to the CLI."""
+
+    @cli.command("sim")
+    @click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option(
+        "--out",
+        "out_dir",
+        required=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Folder for trace.csv, budget.csv, summary.json.",
+    )
+    @click.option("--policy", default=None, help="Policy (default: the scenario's).")
+    @click.option(
+        "--compare",
+        default=None,
+        help="Comma-separated policies to run side by side (oracle allowed).",
+    )
+    @click.option(
+        "--trace-every",
+        default=1,
+        type=click.IntRange(min=1),
+        show_default=True,
+        help="Record every N-th step in trace.csv.",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+    def sim(
+        scenario: Path,
+        out_dir: Path,
+        policy: str | None,
+        compare: str | None,
+        trace_every: int,
+        as_json: bool,
+    ) -> None:
+        """Simulate SCENARIO.yaml in virtual time with the controller's decide().
+
+        Writes DIR/trace.csv, DIR/budget.csv and DIR/summary.json; with --compare, one
+        such folder per policy, DIR/compare.png (cluster power against budget) and
+        DIR/compare.json.
+        """
+        if policy is not None and compare is not None:
+            raise click.UsageError("give --policy or --compare, not both")
+        sc, base_dir = load_scenario(scenario)
+        names = [_known(p.strip()) for p in compare.split(",")] if compare else []
+        if compare is not None and not names:
+            raise click.BadParameter("no policies given", param_hint="--compare")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GreenllmError(f"{out_dir}: cannot create: {exc.strerror}") from None
+        gpu_count = sum(n.count * len(n.gpu_types()) for n in sc.nodes)
+        big = gpu_count * sc.duration_s / sc.control.step_s >= PROGRESS_MIN_GPU_STEPS
+        unbounded: SimResult = run_unbounded(sc, base_dir, _progress("unbounded reference", big))
+        if not names:
+            name = _known(policy or sc.policy)
+            _, summary = run_policy(
+                sc, base_dir, name, out_dir, unbounded, trace_every, _progress(name, big)
+            )
+            if as_json:
+                emit_json(finite(summary))
+                return
+            print_table(
+                f"{sc.name} under {name}: {summary['energy_j'] / 1e3:.4g} kJ, budget "
+                f"violation {summary['budget_violation_s']:g} s, max overshoot "
+                f"{summary['max_overshoot_w']:.4g} W",
+                ["job", "work", "unit", "J/unit", "vs unbounded", "SLO met"],
+                _single_rows(summary),
+            )
+            click.echo(f"wrote {out_dir}/trace.csv, budget.csv, summary.json")
+            return
+        results: dict[str, SimResult] = {}
+        summaries: dict[str, dict[str, Any]] = {}
+        for name in names:
+            res, summary = run_policy(
+                sc, base_dir, name, out_dir / name, unbounded, trace_every, _progress(name, big)
+            )
+            results[name], summaries[name] = res, summary
+        plot_power(results, out_dir / "compare.png")
+        doc = {"scenario": sc.name, "policies": summaries}
+        (out_dir / "compare.json").write_text(
+            json.dumps(finite(doc), indent=2) + "\n", encoding="utf-8"
+        )
+        if as_json:
+            emit_json(finite(doc))
+            return
+        columns, rows = comparison_rows(summaries)
+        print_table(f"{sc.name}: policies side by side", columns, rows)
+        click.echo(f"wrote {out_dir}/compare.png and one folder per policy")

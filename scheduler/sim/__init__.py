@@ -1,0 +1,1 @@
+"""The simulator: decide() against simulated GPUs and modelled workloads in virtual time."""
