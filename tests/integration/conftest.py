@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -25,8 +26,11 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from greenllm.config import ClusterConfig, load_cluster_config
+from greenllm.devices.discovery import simulated_gpus
+from greenllm.proto.v1 import agent_pb2, agent_pb2_grpc
 from greenllm.rpc.auth import bearer_metadata, read_tokens
 from scheduler.server.app import Controller
+from workers.agent import devices
 from workers.agent.agent import Backoff, NodeAgent
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,6 +121,12 @@ def loop_thread() -> Iterator[LoopThread]:
         yield lt
     finally:
         lt.close()
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Path]:
+    """:func:`write_config` into this test's tmp_path."""
+    return lambda **overrides: write_config(tmp_path, **overrides)
 
 
 @pytest.fixture
@@ -233,3 +243,86 @@ def controller_process(config_path: Path) -> Iterator[ControllerProcess]:
         yield cp
     finally:
         cp.stop()
+
+
+class RawAgent:
+    """A hand-driven agent stream (blocking gRPC), to send exactly what a test wants."""
+
+    def __init__(self, address: str, token: str | None) -> None:
+        self._requests: queue.Queue[agent_pb2.AgentMessage | None] = queue.Queue()
+        self.channel = grpc.insecure_channel(address)
+        self.call = agent_pb2_grpc.AgentStub(self.channel).Connect(
+            iter(self._requests.get, None), metadata=bearer_metadata(token)
+        )
+
+    def send(self, **body: Any) -> None:
+        """Send one AgentMessage built from ``body`` (register=..., telemetry=..., ack=...)."""
+        self._requests.put(agent_pb2.AgentMessage(**body))
+
+    def receive(self) -> agent_pb2.ControllerMessage:
+        """The next message from the controller."""
+        return next(self.call)
+
+    def final_code(self) -> grpc.StatusCode:
+        """Drain the stream and return its status code."""
+        try:
+            for _ in self.call:
+                pass
+        except grpc.RpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self.call.cancel()
+        self.channel.close()
+
+
+def register_message(config: ClusterConfig, node: str) -> agent_pb2.Register:
+    """What the agent of ``node`` registers with (its simulated inventory)."""
+    gpus = simulated_gpus(config.node(node))
+    return agent_pb2.Register(node=node, gpus=devices.inventory(gpus))
+
+
+def telemetry_message(
+    config: ClusterConfig, node: str, gpu: int = 0, **overrides: float
+) -> agent_pb2.TelemetryBatch:
+    """One tick of ``node``'s simulated telemetry; ``overrides`` replace fields of ``gpu``."""
+    samples = devices.sample(simulated_gpus(config.node(node)))
+    for field, value in overrides.items():
+        setattr(samples[gpu], field, value)
+    return agent_pb2.TelemetryBatch(gpus=samples)
+
+
+@pytest.fixture
+def messages(config: ClusterConfig) -> Any:
+    """Builders of registration and telemetry messages for ``config``'s nodes."""
+
+    class Builders:
+        @staticmethod
+        def register(node: str) -> agent_pb2.Register:
+            return register_message(config, node)
+
+        @staticmethod
+        def telemetry(node: str, gpu: int = 0, **overrides: float) -> agent_pb2.TelemetryBatch:
+            return telemetry_message(config, node, gpu, **overrides)
+
+    return Builders
+
+
+@pytest.fixture
+def raw_agents(controller: Controller) -> Iterator[Callable[[str | None], RawAgent]]:
+    """Opens raw agent streams to the in-process controller (agent token by default)."""
+    opened: list[RawAgent] = []
+    agent_token = read_tokens(controller.config.state_dir).agent
+
+    def open_stream(token: str | None = agent_token) -> RawAgent:
+        raw = RawAgent(f"127.0.0.1:{controller.port}", token)
+        opened.append(raw)
+        return raw
+
+    try:
+        yield open_stream
+    finally:
+        for raw in opened:
+            raw.close()
