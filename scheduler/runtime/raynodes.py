@@ -24,13 +24,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Ray reads this when imported: with it every Ray process of ours keeps to 127.0.0.1.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from greenllm.config import ClusterConfig, load_cluster_config  # noqa: E402
-from greenllm.errors import GreenllmError  # noqa: E402
+import contextlib
+
+from greenllm.config import ClusterConfig, load_cluster_config
+from greenllm.errors import GreenllmError
 
 HEAD_NODE = "greenllm-head"
 NAMESPACE = "greenllm"
@@ -162,10 +165,8 @@ def stop_host(record: RuntimeRecord, grace_s: float = 30.0) -> None:
         if not pid_alive(record.host_pid):
             return
         time.sleep(0.2)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(record.host_pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _host_main(config_path: str) -> int:
@@ -181,7 +182,7 @@ def _host_main(config_path: str) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    common = {"num_cpus": 1, "object_store_memory": OBJECT_STORE_BYTES}
+    common: dict[str, Any] = {"num_cpus": 1, "object_store_memory": OBJECT_STORE_BYTES}
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
