@@ -9,6 +9,7 @@ no randomness: the live controller and the simulator run exactly this.
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import lru_cache
 
 import numpy as np
 
@@ -33,29 +34,35 @@ from scheduler.core.types import (
 _DEFAULT_MODEL = PowerModel()
 
 
+@lru_cache(maxsize=1024)
 def _limit_grid(spec: GPUSpec, lo_w: float, steps: int) -> np.ndarray:
     grid = np.round(np.linspace(spec.min_power_limit_w, spec.max_power_limit_w, steps))
-    return np.unique(np.concatenate(([lo_w], grid[grid > lo_w])))
+    out = np.unique(np.concatenate(([lo_w], grid[grid > lo_w])))
+    out.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=256)
+def _spec(gpu_type: str) -> GPUSpec:
+    return get_spec(gpu_type)
 
 
 def _groups(
-    gpus: tuple[GPUState, ...],
-    live_pos: dict[tuple[str, int], int],
-    assigned: dict[tuple[str, int], str],
+    live: list[GPUState],
+    placed: dict[tuple[str, int], str],
     jobs: dict[str, JobState],
     model: PowerModel,
     steps: int,
 ) -> list[Group]:
     members: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for g in gpus:
-        job_id = assigned.get(g.key)
-        pos = live_pos.get(g.key)
-        if job_id is not None and pos is not None and job_id in jobs:
+    for pos, g in enumerate(live):
+        job_id = g.job_id if g.job_id is not None else placed.get((g.node, g.index))
+        if job_id is not None and job_id in jobs:
             members[(job_id, g.gpu_type)].append(pos)
     groups = []
     for (job_id, gpu_type), rows in members.items():
         job = jobs[job_id]
-        spec = get_spec(gpu_type)
+        spec = _spec(gpu_type)
         lo = min(spec.max_power_limit_w, max(spec.min_power_limit_w, job.floor_w))
         grid = _limit_grid(spec, lo, steps)
         groups.append(
@@ -75,16 +82,24 @@ def _groups(
 def _load_weights(
     groups: list[Group], live: list[GPUState], limits_w: np.ndarray
 ) -> list[LoadWeight]:
-    per_job: dict[str, list[tuple[GPUState, float]]] = defaultdict(list)
+    """Shares proportional to predicted rates: every inference job's replicas (request
+    routing), and training jobs whose shards' speeds differ (micro-batch shares)."""
+    per_job: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    kinds: dict[str, str] = {}
     for g in groups:
         rates = np.interp(limits_w[g.rows], g.curve.limits_w, g.curve.rate)
-        per_job[g.job.job_id].extend(zip((live[r] for r in g.rows), rates.tolist(), strict=True))
+        per_job[g.job.job_id].append((g.rows, rates))
+        kinds[g.job.job_id] = g.job.kind
     out = []
-    for job_id, shards in per_job.items():
-        total = sum(rate for _, rate in shards)
-        for gpu, rate in shards:
-            weight = rate / total if total > 0 else 1.0 / len(shards)
-            out.append(LoadWeight(job_id, gpu.node, gpu.index, weight))
+    for job_id, parts in per_job.items():
+        rows = np.concatenate([r for r, _ in parts])
+        rates = np.concatenate([x for _, x in parts])
+        if kinds[job_id] == "train" and np.ptp(rates) <= 1e-3 * float(np.max(rates)):
+            continue
+        total = float(np.sum(rates))
+        weights = rates / total if total > 0 else np.full(len(rates), 1.0 / len(rates))
+        for r, w in zip(rows.tolist(), weights.tolist(), strict=True):
+            out.append(LoadWeight(job_id, live[r].node, live[r].index, w))
     return out
 
 
@@ -104,10 +119,9 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
     usable_w = observed.usable_budget_w
     jobs = {j.job_id: j for j in observed.jobs if j.phase in ("pending", "running")}
     placements: list[Placement] = place(gpus, observed.jobs, model, usable_w)
-    assigned = {g.key: g.job_id for g in gpus if g.job_id is not None}
-    assigned.update({(p.node, p.index): p.job_id for p in placements})
+    placed = {(p.node, p.index): p.job_id for p in placements}
 
-    specs = [get_spec(g.gpu_type) for g in gpus]
+    specs = [_spec(g.gpu_type) for g in gpus]
     stale = np.array([g.stale for g in gpus], dtype=bool)
     state = LimitState(
         acked_w=np.array([g.acked_limit_w for g in gpus], dtype=float),
@@ -121,8 +135,7 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
     )
     live_idx = np.flatnonzero(~stale)
     live = [gpus[i] for i in live_idx]
-    live_pos = {g.key: p for p, g in enumerate(live)}
-    groups = _groups(gpus, live_pos, assigned, jobs, model, config.limit_grid_steps)
+    groups = _groups(live, placed, jobs, model, config.limit_grid_steps)
     busy = np.zeros(len(live), dtype=bool)
     for grp in groups:
         busy[grp.rows] = True
@@ -140,7 +153,8 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
     target = state.commanded_w.copy()
     target[live_idx] = live_target
     plan = plan_limits(state, target, usable_w, config.lower_band_frac, config.raise_band_frac)
-    limits = [SetPowerLimit(gpus[i].node, gpus[i].index, float(plan.new_w[i])) for i in plan.order]
+    new_w = plan.new_w.tolist()
+    limits = [SetPowerLimit(gpus[i].node, gpus[i].index, new_w[i]) for i in plan.order.tolist()]
 
     locks: list[LockClocks] = []
     resets: list[ResetClocks] = []
@@ -148,7 +162,7 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
         want = int(alloc.lock_max_sm_clock_mhz[pos]) if busy[pos] else 0
         have = gpu.locked_max_sm_clock_mhz
         if want > 0 and want != have:
-            spec = get_spec(gpu.gpu_type)
+            spec = _spec(gpu.gpu_type)
             locks.append(LockClocks(gpu.node, gpu.index, spec.min_sm_clock_mhz, want))
         elif want == 0 and have is not None:
             resets.append(ResetClocks(gpu.node, gpu.index))

@@ -75,7 +75,9 @@ class MinEnergyPolicy:
         limits = problem.min_w.astype(float).copy()
         locks = np.zeros(n, dtype=int)
         jobs = problem.jobs()
-        by_job = {j.job_id: [g for g in problem.groups if g.job.job_id == j.job_id] for j in jobs}
+        by_job: dict[str, list[Group]] = {j.job_id: [] for j in jobs}
+        for g in problem.groups:
+            by_job[g.job.job_id].append(g)
         plan: dict[str, list[int]] = {}
         unmet: list[SLOReport] = []
         for job in jobs:

@@ -91,8 +91,13 @@ def greedy_levels(values: list[np.ndarray], costs: list[np.ndarray], budget_w: f
     if left <= 0:
         return levels
     segments: list[tuple[float, int, int, int]] = []
+    hulls: dict[bytes, list[int]] = {}
     for g, (v, c) in enumerate(zip(values, costs, strict=True)):
-        hull = _hull(v, c)
+        # the hull is invariant to scaling value or cost: share it between alike groups
+        key = (v / (v[-1] or 1.0)).tobytes() + (c / (c[-1] or 1.0)).tobytes()
+        hull = hulls.get(key)
+        if hull is None:
+            hull = hulls[key] = _hull(v, c)
         for a, b in pairwise(hull):
             slope = float((v[b] - v[a]) / (c[b] - c[a]))
             segments.append((-slope, g, a, b))

@@ -28,11 +28,15 @@ workloads = st.sampled_from(
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> dict:
-    nodes = draw(st.lists(st.tuples(st.sampled_from(TYPES), st.integers(1, 4)), min_size=1, max_size=4))
+    nodes = draw(
+        st.lists(st.tuples(st.sampled_from(TYPES), st.integers(1, 4)), min_size=1, max_size=4)
+    )
     gpus = []
     for n, (t, count) in enumerate(nodes):
         for i in range(count):
-            gpus.append(GPUState(f"n{n}", i, t, 0.0, 0.0, acked_limit_w=get_spec(t).max_power_limit_w))
+            gpus.append(
+                GPUState(f"n{n}", i, t, 0.0, 0.0, acked_limit_w=get_spec(t).max_power_limit_w)
+            )
     jobs = []
     for j in range(draw(st.integers(0, 4))):
         wl = draw(workloads)
@@ -113,7 +117,9 @@ def test_commanded_sum_within_budget_and_cuts_lower_first(sc: dict) -> None:
             accounted = sum(max(g.accounted_limit_w, new.get(g.key, 0.0)) for g in gpus)
             assert accounted <= usable + 1e-6
         # 4. the order sent: lowerings before raises
-        kinds = [c.power_limit_w < by_key[(c.node, c.index)].commanded_limit_w for c in acts.power_limits]
+        kinds = [
+            c.power_limit_w < by_key[(c.node, c.index)].commanded_limit_w for c in acts.power_limits
+        ]
         assert kinds == sorted(kinds, reverse=True)
         # 5. gang placement on free, allowed GPUs; training on one type
         placed: dict[str, list[tuple[str, int]]] = {}
@@ -141,5 +147,7 @@ def test_commanded_sum_within_budget_and_cuts_lower_first(sc: dict) -> None:
                 outstanding[g.key] = []
             pending = max(outstanding[g.key]) if outstanding[g.key] else None
             job_id, shard = assign.get(g.key, (g.job_id, g.shard))
-            nxt.append(replace(g, acked_limit_w=acked, pending_limit_w=pending, job_id=job_id, shard=shard))
+            nxt.append(
+                replace(g, acked_limit_w=acked, pending_limit_w=pending, job_id=job_id, shard=shard)
+            )
         gpus = nxt
