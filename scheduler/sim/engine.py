@@ -446,8 +446,7 @@ class Simulation:
                 spec.total_samples is not None and run.samples_done >= spec.total_samples
             )
             if spec.kind == "infer" and spec.end_s is not None and t >= spec.end_s:
-                run.arrival_ewma_tps = 0.0
-                finished = run.demand_tps() < 1e-3
+                finished = run.backlog_output_tokens() < 1e-3
             if finished:
                 run.phase = "done"
                 run.finished_s = t

@@ -21,6 +21,9 @@ from scheduler.sim.scenario import Arrivals, SimJob
 
 #: Seconds over which an inference backlog should be drained (sets its demand).
 DRAIN_HORIZON_S = 5.0
+#: Decode capacity asked for per output token/s of demand: prefill shares the replicas'
+#: time, and arrivals fluctuate around their mean.
+DEMAND_HEADROOM = 1.25
 #: Smoothing rate of the measured arrival rate, per second (1 / time constant).
 ARRIVAL_EWMA = 0.3
 
@@ -198,9 +201,14 @@ class JobRun:
         self.gpus = []
         self.phase = "pending"
 
-    def demand_tps(self) -> float:
-        """Output tokens/s the job needs: smoothed arrivals plus draining its backlog."""
-        backlog = self.backlog.backlog_output_tokens + sum(
+    def backlog_output_tokens(self) -> float:
+        """Output tokens waiting anywhere (routed or not)."""
+        return self.backlog.backlog_output_tokens + sum(
             q.backlog_output_tokens for q in self.queues.values()
         )
-        return self.arrival_ewma_tps + backlog / DRAIN_HORIZON_S
+
+    def demand_tps(self) -> float:
+        """Decode tokens/s the job needs: smoothed arrivals plus draining its backlog,
+        with :data:`DEMAND_HEADROOM`."""
+        need = self.arrival_ewma_tps + self.backlog_output_tokens() / DRAIN_HORIZON_S
+        return DEMAND_HEADROOM * need
