@@ -15,6 +15,7 @@ checks on the head (node loss noticed in about 3 s instead of 15 s).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -30,7 +31,6 @@ from typing import Any
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import contextlib
 
 from greenllm.config import ClusterConfig, load_cluster_config
 from greenllm.errors import GreenllmError

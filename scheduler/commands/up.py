@@ -1,0 +1,70 @@
+"""``greenllm up`` and ``greenllm down``: the cluster on Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from greenllm.cli.output import emit_json, progress_console
+from greenllm.config import default_config_path, load_cluster_config
+from scheduler.runtime import lifecycle
+
+CONFIG_HELP = "cluster.yaml (default: $GREENLLM_CONFIG, ./cluster.yaml, or the embedded default)."
+
+
+@click.command("up")
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP
+)
+@click.option("--address", help="Join this Ray cluster (host:port) instead of starting one.")
+@click.option("--timeout-s", type=click.FloatRange(min=1), default=120.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print where everything is as JSON.")
+def up_command(
+    config_path: Path | None, address: str | None, timeout_s: float, as_json: bool
+) -> None:
+    """Start the cluster: Ray nodes (one per node of the config, or join --address), the
+    controller as a detached Ray actor, and one agent per node. Returns when every agent
+    has registered."""
+    path = config_path or default_config_path()
+    config = load_cluster_config(path)
+    console = progress_console()
+    result = lifecycle.up(path, config, address, log=console.print, timeout_s=timeout_s)
+    doc = {
+        "ray_address": result.ray_address,
+        "controller_address": result.controller_address,
+        "metrics_url": result.metrics_url,
+        "ray_dashboard": None,
+        "started_ray": result.started_ray,
+        "startup_s": round(result.startup_s, 2),
+        "nodes": config.names(),
+    }
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(f"greenllm is up in {result.startup_s:.1f} s ({len(config.nodes)} nodes)")
+    click.echo(f"  controller:     {result.controller_address}")
+    click.echo(f"  metrics:        {result.metrics_url or 'disabled'}")
+    click.echo(f"  Ray:            {result.ray_address}")
+    click.echo("  Ray dashboard:  not started (it costs a core on small machines)")
+    click.echo("Next: greenllm status, greenllm submit JOB.yaml, greenllm down")
+
+
+@click.command("down")
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP
+)
+def down_command(config_path: Path | None) -> None:
+    """Stop everything 'greenllm up' started and restore GPU defaults."""
+    config = load_cluster_config(config_path or default_config_path())
+    console = progress_console()
+    if lifecycle.down(config, log=console.print):
+        click.echo("greenllm is down")
+    else:
+        click.echo(f"nothing is up for {config.state_dir}")
+
+
+def register(cli: click.Group) -> None:
+    """Add ``up`` and ``down`` to the CLI."""
+    cli.add_command(up_command)
+    cli.add_command(down_command)
