@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -112,6 +113,12 @@ def test_two_ranks_train_checkpoint_crash_and_resume(tmp_path: Path) -> None:
     assert checkpoint_steps(tmp_path / "ckpt") == [4, 6]
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def one_rank_losses(tmp_path: Path, steps: int) -> list[float]:
     """Losses of the same job run by a single rank (in this process) doing every window."""
     losses: list[float] = []
@@ -143,14 +150,14 @@ def test_batch_shares() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_stop_ends_after_the_current_step_and_pacer_sees_every_sample(tmp_path: Path) -> None:
+def test_stop_over_tcp_rendezvous_ends_after_the_step_and_saves_it(tmp_path: Path) -> None:
     reference = reference_throughput(SPEC.workload())
     settings = SPEC.train_settings.model_copy(update={"steps": 50})
     shard = TrainShard(
         SPEC.model_copy(update={"train": settings}),
         0,
         1,
-        f"file://{tmp_path / 'rdzv'}",
+        f"tcp://127.0.0.1:{free_port()}",
         tmp_path / "ckpt",
         sim_throughput=lambda: reference,
         progress=lambda p: shard.stop() if p.step == 3 else None,
@@ -159,5 +166,6 @@ def test_stop_ends_after_the_current_step_and_pacer_sees_every_sample(tmp_path: 
     outcome = shard.run()
     assert (outcome.step, outcome.stopped, outcome.samples_done) == (3, True, 6)
     assert shard.pacer is not None and shard.pacer.units == 6
+    assert shard.latest is not None and shard.latest.local_rate_per_s > 0
     # Stopping saves the step reached besides the interval checkpoints: nothing is lost.
     assert checkpoint_steps(tmp_path / "ckpt") == [2, 3]

@@ -71,6 +71,11 @@ class TrainProgress:
     compute_s: float
     local_samples: int
 
+    @property
+    def local_rate_per_s(self) -> float:
+        """This rank's compute rate, samples/s: the load weight that equalises step times."""
+        return self.local_samples / self.compute_s if self.compute_s > 0 else 0.0
+
 
 @dataclass(frozen=True)
 class TrainOutcome:
@@ -189,7 +194,9 @@ class TrainShard:
     def set_load_weight(self, weight: float) -> None:
         """This rank's share of the global batch, relative to the other ranks' weights.
 
-        Takes effect at the next step (all ranks agree on it first).
+        Takes effect at the next step (all ranks agree on it first). Giving every rank
+        its measured :attr:`TrainProgress.local_rate_per_s` as weight equalises the ranks'
+        compute times, so no rank waits for a slower one at the gradient exchange.
 
         Raises:
             ValueError: ``weight`` is not positive and finite.
