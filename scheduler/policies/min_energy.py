@@ -7,10 +7,10 @@ energy-optimal clock draws less than the GPU's minimum power limit.
 
 Per job: every group starts at its least-joules-per-unit clock; while the job's rate is
 below its SLO (``slo_units_per_s``), the group step adding rate for the fewest extra
-watts is taken. If the limits this needs exceed the budget, priorities decide: the
-lowest-priority jobs fall back to their least-energy clocks (SLO given up, reported with
-the reason) until the rest fit. Budget left over is not spent: it would only buy speed
-at a higher energy per unit.
+watts is taken. If the limits this needs exceed the budget, priorities decide: jobs
+whose SLO cannot be met anyway, then the lowest priorities, fall back to their
+least-energy clocks (SLO given up, reported with the reason) until the rest fit.
+Budget left over is not spent: it would only buy speed at a higher energy per unit.
 """
 
 from __future__ import annotations
@@ -79,11 +79,11 @@ class MinEnergyPolicy:
         for g in problem.groups:
             by_job[g.job.job_id].append(g)
         plan: dict[str, list[int]] = {}
+        met: dict[str, bool] = {}
         unmet: list[SLOReport] = []
         for job in jobs:
-            idx, met = _meet_slo(by_job[job.job_id], job.slo_units_per_s)
-            plan[job.job_id] = idx
-            if not met:
+            plan[job.job_id], met[job.job_id] = _meet_slo(by_job[job.job_id], job.slo_units_per_s)
+            if not met[job.job_id]:
                 top = sum(g.size * float(g.clock_curve.rate[-1]) for g in by_job[job.job_id])
                 unmet.append(
                     SLOReport(
@@ -100,7 +100,8 @@ class MinEnergyPolicy:
 
         budget = problem.budget_w - float(np.sum(problem.min_w[~problem.busy]))
         total = sum(need_w(j, plan[j.job_id]) for j in jobs)
-        for job in sorted(jobs, key=lambda j: j.priority):
+        # SLOs that cannot be met anyway give way first, then the lowest priorities
+        for job in sorted(jobs, key=lambda j: (met[j.job_id], j.priority)):
             if total <= budget:
                 break
             if job.slo_units_per_s <= 0:
@@ -109,15 +110,17 @@ class MinEnergyPolicy:
             saved = need_w(job, plan[job.job_id]) - need_w(job, cheap)
             if saved <= 0:
                 continue
+            short = total - budget
             plan[job.job_id] = cheap
             total -= saved
-            unmet.append(
-                SLOReport(
-                    job.job_id,
-                    f"budget {problem.budget_w:g} W cannot meet every SLO; priority "
-                    f"{job.priority:g} gave way ({saved:.0f} W short)",
+            if met[job.job_id]:
+                unmet.append(
+                    SLOReport(
+                        job.job_id,
+                        f"budget {problem.budget_w:g} W cannot meet every SLO ({short:.0f} W "
+                        f"short); priority {job.priority:g} gave way",
+                    )
                 )
-            )
         for job in jobs:
             for g, k in zip(by_job[job.job_id], plan[job.job_id], strict=True):
                 limits[g.rows] = _limits(g)[k]
