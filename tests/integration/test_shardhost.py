@@ -1,0 +1,96 @@
+"""The agent's shard host runs real training ranks and inference replicas (no Ray)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from greenllm.devices.simulated import SimulatedGPU
+from greenllm.jobspec import JobSpec
+from workers.shardhost import ShardHost, route_slice, split_shard_id
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def wait_for(predicate, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def test_shard_ids_and_route_slices() -> None:
+    assert split_shard_id("job-7-12") == ("job-7", 12)
+    weights = {"j-0": 1.0, "j-1": 3.0}
+    assert route_slice(weights, "j-0") == (0.0, 0.25)
+    assert route_slice(weights, "j-1") == (0.25, 1.0)
+    assert route_slice(weights, "j-2") == (0.0, 0.0)
+
+
+def test_two_training_ranks_on_one_node(tmp_path: Path) -> None:
+    gpus = [SimulatedGPU("H100-SXM", i, "n") for i in range(2)]
+    host = ShardHost("n", gpus, tmp_path)
+    spec = JobSpec.model_validate(
+        {
+            "name": "t",
+            "kind": "train",
+            "model": "tiny",
+            "shards": 2,
+            "simulated_model_params": 1e8,
+            "train": {"batch_size": 4, "seq_len": 32, "steps": 6, "checkpoint_interval_steps": 3},
+        }
+    )
+    for rank in range(2):
+        host.start(f"t-{rank}", rank, spec.model_dump_json())
+    assert gpus[0].workload is not None and gpus[0].power_w() > gpus[0].spec.idle_power_w
+    wait_for(lambda: all(s.state != "running" for s in host.statuses()), 200)
+    statuses = {s.shard_id: s for s in host.statuses()}
+    assert {s.state for s in statuses.values()} == {"done"}, statuses
+    assert all(s.steps == 6 for s in statuses.values())
+    assert sum(s.work_units for s in statuses.values()) == 6 * 2 * 4
+    assert (tmp_path / "checkpoints" / "t").exists()
+    assert gpus[0].workload is None
+
+
+def test_inference_replica_serves_its_share(tmp_path: Path) -> None:
+    gpu = SimulatedGPU("L4", 0, "n")
+    host = ShardHost("n", [gpu], tmp_path)
+    spec = JobSpec.model_validate(
+        {
+            "name": "i",
+            "kind": "infer",
+            "model": "tiny",
+            "shards": 2,
+            "simulated_model_params": 1e8,
+            "infer": {
+                "batch_size": 4,
+                "prompt_tokens": 8,
+                "max_new_tokens": 4,
+                "load": {"process": "poisson", "rate_per_s": 20, "duration_s": 2},
+            },
+        }
+    )
+    host.start("i-0", 0, spec.model_dump_json())
+    host.set_load_weights({"i-0": 1.0, "i-1": 1.0})
+    wait_for(lambda: host.statuses()[0].state != "running", 120)
+    status = host.statuses()[0]
+    assert status.state == "done", status
+    assert 0 < status.requests < 40  # about half of ~40 arrivals
+    assert status.failed_requests == 0
+    assert status.work_units == 4 * status.requests
+    assert status.extra["p99_latency_s"] is not None
+
+
+def test_bad_start_requests(tmp_path: Path) -> None:
+    host = ShardHost("n", [SimulatedGPU("L4", 0, "n")], tmp_path)
+    with pytest.raises(Exception, match="no GPU 3"):
+        host.start("j-0", 3, "{}")
+    with pytest.raises(Exception, match="not <job>-<rank>"):
+        host.start("nodash", 0, "{}")
+    with pytest.raises(Exception, match="kind"):
+        host.start("j-0", 0, '{"name": "j"}')
+    assert not host.stop("j-9")

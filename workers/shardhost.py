@@ -1,0 +1,330 @@
+"""Runs the shards the controller starts on a node, each on its own thread.
+
+A shard occupies one GPU. On a simulated GPU, the GPU is set to the job's workload (so its
+telemetry shows the draw) and the shard's real CPU work is paced by the GPU's throughput
+at its current power limit and clocks. A training shard is one rank of a data-parallel job
+(rank and world size from the shard id ``<job>-<rank>`` and the spec; rendezvous through a
+file in the state directory). An inference replica serves its share of the job's request
+load: every replica draws the same seeded arrivals and takes those whose routing draw falls
+in its slice of the job's load weights, so requests are routed in proportion to the
+weights with no central frontend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from greenllm.devices.base import GPU
+from greenllm.devices.simulated import SimulatedGPU
+from greenllm.errors import ConfigError, GreenllmError
+from greenllm.jobspec import JobSpec, parse_job_spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardStatus:
+    """Cumulative progress of one shard (what the agent streams as a ShardSample).
+
+    Attributes:
+        shard_id: ``<job>-<rank>``.
+        job_id: The job.
+        work_units: Samples (training) or tokens (inference) done by this shard.
+        steps: Training steps done by the job.
+        requests: Inference requests answered by this replica.
+        failed_requests: Of those, answered with an error.
+        state: ``running``, ``done``, ``stopped`` or ``failed``.
+        error: Why it failed.
+        extra: Latest figures (loss, latency percentiles, ...).
+    """
+
+    shard_id: str
+    job_id: str
+    work_units: float = 0.0
+    steps: int = 0
+    requests: int = 0
+    failed_requests: int = 0
+    state: str = "running"
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def split_shard_id(shard_id: str) -> tuple[str, int]:
+    """``"<job>-<rank>"`` -> ``(job, rank)``.
+
+    Raises:
+        GreenllmError: The id does not end in ``-<rank>``.
+    """
+    job, _, rank = shard_id.rpartition("-")
+    if not job or not rank.isdigit():
+        raise GreenllmError(f"shard id {shard_id!r} is not <job>-<rank>")
+    return job, int(rank)
+
+
+def route_slice(weights: dict[str, float], shard_id: str) -> tuple[float, float]:
+    """This replica's slice of [0, 1) under the job's load weights (sorted by shard id)."""
+    total = sum(w for w in weights.values() if w > 0)
+    if total <= 0 or weights.get(shard_id, 0.0) <= 0:
+        return (0.0, 0.0)
+    low = 0.0
+    for sid in sorted(weights):
+        share = max(0.0, weights[sid]) / total
+        if sid == shard_id:
+            return (low, low + share)
+        low += share
+    return (0.0, 0.0)
+
+
+class _Shard:
+    def __init__(self, status: ShardStatus, spec: JobSpec, gpu: GPU) -> None:
+        self.status = status
+        self.spec = spec
+        self.gpu = gpu
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.runner: Any = None
+        self.weights: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+
+class ShardHost:
+    """The shards of one node.
+
+    Args:
+        node: Node name.
+        gpus: The node's GPUs.
+        state_dir: Holds ``checkpoints/<job>`` and ``rendezvous/`` (shared by the node's
+            shards, and on one machine by every node).
+        world_size_of: Ranks in a training job (default: the spec's ``shards``).
+    """
+
+    def __init__(
+        self,
+        node: str,
+        gpus: Sequence[GPU],
+        state_dir: Path,
+        world_size_of: Callable[[JobSpec], int] | None = None,
+    ) -> None:
+        self.node = node
+        self.gpus = {g.index: g for g in gpus}
+        self.state_dir = Path(state_dir)
+        self._world_size_of = world_size_of or (lambda spec: spec.shards)
+        self._shards: dict[str, _Shard] = {}
+        self._lock = threading.Lock()
+
+    # -- commands ---------------------------------------------------------------------
+    def start(self, shard_id: str, gpu_index: int, spec_json: str) -> None:
+        """Start a shard on GPU ``gpu_index`` (a no-op when it already runs).
+
+        Raises:
+            GreenllmError: Bad shard id, unknown GPU, GPU busy, or a bad job spec.
+        """
+        job_id, rank = split_shard_id(shard_id)
+        gpu = self.gpus.get(gpu_index)
+        if gpu is None:
+            raise GreenllmError(f"node {self.node} has no GPU {gpu_index}")
+        try:
+            spec = parse_job_spec(json.loads(spec_json), f"job {job_id}")
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"job {job_id}: spec is not JSON: {exc}") from None
+        with self._lock:
+            current = self._shards.get(shard_id)
+            if current is not None and current.status.state == "running":
+                return
+            busy = [
+                s for s in self._shards.values() if s.gpu is gpu and s.status.state == "running"
+            ]
+            if busy:
+                raise GreenllmError(f"GPU {gpu_index} already runs {busy[0].status.shard_id}")
+            shard = _Shard(ShardStatus(shard_id, job_id), spec, gpu)
+            self._shards[shard_id] = shard
+        if isinstance(gpu, SimulatedGPU):
+            gpu.set_workload(spec.workload())
+        target = self._run_train if spec.kind == "train" else self._run_infer
+        shard.thread = threading.Thread(
+            target=self._guard, args=(shard, target, rank), name=f"shard-{shard_id}", daemon=True
+        )
+        shard.thread.start()
+        log.info(
+            "node %s: started %s shard %s on GPU %d", self.node, spec.kind, shard_id, gpu_index
+        )
+
+    def stop(self, shard_id: str, timeout_s: float = 30.0) -> bool:
+        """Stop a shard and wait for it; returns False when it is unknown."""
+        shard = self._shards.get(shard_id)
+        if shard is None:
+            return False
+        shard.stop_event.set()
+        runner = shard.runner
+        if runner is not None:
+            stopper = getattr(runner, "stop", None)
+            if callable(stopper):
+                stopper()
+        if shard.thread is not None:
+            shard.thread.join(timeout_s)
+        return True
+
+    def stop_all(self, timeout_s: float = 30.0) -> None:
+        """Stop every shard."""
+        for shard_id in list(self._shards):
+            self.stop(shard_id, timeout_s)
+
+    def set_load_weights(self, weights: dict[str, float]) -> None:
+        """Record the load weights of each job's shards and pass this node's shares on."""
+        for shard in self._shards.values():
+            job_weights = {
+                sid: w
+                for sid, w in weights.items()
+                if split_shard_id(sid)[0] == shard.status.job_id
+            }
+            if not job_weights:
+                continue
+            with shard.lock:
+                shard.weights.update(job_weights)
+            mine = job_weights.get(shard.status.shard_id)
+            setter = getattr(shard.runner, "set_load_weight", None)
+            if mine is not None and mine > 0 and callable(setter):
+                setter(mine)
+
+    def statuses(self) -> list[ShardStatus]:
+        """A snapshot of every shard's progress."""
+        out = []
+        for shard in list(self._shards.values()):
+            with shard.lock:
+                s = shard.status
+                out.append(ShardStatus(**{**s.__dict__, "extra": dict(s.extra)}))
+        return out
+
+    # -- runners ----------------------------------------------------------------------
+    def _guard(self, shard: _Shard, target: Callable[[_Shard, int], None], rank: int) -> None:
+        try:
+            target(shard, rank)
+            with shard.lock:
+                shard.status.state = "stopped" if shard.stop_event.is_set() else "done"
+        except Exception as exc:  # a failing shard must not take the agent down
+            log.exception("node %s: shard %s failed", self.node, shard.status.shard_id)
+            with shard.lock:
+                shard.status.state = "failed"
+                shard.status.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if isinstance(shard.gpu, SimulatedGPU):
+                shard.gpu.set_workload(None)
+
+    def _sim_throughput(self, gpu: GPU) -> Callable[[], float] | None:
+        return gpu.throughput if isinstance(gpu, SimulatedGPU) else None
+
+    def _run_train(self, shard: _Shard, rank: int, rendezvous: str | None = None) -> None:
+        from workers.trainproc import TrainProcess
+
+        job_id = shard.status.job_id
+        rdzv = self.state_dir / "rendezvous"
+        rdzv.mkdir(parents=True, exist_ok=True)
+        proc = TrainProcess(
+            shard.spec.model_dump_json(),
+            rank=rank,
+            world_size=self._world_size_of(shard.spec),
+            init_method=rendezvous or f"file://{rdzv / job_id}",
+            checkpoint_dir=self.state_dir / "checkpoints" / job_id,
+            sim_throughput=self._sim_throughput(shard.gpu),
+        )
+        shard.runner = proc
+        proc.start()
+        while proc.alive() or proc.outcome is None:
+            for report in proc.poll(0.2):
+                self._on_train_progress(shard, report)
+            if not proc.alive() and proc.outcome is None:
+                for report in proc.poll(0.5):
+                    self._on_train_progress(shard, report)
+                break
+        code = proc.join(30)
+        if proc.outcome is None:
+            raise GreenllmError(f"training rank {rank} exited with status {code}")
+        with shard.lock:
+            shard.status.steps = proc.outcome["step"]
+            shard.status.extra["resumed_from_step"] = proc.outcome["resumed_from_step"]
+
+    @staticmethod
+    def _on_train_progress(shard: _Shard, report: dict[str, Any]) -> None:
+        with shard.lock:
+            s = shard.status
+            s.work_units += report["local_samples"]
+            s.steps = report["step"]
+            s.extra.update(loss=report["loss"], step_s=report["step_s"])
+
+    def _run_infer(self, shard: _Shard, rank: int) -> None:
+        import torch
+
+        from greenllm.workloads.corpus import corpus_ids
+        from greenllm.workloads.registry import load_model
+        from workers.shards.infer import Completion, InferenceReplica
+        from workers.shards.loadgen import PromptSource, arrivals_for, fit_to_context
+        from workers.shards.pacing import reference_throughput
+
+        torch.set_num_threads(1)
+        loaded = load_model(shard.spec.model)
+        sim = self._sim_throughput(shard.gpu)
+        replica = InferenceReplica(
+            loaded.model,
+            loaded.tokenizer.eos_token_id,
+            shard.spec.infer_settings.batch_size,
+            sim_throughput=sim,
+            reference_throughput_per_s=reference_throughput(shard.spec.workload()) if sim else None,
+        )
+        shard.runner = replica
+        replica.start()
+        prompts = PromptSource(corpus_ids(loaded.tokenizer, "heldout").tolist(), seed=rank)
+        route = random.Random(f"{shard.status.job_id}-routing")
+        pending: list[Any] = []
+
+        def done(future: Any) -> None:
+            result: Completion = future.result()
+            with shard.lock:
+                s = shard.status
+                s.requests += 1
+                if result.error is None:
+                    s.work_units += len(result.output_ids)
+                else:
+                    s.failed_requests += 1
+
+        start_s = time.monotonic()
+        for arrival in arrivals_for(shard.spec.infer_settings):
+            draw = route.random()
+            while not shard.stop_event.is_set() and time.monotonic() - start_s < arrival.time_s:
+                shard.stop_event.wait(min(0.2, arrival.time_s - (time.monotonic() - start_s)))
+            if shard.stop_event.is_set():
+                break
+            with shard.lock:
+                weights = dict(shard.weights) or {shard.status.shard_id: 1.0}
+            low, high = route_slice(weights, shard.status.shard_id)
+            if not low <= draw < high:
+                continue
+            if replica.context_tokens:
+                arrival = fit_to_context(arrival, replica.context_tokens)
+            future = replica.submit(prompts.take(arrival.prompt_tokens), arrival.max_new_tokens)
+            future.add_done_callback(done)
+            pending.append(future)
+            self._record_latency(shard, replica)
+        for future in pending:
+            while not future.done() and not shard.stop_event.is_set():
+                shard.stop_event.wait(0.2)
+            self._record_latency(shard, replica)
+        replica.stop("replica stopped")
+        self._record_latency(shard, replica)
+
+    @staticmethod
+    def _record_latency(shard: _Shard, replica: Any) -> None:
+        stats = replica.stats()
+        with shard.lock:
+            shard.status.extra.update(
+                tokens_per_s=stats.tokens_per_s,
+                p50_latency_s=stats.p50_latency_s,
+                p99_latency_s=stats.p99_latency_s,
+            )
