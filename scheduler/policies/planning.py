@@ -8,8 +8,6 @@ proportion to their full-power rates, which makes groups independent.
 
 from __future__ import annotations
 
-from itertools import pairwise
-
 import numpy as np
 
 from scheduler.core.problem import Group, Problem
@@ -29,13 +27,17 @@ def group_values(problem: Problem, rates: list[np.ndarray] | None = None) -> lis
         Per group, ``priority * min(size * rate, demand share) / usable rate of the job``.
     """
     rates = rates if rates is not None else [g.curve.rate for g in problem.groups]
+    tops: dict[int, float] = {}
+    for r in rates:
+        if id(r) not in tops:
+            tops[id(r)] = float(np.max(r))
     full: dict[str, float] = {}
     for g, r in zip(problem.groups, rates, strict=True):
-        full[g.job.job_id] = full.get(g.job.job_id, 0.0) + g.size * float(np.max(r))
+        full[g.job.job_id] = full.get(g.job.job_id, 0.0) + g.size * tops[id(r)]
     out = []
     for g, r in zip(problem.groups, rates, strict=True):
         job_full = full[g.job.job_id]
-        group_full = g.size * float(np.max(r))
+        group_full = g.size * tops[id(r)]
         cap = group_full
         demand = g.job.demand_units_per_s
         if demand is not None and job_full > 0:
@@ -86,40 +88,55 @@ def greedy_levels(values: list[np.ndarray], costs: list[np.ndarray], budget_w: f
     Returns:
         The level chosen per group.
     """
-    levels = [0] * len(values)
+    levels = np.zeros(len(values), dtype=int)
     left = budget_w - sum(float(c[0]) for c in costs)
-    if left <= 0:
-        return levels
-    segments: list[tuple[float, int, int, int]] = []
-    hulls: dict[bytes, list[int]] = {}
+    if left <= 0 or not values:
+        return levels.tolist()
+    seg_g, seg_a, seg_b, seg_dv, seg_dc = [], [], [], [], []
+    hulls: dict[bytes, np.ndarray] = {}
     for g, (v, c) in enumerate(zip(values, costs, strict=True)):
         # the hull is invariant to scaling value or cost: share it between alike groups
         key = (v / (v[-1] or 1.0)).tobytes() + (c / (c[-1] or 1.0)).tobytes()
         hull = hulls.get(key)
         if hull is None:
-            hull = hulls[key] = _hull(v, c)
-        for a, b in pairwise(hull):
-            slope = float((v[b] - v[a]) / (c[b] - c[a]))
-            segments.append((-slope, g, a, b))
-    segments.sort()
-    blocked = [False] * len(values)
-    for _, g, a, b in segments:
-        if blocked[g]:
+            hull = hulls[key] = np.asarray(_hull(v, c), dtype=int)
+        if len(hull) < 2:
             continue
-        c = costs[g]
-        step = float(c[b] - c[a])
-        if step <= left:
+        seg_g.append(np.full(len(hull) - 1, g))
+        seg_a.append(hull[:-1])
+        seg_b.append(hull[1:])
+        seg_dv.append(v[hull[1:]] - v[hull[:-1]])
+        seg_dc.append(c[hull[1:]] - c[hull[:-1]])
+    if not seg_g:
+        return levels.tolist()
+    g_arr, a_arr, b_arr = np.concatenate(seg_g), np.concatenate(seg_a), np.concatenate(seg_b)
+    dc = np.concatenate(seg_dc)
+    order = np.argsort(-np.concatenate(seg_dv) / dc, kind="stable")
+    # along each hull slopes fall, so any prefix of this order is a valid set of upgrades
+    spent = np.cumsum(dc[order])
+    k = int(np.searchsorted(spent, left, side="right"))
+    if k:
+        np.maximum.at(levels, g_arr[order[:k]], b_arr[order[:k]])
+        left -= float(spent[k - 1])
+    rest = order[k:]
+    rest = rest[(dc[rest] <= left) | (b_arr[rest] - a_arr[rest] > 1)]
+    for s_idx in rest.tolist():
+        g, a, b = int(g_arr[s_idx]), int(a_arr[s_idx]), int(b_arr[s_idx])
+        if levels[g] != a:
+            continue  # an earlier upgrade of this group did not fit: it stopped there
+        if dc[s_idx] <= left:
             levels[g] = b
-            left -= step
+            left -= float(dc[s_idx])
             continue
-        blocked[g] = True
+        levels[g] = -1 - a  # blocked (decoded below)
+        c = costs[g]
         fits = np.flatnonzero(c[a + 1 : b] - c[a] <= left)
         if fits.size:
-            k = a + 1 + int(fits[np.argmax(values[g][a + 1 + fits])])
-            if values[g][k] > values[g][a]:
-                left -= float(c[k] - c[a])
-                levels[g] = k
-    return levels
+            best = a + 1 + int(fits[np.argmax(values[g][a + 1 + fits])])
+            if values[g][best] > values[g][a]:
+                left -= float(c[best] - c[a])
+                levels[g] = -1 - best
+    return np.where(levels < 0, -1 - levels, levels).tolist()
 
 
 def group_costs(groups: list[Group], limits: list[np.ndarray]) -> list[np.ndarray]:

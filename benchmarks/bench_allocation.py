@@ -1,0 +1,187 @@
+"""Power allocation: policies against baselines and the oracle, energy savings, cut response
+and decide() time, as ratios from one run.
+
+1. The mixed scenario (examples/scenarios/mixed.yaml, 60% of summed TDP): priority-
+   weighted throughput relative to the unbounded run, max-throughput against uniform,
+   tdp-proportional and the oracle (goal: >= 0.98 of the oracle).
+2. min-energy against uncapped (limits at maximum): inference J/token on the mixed
+   scenario (goal <= 0.45x, SLOs met); training energy and slowdown with an SLO of 99% of
+   the uncapped rate (goal: >= 30% less energy at <= 1% slowdown).
+3. The budget-cut scenario: seconds from the cut until measured cluster power is under
+   the new budget, in control periods (goal: <= 2).
+4. decide() wall time at 1,000 and 10,000 GPUs (goal: < 100 ms at 10,000).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from greenllm.devices.catalog import get_spec
+from greenllm.devices.physics import Workload
+from scheduler.core.decide import decide
+from scheduler.core.types import DecideConfig, GPUState, JobState, ObservedState
+from scheduler.policies import load_policy
+from scheduler.sim.compare import make_policy, run_unbounded
+from scheduler.sim.engine import Simulation
+from scheduler.sim.results import SimResult
+from scheduler.sim.scenario import Scenario, load_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "examples" / "scenarios"
+POLICIES = ["uniform", "tdp-proportional", "max-throughput", "oracle", "min-energy"]
+
+
+def _run(sc: Scenario, base: Path, name: str) -> SimResult:
+    return Simulation(sc, base, make_policy(name, sc), name).run()
+
+
+def _summaries(sc: Scenario, base: Path) -> tuple[SimResult, dict[str, dict[str, Any]]]:
+    ref = run_unbounded(sc, base)
+    return ref, {p: _run(sc, base, p).summary(ref) for p in POLICIES}
+
+
+def _mixed() -> None:
+    sc, base = load_scenario(SCENARIOS / "mixed.yaml")
+    ref, s = _summaries(sc, base)
+    score = {p: s[p]["weighted_throughput_vs_unbounded"] for p in POLICIES}
+    print("mixed scenario (60% of summed TDP), priority-weighted throughput vs unbounded:")
+    for p in POLICIES:
+        met = sum(s[p]["slo_met"].values())
+        print(
+            f"  {p:17s} {score[p]:.4f}   SLOs met {met}/{len(s[p]['slo_met'])}"
+            f"   violation {s[p]['budget_violation_s']:.1f} s"
+        )
+    mt = score["max-throughput"]
+    print(f"  max-throughput / uniform          = {mt / score['uniform']:.3f}")
+    print(f"  max-throughput / tdp-proportional = {mt / score['tdp-proportional']:.3f}")
+    print(f"  max-throughput / oracle           = {mt / score['oracle']:.3f}   (goal >= 0.98)")
+    ref_jpu = ref.joules_per_unit()
+    print("min-energy vs uncapped, inference J/token on the mixed scenario (goal <= 0.45x):")
+    for job, unit in s["min-energy"]["units"].items():
+        if unit != "tokens":
+            continue
+        ratio = s["min-energy"]["joules_per_unit"][job] / ref_jpu[job]
+        met = "met" if s["min-energy"]["slo_met"][job] else "NOT met"
+        print(f"  {job:14s} {ratio:.3f}x   SLO {met}")
+
+
+def _training() -> None:
+    sc, base = load_scenario(SCENARIOS / "mixed.yaml")
+    train = [j for j in sc.jobs if j.kind == "train" and j.total_samples is None]
+    sc = replace_model(sc, jobs=train, budget=sc.budget.model_copy(update={"frac_of_tdp": 1.0}))
+    ref = run_unbounded(sc, base)
+    rates = {j: w / sc.duration_s for j, w in ref.work.items()}
+    slo_jobs = [j.model_copy(update={"slo_samples_per_s": 0.99 * rates[j.id]}) for j in train]
+    with_slo = replace_model(sc, jobs=slo_jobs)
+    print("min-energy vs uncapped, training (goal: >= 30% less energy at <= 1% slowdown):")
+    for label, scen in (("SLO 99% of uncapped rate", with_slo), ("no SLO", sc)):
+        res = _run(scen, base, "min-energy")
+        for job in res.work:
+            energy = res.job_energy_j[job] / ref.job_energy_j[job]
+            speed = res.work[job] / ref.work[job]
+            print(f"  {label:25s} {job:12s} energy {energy:.3f}x  throughput {speed:.3f}x")
+
+
+def replace_model(sc: Scenario, **update: Any) -> Scenario:
+    """A validated copy of ``sc`` with fields replaced."""
+    return Scenario.model_validate({**sc.model_dump(), **{k: _dump(v) for k, v in update.items()}})
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
+def _cut() -> None:
+    sc, base = load_scenario(SCENARIOS / "budget-cut.yaml")
+    res = _run(sc, base, "max-throughput")
+    period = sc.control.control_period_s
+    print("budget cut (80% -> 45% of TDP), max-throughput:")
+    for r in res.cut_response_s:
+        print(
+            f"  under the new budget after {r:.2f} s = {r / period:.1f} control periods (goal <= 2)"
+        )
+    print(
+        f"  budget violation {res.budget_violation_s:.2f} s, "
+        f"max overshoot {res.max_overshoot_w:.0f} W"
+    )
+
+
+def _cluster(n_gpus: int) -> tuple[ObservedState, ObservedState]:
+    types = ["H100-SXM", "A100-SXM4", "L4", "A40"]
+    gpus = [
+        GPUState(f"n{n}", i, types[n % 4], 0.0, 0.0, get_spec(types[n % 4]).max_power_limit_w)
+        for n in range(n_gpus // 8)
+        for i in range(8)
+    ]
+    jobs = [
+        JobState(f"j{k}", "train", "pending", Workload("train"), shards=16, priority=1 + k % 3)
+        if k % 2 == 0
+        else JobState(
+            f"j{k}",
+            "infer",
+            "pending",
+            Workload("decode", batch=32, model_params=7e9),
+            shards=16,
+            priority=1 + k % 3,
+            demand_units_per_s=4000.0,
+        )
+        for k in range(n_gpus // 16)
+    ]
+    budget = 0.6 * sum(get_spec(g.gpu_type).tdp_w for g in gpus)
+    first = ObservedState(0.0, budget, 100.0, tuple(gpus), tuple(jobs))
+    acts = decide(first, DecideConfig(), load_policy("max-throughput"))
+    where = {(p.node, p.index): (p.job_id, p.shard) for p in acts.placements}
+    running = tuple(
+        replace(g, job_id=where[g.key][0], shard=where[g.key][1]) if g.key in where else g
+        for g in gpus
+    )
+    return first, ObservedState(
+        0.0, budget, 100.0, running, tuple(replace(j, phase="running") for j in jobs)
+    )
+
+
+def _settled(obs: ObservedState, policy: str) -> ObservedState:
+    acts = decide(obs, DecideConfig(), load_policy(policy))
+    new = {(c.node, c.index): c.power_limit_w for c in acts.power_limits}
+    gpus = tuple(replace(g, acked_limit_w=new.get(g.key, g.acked_limit_w)) for g in obs.gpus)
+    return replace(obs, gpus=gpus)
+
+
+def _time_ms(obs: ObservedState, policy: str, repeat: int = 5) -> float:
+    pol = load_policy(policy)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        decide(obs, DecideConfig(), pol)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def _decide_time() -> None:
+    print("decide() median wall time, ms (goal < 100 ms at 10,000 GPUs):")
+    print("  GPUs    policy            steady   every-limit-changes   placing-all-jobs")
+    for n in (1000, 10000):
+        first, running = _cluster(n)
+        for policy in ("max-throughput", "min-energy", "priority", "uniform"):
+            steady = _settled(_settled(running, policy), policy)
+            print(
+                f"  {n:6d}  {policy:16s} {_time_ms(steady, policy):7.1f}"
+                f"   {_time_ms(running, policy):12.1f}   {_time_ms(first, policy, 3):14.1f}"
+            )
+
+
+def main() -> None:
+    """Run every measurement and print the ratios."""
+    _mixed()
+    _training()
+    _cut()
+    _decide_time()
+
+
+if __name__ == "__main__":
+    main()
