@@ -27,7 +27,13 @@ from scheduler.core.types import Actions, DecideConfig, GPUState, JobState, Obse
 from scheduler.sim.control import ControllerView, Telemetry
 from scheduler.sim.results import SimResult, TraceWriter, slo_met
 from scheduler.sim.scenario import Scenario
-from scheduler.sim.workloads import ARRIVAL_EWMA, ArrivalStream, JobRun, ReplicaQueue
+from scheduler.sim.workloads import (
+    ARRIVAL_EWMA,
+    DEMAND_HEADROOM,
+    ArrivalStream,
+    JobRun,
+    ReplicaQueue,
+)
 
 #: Training samples fed to the power model per control period, at most.
 LEARN_SAMPLES = 64
@@ -217,7 +223,7 @@ class Simulation:
         else:
             workload = spec.workload("decode")
             demand = run.demand_tps()
-            slo = min(spec.slo_tokens_per_s, demand)
+            slo = min(DEMAND_HEADROOM * spec.slo_tokens_per_s, demand)
         return JobState(
             job_id=run.job_id,
             kind=spec.kind,
