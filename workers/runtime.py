@@ -41,7 +41,9 @@ class AgentActor:
         }
 
     def stop(self) -> None:
-        """Stop the agent and restore its GPUs' default limits and clocks."""
+        """Stop the agent and its shards, and restore its GPUs' default limits and clocks."""
         self._service.stop()
+        if self._agent.shards is not None:
+            self._agent.shards.stop_all()
         for gpu in self._agent.gpus:
             gpu.restore_defaults()

@@ -156,7 +156,9 @@ class Fleet:
     def __init__(self, config: ClusterConfig, loop_thread: LoopThread) -> None:
         self.loop_thread = loop_thread
         backoff = Backoff(initial_s=0.05, max_s=0.3)
-        self.agents = [NodeAgent(config, n.name, backoff=backoff) for n in config.nodes]
+        self.agents = [
+            NodeAgent(config, n.name, backoff=backoff, run_shards=False) for n in config.nodes
+        ]
         self.tasks = [loop_thread.spawn(a.run()) for a in self.agents]
 
     def limits_w(self) -> list[float]:

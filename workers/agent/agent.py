@@ -22,6 +22,7 @@ from greenllm.proto.v1 import agent_pb2, agent_pb2_grpc
 from greenllm.rpc.auth import agent_token, bearer_metadata
 from greenllm.rpc.channel import aio_channel
 from workers.agent import devices
+from workers.shardhost import SHARD_ACTIONS, ShardHost, apply_shard_command, shard_samples
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class NodeAgent:
             (read at every connection attempt, so the agent may start before the controller).
         address: Override of ``config.controller.address``.
         backoff: Reconnect delays.
+        run_shards: Run the shards the controller starts (see :mod:`workers.shardhost`);
+            when False, shard commands are acked as unimplemented.
 
     Raises:
         ConfigError: ``node`` is not in ``config``.
@@ -73,6 +76,7 @@ class NodeAgent:
         token: str | None = None,
         address: str | None = None,
         backoff: Backoff | None = None,
+        run_shards: bool = True,
     ) -> None:
         self.config = config
         self.node = config.node(node).name
@@ -82,6 +86,8 @@ class NodeAgent:
         self._address = address or config.controller.address
         self._backoff = backoff or Backoff()
         self._device_thread = ThreadPoolExecutor(1, thread_name_prefix=f"agent-{self.node}")
+        #: The node's shard runners (None: shards are not run here).
+        self.shards = ShardHost(self.node, self.gpus, config.state_dir) if run_shards else None
         self._last_contact_s = time.monotonic()
         #: True while the GPUs are held at their fail-safe limits.
         self.failsafe_active = False
@@ -151,9 +157,7 @@ class NodeAgent:
                         self._on_registered(message.registered)
                         telemetry = asyncio.create_task(self._stream_telemetry(outbox))
                     elif kind == "command":
-                        ack = await self._on_device(
-                            devices.apply_command, self.gpus, self.node, message.command
-                        )
+                        ack = await self._on_device(self._apply, message.command)
                         self.commands_applied += 1
                         outbox.put_nowait(agent_pb2.AgentMessage(ack=ack))
             finally:
@@ -161,6 +165,12 @@ class NodeAgent:
                     telemetry.cancel()
                 call.cancel()
         log.warning("node %s: the controller closed the stream", self.node)
+
+    def _apply(self, command: agent_pb2.Command) -> agent_pb2.CommandAck:
+        if self.shards is not None and command.WhichOneof("action") in SHARD_ACTIONS:
+            ack: agent_pb2.CommandAck = apply_shard_command(self.shards, command)
+            return ack
+        return devices.apply_command(self.gpus, self.node, command)
 
     def _on_registered(self, registered: agent_pb2.Registered) -> None:
         self.registered = True
@@ -174,8 +184,11 @@ class NodeAgent:
         next_s = time.monotonic()
         while True:
             samples = await self._on_device(devices.sample, self.gpus)
+            shards = shard_samples(self.shards, time.time()) if self.shards else []
             if outbox.qsize() < MAX_QUEUED_BATCHES:
-                batch = agent_pb2.TelemetryBatch(gpus=samples, failsafe_active=self.failsafe_active)
+                batch = agent_pb2.TelemetryBatch(
+                    gpus=samples, shards=shards, failsafe_active=self.failsafe_active
+                )
                 outbox.put_nowait(agent_pb2.AgentMessage(telemetry=batch))
             next_s = max(next_s + interval_s, time.monotonic())
             await asyncio.sleep(next_s - time.monotonic())
