@@ -11,7 +11,6 @@ calls the very same :func:`scheduler.core.decide.decide`.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,23 +19,17 @@ import numpy as np
 from greenllm.devices import physics
 from greenllm.devices.catalog import get_spec
 from greenllm.devices.simulated import SimulatedGPU
-from scheduler.core.decide import decide
-from scheduler.core.powermodel import PowerModel
 from scheduler.core.problem import Policy
-from scheduler.core.types import Actions, DecideConfig, GPUState, JobState, ObservedState
-from scheduler.sim.control import ControllerView, Telemetry
+from scheduler.sim.control import Telemetry
+from scheduler.sim.controller import SimController
 from scheduler.sim.results import SimResult, TraceWriter, slo_met
 from scheduler.sim.scenario import Scenario
 from scheduler.sim.workloads import (
     ARRIVAL_EWMA,
-    DEMAND_HEADROOM,
     ArrivalStream,
     JobRun,
-    ReplicaQueue,
 )
 
-#: Training samples fed to the power model per control period, at most.
-LEARN_SAMPLES = 64
 #: Probability that a telemetry reading is an outlier, and its factor.
 OUTLIER_P = 0.005
 OUTLIER_FACTOR = 2.0
@@ -106,17 +99,13 @@ class Simulation:
         self.clocks = [_Clock() for _ in range(n)]
         start = self._failsafe_w()
         self.gpus = [self._new_gpu(i, start[i]) for i in range(n)]
-        self.view = ControllerView(
-            self.plane, self.node_of, start, np.random.default_rng([scenario.seed, 1 << 20])
-        )
+        self.start_limits_w = start
         self.failed: set[str] = set()
         self.assign: list[str | None] = [None] * n
         self.shard_of: list[int | None] = [None] * n
         self.last_energy_j = np.zeros(n)
         self.last_work = np.zeros(n)
         self.trace_work = np.zeros(n)
-        self.model = PowerModel()
-        self.config = DecideConfig()
         self.runs: dict[str, JobRun] = {}
         for j, job in enumerate(scenario.jobs):
             for c, job_id in enumerate(job.ids()):
@@ -128,6 +117,7 @@ class Simulation:
                 self.runs[job_id] = run
         self._op_cache: dict[tuple[str, physics.Workload, float, int], physics.OperatingPoint] = {}
         self.result = SimResult.empty(policy_name, scenario.duration_s, self.runs)
+        self.controller = SimController(self, policy)
 
     # -- set-up helpers -------------------------------------------------------------------
     def _initial_budget(self, unbounded: bool) -> float:
@@ -194,11 +184,11 @@ class Simulation:
             self.gpus[i] = self._new_gpu(i, limits[i])
             self.last_energy_j[i] = self.gpus[i].energy_j()
             self.last_work[i] = self.gpus[i].work_units()
-        self.view.rejoin(node, gpus, limits[gpus], t)
+        self.controller.view.rejoin(node, gpus, limits[gpus], t)
 
     # -- control ----------------------------------------------------------------------------
     def _apply_commands(self, t: float) -> None:
-        for cmd in self.view.due(t):
+        for cmd in self.controller.view.due(t):
             if self.node_of[cmd.gpu] in self.failed:
                 continue
             gpu = self.gpus[cmd.gpu]
@@ -209,119 +199,7 @@ class Simulation:
                 gpu.lock_sm_clocks_mhz(gpu.spec.min_sm_clock_mhz, int(cmd.value))
             else:
                 gpu.reset_sm_clocks()
-            self.view.ack(cmd)
-
-    def _job_state(self, run: JobRun, t: float) -> JobState:
-        spec = run.spec
-        if spec.kind == "train":
-            workload = spec.workload("train")
-            slo = spec.slo_samples_per_s
-            if spec.deadline_s is not None and spec.total_samples is not None:
-                left_s = max(spec.deadline_s - t, self.plane.control_period_s)
-                slo = max(slo, (spec.total_samples - run.samples_done) / left_s)
-            demand = None
-        else:
-            workload = spec.workload("decode")
-            demand = run.demand_tps()
-            slo = min(DEMAND_HEADROOM * spec.slo_tokens_per_s, demand)
-        return JobState(
-            job_id=run.job_id,
-            kind=spec.kind,
-            phase="running" if run.phase == "running" else "pending",
-            workload=workload,
-            shards=spec.shards,
-            priority=spec.priority,
-            allowed_gpu_types=tuple(spec.allowed_gpu_types),
-            preferred_gpu_types=tuple(spec.preferred_gpu_types),
-            slo_units_per_s=slo,
-            floor_w=spec.floor_w,
-            demand_units_per_s=demand,
-        )
-
-    def _observe(self, t: float) -> ObservedState:
-        for sample in self.view.receive(t):
-            self._learn(sample)
-        stale, _ = self.view.node_health(t)
-        tele = self.view.latest
-        gpus = []
-        for i in range(len(self.types)):
-            node = self.node_of[i]
-            if node in self.view.lost:
-                continue
-            gpus.append(
-                GPUState(
-                    node=node,
-                    index=self.index_of[i],
-                    gpu_type=self.types[i],
-                    power_w=float(tele.power_w[i]) if tele is not None else 0.0,
-                    sm_clock_mhz=float(tele.sm_clock_mhz[i]) if tele is not None else 0.0,
-                    acked_limit_w=float(self.view.acked_w[i]),
-                    pending_limit_w=self.view.pending_w(i),
-                    locked_max_sm_clock_mhz=self.view.locked[i],
-                    stale=node in stale,
-                    job_id=self.assign[i],
-                    shard=self.shard_of[i],
-                    work_rate=float(tele.work_rate[i]) if tele is not None else 0.0,
-                )
-            )
-        jobs = tuple(
-            self._job_state(r, t) for r in self.runs.values() if r.phase in ("pending", "running")
-        )
-        return ObservedState(t, self.budget_w, self.reserve_w, tuple(gpus), jobs, self.model)
-
-    def _learn(self, sample: Telemetry) -> None:
-        rows = np.flatnonzero(sample.steady)
-        if rows.size > LEARN_SAMPLES:
-            rows = self.rng.choice(rows, LEARN_SAMPLES, replace=False)
-        for i in rows.tolist():
-            job_id = self.assign[i]
-            if job_id is None or self.view.outstanding[i]:
-                continue
-            spec = self.runs[job_id].spec
-            if spec.kind != "train":
-                continue
-            self.model.observe(
-                self.types[i],
-                spec.workload("train"),
-                float(sample.limit_w[i]),
-                self.view.locked[i],
-                float(sample.power_w[i]),
-                float(sample.work_rate[i]),
-            )
-
-    def _control(self, t: float) -> None:
-        observed = self._observe(t)
-        start = time.perf_counter()
-        actions = decide(observed, self.config, self.policy)
-        self.result.decide_s.append(time.perf_counter() - start)
-        self._execute(actions, t)
-
-    def _execute(self, actions: Actions, t: float) -> None:
-        key_to_gpu = {(self.node_of[i], self.index_of[i]): i for i in range(len(self.types))}
-        by_job: dict[str, list[tuple[int, int]]] = {}
-        for p in actions.placements:
-            by_job.setdefault(p.job_id, []).append((p.shard, key_to_gpu[(p.node, p.index)]))
-        for job_id, shards in by_job.items():
-            run = self.runs[job_id]
-            if any(self.node_of[i] in self.failed or self.assign[i] for _, i in shards):
-                continue
-            run.phase = "running"
-            run.gpus = [i for _, i in shards]
-            for shard, i in shards:
-                self.assign[i] = job_id
-                self.shard_of[i] = shard
-            if run.spec.kind == "infer":
-                run.queues = {i: ReplicaQueue() for i in run.gpus}
-        for c in actions.power_limits:
-            self.view.send(t, key_to_gpu[(c.node, c.index)], "limit", c.power_limit_w)
-        for lk in actions.clock_locks:
-            self.view.send(t, key_to_gpu[(lk.node, lk.index)], "lock", lk.max_sm_clock_mhz)
-        for r in actions.clock_resets:
-            self.view.send(t, key_to_gpu[(r.node, r.index)], "reset")
-        for w in actions.load_weights:
-            run = self.runs[w.job_id]
-            run.weights[key_to_gpu[(w.node, w.index)]] = w.weight
-        self.result.unmet_slo_reports.update({s.job_id: s.reason for s in actions.unmet_slos})
+            self.controller.view.ack(cmd)
 
     # -- physics ----------------------------------------------------------------------------
     def _segments(self, t0: float, dt: float) -> tuple[dict[int, Segments], dict[int, float]]:
@@ -473,8 +351,8 @@ class Simulation:
             self._events(t)
             self._apply_commands(t)
             if k % per_control == 0:
-                self._control(t)
-            self.view.send_telemetry(self._run_gpus(t, dt))
+                self.controller.control(t, self.budget_w)
+            self.controller.view.send_telemetry(self._run_gpus(t, dt))
             self._progress_jobs(t + dt, dt)
             if self.progress is not None and (k + 1) % report_every == 0:
                 self.progress((k + 1) / steps)

@@ -104,10 +104,10 @@ def test_run_accounts_energy_cuts_fast_and_survives_a_failure() -> None:
     assert sim.runs["t"].phase == "running"
     assert res.power_w[-1] > 0
     # the controller learnt the training job is slower than declared
-    assert sim.model.version > 0
+    assert sim.controller.model.version > 0
     declared = sim.runs["t"].spec.workload("train")
-    curve = sim.model.limit_curve("H100-SXM", declared, np.array([700.0]))
-    prior = sim.model.prior_limit_curve("H100-SXM", declared, np.array([700.0]))
+    curve = sim.controller.model.limit_curve("H100-SXM", declared, np.array([700.0]))
+    prior = sim.controller.model.prior_limit_curve("H100-SXM", declared, np.array([700.0]))
     assert curve.rate[0] == pytest.approx(prior.rate[0] * 1.3e9 / 2.0e9, rel=0.05)
 
 
