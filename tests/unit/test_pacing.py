@@ -131,3 +131,23 @@ def test_for_gpu_starts_the_workload_on_an_idle_gpu() -> None:
 def test_rejects_non_positive_reference() -> None:
     with pytest.raises(ValueError):
         Pacer(lambda: 1.0, 0.0)
+
+
+def test_short_waits_are_carried_and_the_long_run_rate_stays_exact() -> None:
+    fake = FakeTime()
+    gpu = SimulatedGPU("H100-SXM")
+    gpu.set_workload(TRAIN)
+    gpu.set_power_limit_w(250)
+    sleeps: list[float] = []
+
+    def late_sleep(dt: float) -> None:
+        sleeps.append(dt)
+        fake.sleep(dt * 1.5 + 0.0005)  # every wake-up comes late
+
+    pacer = Pacer(gpu.throughput, reference_throughput(TRAIN), fake.clock, late_sleep)
+    for _ in range(2000):
+        fake.t += 0.0005  # a real step of half a millisecond
+        pacer.pace(units=1, step_s=0.0005)
+    assert min(sleeps) >= 0.002  # no sleep shorter than the minimum wait
+    # Overruns are paid back by later steps: the whole run lasts CPU time / ratio.
+    assert fake.t == pytest.approx(2000 * 0.0005 / pacer.ratio(), rel=0.01)

@@ -32,6 +32,8 @@ from greenllm.devices.simulated import SimulatedGPU
 MAX_SLICE_S = 0.05
 #: Ratio below which a GPU counts as doing no work (idle): the pacer waits, slice by slice.
 MIN_RATIO = 1e-9
+#: Shortest wait worth a sleep, seconds; shorter ones are carried to the next step.
+MIN_WAIT_S = 0.002
 
 
 def reference_throughput(workload: physics.Workload) -> float:
@@ -56,6 +58,7 @@ class Pacer:
             the shard cuts a wait short.
         stop_event: When set, :meth:`pace` returns at once.
         max_slice_s: Longest single wait before the ratio is read again, seconds.
+        min_wait_s: Shortest wait worth a sleep, seconds.
 
     Raises:
         ValueError: ``reference_throughput_per_s`` is not positive.
@@ -69,6 +72,7 @@ class Pacer:
         sleep: Callable[[float], object] | None = None,
         stop_event: threading.Event | None = None,
         max_slice_s: float = MAX_SLICE_S,
+        min_wait_s: float = MIN_WAIT_S,
     ) -> None:
         if reference_throughput_per_s <= 0:
             raise ValueError("reference throughput must be positive")
@@ -78,6 +82,8 @@ class Pacer:
         self._stop = stop_event or threading.Event()
         self._sleep = sleep or self._stop.wait
         self._max_slice_s = max_slice_s
+        self._min_wait_s = min_wait_s
+        self._owed_s = 0.0
         self.cpu_s = 0.0
         self.paced_s = 0.0
         self.units = 0.0
@@ -106,23 +112,29 @@ class Pacer:
         """Wait after a real step of ``units`` that took ``step_s`` seconds on the CPU.
 
         The step counts as ``step_s`` of work at full speed; while it ran it progressed at
-        the ratio read now, and it then finishes at the ratio read slice by slice.
+        the ratio read now, and it then finishes at the ratio read slice by slice. Waits
+        shorter than ``min_wait_s`` are carried to the next step, and so is a wait that
+        overran (a thread wakes late), so the long-run rate stays exact even for steps
+        of a few milliseconds.
 
         Returns:
             Seconds waited.
         """
         start_s = self._clock()
-        remaining_s = step_s * (1.0 - min(1.0, self.ratio()))
-        while remaining_s > 1e-12 and not self._stop.is_set():
+        self._owed_s += step_s * (1.0 - min(1.0, self.ratio()))
+        while not self._stop.is_set():
             ratio = min(1.0, self.ratio())
             if ratio < MIN_RATIO:
                 self._sleep(self._max_slice_s)
                 continue
-            # At ``ratio``, full-speed work remaining_s takes remaining_s / ratio wall seconds.
-            wait_s = min(self._max_slice_s, remaining_s / ratio)
+            # At ``ratio``, full-speed work owed_s takes owed_s / ratio wall seconds.
+            wait_s = self._owed_s / ratio
+            if wait_s < self._min_wait_s:
+                break
             before_s = self._clock()
-            self._sleep(wait_s)
-            remaining_s -= (self._clock() - before_s) * ratio
+            self._sleep(min(self._max_slice_s, wait_s))
+            self._owed_s -= (self._clock() - before_s) * ratio
+        self._owed_s = max(self._owed_s, -self._max_slice_s)
         waited_s = self._clock() - start_s
         self.cpu_s += step_s
         self.paced_s += step_s + waited_s
