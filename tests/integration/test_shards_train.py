@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from greenllm.errors import ConfigError
 from greenllm.jobspec import JobSpec, TrainSection
 from workers.shards.checkpoint import checkpoint_steps
 from workers.shards.pacing import reference_throughput
@@ -169,3 +170,12 @@ def test_stop_over_tcp_rendezvous_ends_after_the_step_and_saves_it(tmp_path: Pat
     assert shard.latest is not None and shard.latest.local_rate_per_s > 0
     # Stopping saves the step reached besides the interval checkpoints: nothing is lost.
     assert checkpoint_steps(tmp_path / "ckpt") == [2, 3]
+
+
+def test_rejects_other_kinds_and_sequences_longer_than_the_context(tmp_path: Path) -> None:
+    infer = JobSpec(name="i", kind="infer")
+    with pytest.raises(ConfigError, match="needs kind 'train'"):
+        TrainShard(infer, 0, 1, "file:///unused", tmp_path)
+    long = SPEC.model_copy(update={"train": TrainSection(seq_len=512)})
+    with pytest.raises(ConfigError, match="seq_len 512 exceeds model 'tiny' context of 256"):
+        TrainShard(long, 0, 1, "file:///unused", tmp_path)

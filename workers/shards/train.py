@@ -35,6 +35,7 @@ from greenllm.jobspec import JobSpec
 from greenllm.workloads import (
     BUILTINS,
     ByteTokenizer,
+    Tokenizer,
     build_untrained,
     causal_lm_loss,
     corpus_ids,
@@ -118,18 +119,20 @@ def batch_shares(weights: Sequence[float], global_batch: int) -> list[int]:
     return shares
 
 
-def _model_for(name: str, seed: int) -> nn.Module:
+def _model_for(name: str, seed: int) -> tuple[nn.Module, Tokenizer]:
     """A built-in from random init (seeded), or a model to fine-tune (local dir...)."""
     if name in BUILTINS:
-        return build_untrained(BUILTINS[name], seed=seed)
-    return load_model(name).model
+        return build_untrained(BUILTINS[name], seed=seed), ByteTokenizer()
+    loaded = load_model(name)
+    return loaded.model, loaded.tokenizer
 
 
 class TrainShard:
     """One rank of a training job.
 
     Args:
-        spec: The job (kind ``train``).
+        spec: The job (kind ``train``): a built-in model (``tiny``, ``small``) is trained
+            from random init, any other (``smollm2-135m``, a local directory) fine-tuned.
         rank: This rank, 0 to ``world_size - 1``.
         world_size: Ranks in the job.
         init_method: torch.distributed rendezvous: ``file:///shared/dir/rdzv`` (one
@@ -181,7 +184,8 @@ class TrainShard:
         if sim_throughput is not None:
             reference = reference_throughput(spec.workload())
             self.pacer = Pacer(sim_throughput, reference, stop_event=self._stop)
-        self.model = _model_for(spec.model, seed).to(self.device)
+        model, self.tokenizer = _model_for(spec.model, seed)
+        self.model = model.to(self.device)
         context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
         seq_len = spec.train_settings.seq_len
         if context and seq_len > context:
@@ -236,7 +240,7 @@ class TrainShard:
         optimizer = torch.optim.AdamW(params, lr=settings.learning_rate)
         step, samples_done = self._resume(optimizer)
         resumed_from = step
-        ids = corpus_ids(ByteTokenizer(), "train")
+        ids = corpus_ids(self.tokenizer, "train")
         global_batch = settings.batch_size * self.world_size
         loss_value: float | None = None
         self.model.train()
