@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from concurrent.futures import Future, wait
+from pathlib import Path
 
 import pytest
 import torch
 
 from greenllm.devices.physics import Workload
 from greenllm.devices.simulated import SimulatedGPU
+from greenllm.errors import ConfigError
+from greenllm.jobspec import InferSection, JobSpec
 from greenllm.workloads import BUILTINS, ByteTokenizer, build_untrained, corpus_ids
 from workers.shards.decode import decode_steps
 from workers.shards.infer import Completion, InferenceReplica, percentile
@@ -114,3 +117,18 @@ def test_percentile_interpolates() -> None:
     assert percentile([3.0], 99) == 3.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile(list(map(float, range(101))), 95) == pytest.approx(95.0)
+
+
+def test_from_spec_loads_a_local_model_directory(tmp_path: Path) -> None:
+    build_untrained(BUILTINS["tiny"]).save_pretrained(str(tmp_path))
+    ByteTokenizer().save(tmp_path)
+    spec = JobSpec(name="i", kind="infer", model=str(tmp_path), infer=InferSection(batch_size=3))
+    replica = InferenceReplica.from_spec(spec)
+    assert (replica.batch_size, replica.pad_id, replica.context_tokens) == (3, PAD, 256)
+    replica.start()
+    try:
+        assert len(replica.submit([72, 105], 4).result(timeout=20).output_ids) == 4
+    finally:
+        replica.stop()
+    with pytest.raises(ConfigError, match="needs kind 'infer'"):
+        InferenceReplica.from_spec(JobSpec(name="t", kind="train"))
