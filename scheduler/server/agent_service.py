@@ -85,8 +85,9 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
                 kind = message.WhichOneof("body")
                 if kind == "telemetry":
                     self._state.ingest(session, message.telemetry)
-                elif kind == "ack":
-                    self._on_ack(session, message.ack)
+                elif kind == "acks":
+                    for ack in message.acks.acks:
+                        self._on_ack(session, ack)
                 else:
                     raise BadInput(
                         grpc.StatusCode.FAILED_PRECONDITION,

@@ -83,7 +83,7 @@ class ControlLoop:
             stale = state.is_stale(node, now_s)
             if not node.gpus:
                 for index, gpu_type in enumerate(node.config_gpu_types):
-                    failsafe_w = state.config.failsafe_limit_w(gpu_type)
+                    failsafe_w = state.failsafe_limit_w(gpu_type)
                     gpus.append(
                         GPUState(node.name, index, gpu_type, 0.0, 0.0, failsafe_w, stale=True)
                     )
@@ -91,7 +91,7 @@ class ControlLoop:
             for g in node.gpus:
                 acked_w = g.acked_limit_w
                 if stale:
-                    acked_w = max(acked_w, state.config.failsafe_limit_w(g.gpu_type))
+                    acked_w = max(acked_w, state.failsafe_limit_w(g.gpu_type))
                 job_id, shard = assigned.get((node.name, g.index), (None, None))
                 latest = g.latest
                 gpus.append(
@@ -171,6 +171,7 @@ class ControlLoop:
             body_r = agent_pb2.ResetSmClocks(gpu_index=reset.index)
             send(reset.node, agent_pb2.Command(reset_sm_clocks=body_r))
         self._send_load_weights(actions)
+        self.state.flush()
 
     def _place(self, job: JobRecord, shard: int, node: str, index: int) -> None:
         job.gpus[shard] = (node, index)
@@ -207,6 +208,7 @@ class ControlLoop:
         for shard, (node, _) in sorted(job.gpus.items()):
             stop = agent_pb2.StopShard(shard_id=job.shard_id(shard))
             self.state.send(node, agent_pb2.Command(stop_shard=stop))
+        self.state.flush()
         job.gpus.clear()
         job.state = "cancelled"
         self.wake.set()

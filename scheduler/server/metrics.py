@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from greenllm.proto.v1 import cluster_pb2
@@ -20,7 +20,9 @@ from greenllm.proto.v1 import cluster_pb2
 SNAPSHOT_TIMEOUT_S = 2.0
 
 
-def status_metrics(status: cluster_pb2.ClusterStatus) -> list[GaugeMetricFamily]:
+def status_metrics(
+    status: cluster_pb2.ClusterStatus,
+) -> list[GaugeMetricFamily | CounterMetricFamily]:
     """The metric families of one status snapshot."""
 
     def gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
@@ -45,6 +47,10 @@ def status_metrics(status: cluster_pb2.ClusterStatus) -> list[GaugeMetricFamily]
     stale.add_metric([], sum(n.stale for n in status.nodes))
     failsafe = gauge("failsafe_nodes", "Nodes reporting their fail-safe limits are in force.")
     failsafe.add_metric([], sum(n.failsafe_active for n in status.nodes))
+    samples = CounterMetricFamily(
+        "greenllm_telemetry_samples", "GPU telemetry samples ingested since start."
+    )
+    samples.add_metric([], status.telemetry_samples)
 
     gpu_labels = ["node", "gpu", "type"]
     limit = gauge("gpu_power_limit_watts", "Power limit in force.", gpu_labels)
@@ -78,6 +84,7 @@ def status_metrics(status: cluster_pb2.ClusterStatus) -> list[GaugeMetricFamily]
         connected,
         stale,
         failsafe,
+        samples,
         limit,
         gpu_power,
         clock,
@@ -102,7 +109,7 @@ class StatusCollector(Collector):
         self._status = status
         self._loop = loop
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         async def snapshot() -> cluster_pb2.ClusterStatus:
             return self._status()
 

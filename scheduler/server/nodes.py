@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from greenllm.proto.v1 import agent_pb2
 
+#: A reading above this multiple of the GPU's highest power limit is absurd.
+ABSURD_POWER_FACTOR = 2.0
 #: Samples kept per GPU and per shard for rates, newest last.
 WINDOW_SAMPLES = 32
 
@@ -27,6 +29,7 @@ class GpuRecord:
         locked_max_sm_clock_mhz: Upper end of the acked SM clock lock (None: free), MHz.
         pending_limits_w: Power-limit commands not yet acked: command id -> watts.
         energy_window: Recent ``(timestamp_s, energy_j)`` pairs.
+        power_cap_w: Readings above this are absurd and rejected, watts.
     """
 
     index: int
@@ -41,6 +44,10 @@ class GpuRecord:
     energy_window: deque[tuple[float, float]] = field(
         default_factory=lambda: deque(maxlen=WINDOW_SAMPLES)
     )
+    power_cap_w: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.power_cap_w = ABSURD_POWER_FACTOR * self.max_power_limit_w
 
     def pending_limit_w(self) -> float | None:
         """Largest commanded, not yet acked limit, watts (None: none)."""
@@ -88,6 +95,7 @@ class Session:
         session_id: Unique id of the stream.
         node: Node name.
         outbox: Messages to send to the agent; a :class:`BadInput` ends the stream.
+        unsent: Commands of the current control step, not yet flushed to ``outbox``.
     """
 
     session_id: str
@@ -95,6 +103,7 @@ class Session:
     outbox: asyncio.Queue[agent_pb2.ControllerMessage | Exception | None] = field(
         default_factory=asyncio.Queue
     )
+    unsent: list[agent_pb2.Command] = field(default_factory=list)
 
 
 @dataclass

@@ -20,13 +20,16 @@ from greenllm.devices.catalog import get_spec
 from greenllm.errors import ConfigError
 from greenllm.proto.v1 import agent_pb2
 from scheduler.server.errors import BadInput
-from scheduler.server.nodes import GpuRecord, NodeRecord, Session, ShardRecord
+from scheduler.server.nodes import (
+    GpuRecord,
+    NodeRecord,
+    Session,
+    ShardRecord,
+)
 
 log = logging.getLogger(__name__)
 
-#: A reading above this multiple of the GPU's highest power limit is rejected as absurd.
-ABSURD_POWER_FACTOR = 2.0
-#: Bounds of the other sample fields (inclusive); NaN and infinities fail every bound.
+#: Bounds of the other sample fields (inclusive; :func:`_plausible` checks the same).
 SAMPLE_BOUNDS: dict[str, tuple[float, float]] = {
     "energy_j": (0.0, 1e18),
     "sm_clock_mhz": (0.0, 10_000.0),
@@ -56,24 +59,33 @@ class PendingCommand:
     value: float
 
 
-def _check_sample(node: str, gpu: GpuRecord, s: agent_pb2.GpuSample) -> None:
-    cap_w = ABSURD_POWER_FACTOR * gpu.max_power_limit_w
-    for name, value, lo, hi in (
-        ("power_w", s.power_w, 0.0, cap_w),
-        ("power_limit_w", s.power_limit_w, 0.0, cap_w),
-    ):
-        if not lo <= value <= hi:
-            raise BadInput(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"node {node} GPU {gpu.index}: {name} {value!r} outside [{lo:g}, {hi:g}]",
-            )
-    for name, (lo, hi) in SAMPLE_BOUNDS.items():
+def _plausible(s: agent_pb2.GpuSample, cap_w: float) -> bool:
+    """Every field inside its bounds (NaN fails every comparison). The hot path: one
+    expression, no loop."""
+    return (
+        0.0 <= s.power_w <= cap_w
+        and 0.0 <= s.power_limit_w <= cap_w
+        and 0.0 <= s.energy_j <= 1e18
+        and 0.0 <= s.sm_clock_mhz <= 10_000.0
+        and 0.0 <= s.utilization_pct <= 100.0
+        and -50.0 <= s.temperature_c <= 200.0
+        and 0.0 <= s.memory_used_mib <= 1e7
+        and 0.0 <= s.timestamp_s <= 1e11
+    )
+
+
+def _implausible(node: str, gpu: GpuRecord, s: agent_pb2.GpuSample) -> BadInput:
+    """The error naming the first field of ``s`` out of bounds."""
+    cap_w = gpu.power_cap_w
+    bounds = {"power_w": (0.0, cap_w), "power_limit_w": (0.0, cap_w), **SAMPLE_BOUNDS}
+    for name, (lo, hi) in bounds.items():
         value = getattr(s, name)
         if not lo <= value <= hi:
-            raise BadInput(
+            return BadInput(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"node {node} GPU {gpu.index}: {name} {value!r} outside [{lo:g}, {hi:g}]",
             )
+    raise AssertionError("called on a plausible sample")
 
 
 class ClusterState:
@@ -98,7 +110,13 @@ class ClusterState:
         self.stale_after_s = stale_after_s
         self.clock = clock
         self.nodes = {n.name: NodeRecord(n.name, n.gpu_types()) for n in config.nodes}
+        #: Fail-safe limit per configured GPU type, watts.
+        self.failsafe_limits_w = {
+            t: config.failsafe_limit_w(t) for t in {t for _, _, t in config.gpu_types()}
+        }
         self.pending: dict[int, PendingCommand] = {}
+        #: GPU samples ingested since start.
+        self.samples_ingested = 0
         self._command_ids = itertools.count(1)
 
     # -- sessions ------------------------------------------------------------------------
@@ -179,6 +197,13 @@ class ClusterState:
         """Streams now open."""
         return [n.session for n in self.nodes.values() if n.session is not None]
 
+    def failsafe_limit_w(self, gpu_type: str) -> float:
+        """The fail-safe limit an agent sets on a GPU of ``gpu_type``, watts."""
+        limit_w = self.failsafe_limits_w.get(gpu_type)
+        if limit_w is None:
+            limit_w = self.failsafe_limits_w[gpu_type] = self.config.failsafe_limit_w(gpu_type)
+        return limit_w
+
     def is_stale(self, node: NodeRecord, now_s: float) -> bool:
         """No stream, or no telemetry for longer than ``stale_after_s``."""
         if node.session is None:
@@ -196,14 +221,18 @@ class ClusterState:
         node = self.nodes[session.node]
         gpus = node.gpus
         count = len(gpus)
-        for s in batch.gpus:
-            if s.index >= count:
+        samples = batch.gpus
+        for s in samples:
+            index = s.index
+            if index >= count:
                 raise BadInput(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"node {node.name}: telemetry for GPU {s.index}, which it does not have",
+                    f"node {node.name}: telemetry for GPU {index}, which it does not have",
                 )
-            _check_sample(node.name, gpus[s.index], s)
-        for s in batch.gpus:
+            gpu = gpus[index]
+            if not _plausible(s, gpu.power_cap_w):
+                raise _implausible(node.name, gpu, s)
+        for s in samples:
             gpu = gpus[s.index]
             gpu.latest = s
             gpu.energy_window.append((s.timestamp_s, s.energy_j))
@@ -217,10 +246,12 @@ class ClusterState:
             record.work_window.append((sh.timestamp_s, sh.work_units))
         node.last_telemetry_s = self.clock()
         node.failsafe_active = batch.failsafe_active
+        self.samples_ingested += len(samples)
 
     # -- commands ------------------------------------------------------------------------
     def send(self, node_name: str, command: agent_pb2.Command) -> int | None:
-        """Queue ``command`` to a node and record it as pending.
+        """Add ``command`` to the node's next batch and record it as pending; :meth:`flush`
+        sends the batches.
 
         Returns:
             Its command id, or None when the node has no live stream (nothing sent).
@@ -241,8 +272,17 @@ class ClusterState:
         elif action == "reset_sm_clocks":
             index = body.gpu_index
         self.pending[cid] = PendingCommand(node_name, node.session.session_id, index, action, value)
-        node.session.outbox.put_nowait(agent_pb2.ControllerMessage(command=command))
+        node.session.unsent.append(command)
         return cid
+
+    def flush(self) -> None:
+        """Send each node's batch of commands (one message per node, in order)."""
+        for node in self.nodes.values():
+            session = node.session
+            if session is not None and session.unsent:
+                batch = agent_pb2.CommandBatch(commands=session.unsent)
+                session.outbox.put_nowait(agent_pb2.ControllerMessage(commands=batch))
+                session.unsent = []
 
     def on_ack(self, session: Session, ack: agent_pb2.CommandAck) -> PendingCommand:
         """Apply an ack to the bookkeeping.

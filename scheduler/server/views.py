@@ -104,4 +104,5 @@ def cluster_status(
         nodes=nodes,
         jobs=[job_proto(state, j) for j in jobs.jobs.values()],
         timestamp_s=time.time(),
+        telemetry_samples=state.samples_ingested,
     )

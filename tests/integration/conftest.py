@@ -258,7 +258,7 @@ class RawAgent:
         )
 
     def send(self, **body: Any) -> None:
-        """Send one AgentMessage built from ``body`` (register=..., telemetry=..., ack=...)."""
+        """Send one AgentMessage built from ``body`` (register=..., telemetry=..., acks=...)."""
         self._requests.put(agent_pb2.AgentMessage(**body))
 
     def receive(self) -> agent_pb2.ControllerMessage:

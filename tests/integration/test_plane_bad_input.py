@@ -110,7 +110,8 @@ def test_telemetry_for_a_gpu_the_node_lacks(raw_agents, messages) -> None:
 def test_ack_for_an_unknown_command(raw_agents, messages) -> None:
     raw = raw_agents()
     _registered(raw, messages, "node-l4")
-    raw.send(ack=agent_pb2.CommandAck(command_id=10**9, success=True))
+    ack = agent_pb2.CommandAck(command_id=10**9, success=True)
+    raw.send(acks=agent_pb2.AckBatch(acks=[ack]))
     assert raw.final_code() == grpc.StatusCode.INVALID_ARGUMENT
 
 

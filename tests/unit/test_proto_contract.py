@@ -7,8 +7,10 @@ from google.protobuf.descriptor import Descriptor
 from greenllm.proto.v1 import agent_pb2, cluster_pb2
 
 FIELD_NUMBERS: dict[str, dict[str, int]] = {
-    "AgentMessage": {"register": 1, "telemetry": 2, "ack": 3},
-    "ControllerMessage": {"registered": 1, "command": 2, "heartbeat": 3},
+    "AgentMessage": {"register": 1, "telemetry": 2, "acks": 3},
+    "ControllerMessage": {"registered": 1, "commands": 2, "heartbeat": 3},
+    "CommandBatch": {"commands": 1},
+    "AckBatch": {"acks": 1},
     "GpuInfo": {
         "index": 1,
         "type": 2,
@@ -117,6 +119,7 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "nodes": 6,
         "jobs": 7,
         "timestamp_s": 8,
+        "telemetry_samples": 9,
     },
     "SetBudgetRequest": {"budget_w": 1, "reserve_w": 2},
     "SetBudgetResponse": {"budget_w": 1, "reserve_w": 2},

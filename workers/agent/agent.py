@@ -156,15 +156,20 @@ class NodeAgent:
                     if kind == "registered" and telemetry is None:
                         self._on_registered(message.registered)
                         telemetry = asyncio.create_task(self._stream_telemetry(outbox))
-                    elif kind == "command":
-                        ack = await self._on_device(self._apply, message.command)
-                        self.commands_applied += 1
-                        outbox.put_nowait(agent_pb2.AgentMessage(ack=ack))
+                    elif kind == "commands":
+                        acks = await self._on_device(self._apply_all, message.commands.commands)
+                        self.commands_applied += len(acks)
+                        batch = agent_pb2.AckBatch(acks=acks)
+                        outbox.put_nowait(agent_pb2.AgentMessage(acks=batch))
             finally:
                 if telemetry is not None:
                     telemetry.cancel()
                 call.cancel()
         log.warning("node %s: the controller closed the stream", self.node)
+
+    def _apply_all(self, commands: Sequence[agent_pb2.Command]) -> list[agent_pb2.CommandAck]:
+        """Apply a batch in order (on the device thread); one ack per command."""
+        return [self._apply(c) for c in commands]
 
     def _apply(self, command: agent_pb2.Command) -> agent_pb2.CommandAck:
         if self.shards is not None and command.WhichOneof("action") in SHARD_ACTIONS:
