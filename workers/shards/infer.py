@@ -194,13 +194,12 @@ class InferenceReplica:
             if self._first_submit_s is None:
                 self._first_submit_s = now_s
             problem = self._reject_reason(request)
-            if problem is None and max_new_tokens == 0:
-                self._finish(request, None)
-            elif problem is not None:
-                self._finish(request, problem)
-            else:
+            queued = problem is None and max_new_tokens > 0
+            if queued:
                 self._queue.append(request)
                 self._cond.notify()
+        if not queued:
+            self._finish(request, problem)
         return future
 
     def _reject_reason(self, request: _Request) -> str | None:
@@ -235,7 +234,8 @@ class InferenceReplica:
         """Counts, throughput and latency percentiles so far."""
         with self._cond:
             latencies = list(self._latencies_s)
-            elapsed_s = self._clock() - self._first_submit_s if self._first_submit_s else 0.0
+            first_s = self._first_submit_s
+            elapsed_s = self._clock() - first_s if first_s is not None else 0.0
             return ReplicaStats(
                 completed=self._completed,
                 failed=self._failed,
