@@ -29,6 +29,10 @@ from greenllm.jobspec import JobSpec, parse_job_spec
 
 log = logging.getLogger(__name__)
 
+#: Model loading is not thread-safe in transformers (meta-device init is process-global):
+#: replicas on one node load one at a time.
+_MODEL_LOAD_LOCK = threading.Lock()
+
 
 @dataclass
 class ShardStatus:
@@ -162,20 +166,28 @@ class ShardHost:
         shard = self._shards.get(shard_id)
         if shard is None:
             return False
-        shard.stop_event.set()
-        runner = shard.runner
-        if runner is not None:
-            stopper = getattr(runner, "stop", None)
-            if callable(stopper):
-                stopper()
+        self._signal_stop(shard)
         if shard.thread is not None:
             shard.thread.join(timeout_s)
         return True
 
     def stop_all(self, timeout_s: float = 30.0) -> None:
-        """Stop every shard."""
-        for shard_id in list(self._shards):
-            self.stop(shard_id, timeout_s)
+        """Stop every shard: all are told first (ranks of one job stop together), then
+        each is waited for, ``timeout_s`` in all."""
+        shards = list(self._shards.values())
+        for shard in shards:
+            self._signal_stop(shard)
+        deadline = time.monotonic() + timeout_s
+        for shard in shards:
+            if shard.thread is not None:
+                shard.thread.join(max(0.0, deadline - time.monotonic()))
+
+    @staticmethod
+    def _signal_stop(shard: _Shard) -> None:
+        shard.stop_event.set()
+        stopper = getattr(shard.runner, "stop", None)
+        if callable(stopper):
+            stopper()
 
     def set_load_weights(self, weights: dict[str, float]) -> None:
         """Record the load weights of each job's shards and pass this node's shares on."""
@@ -269,15 +281,18 @@ class ShardHost:
         from workers.shards.pacing import reference_throughput
 
         torch.set_num_threads(1)
-        loaded = load_model(shard.spec.model)
         sim = self._sim_throughput(shard.gpu)
-        replica = InferenceReplica(
-            loaded.model,
-            loaded.tokenizer.eos_token_id,
-            shard.spec.infer_settings.batch_size,
-            sim_throughput=sim,
-            reference_throughput_per_s=reference_throughput(shard.spec.workload()) if sim else None,
-        )
+        with _MODEL_LOAD_LOCK:
+            loaded = load_model(shard.spec.model)
+            replica = InferenceReplica(
+                loaded.model,
+                loaded.tokenizer.eos_token_id,
+                shard.spec.infer_settings.batch_size,
+                sim_throughput=sim,
+                reference_throughput_per_s=(
+                    reference_throughput(shard.spec.workload()) if sim else None
+                ),
+            )
         shard.runner = replica
         replica.start()
         prompts = PromptSource(corpus_ids(loaded.tokenizer, "heldout").tolist(), seed=rank)

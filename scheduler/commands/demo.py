@@ -21,7 +21,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "jobs"
     "--cut-to",
     "cut_budget_w",
     type=click.FloatRange(min=0, min_open=True),
-    default=1800.0,
+    default=1600.0,
     show_default=True,
     help="Budget after the cut half-way, watts.",
 )

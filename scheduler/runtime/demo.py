@@ -111,11 +111,8 @@ def run_demo(
 
 
 def _progress_line(s: Sample) -> str:
-    jobs = "  ".join(f"{jid}: {st} {thr:.0f}/s" for jid, (st, thr, _, _) in s.jobs.items())
-    return (
-        f"t={s.t_s:5.1f} s  power {s.power_w:6.0f} W / budget {s.budget_w:g} W  "
-        f"limits {s.accounted_limit_w:6.0f} W  {jobs}"
-    )
+    jobs = "  ".join(f"{jid} {st} {thr:.0f}/s" for jid, (st, thr, _, _) in s.jobs.items())
+    return f"{s.t_s:4.0f}s  {s.power_w:4.0f}/{s.budget_w:g} W  {jobs}"
 
 
 def summarise(config: ClusterConfig, result: DemoResult) -> dict[str, Any]:

@@ -176,7 +176,7 @@ def _stop_actors(address: str, config: ClusterConfig, log: Callable[[str], None]
             continue
         log(f"stopping {name}")
         try:
-            ray.get(actor.stop.remote(), timeout=15)
+            ray.get(actor.stop.remote(), timeout=45)
         except Exception as exc:
             log(f"{name} did not stop cleanly: {exc}")
         ray.kill(actor, no_restart=True)
