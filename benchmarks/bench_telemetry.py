@@ -131,22 +131,20 @@ def _register(node: str) -> agent_pb2.AgentMessage:
 def _telemetry(
     limits_w: Sequence[float], ticks: int = 1, gpus: int = GPUS_PER_NODE
 ) -> agent_pb2.AgentMessage:
+    """``ticks`` readings of ``gpus`` GPUs in one message, column-wise, oldest first."""
     now_s = time.time()
-    samples = [
-        agent_pb2.GpuSample(
-            index=i,
-            timestamp_s=now_s + t,
-            power_w=0.8 * limits_w[i],
-            energy_j=1000.0 + t,
-            power_limit_w=limits_w[i],
-            sm_clock_mhz=1500,
-            utilization_pct=100,
-            temperature_c=60,
-            memory_used_mib=20000,
-        )
-        for t in range(ticks)
-        for i in range(gpus)
-    ]
+    rows = [(t, i) for t in range(ticks) for i in range(gpus)]
+    samples = agent_pb2.GpuSamples(
+        index=[i for _, i in rows],
+        timestamp_s=[now_s + t for t, _ in rows],
+        power_w=[0.8 * limits_w[i] for _, i in rows],
+        energy_j=[1000.0 + t for t, _ in rows],
+        power_limit_w=[limits_w[i] for _, i in rows],
+        sm_clock_mhz=[1500.0] * len(rows),
+        utilization_pct=[100.0] * len(rows),
+        temperature_c=[60.0] * len(rows),
+        memory_used_mib=[20000.0] * len(rows),
+    )
     return agent_pb2.AgentMessage(telemetry=agent_pb2.TelemetryBatch(gpus=samples))
 
 

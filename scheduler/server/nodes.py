@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
 
 from greenllm.proto.v1 import agent_pb2
 
@@ -12,6 +15,19 @@ from greenllm.proto.v1 import agent_pb2
 ABSURD_POWER_FACTOR = 2.0
 #: Samples kept per GPU and per shard for rates, newest last.
 WINDOW_SAMPLES = 32
+
+
+class GpuReading(NamedTuple):
+    """One telemetry reading of a GPU (a row of ``GpuSamples``)."""
+
+    timestamp_s: float
+    power_w: float
+    energy_j: float
+    power_limit_w: float
+    sm_clock_mhz: float
+    utilization_pct: float
+    temperature_c: float
+    memory_used_mib: float
 
 
 @dataclass
@@ -25,7 +41,7 @@ class GpuRecord:
         min_power_limit_w: Lowest settable limit, watts.
         max_power_limit_w: Highest settable limit, watts.
         acked_limit_w: Limit in force as last acked or reported, watts.
-        latest: Latest telemetry sample (None: none yet).
+        latest: Latest telemetry reading (None: none yet).
         locked_max_sm_clock_mhz: Upper end of the acked SM clock lock (None: free), MHz.
         pending_limits_w: Power-limit commands not yet acked: command id -> watts.
         energy_window: Recent ``(timestamp_s, energy_j)`` pairs.
@@ -38,7 +54,7 @@ class GpuRecord:
     min_power_limit_w: float
     max_power_limit_w: float
     acked_limit_w: float
-    latest: agent_pb2.GpuSample | None = None
+    latest: GpuReading | None = None
     locked_max_sm_clock_mhz: int | None = None
     pending_limits_w: dict[int, float] = field(default_factory=dict)
     energy_window: deque[tuple[float, float]] = field(
@@ -119,6 +135,7 @@ class NodeRecord:
         last_telemetry_s: Monotonic time of its last telemetry (None: never).
         failsafe_active: The agent reported holding its GPUs at the fail-safe limits.
         shards: Its shards by id.
+        power_caps_w: Per GPU, the ``power_cap_w`` of :attr:`gpus`, watts.
     """
 
     name: str
@@ -128,3 +145,4 @@ class NodeRecord:
     last_telemetry_s: float | None = None
     failsafe_active: bool = False
     shards: dict[str, ShardRecord] = field(default_factory=dict)
+    power_caps_w: np.ndarray = field(default_factory=lambda: np.zeros(0))

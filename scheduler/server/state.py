@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
 
 from greenllm.config import ClusterConfig
 from greenllm.devices.catalog import get_spec
@@ -21,6 +22,7 @@ from greenllm.errors import ConfigError
 from greenllm.proto.v1 import agent_pb2
 from scheduler.server.errors import BadInput
 from scheduler.server.nodes import (
+    GpuReading,
     GpuRecord,
     NodeRecord,
     Session,
@@ -29,14 +31,17 @@ from scheduler.server.nodes import (
 
 log = logging.getLogger(__name__)
 
-#: Bounds of the other sample fields (inclusive; :func:`_plausible` checks the same).
+#: Columns of ``GpuSamples`` after ``index``, in :class:`GpuReading` order.
+COLUMNS = GpuReading._fields
+#: Bounds of each column (inclusive); NaN fails every bound. ``power_w`` and
+#: ``power_limit_w`` are bounded per GPU by its ``power_cap_w`` instead.
 SAMPLE_BOUNDS: dict[str, tuple[float, float]] = {
+    "timestamp_s": (0.0, 1e11),
     "energy_j": (0.0, 1e18),
     "sm_clock_mhz": (0.0, 10_000.0),
     "utilization_pct": (0.0, 100.0),
     "temperature_c": (-50.0, 200.0),
     "memory_used_mib": (0.0, 1e7),
-    "timestamp_s": (0.0, 1e11),
 }
 
 
@@ -59,33 +64,48 @@ class PendingCommand:
     value: float
 
 
-def _plausible(s: agent_pb2.GpuSample, cap_w: float) -> bool:
-    """Every field inside its bounds (NaN fails every comparison). The hot path: one
-    expression, no loop."""
-    return (
-        0.0 <= s.power_w <= cap_w
-        and 0.0 <= s.power_limit_w <= cap_w
-        and 0.0 <= s.energy_j <= 1e18
-        and 0.0 <= s.sm_clock_mhz <= 10_000.0
-        and 0.0 <= s.utilization_pct <= 100.0
-        and -50.0 <= s.temperature_c <= 200.0
-        and 0.0 <= s.memory_used_mib <= 1e7
-        and 0.0 <= s.timestamp_s <= 1e11
-    )
+_POWER_ROWS = [COLUMNS.index("power_w"), COLUMNS.index("power_limit_w")]
+_LO = np.array([[SAMPLE_BOUNDS.get(c, (0.0, 0.0))[0]] for c in COLUMNS])
+_HI = np.array([[SAMPLE_BOUNDS.get(c, (0.0, np.inf))[1]] for c in COLUMNS])
 
 
-def _implausible(node: str, gpu: GpuRecord, s: agent_pb2.GpuSample) -> BadInput:
-    """The error naming the first field of ``s`` out of bounds."""
-    cap_w = gpu.power_cap_w
-    bounds = {"power_w": (0.0, cap_w), "power_limit_w": (0.0, cap_w), **SAMPLE_BOUNDS}
-    for name, (lo, hi) in bounds.items():
-        value = getattr(s, name)
-        if not lo <= value <= hi:
-            return BadInput(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"node {node} GPU {gpu.index}: {name} {value!r} outside [{lo:g}, {hi:g}]",
-            )
-    raise AssertionError("called on a plausible sample")
+def _columns(node: NodeRecord, cols: agent_pb2.GpuSamples) -> tuple[list[int], np.ndarray]:
+    """Check a batch's GPU readings as arrays.
+
+    Returns:
+        The GPU index of each reading, and the readings as an array with one row per
+        column of :data:`COLUMNS` and one column per reading.
+
+    Raises:
+        BadInput: INVALID_ARGUMENT naming the node, GPU, field and value at fault.
+    """
+    index = list(cols.index)
+    columns = [list(getattr(cols, name)) for name in COLUMNS]
+    if any(len(c) != len(index) for c in columns):
+        lengths = {name: len(c) for name, c in zip(COLUMNS, columns, strict=True)}
+        raise BadInput(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"node {node.name}: telemetry columns of unequal length "
+            f"({len(index)} indices, {lengths})",
+        )
+    if max(index) >= len(node.gpus):
+        raise BadInput(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"node {node.name}: telemetry for GPU {max(index)}, which it does not have",
+        )
+    values = np.array(columns)
+    caps = node.power_caps_w[index]
+    ok = (values >= _LO) & (values <= _HI)
+    ok[_POWER_ROWS] &= values[_POWER_ROWS] <= caps
+    if not ok.all():
+        col, row = np.argwhere(~ok)[0]
+        hi = caps[row] if col in _POWER_ROWS else _HI[col, 0]
+        raise BadInput(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"node {node.name} GPU {index[row]}: {COLUMNS[col]} {float(values[col, row])!r} "
+            f"outside [{_LO[col, 0]:g}, {hi:g}]",
+        )
+    return index, values
 
 
 class ClusterState:
@@ -143,6 +163,7 @@ class ClusterState:
         for cid in [c for c, p in self.pending.items() if p.node == node.name]:
             del self.pending[cid]
         node.gpus = gpus
+        node.power_caps_w = np.array([g.power_cap_w for g in gpus])
         node.session = Session(uuid.uuid4().hex, node.name)
         node.last_telemetry_s = None
         node.failsafe_active = msg.failsafe_active
@@ -219,25 +240,19 @@ class ClusterState:
             BadInput: INVALID_ARGUMENT for an unknown GPU index or an implausible value.
         """
         node = self.nodes[session.node]
-        gpus = node.gpus
-        count = len(gpus)
-        samples = batch.gpus
-        for s in samples:
-            index = s.index
-            if index >= count:
-                raise BadInput(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"node {node.name}: telemetry for GPU {index}, which it does not have",
-                )
-            gpu = gpus[index]
-            if not _plausible(s, gpu.power_cap_w):
-                raise _implausible(node.name, gpu, s)
-        for s in samples:
-            gpu = gpus[s.index]
-            gpu.latest = s
-            gpu.energy_window.append((s.timestamp_s, s.energy_j))
-            if not gpu.pending_limits_w:
-                gpu.acked_limit_w = s.power_limit_w
+        cols = batch.gpus
+        readings = 0
+        if len(cols.index):
+            index, values = _columns(node, cols)
+            readings = len(index)
+            last_row = dict(zip(index, range(readings), strict=True))
+            rows = values.T.tolist()
+            for i, row in last_row.items():
+                gpu = node.gpus[i]
+                reading = gpu.latest = GpuReading._make(rows[row])
+                gpu.energy_window.append((reading.timestamp_s, reading.energy_j))
+                if not gpu.pending_limits_w:
+                    gpu.acked_limit_w = reading.power_limit_w
         for sh in batch.shards:
             record = node.shards.get(sh.shard_id)
             if record is None or record.job_id != sh.job_id:
@@ -246,7 +261,7 @@ class ClusterState:
             record.work_window.append((sh.timestamp_s, sh.work_units))
         node.last_telemetry_s = self.clock()
         node.failsafe_active = batch.failsafe_active
-        self.samples_ingested += len(samples)
+        self.samples_ingested += readings
 
     # -- commands ------------------------------------------------------------------------
     def send(self, node_name: str, command: agent_pb2.Command) -> int | None:

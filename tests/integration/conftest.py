@@ -292,7 +292,7 @@ def telemetry_message(
     """One tick of ``node``'s simulated telemetry; ``overrides`` replace fields of ``gpu``."""
     samples = devices.sample(simulated_gpus(config.node(node)))
     for field, value in overrides.items():
-        setattr(samples[gpu], field, value)
+        getattr(samples, field)[gpu] = value
     return agent_pb2.TelemetryBatch(gpus=samples)
 
 

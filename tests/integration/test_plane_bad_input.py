@@ -85,7 +85,7 @@ def test_implausible_samples_are_rejected_and_others_kept(
         before = [g.power_w for g in _node(client, "node-l4").gpus]
 
         batch = messages.telemetry("node-l4", gpu=3, **{field: value})
-        batch.gpus[0].power_w = 33.0  # valid, but in a batch that is rejected as a whole
+        batch.gpus.power_w[0] = 33.0  # valid, but in a batch that is rejected as a whole
         bad.send(telemetry=batch)
         assert bad.final_code() == grpc.StatusCode.INVALID_ARGUMENT
         l4 = _node(client, "node-l4")
@@ -102,7 +102,16 @@ def test_telemetry_for_a_gpu_the_node_lacks(raw_agents, messages) -> None:
     raw = raw_agents()
     _registered(raw, messages, "node-l4")
     batch = messages.telemetry("node-l4")
-    batch.gpus[0].index = 9
+    batch.gpus.index[0] = 9
+    raw.send(telemetry=batch)
+    assert raw.final_code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_telemetry_columns_of_unequal_length(raw_agents, messages) -> None:
+    raw = raw_agents()
+    _registered(raw, messages, "node-l4")
+    batch = messages.telemetry("node-l4")
+    del batch.gpus.energy_j[-1]
     raw.send(telemetry=batch)
     assert raw.final_code() == grpc.StatusCode.INVALID_ARGUMENT
 

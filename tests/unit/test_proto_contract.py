@@ -25,7 +25,7 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
     },
     "Register": {"node": 1, "gpus": 2, "agent_version": 3, "failsafe_active": 4},
     "Registered": {"session_id": 1, "control_period_s": 2, "telemetry_interval_s": 3},
-    "GpuSample": {
+    "GpuSamples": {
         "index": 1,
         "timestamp_s": 2,
         "power_w": 3,

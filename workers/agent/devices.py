@@ -46,26 +46,21 @@ def inventory(gpus: Sequence[GPU]) -> list[agent_pb2.GpuInfo]:
     return infos
 
 
-def sample(gpus: Sequence[GPU]) -> list[agent_pb2.GpuSample]:
-    """Read every GPU once; timestamps are Unix wall-clock seconds."""
+def sample(gpus: Sequence[GPU]) -> agent_pb2.GpuSamples:
+    """Read every GPU once, column-wise; timestamps are Unix wall-clock seconds."""
     now_s = time.time()
-    out = []
-    for gpu in gpus:
-        s = gpu.sample()
-        out.append(
-            agent_pb2.GpuSample(
-                index=gpu.index,
-                timestamp_s=now_s,
-                power_w=s.power_w,
-                energy_j=s.energy_j,
-                power_limit_w=s.power_limit_w,
-                sm_clock_mhz=s.sm_clock_mhz,
-                utilization_pct=s.utilization_pct,
-                temperature_c=s.temperature_c,
-                memory_used_mib=s.memory_used_mib,
-            )
-        )
-    return out
+    readings = [gpu.sample() for gpu in gpus]
+    return agent_pb2.GpuSamples(
+        index=[gpu.index for gpu in gpus],
+        timestamp_s=[now_s] * len(gpus),
+        power_w=[r.power_w for r in readings],
+        energy_j=[r.energy_j for r in readings],
+        power_limit_w=[r.power_limit_w for r in readings],
+        sm_clock_mhz=[r.sm_clock_mhz for r in readings],
+        utilization_pct=[r.utilization_pct for r in readings],
+        temperature_c=[r.temperature_c for r in readings],
+        memory_used_mib=[r.memory_used_mib for r in readings],
+    )
 
 
 def _failure(command_id: int, code: grpc.StatusCode, reason: str) -> agent_pb2.CommandAck:

@@ -72,7 +72,7 @@ class Registered(_message.Message):
     telemetry_interval_s: float
     def __init__(self, session_id: _Optional[str] = ..., control_period_s: _Optional[float] = ..., telemetry_interval_s: _Optional[float] = ...) -> None: ...
 
-class GpuSample(_message.Message):
+class GpuSamples(_message.Message):
     __slots__ = ("index", "timestamp_s", "power_w", "energy_j", "power_limit_w", "sm_clock_mhz", "utilization_pct", "temperature_c", "memory_used_mib")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_S_FIELD_NUMBER: _ClassVar[int]
@@ -83,16 +83,16 @@ class GpuSample(_message.Message):
     UTILIZATION_PCT_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_C_FIELD_NUMBER: _ClassVar[int]
     MEMORY_USED_MIB_FIELD_NUMBER: _ClassVar[int]
-    index: int
-    timestamp_s: float
-    power_w: float
-    energy_j: float
-    power_limit_w: float
-    sm_clock_mhz: float
-    utilization_pct: float
-    temperature_c: float
-    memory_used_mib: float
-    def __init__(self, index: _Optional[int] = ..., timestamp_s: _Optional[float] = ..., power_w: _Optional[float] = ..., energy_j: _Optional[float] = ..., power_limit_w: _Optional[float] = ..., sm_clock_mhz: _Optional[float] = ..., utilization_pct: _Optional[float] = ..., temperature_c: _Optional[float] = ..., memory_used_mib: _Optional[float] = ...) -> None: ...
+    index: _containers.RepeatedScalarFieldContainer[int]
+    timestamp_s: _containers.RepeatedScalarFieldContainer[float]
+    power_w: _containers.RepeatedScalarFieldContainer[float]
+    energy_j: _containers.RepeatedScalarFieldContainer[float]
+    power_limit_w: _containers.RepeatedScalarFieldContainer[float]
+    sm_clock_mhz: _containers.RepeatedScalarFieldContainer[float]
+    utilization_pct: _containers.RepeatedScalarFieldContainer[float]
+    temperature_c: _containers.RepeatedScalarFieldContainer[float]
+    memory_used_mib: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, index: _Optional[_Iterable[int]] = ..., timestamp_s: _Optional[_Iterable[float]] = ..., power_w: _Optional[_Iterable[float]] = ..., energy_j: _Optional[_Iterable[float]] = ..., power_limit_w: _Optional[_Iterable[float]] = ..., sm_clock_mhz: _Optional[_Iterable[float]] = ..., utilization_pct: _Optional[_Iterable[float]] = ..., temperature_c: _Optional[_Iterable[float]] = ..., memory_used_mib: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ShardSample(_message.Message):
     __slots__ = ("shard_id", "job_id", "timestamp_s", "work_units", "steps", "requests")
@@ -115,10 +115,10 @@ class TelemetryBatch(_message.Message):
     GPUS_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     FAILSAFE_ACTIVE_FIELD_NUMBER: _ClassVar[int]
-    gpus: _containers.RepeatedCompositeFieldContainer[GpuSample]
+    gpus: GpuSamples
     shards: _containers.RepeatedCompositeFieldContainer[ShardSample]
     failsafe_active: bool
-    def __init__(self, gpus: _Optional[_Iterable[_Union[GpuSample, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[ShardSample, _Mapping]]] = ..., failsafe_active: _Optional[bool] = ...) -> None: ...
+    def __init__(self, gpus: _Optional[_Union[GpuSamples, _Mapping]] = ..., shards: _Optional[_Iterable[_Union[ShardSample, _Mapping]]] = ..., failsafe_active: _Optional[bool] = ...) -> None: ...
 
 class SetPowerLimit(_message.Message):
     __slots__ = ("gpu_index", "power_limit_w")
