@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future, wait
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from greenllm.errors import ConfigError
 from greenllm.jobspec import InferSection, JobSpec
 from greenllm.workloads import BUILTINS, ByteTokenizer, build_untrained, corpus_ids
 from workers.shards.decode import decode_steps
-from workers.shards.infer import Completion, InferenceReplica, percentile
+from workers.shards.infer import RATE_WINDOW_S, Completion, InferenceReplica, percentile
 from workers.shards.loadgen import Arrival, PromptSource, play, poisson_arrivals
 from workers.shards.pacing import reference_throughput
 
@@ -44,7 +45,10 @@ def test_batched_left_padded_decoding_matches_decoding_alone(model: torch.nn.Mod
 
 @pytest.mark.timeout(60)
 def test_serves_a_poisson_load_every_request_completed(model: torch.nn.Module) -> None:
-    replica = InferenceReplica(model, PAD, batch_size=4, device="cpu")
+    offset_s = [0.0]
+    replica = InferenceReplica(
+        model, PAD, batch_size=4, device="cpu", clock=lambda: time.monotonic() + offset_s[0]
+    )
     replica.start()
     source = PromptSource(corpus_ids(ByteTokenizer(), "heldout").tolist(), seed=0)
     arrivals = poisson_arrivals(40.0, 0.5, prompt_tokens=24, max_new_tokens=8, seed=0)
@@ -72,6 +76,10 @@ def test_serves_a_poisson_load_every_request_completed(model: torch.nn.Module) -
     assert stats.p50_latency_s is not None and stats.p95_latency_s is not None
     assert 0 < stats.p50_latency_s <= stats.p95_latency_s <= (stats.p99_latency_s or 0)
     assert all(r.first_token_s is not None and r.first_token_s <= r.latency_s for r in results)
+    # Rates cover the last RATE_WINDOW_S only: an idle replica's rates fall to 0.
+    offset_s[0] = RATE_WINDOW_S + 1.0
+    idle = replica.stats()
+    assert (idle.tokens, idle.tokens_per_s, idle.busy_tokens_per_s) == (stats.tokens, 0.0, 0.0)
 
 
 @pytest.mark.timeout(60)

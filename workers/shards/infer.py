@@ -31,6 +31,8 @@ from workers.shards.pacing import Pacer, reference_throughput
 
 #: Latencies kept for the percentiles (the most recent ones).
 LATENCY_WINDOW = 10_000
+#: Rates are measured over this many most recent seconds, so they follow power changes.
+RATE_WINDOW_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,11 @@ class ReplicaStats:
         queued: Requests waiting for a batch.
         running: Requests in the batch being decoded.
         tokens: Tokens generated.
-        tokens_per_s: Tokens generated over wall time since the first request, tokens/s.
-        busy_tokens_per_s: Tokens generated over time spent decoding, tokens/s: the
-            replica's capacity at its current settings (what routing weights follow).
+        tokens_per_s: Tokens generated per wall second over the last
+            :data:`RATE_WINDOW_S` (or since the first request, if later), tokens/s.
+        busy_tokens_per_s: Tokens generated per second spent decoding over the same
+            window, tokens/s: the replica's capacity at its current settings (what routing
+            weights follow); 0 until it has decoded.
         p50_latency_s: Median latency of completed requests, seconds (None: none yet).
         p95_latency_s: 95th percentile, seconds.
         p99_latency_s: 99th percentile, seconds.
@@ -153,7 +157,8 @@ class InferenceReplica:
         self._completed = 0
         self._failed = 0
         self._tokens = 0
-        self._busy_s = 0.0
+        # (time, tokens, busy seconds) of each decode step within the rate window.
+        self._steps: deque[tuple[float, int, float]] = deque()
         self._first_submit_s: float | None = None
         self._thread = threading.Thread(target=self._serve, name="inference-replica", daemon=True)
 
@@ -234,22 +239,31 @@ class InferenceReplica:
         """Counts, throughput and latency percentiles so far."""
         with self._cond:
             latencies = list(self._latencies_s)
+            now_s = self._clock()
+            self._prune(now_s)
+            tokens = sum(step[1] for step in self._steps)
+            busy_s = sum(step[2] for step in self._steps)
             first_s = self._first_submit_s
-            elapsed_s = self._clock() - first_s if first_s is not None else 0.0
+            elapsed_s = min(RATE_WINDOW_S, now_s - first_s) if first_s is not None else 0.0
             return ReplicaStats(
                 completed=self._completed,
                 failed=self._failed,
                 queued=len(self._queue),
                 running=len(self._running),
                 tokens=self._tokens,
-                tokens_per_s=self._tokens / elapsed_s if elapsed_s > 0 else 0.0,
-                busy_tokens_per_s=self._tokens / self._busy_s if self._busy_s > 0 else 0.0,
+                tokens_per_s=tokens / elapsed_s if elapsed_s > 0 else 0.0,
+                busy_tokens_per_s=tokens / busy_s if busy_s > 0 else 0.0,
                 p50_latency_s=percentile(latencies, 50),
                 p95_latency_s=percentile(latencies, 95),
                 p99_latency_s=percentile(latencies, 99),
             )
 
     # -- serving ------------------------------------------------------------------------
+    def _prune(self, now_s: float) -> None:
+        """Forget decode steps older than the rate window (call holding the lock)."""
+        while self._steps and self._steps[0][0] < now_s - RATE_WINDOW_S:
+            self._steps.popleft()
+
     def _finish(self, request: _Request, error: str | None) -> None:
         now_s = self._clock()
         completion = Completion(
@@ -306,7 +320,8 @@ class InferenceReplica:
                         request.first_token_s = now_s - request.submitted_s
             with self._cond:
                 self._tokens += len(active)
-                self._busy_s += now_s - start_s
+                self._steps.append((now_s, len(active), now_s - start_s))
+                self._prune(now_s)
             for request in active:
                 if len(request.output_ids) >= request.max_new_tokens:
                     self._finish(request, None)
