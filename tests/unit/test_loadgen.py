@@ -66,7 +66,8 @@ def test_sample_trace_parses_relative_to_first() -> None:
 
 def test_trace_with_seconds_and_extra_columns(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
-    path.write_text("Extra,TIMESTAMP,ContextTokens,GeneratedTokens\nx,12.5,10,3\ny,10.0,4,0\n")
+    text = "TIMESTAMP,Extra,ContextTokens,GeneratedTokens\n12.5,x,10,3\n10.0,y,4,0\n"
+    path.write_text(text, encoding="utf-8-sig")  # a byte-order mark, as spreadsheets write
     assert read_trace(path) == [Arrival(0.0, 4, 0), Arrival(2.5, 10, 3)]
 
 

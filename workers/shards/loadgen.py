@@ -129,7 +129,7 @@ def read_trace(path: str | Path) -> list[Arrival]:
     """
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             missing = [c for c in TRACE_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
