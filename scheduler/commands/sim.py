@@ -19,6 +19,8 @@ from scheduler.sim.scenario import load_scenario
 
 #: GPU-steps above which progress is reported on stderr.
 PROGRESS_MIN_GPU_STEPS = 200_000
+#: Jobs listed in the printed tables at most (summary.json has them all).
+MAX_TABLE_JOBS = 20
 
 
 def _known(name: str) -> str:
@@ -37,7 +39,7 @@ def _progress(label: str, enabled: bool) -> Callable[[float], None] | None:
 
 def _single_rows(summary: dict[str, Any]) -> list[list[Any]]:
     rows: list[list[Any]] = []
-    for job, units in summary["work"].items():
+    for job, units in list(summary["work"].items())[:MAX_TABLE_JOBS]:
         rows.append(
             [
                 job,
@@ -49,6 +51,11 @@ def _single_rows(summary: dict[str, Any]) -> list[list[Any]]:
             ]
         )
     return rows
+
+
+def _more(jobs: int) -> None:
+    if jobs > MAX_TABLE_JOBS:
+        click.echo(f"... and {jobs - MAX_TABLE_JOBS} more jobs (see summary.json)")
 
 
 def register(cli: click.Group) -> None:
@@ -119,6 +126,7 @@ def register(cli: click.Group) -> None:
                 ["job", "work", "unit", "J/unit", "vs unbounded", "SLO met"],
                 _single_rows(summary),
             )
+            _more(len(summary["work"]))
             click.echo(f"wrote {out_dir}/trace.csv, budget.csv, summary.json")
             return
         results: dict[str, SimResult] = {}
@@ -136,6 +144,7 @@ def register(cli: click.Group) -> None:
         if as_json:
             emit_json(finite(doc))
             return
-        columns, rows = comparison_rows(summaries)
+        columns, rows = comparison_rows(summaries, MAX_TABLE_JOBS)
         print_table(f"{sc.name}: policies side by side", columns, rows)
+        _more(len(next(iter(summaries.values()))["work"]))
         click.echo(f"wrote {out_dir}/compare.png and one folder per policy")

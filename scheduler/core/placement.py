@@ -20,6 +20,7 @@ from collections import defaultdict
 import numpy as np
 
 from greenllm.devices.catalog import get_spec
+from greenllm.devices.physics import Workload
 from scheduler.core.powermodel import PowerModel
 from scheduler.core.types import GPUState, JobState, Placement
 
@@ -72,6 +73,7 @@ def place(
         return []
     total_tdp = sum(get_spec(g.gpu_type).tdp_w for g in gpus) or 1.0
     order = sorted(range(len(pending)), key=lambda i: (-pending[i].priority, i))
+    efficiency: dict[tuple[str, Workload], float] = {}
     placements: list[Placement] = []
     for i in order:
         job = pending[i]
@@ -81,9 +83,11 @@ def place(
 
         def rank(t: str, job: JobState = job) -> tuple[int, float]:
             pref = job.preferred_gpu_types
-            share = usable_budget_w * get_spec(t).tdp_w / total_tdp
-            j_per_unit = _expected_joules_per_unit(model, t, job, share)
-            return (pref.index(t) if t in pref else len(pref), j_per_unit)
+            key = (t, job.workload)
+            if key not in efficiency:
+                share = usable_budget_w * get_spec(t).tdp_w / total_tdp
+                efficiency[key] = _expected_joules_per_unit(model, t, job, share)
+            return (pref.index(t) if t in pref else len(pref), efficiency[key])
 
         types.sort(key=rank)
         chosen: list[tuple[str, int]] = []

@@ -60,9 +60,11 @@ class _Ratios:
 
     def __init__(self) -> None:
         self.bins: dict[int, deque[tuple[float, float]]] = {}
+        self.version = 0
 
     def add(self, bin_key: int, rate_ratio: float, power_ratio: float) -> None:
         self.bins.setdefault(bin_key, deque(maxlen=BIN_SAMPLES)).append((rate_ratio, power_ratio))
+        self.version += 1
 
     def correction(self, bin_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rate and power ratios for each bin key (1 where nothing is known)."""
@@ -99,6 +101,7 @@ class PowerModel:
         self._clock_cache: dict[tuple[str, physics.Workload], Curve] = {}
         self._limit_ratios: dict[tuple[str, physics.Workload], _Ratios] = {}
         self._clock_ratios: dict[tuple[str, physics.Workload], _Ratios] = {}
+        self._learned: dict[tuple[str, physics.Workload, bytes | None], tuple[int, Curve]] = {}
         self.version = 0
 
     # -- prior ----------------------------------------------------------------------------
@@ -141,8 +144,14 @@ class PowerModel:
         ratios = self._limit_ratios.get((gpu_type, workload))
         if ratios is None:
             return prior
+        key = (gpu_type, workload, prior.limits_w.tobytes())
+        hit = self._learned.get(key)
+        if hit is not None and hit[0] == ratios.version:
+            return hit[1]
         rate_k, power_k = ratios.correction(_limit_bin(get_spec(gpu_type), prior.limits_w))
-        return _corrected(prior, rate_k, power_k)
+        curve = _corrected(prior, rate_k, power_k)
+        self._learned[key] = (ratios.version, curve)
+        return curve
 
     def clock_curve(self, gpu_type: str, workload: physics.Workload) -> Curve:
         """Rate and power at each locked SM clock: the prior times the learned correction."""
@@ -150,11 +159,17 @@ class PowerModel:
         ratios = self._clock_ratios.get((gpu_type, workload))
         if ratios is None:
             return prior
+        key = (gpu_type, workload, None)
+        hit = self._learned.get(key)
+        if hit is not None and hit[0] == ratios.version:
+            return hit[1]
         rate_k, power_k = ratios.correction(prior.sm_clock_mhz.astype(int))
         spec = get_spec(gpu_type)
         curve = _corrected(prior, rate_k, power_k)
         limits = np.clip(np.ceil(curve.power_w), spec.min_power_limit_w, spec.max_power_limit_w)
-        return Curve(limits, curve.sm_clock_mhz, curve.rate, curve.power_w)
+        curve = Curve(limits, curve.sm_clock_mhz, curve.rate, curve.power_w)
+        self._learned[key] = (ratios.version, curve)
+        return curve
 
     def observe(
         self,

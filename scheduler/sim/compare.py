@@ -56,12 +56,15 @@ def run_policy(
     return result, summary
 
 
-def comparison_rows(summaries: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Side-by-side table: one row per job metric, one column per policy."""
+def comparison_rows(
+    summaries: dict[str, dict[str, Any]], max_jobs: int
+) -> tuple[list[str], list[list[Any]]]:
+    """Side-by-side table: rows per job metric (first ``max_jobs`` jobs) and totals, one
+    column per policy."""
     names = list(summaries)
     first = summaries[names[0]]
     rows: list[list[Any]] = []
-    for job in first["work"]:
+    for job in list(first["work"])[:max_jobs]:
         unit = first["units"][job]
         rows.append(
             [f"{job} {unit}/s", *(s["work"][job] / s["duration_s"] for s in summaries.values())]

@@ -130,9 +130,9 @@ class SimController:
     def control(self, t: float, budget_w: float) -> None:
         """One control period: observe, decide, carry out."""
         observed = self.observe(t, budget_w)
-        start = time.perf_counter()
+        start = time.process_time()
         actions = decide(observed, self.config, self.policy)
-        self.sim.result.decide_s.append(time.perf_counter() - start)
+        self.sim.result.decide_cpu_s.append(time.process_time() - start)
         self.execute(actions, t)
 
     def execute(self, actions: Actions, t: float) -> None:

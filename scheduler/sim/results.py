@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -134,7 +135,7 @@ class SimResult:
     budget_w: list[float] = field(default_factory=list)
     budget_changes: list[tuple[float, float]] = field(default_factory=list)
     cut_response_s: list[float] = field(default_factory=list)
-    decide_s: list[float] = field(default_factory=list)
+    decide_cpu_s: list[float] = field(default_factory=list)
     work: dict[str, float] = field(default_factory=dict)
     job_energy_j: dict[str, float] = field(default_factory=dict)
     slo: dict[str, tuple[bool, str]] = field(default_factory=dict)
@@ -195,9 +196,13 @@ class SimResult:
             "throughput_vs_unbounded": vs,
             "weighted_throughput_vs_unbounded": weighted_score(vs, self.priority),
             "cut_response_s": self.cut_response_s,
-            "decide_ms_mean": 1e3 * float(np.mean(self.decide_s)) if self.decide_s else None,
-            "decide_ms_max": 1e3 * float(np.max(self.decide_s)) if self.decide_s else None,
+            "decide_cpu_ms_mean": _ms(np.mean, self.decide_cpu_s),
+            "decide_cpu_ms_max": _ms(np.max, self.decide_cpu_s),
         }
+
+
+def _ms(stat: Callable[[list[float]], Any], seconds: list[float]) -> float | None:
+    return 1e3 * float(stat(seconds)) if seconds else None
 
 
 def weighted_score(vs: dict[str, float | None], priority: dict[str, float]) -> float | None:
