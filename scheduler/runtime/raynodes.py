@@ -201,10 +201,7 @@ def _host_main(config_path: str) -> int:
         },
     )
     try:
-        nodes = {}
-        for node in config.names():
-            nodes[node] = cluster.add_node(**common, resources=node_resources(config, node))
-            print(f"node {node} joined", flush=True)
+        nodes = {node: _add_node(cluster, config, node, common) for node in config.names()}
         cluster.wait_for_nodes()
         record = RuntimeRecord(
             address=cluster.address,
@@ -220,7 +217,30 @@ def _host_main(config_path: str) -> int:
         print("shutting the cluster down", flush=True)
         cluster.shutdown()
         (config.state_dir / "runtime.json").unlink(missing_ok=True)
+        # Whatever is left in our process group (a raylet whose start timed out, a stray
+        # worker) goes with us: nothing outlives the host.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.killpg(os.getpgid(0), signal.SIGTERM)
     return 0
+
+
+NODE_START_ATTEMPTS = 3
+
+
+def _add_node(cluster: Any, config: ClusterConfig, node: str, common: dict[str, Any]) -> Any:
+    """Add one Ray node; Ray gives a raylet 30 s to register, which a loaded machine can
+    miss, so try again a few times."""
+    for attempt in range(1, NODE_START_ATTEMPTS + 1):
+        try:
+            added = cluster.add_node(**common, resources=node_resources(config, node))
+        except Exception as exc:
+            if attempt == NODE_START_ATTEMPTS:
+                raise
+            print(f"node {node} did not start ({exc}); retrying", flush=True)
+            continue
+        print(f"node {node} joined", flush=True)
+        return added
+    raise AssertionError("unreachable")
 
 
 def _raylet_pid(node: object) -> int:

@@ -1,0 +1,152 @@
+"""The live cluster on Ray, driven through the CLI as a user runs it.
+
+One cluster for the module (bringing one up costs ~15-30 s on 2 cores): up, status,
+submit a training and an inference job, a budget cut, down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scheduler.runtime.raynodes import RuntimeRecord, free_port, pid_alive
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
+
+
+def greenllm(*args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "greenllm.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=REPO,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    work = tmp_path_factory.mktemp("live")
+    data = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    data["state_dir"] = str(work / "state")
+    data["controller"] = {"address": f"127.0.0.1:{free_port()}", "metrics_port": free_port()}
+    config = work / "cluster.yaml"
+    config.write_text(yaml.safe_dump(data))
+    try:
+        doc = json.loads(ok(greenllm("up", "--config", str(config), "--json", timeout_s=240)))
+        assert doc["nodes"] == ["node-h100", "node-a100", "node-l4"]
+        yield config
+    finally:
+        greenllm("down", "--config", str(config), timeout_s=180)
+
+
+def status(config: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(ok(greenllm("status", "--config", str(config), "--json")))
+    return doc
+
+
+def job_spec(tmp: Path, name: str, kind: str, shards: int, extra: dict[str, Any]) -> Path:
+    spec = {"name": name, "kind": kind, "model": "tiny", "shards": shards, **extra}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_up_twice_is_a_clear_error(cluster: Path) -> None:
+    proc = greenllm("up", "--config", str(cluster))
+    assert proc.returncode != 0
+    assert "already up" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_status_lists_every_gpu(cluster: Path) -> None:
+    doc = status(cluster)
+    assert doc["budget_w"] == 2800 and doc["policy"] == "max-throughput"
+    types = [g["type"] for n in doc["nodes"] for g in n["gpus"]]
+    assert sorted(set(types)) == ["A100-SXM4", "H100-SXM", "L4"] and len(types) == 12
+
+
+def test_jobs_run_within_budget_and_a_cut_is_honoured(cluster: Path, tmp_path: Path) -> None:
+    train = job_spec(
+        tmp_path, "e2e-train", "train", 2,
+        {"gpu_types": ["H100-SXM"], "train": {"batch_size": 4, "seq_len": 64, "steps": 100000}},
+    )  # fmt: skip
+    infer = job_spec(
+        tmp_path, "e2e-infer", "infer", 1,
+        {"gpu_types": ["L4"], "infer": {"batch_size": 4, "max_new_tokens": 8,
+                                        "load": {"rate_per_s": 4, "duration_s": 600}}},
+    )  # fmt: skip
+    ids = [json.loads(ok(greenllm("submit", str(p), "--config", str(cluster), "--json")))["id"]
+           for p in (train, infer)]  # fmt: skip
+
+    def running() -> bool:
+        jobs = {j["id"]: j for j in status(cluster)["jobs"]}
+        return all(jobs[i]["state"] == "running" and jobs[i]["throughput"] > 0 for i in ids)
+
+    wait_for(running, 180, "both jobs running with throughput")
+    doc = status(cluster)
+    assert doc["accounted_power_limit_w"] <= doc["budget_w"] - doc["reserve_w"]
+    h100_power = sum(
+        g["power_w"] for n in doc["nodes"] if n["name"] == "node-h100" for g in n["gpus"]
+    )
+
+    ok(greenllm("budget", "set", "1600", "--config", str(cluster)))
+
+    def under_new_budget() -> bool:
+        d = status(cluster)
+        return d["power_w"] <= 1600 and d["accounted_power_limit_w"] <= 1600 - d["reserve_w"]
+
+    wait_for(under_new_budget, 20, "power and limits under the new budget")
+    doc = status(cluster)
+    capped = sum(g["power_w"] for n in doc["nodes"] if n["name"] == "node-h100" for g in n["gpus"])
+    assert capped < h100_power
+    jobs = json.loads(ok(greenllm("jobs", "--config", str(cluster), "--json")))["jobs"]
+    for job in jobs:
+        assert job["energy_j"] > 0 and job["co2e_g"] > 0
+    for job_id in ids:
+        assert (
+            json.loads(ok(greenllm("cancel", job_id, "--config", str(cluster), "--json")))["state"]
+            == "cancelled"
+        )
+
+
+def test_down_leaves_no_process(cluster: Path) -> None:
+    state_dir = Path(yaml.safe_load(cluster.read_text())["state_dir"])
+    record = RuntimeRecord.load(state_dir)
+    assert record is not None
+    pids = [record.host_pid, *record.raylet_pids.values()]
+    ok(greenllm("down", "--config", str(cluster)))
+    assert not any(pid_alive(p) for p in pids)
+    assert RuntimeRecord.load(state_dir) is None
+    leftovers = subprocess.run(
+        ["pgrep", "-g", str(record.host_pid)], capture_output=True, text=True
+    ).stdout.split()
+    assert leftovers == [], leftovers
+    assert "nothing is up" in ok(greenllm("down", "--config", str(cluster)))
+
+
+if os.environ.get("GREENLLM_SKIP_LIVE"):
+    pytest.skip("GREENLLM_SKIP_LIVE is set", allow_module_level=True)
