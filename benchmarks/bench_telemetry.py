@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -161,7 +161,7 @@ class LightAgent:
         self._call = agent_pb2_grpc.AgentStub(channel).Connect(self._requests(), metadata=metadata)
         self.registered = asyncio.Event()
 
-    async def _requests(self):  # type: ignore[no-untyped-def]
+    async def _requests(self) -> AsyncIterator[agent_pb2.AgentMessage]:
         yield _register(self.node)
         while True:
             yield await self._outbox.get()
@@ -231,11 +231,11 @@ async def _ingest_rate(ctl: ControllerProcess, samples_per_message: int) -> floa
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     for ch in channels:
-        await ch.close()
+        await ch.close(None)
     return (last.telemetry_samples - first.telemetry_samples) / elapsed_s
 
 
-async def _drain(call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
+async def _drain(call: AsyncIterator[agent_pb2.ControllerMessage]) -> None:
     async for _ in call:
         pass
 
@@ -252,10 +252,7 @@ async def _budget_latency(
     ]
     tasks = [asyncio.create_task(a.run(telemetry_interval_s)) for a in agents]
     cluster = cluster_pb2_grpc.ClusterStub(channels[0])
-
-    async def call(method, request):  # type: ignore[no-untyped-def]
-        return await method(request, metadata=ctl.operator_md, timeout=30)
-
+    md = ctl.operator_md
     try:
         await asyncio.wait_for(asyncio.gather(*(a.registered.wait() for a in agents)), 60)
         total = n_agents * GPUS_PER_NODE
@@ -266,20 +263,22 @@ async def _budget_latency(
                 "shards": min(1024, total - start),
                 "gpu_types": [GPU_TYPE],
             }
-            await call(cluster.SubmitJob, cluster_pb2.SubmitJobRequest(spec_json=json.dumps(spec)))
+            request = cluster_pb2.SubmitJobRequest(spec_json=json.dumps(spec))
+            await cluster.SubmitJob(request, metadata=md, timeout=30)
         await _until(lambda: _all_placed(cluster, ctl), 60)
         full_w = total * MAX_LIMIT_W + 100
         results = []
         for budget_w in (0.6 * full_w, full_w):
             before = [len(a.limit_acks) for a in agents]
             t0 = time.monotonic()
-            await call(cluster.SetBudget, cluster_pb2.SetBudgetRequest(budget_w=budget_w))
-            await _until_async(
-                lambda b=before: all(
-                    len(a.limit_acks) - n >= GPUS_PER_NODE for a, n in zip(agents, b, strict=True)
-                ),
-                60,
-            )
+            budget = cluster_pb2.SetBudgetRequest(budget_w=budget_w)
+            await cluster.SetBudget(budget, metadata=md, timeout=30)
+
+            def every_gpu_acked(before: list[int] = before) -> bool:
+                pairs = zip(agents, before, strict=True)
+                return all(len(a.limit_acks) - n >= GPUS_PER_NODE for a, n in pairs)
+
+            await _until_true(every_gpu_acked, 60)
             await asyncio.sleep(QUIET_S)  # any later adjustment counts too
             results.append(max(a.limit_acks[-1] for a in agents) - t0)
         return results[0], results[1]
@@ -288,7 +287,7 @@ async def _budget_latency(
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for ch in channels:
-            await ch.close()
+            await ch.close(None)
 
 
 async def _all_placed(cluster: cluster_pb2_grpc.ClusterStub, ctl: ControllerProcess) -> bool:
@@ -298,7 +297,7 @@ async def _all_placed(cluster: cluster_pb2_grpc.ClusterStub, ctl: ControllerProc
     return all(j.state == "placed" for j in jobs.jobs)
 
 
-async def _until(check, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
+async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not await check():
         if time.monotonic() > deadline:
@@ -306,7 +305,7 @@ async def _until(check, timeout_s: float) -> None:  # type: ignore[no-untyped-de
         await asyncio.sleep(0.05)
 
 
-async def _until_async(check, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
+async def _until_true(check: Callable[[], bool], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:
@@ -314,24 +313,36 @@ async def _until_async(check, timeout_s: float) -> None:  # type: ignore[no-unty
         await asyncio.sleep(0.001)
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _run() -> None:
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    rates: dict[int, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         ctl = ControllerProcess(Path(tmp), INGEST_NODES, telemetry_interval_s=0.1)
         try:
             await ctl.wait_ready()
-            rates = {n: await _ingest_rate(ctl, n) for n in (1, 8, 80)}
+            for per_message in (1, GPUS_PER_NODE, 10 * GPUS_PER_NODE):
+                cpu0_s, t0 = _cpu_s(ctl.proc.pid), time.monotonic()
+                rate = await _ingest_rate(ctl, per_message)
+                cpu_share = (_cpu_s(ctl.proc.pid) - cpu0_s) / (time.monotonic() - t0)
+                rates[per_message] = (rate, cpu_share)
         finally:
             ctl.stop()
-    base = rates[1]
-    print(
-        f"telemetry ingest, one controller, {INGEST_NODES} streams (goal {GOAL_SAMPLES_PER_S:,} GPU samples/s):"
-    )
-    for n, rate in rates.items():
+    base = rates[1][0]
+    print(f"telemetry ingest, one controller, {INGEST_NODES} streams x {GPUS_PER_NODE} GPUs:")
+    for per_message, (rate, cpu_share) in rates.items():
         print(
-            f"  {n:>3} samples/message: {rate:>9,.0f} samples/s  ({rate / base:4.1f}x unbatched, {rate / GOAL_SAMPLES_PER_S:4.2f}x goal)"
+            f"  {per_message:>3} samples/message: {rate:>9,.0f} GPU samples/s = "
+            f"{rate / base:5.1f}x unbatched, {rate / GOAL_SAMPLES_PER_S:4.2f}x the "
+            f"{GOAL_SAMPLES_PER_S:,}/s goal (controller CPU {cpu_share:.2f})"
         )
 
-    print("SetBudget -> last agent's ack (8 GPUs per agent, uniform policy):")
+    print(f"SetBudget -> last agent's ack ({GPUS_PER_NODE} GPUs per agent, uniform policy):")
     for n_agents in (10, 100, 1000):
         with tempfile.TemporaryDirectory() as tmp:
             interval_s = 2.0
@@ -342,8 +353,10 @@ async def _run() -> None:
             finally:
                 ctl.stop()
         print(
-            f"  {n_agents:>5} agents: cut to 60% {cut_s * 1000:7.1f} ms, restore {raise_s * 1000:7.1f} ms"
+            f"  {n_agents:>5} agents: cut to 60 % {cut_s * 1000:7.1f} ms, "
+            f"restore {raise_s * 1000:7.1f} ms"
         )
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
