@@ -13,11 +13,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from greenllm.devices.catalog import GPUSpec, get_spec
+from greenllm.devices.catalog import GPUSpec
 from scheduler.core.placement import place
 from scheduler.core.powermodel import PowerModel
 from scheduler.core.problem import Group, Policy, Problem
 from scheduler.core.safety import LimitState, plan_limits
+from scheduler.core.specs import spec_of
 from scheduler.core.types import (
     Actions,
     DecideConfig,
@@ -42,11 +43,6 @@ def _limit_grid(spec: GPUSpec, lo_w: float, steps: int) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=256)
-def _spec(gpu_type: str) -> GPUSpec:
-    return get_spec(gpu_type)
-
-
 def _groups(
     live: list[GPUState],
     placed: dict[tuple[str, int], str],
@@ -62,7 +58,7 @@ def _groups(
     groups = []
     for (job_id, gpu_type), rows in members.items():
         job = jobs[job_id]
-        spec = _spec(gpu_type)
+        spec = spec_of(gpu_type)
         lo = min(spec.max_power_limit_w, max(spec.min_power_limit_w, job.floor_w))
         grid = _limit_grid(spec, lo, steps)
         groups.append(
@@ -121,7 +117,7 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
     placements: list[Placement] = place(gpus, observed.jobs, model, usable_w)
     placed = {(p.node, p.index): p.job_id for p in placements}
 
-    specs = [_spec(g.gpu_type) for g in gpus]
+    specs = [spec_of(g.gpu_type) for g in gpus]
     stale = np.array([g.stale for g in gpus], dtype=bool)
     state = LimitState(
         acked_w=np.array([g.acked_limit_w for g in gpus], dtype=float),
@@ -162,7 +158,7 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
         want = int(alloc.lock_max_sm_clock_mhz[pos]) if busy[pos] else 0
         have = gpu.locked_max_sm_clock_mhz
         if want > 0 and want != have:
-            spec = _spec(gpu.gpu_type)
+            spec = spec_of(gpu.gpu_type)
             locks.append(LockClocks(gpu.node, gpu.index, spec.min_sm_clock_mhz, want))
         elif want == 0 and have is not None:
             resets.append(ResetClocks(gpu.node, gpu.index))

@@ -15,20 +15,20 @@ Rules:
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
-from greenllm.devices.catalog import get_spec
 from greenllm.devices.physics import Workload
 from scheduler.core.powermodel import PowerModel
+from scheduler.core.specs import spec_of
 from scheduler.core.types import GPUState, JobState, Placement
 
 
 def _expected_joules_per_unit(
     model: PowerModel, gpu_type: str, job: JobState, share_w: float
 ) -> float:
-    spec = get_spec(gpu_type)
+    spec = spec_of(gpu_type)
     limit = min(spec.max_power_limit_w, max(spec.min_power_limit_w, share_w))
     curve = model.limit_curve(gpu_type, job.workload, np.array([float(round(limit))]))
     rate = float(curve.rate[0])
@@ -71,21 +71,31 @@ def place(
     free = _free_by_type(gpus)
     if not free:
         return []
-    total_tdp = sum(get_spec(g.gpu_type).tdp_w for g in gpus) or 1.0
+    used = dict.fromkeys(free, 0)  # GPUs of each type taken so far, from the front
+
+    def left(t: str) -> int:
+        return len(free[t]) - used[t]
+
+    def take(t: str, n: int) -> list[tuple[str, int]]:
+        got = free[t][used[t] : used[t] + n]
+        used[t] += n
+        return got
+
+    counts = Counter(g.gpu_type for g in gpus)
+    total_tdp = sum(spec_of(t).tdp_w * n for t, n in counts.items()) or 1.0
     order = sorted(range(len(pending)), key=lambda i: (-pending[i].priority, i))
     efficiency: dict[tuple[str, Workload], float] = {}
     placements: list[Placement] = []
     for i in order:
         job = pending[i]
-        types = [
-            t for t in free if free[t] and (not job.allowed_gpu_types or t in job.allowed_gpu_types)
-        ]
+        allowed = job.allowed_gpu_types
+        types = [t for t in free if left(t) > 0 and (not allowed or t in allowed)]
 
         def rank(t: str, job: JobState = job) -> tuple[int, float]:
             pref = job.preferred_gpu_types
             key = (t, job.workload)
             if key not in efficiency:
-                share = usable_budget_w * get_spec(t).tdp_w / total_tdp
+                share = usable_budget_w * spec_of(t).tdp_w / total_tdp
                 efficiency[key] = _expected_joules_per_unit(model, t, job, share)
             return (pref.index(t) if t in pref else len(pref), efficiency[key])
 
@@ -93,15 +103,12 @@ def place(
         chosen: list[tuple[str, int]] = []
         if job.kind == "train":
             for t in types:
-                if len(free[t]) >= job.shards:
-                    chosen = free[t][: job.shards]
-                    free[t] = free[t][job.shards :]
+                if left(t) >= job.shards:
+                    chosen = take(t, job.shards)
                     break
-        elif sum(len(free[t]) for t in types) >= job.shards:
+        elif sum(left(t) for t in types) >= job.shards:
             for t in types:
-                take = min(job.shards - len(chosen), len(free[t]))
-                chosen.extend(free[t][:take])
-                free[t] = free[t][take:]
+                chosen.extend(take(t, min(job.shards - len(chosen), left(t))))
         placements.extend(
             Placement(job.job_id, shard, node, index) for shard, (node, index) in enumerate(chosen)
         )
