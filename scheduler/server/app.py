@@ -23,7 +23,9 @@ from scheduler.server.cluster_service import ClusterServicer
 from scheduler.server.jobs import JobTable
 from scheduler.server.loop import ControlLoop
 from scheduler.server.metrics import serve_metrics
+from scheduler.server.persist import Persistence
 from scheduler.server.state import ClusterState
+from scheduler.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,11 @@ class Controller:
         self.metrics_port = config.controller.metrics_port if metrics_port is None else metrics_port
         self.state = ClusterState(config, stale_after_s(config))
         self.jobs = JobTable()
+        self.store = StateStore(config.state_dir / "controller.db")
+        self.persistence = Persistence(self.store, self.state, self.jobs)
+        self.persistence.restore()
         self.loop = ControlLoop(self.state, self.jobs)
+        self.loop.persistence = self.persistence
         self.cluster = ClusterServicer(self.state, self.jobs, self.loop)
         self.port = 0
         self._server: grpc.aio.Server | None = None
@@ -134,3 +140,4 @@ class Controller:
             self._metrics = None
         if self._server is not None:
             await self._server.stop(grace_s)
+        self.persistence.sync()

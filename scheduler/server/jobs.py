@@ -1,4 +1,4 @@
-"""The controller's job table (in memory; jobs do not survive a controller restart yet)."""
+"""The controller's job table (persisted through :mod:`scheduler.server.persist`)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ class JobRecord:
         gpus: Shard index -> (node, GPU index) once placed.
         energy_start_j: (node, GPU index) -> its energy counter when the job was placed
             (None: no reading yet).
+        seq: Submission order.
+        final: ``(energy_j, work_units)`` frozen when the job ended (None while active).
     """
 
     job_id: str
@@ -41,6 +43,8 @@ class JobRecord:
     submitted_at_s: float = field(default_factory=time.time)
     gpus: dict[int, tuple[str, int]] = field(default_factory=dict)
     energy_start_j: dict[tuple[str, int], float | None] = field(default_factory=dict)
+    seq: int = 0
+    final: tuple[float, float] | None = None
 
     def shard_id(self, shard: int) -> str:
         """The id of shard ``shard`` of this job."""
@@ -94,6 +98,12 @@ class JobTable:
         self.jobs: dict[str, JobRecord] = {}
         self._ids = itertools.count(1)
 
+    def restore(self, jobs: list[JobRecord]) -> None:
+        """Take back jobs reloaded after a restart (ids continue after the highest seq)."""
+        for job in sorted(jobs, key=lambda j: j.seq):
+            self.jobs[job.job_id] = job
+        self._ids = itertools.count(max((j.seq for j in jobs), default=0) + 1)
+
     def submit(self, spec_json: str) -> JobRecord:
         """Validate and add a job.
 
@@ -110,8 +120,9 @@ class JobTable:
             spec = parse_job_spec(data, "job spec")
         except ConfigError as exc:
             raise BadInput(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        job_id = f"{spec.name}-{next(self._ids)}"
-        record = self.jobs[job_id] = JobRecord(job_id, spec, spec_json)
+        seq = next(self._ids)
+        job_id = f"{spec.name}-{seq}"
+        record = self.jobs[job_id] = JobRecord(job_id, spec, spec_json, seq=seq)
         return record
 
     def get(self, job_id: str) -> JobRecord:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from greenllm.proto.v1 import agent_pb2
 from scheduler.core.decide import decide
@@ -21,6 +22,10 @@ from scheduler.core.types import Actions, DecideConfig, GPUState, ObservedState
 from scheduler.policies import load_policy
 from scheduler.server.jobs import JobRecord, JobTable
 from scheduler.server.state import ClusterState
+from scheduler.server.views import measure_job
+
+if TYPE_CHECKING:
+    from scheduler.server.persist import Persistence
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ class ControlLoop:
         self.steps = 0
         self._load_weights_sent: dict[str, dict[str, float]] = {}
         self._notes_logged: set[str] = set()
+        #: Writes state changes to SQLite after each step (None: nothing is kept).
+        self.persistence: Persistence | None = None
 
     def set_policy(self, name: str) -> None:
         """Switch policy (takes effect at the next step).
@@ -126,6 +133,8 @@ class ControlLoop:
         self.execute(actions)
         self.last_actions = actions
         self.steps += 1
+        if self.persistence is not None:
+            self.persistence.sync()
         for note in actions.notes:
             if note not in self._notes_logged:
                 self._notes_logged.add(note)
@@ -204,11 +213,13 @@ class ControlLoop:
                     self._load_weights_sent[node] = weights
 
     def cancel(self, job: JobRecord) -> None:
-        """Cancel a job: stop its shards and free its GPUs."""
+        """Cancel a job: stop its shards, freeze its ledger and free its GPUs."""
         for shard, (node, _) in sorted(job.gpus.items()):
             stop = agent_pb2.StopShard(shard_id=job.shard_id(shard))
             self.state.send(node, agent_pb2.Command(stop_shard=stop))
         self.state.flush()
+        measure = measure_job(self.state, job)
+        job.final = (measure.energy_j, measure.work_units)
         job.gpus.clear()
         job.state = "cancelled"
         self.wake.set()

@@ -136,6 +136,8 @@ class NodeRecord:
         failsafe_active: The agent reported holding its GPUs at the fail-safe limits.
         shards: Its shards by id.
         power_caps_w: Per GPU, the ``power_cap_w`` of :attr:`gpus`, watts.
+        stale_after_s: Telemetry older than this makes the node stale (depends on how
+            often its agent sends), seconds.
     """
 
     name: str
@@ -146,3 +148,4 @@ class NodeRecord:
     failsafe_active: bool = False
     shards: dict[str, ShardRecord] = field(default_factory=dict)
     power_caps_w: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    stale_after_s: float = 0.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +32,10 @@ from scheduler.server.nodes import (
 
 log = logging.getLogger(__name__)
 
+#: A node is stale after this many of its telemetry message intervals without one.
+STALE_MESSAGE_INTERVALS = 3
+#: Longest telemetry message interval an agent may announce, seconds.
+MAX_MESSAGE_INTERVAL_S = 60.0
 #: Columns of ``GpuSamples`` after ``index``, in :class:`GpuReading` order.
 COLUMNS = GpuReading._fields
 #: Bounds of each column (inclusive); NaN fails every bound. ``power_w`` and
@@ -160,10 +165,18 @@ class ClusterState:
                 f"node {node.name} is already connected (session {node.session.session_id})",
             )
         gpus = self._inventory(node, msg)
+        interval_s = msg.telemetry_message_interval_s
+        if not (math.isfinite(interval_s) and 0 <= interval_s <= MAX_MESSAGE_INTERVAL_S):
+            raise BadInput(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"node {node.name}: telemetry_message_interval_s {interval_s!r} outside "
+                f"[0, {MAX_MESSAGE_INTERVAL_S:g}]",
+            )
         for cid in [c for c, p in self.pending.items() if p.node == node.name]:
             del self.pending[cid]
         node.gpus = gpus
         node.power_caps_w = np.array([g.power_cap_w for g in gpus])
+        node.stale_after_s = max(self.stale_after_s, STALE_MESSAGE_INTERVALS * interval_s)
         node.session = Session(uuid.uuid4().hex, node.name)
         node.last_telemetry_s = None
         node.failsafe_active = msg.failsafe_active
@@ -226,11 +239,11 @@ class ClusterState:
         return limit_w
 
     def is_stale(self, node: NodeRecord, now_s: float) -> bool:
-        """No stream, or no telemetry for longer than ``stale_after_s``."""
+        """No stream, or no telemetry for longer than the node's ``stale_after_s``."""
         if node.session is None:
             return True
         last = node.last_telemetry_s
-        return last is None or now_s - last > self.stale_after_s
+        return last is None or now_s - last > node.stale_after_s
 
     # -- telemetry -----------------------------------------------------------------------
     def ingest(self, session: Session, batch: agent_pb2.TelemetryBatch) -> None:

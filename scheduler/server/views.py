@@ -26,7 +26,10 @@ class JobMeasure:
 
 
 def measure_job(state: ClusterState, job: JobRecord) -> JobMeasure:
-    """Throughput and work from its shards' telemetry, energy from its GPUs' counters."""
+    """Throughput and work from its shards' telemetry, energy from its GPUs' counters; an
+    ended job's frozen ledger."""
+    if job.final is not None:
+        return JobMeasure(0.0, job.final[1], job.final[0])
     throughput = work = energy = 0.0
     shard_ids = {job.shard_id(s) for s in job.gpus}
     for shard, (node_name, index) in job.gpus.items():

@@ -124,3 +124,21 @@ def test_failsafe_after_silence_then_obeys_again() -> None:
         watchdog.cancel()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.timeout(10)
+def test_telemetry_ticks_travel_in_batches() -> None:
+    config = parse_cluster_config({**CONFIG, "telemetry_interval_s": 0.01})
+    gpus = simulated_gpus(config.node("n"))
+    agent = NodeAgent(config, "n", gpus=gpus, run_shards=False, batch_ticks=3)
+
+    async def scenario() -> agent_pb2.AgentMessage:
+        outbox: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue()
+        task = asyncio.create_task(agent._stream_telemetry(outbox))
+        message = await outbox.get()
+        task.cancel()
+        return message
+
+    cols = asyncio.run(scenario()).telemetry.gpus
+    assert list(cols.index) == [0, 1] * 3
+    assert cols.timestamp_s[0] < cols.timestamp_s[-1]

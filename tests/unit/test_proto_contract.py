@@ -23,7 +23,13 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "max_sm_clock_mhz": 9,
         "memory_total_mib": 10,
     },
-    "Register": {"node": 1, "gpus": 2, "agent_version": 3, "failsafe_active": 4},
+    "Register": {
+        "node": 1,
+        "gpus": 2,
+        "agent_version": 3,
+        "failsafe_active": 4,
+        "telemetry_message_interval_s": 5,
+    },
     "Registered": {"session_id": 1, "control_period_s": 2, "telemetry_interval_s": 3},
     "GpuSamples": {
         "index": 1,

@@ -190,3 +190,19 @@ def test_jobs_are_validated_and_placed(config, state, clock) -> None:
     assert [c.WhichOneof("action") for c in batch].count("start_shard") == 2
     loop.cancel(job)
     assert job.state == "cancelled" and not job.gpus
+
+
+def test_stale_threshold_follows_the_agents_message_interval(config, state, clock) -> None:
+    msg = _register(config, "a")
+    msg.telemetry_message_interval_s = 2.0
+    session = state.register(msg)
+    state.ingest(session, _telemetry(config, "a"))
+    node = state.nodes["a"]
+    clock.now_s += 5.0
+    assert not state.is_stale(node, clock())  # 3 message intervals = 6 s
+    clock.now_s += 1.5
+    assert state.is_stale(node, clock())
+    bad = _register(config, "b")
+    bad.telemetry_message_interval_s = math.inf
+    assert _code(lambda: state.register(bad)) == grpc.StatusCode.INVALID_ARGUMENT
+    assert state.nodes["b"].session is None and state.nodes["b"].gpus == []

@@ -63,6 +63,8 @@ class NodeAgent:
         backoff: Reconnect delays.
         run_shards: Run the shards the controller starts (see :mod:`workers.shardhost`);
             when False, shard commands are acked as unimplemented.
+        batch_ticks: Telemetry ticks sent per message (GPUs are still sampled every
+            telemetry interval); more ticks per message cost the controller less per sample.
 
     Raises:
         ConfigError: ``node`` is not in ``config``.
@@ -77,6 +79,7 @@ class NodeAgent:
         address: str | None = None,
         backoff: Backoff | None = None,
         run_shards: bool = True,
+        batch_ticks: int = 1,
     ) -> None:
         self.config = config
         self.node = config.node(node).name
@@ -85,6 +88,7 @@ class NodeAgent:
         self._token = token
         self._address = address or config.controller.address
         self._backoff = backoff or Backoff()
+        self.batch_ticks = max(1, batch_ticks)
         self._device_thread = ThreadPoolExecutor(1, thread_name_prefix=f"agent-{self.node}")
         #: The node's shard runners (None: shards are not run here).
         self.shards = ShardHost(self.node, self.gpus, config.state_dir) if run_shards else None
@@ -136,6 +140,7 @@ class NodeAgent:
             gpus=inventory,
             agent_version=version("greenllm"),
             failsafe_active=self.failsafe_active,
+            telemetry_message_interval_s=self.batch_ticks * self.config.telemetry_interval_s,
         )
         outbox: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue()
 
@@ -187,14 +192,20 @@ class NodeAgent:
     async def _stream_telemetry(self, outbox: asyncio.Queue[agent_pb2.AgentMessage]) -> None:
         interval_s = self.config.telemetry_interval_s
         next_s = time.monotonic()
+        samples = agent_pb2.GpuSamples()
+        ticks = 0
         while True:
-            samples = await self._on_device(devices.sample, self.gpus)
-            shards = shard_samples(self.shards, time.time()) if self.shards else []
-            if outbox.qsize() < MAX_QUEUED_BATCHES:
-                batch = agent_pb2.TelemetryBatch(
-                    gpus=samples, shards=shards, failsafe_active=self.failsafe_active
-                )
-                outbox.put_nowait(agent_pb2.AgentMessage(telemetry=batch))
+            samples.MergeFrom(await self._on_device(devices.sample, self.gpus))
+            ticks += 1
+            if ticks >= self.batch_ticks:
+                shards = shard_samples(self.shards, time.time()) if self.shards else []
+                if outbox.qsize() < MAX_QUEUED_BATCHES:
+                    batch = agent_pb2.TelemetryBatch(
+                        gpus=samples, shards=shards, failsafe_active=self.failsafe_active
+                    )
+                    outbox.put_nowait(agent_pb2.AgentMessage(telemetry=batch))
+                samples = agent_pb2.GpuSamples()
+                ticks = 0
             next_s = max(next_s + interval_s, time.monotonic())
             await asyncio.sleep(next_s - time.monotonic())
 

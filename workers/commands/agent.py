@@ -19,12 +19,20 @@ from workers.agent.agent import NodeAgent
     help="cluster.yaml (default: $GREENLLM_CONFIG, ./cluster.yaml, or the embedded default).",
 )
 @click.option("--node", required=True, help="This node's name in the config.")
+@click.option(
+    "--batch-ticks",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Telemetry ticks per message: GPUs are sampled every telemetry interval and sent "
+    "this many ticks at a time (cheaper for the controller, later to arrive).",
+)
 @click.option("--verbose", is_flag=True, help="Log at DEBUG level.")
-def agent(config_path: Path | None, node: str, verbose: bool) -> None:
+def agent(config_path: Path | None, node: str, batch_ticks: int, verbose: bool) -> None:
     """Run the node agent: stream telemetry to the controller, apply its commands, and
     fall back to the fail-safe power limits when the controller is gone."""
     config = load_cluster_config(config_path or default_config_path())
-    node_agent = NodeAgent(config, node)
+    node_agent = NodeAgent(config, node, batch_ticks=batch_ticks)
     configure_logging(verbose)
     run_foreground(node_agent.run())
 

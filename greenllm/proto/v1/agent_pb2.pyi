@@ -51,16 +51,18 @@ class GpuInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., type: _Optional[str] = ..., uuid: _Optional[str] = ..., min_power_limit_w: _Optional[float] = ..., max_power_limit_w: _Optional[float] = ..., default_power_limit_w: _Optional[float] = ..., power_limit_w: _Optional[float] = ..., min_sm_clock_mhz: _Optional[int] = ..., max_sm_clock_mhz: _Optional[int] = ..., memory_total_mib: _Optional[float] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("node", "gpus", "agent_version", "failsafe_active")
+    __slots__ = ("node", "gpus", "agent_version", "failsafe_active", "telemetry_message_interval_s")
     NODE_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     FAILSAFE_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    TELEMETRY_MESSAGE_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     node: str
     gpus: _containers.RepeatedCompositeFieldContainer[GpuInfo]
     agent_version: str
     failsafe_active: bool
-    def __init__(self, node: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., agent_version: _Optional[str] = ..., failsafe_active: _Optional[bool] = ...) -> None: ...
+    telemetry_message_interval_s: float
+    def __init__(self, node: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., agent_version: _Optional[str] = ..., failsafe_active: _Optional[bool] = ..., telemetry_message_interval_s: _Optional[float] = ...) -> None: ...
 
 class Registered(_message.Message):
     __slots__ = ("session_id", "control_period_s", "telemetry_interval_s")
