@@ -240,7 +240,10 @@ class Actions:
         power_limits: Limit changes, lowerings first (execute in order).
         clock_locks: SM clock locks to apply.
         clock_resets: SM clock locks to remove.
-        load_weights: Per-shard load shares, per job summing to 1.
+        load_weights: Per-shard load shares, per job summing to 1: every inference job's
+            replicas (request routing, in proportion to predicted throughput); a training
+            job only when its shards are predicted to differ in speed (otherwise equal
+            micro-batch shares).
         unmet_slos: Jobs whose SLO cannot be met under the budget, with the reason.
         raises_deferred: True when raises were held back until lowerings are acked.
         notes: Human-readable remarks (e.g. an infeasible budget).
