@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SCHEMA = """
@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL,
     submitted_at_s REAL NOT NULL,
     gpus_json TEXT NOT NULL DEFAULT '{}',
+    energy_start_json TEXT NOT NULL DEFAULT '{}',
+    final INTEGER NOT NULL DEFAULT 0,
     energy_j REAL NOT NULL DEFAULT 0,
     work_units REAL NOT NULL DEFAULT 0,
     updated_at_s REAL NOT NULL
@@ -55,6 +57,8 @@ class StoredJob:
         gpus: Shard index -> (node, GPU index).
         energy_j: Energy booked to the job, joules.
         work_units: Work booked to the job (samples or tokens).
+        energy_start_j: ``(node, GPU index)`` -> the GPU's energy counter at placement, J.
+        final: True when the job has ended and its ledger is final.
     """
 
     job_id: str
@@ -65,6 +69,8 @@ class StoredJob:
     gpus: dict[int, tuple[str, int]]
     energy_j: float
     work_units: float
+    energy_start_j: dict[tuple[str, int], float | None] = field(default_factory=dict)
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,12 +131,15 @@ class StateStore:
     def save_job(self, job: StoredJob) -> None:
         """Insert or update a job (its state, placement and ledger)."""
         gpus = {str(k): list(v) for k, v in job.gpus.items()}
+        starts = [[n, i, j] for (n, i), j in job.energy_start_j.items()]
         with self._lock:
             self._db.execute(
                 "INSERT INTO jobs(job_id, seq, spec_json, state, submitted_at_s, gpus_json, "
-                "energy_j, work_units, updated_at_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "energy_start_json, final, energy_j, work_units, updated_at_s) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(job_id) DO UPDATE SET state = excluded.state, "
-                "gpus_json = excluded.gpus_json, energy_j = excluded.energy_j, "
+                "gpus_json = excluded.gpus_json, energy_start_json = excluded.energy_start_json, "
+                "final = excluded.final, energy_j = excluded.energy_j, "
                 "work_units = excluded.work_units, updated_at_s = excluded.updated_at_s",
                 (
                     job.job_id,
@@ -139,6 +148,8 @@ class StateStore:
                     job.state,
                     job.submitted_at_s,
                     json.dumps(gpus),
+                    json.dumps(starts),
+                    int(job.final),
                     job.energy_j,
                     job.work_units,
                     time.time(),
@@ -150,7 +161,7 @@ class StateStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT job_id, seq, spec_json, state, submitted_at_s, gpus_json, energy_j, "
-                "work_units FROM jobs ORDER BY seq"
+                "work_units, energy_start_json, final FROM jobs ORDER BY seq"
             ).fetchall()
         return [
             StoredJob(
@@ -162,6 +173,8 @@ class StateStore:
                 gpus={int(k): (v[0], int(v[1])) for k, v in json.loads(r[5]).items()},
                 energy_j=r[6],
                 work_units=r[7],
+                energy_start_j={(n, int(i)): j for n, i, j in json.loads(r[8])},
+                final=bool(r[9]),
             )
             for r in rows
         ]

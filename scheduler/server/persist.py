@@ -127,7 +127,7 @@ class Persistence:
             if previous is None:
                 self.store.add_event("submitted", f"job {job.job_id} submitted", job.job_id)
             changed = previous != self._key(job)
-            if changed and previous is not None and previous[0] != job.state:
+            if job.state != (previous[0] if previous else "pending"):
                 self.store.add_event(job.state, f"job {job.job_id} {job.state}", job.job_id)
             if changed or (ledger_due and job.state in ACTIVE_STATES):
                 self.save_job(job)
