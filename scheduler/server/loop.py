@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from scheduler.server.persist import Persistence
 
 log = logging.getLogger(__name__)
+
+#: Heartbeats an agent gets per fail-safe timeout (at most one per control step).
+HEARTBEATS_PER_TIMEOUT = 5
 
 
 class ControlLoop:
@@ -52,6 +56,8 @@ class ControlLoop:
         self.steps = 0
         self._load_weights_sent: dict[str, dict[str, float]] = {}
         self._notes_logged: set[str] = set()
+        self._heartbeat_interval_s = state.config.failsafe.timeout_s / HEARTBEATS_PER_TIMEOUT
+        self._last_heartbeat_s = -math.inf
         #: Writes state changes to SQLite after each step (None: nothing is kept).
         self.persistence: Persistence | None = None
 
@@ -126,7 +132,7 @@ class ControlLoop:
         )
 
     def step(self) -> Actions:
-        """One control period: observe, decide, execute, and send heartbeats."""
+        """One control period: observe, decide, execute, and send heartbeats when due."""
         now_s = self.state.clock()
         self._mark_running()
         actions = decide(self.observed(now_s), self.decide_config, self.policy)
@@ -139,11 +145,13 @@ class ControlLoop:
             if note not in self._notes_logged:
                 self._notes_logged.add(note)
                 log.warning("decide: %s", note)
-        heartbeat = agent_pb2.ControllerMessage(
-            heartbeat=agent_pb2.Heartbeat(timestamp_s=time.time())
-        )
-        for session in self.state.live_sessions():
-            session.outbox.put_nowait(heartbeat)
+        if now_s - self._last_heartbeat_s >= self._heartbeat_interval_s:
+            self._last_heartbeat_s = now_s
+            heartbeat = agent_pb2.ControllerMessage(
+                heartbeat=agent_pb2.Heartbeat(timestamp_s=time.time())
+            )
+            for session in self.state.live_sessions():
+                session.outbox.put_nowait(heartbeat)
         return actions
 
     def _mark_running(self) -> None:

@@ -1,0 +1,69 @@
+"""TLS on the controller's port (certificate paths in cluster.yaml auth.tls)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from greenllm.config import load_cluster_config
+from greenllm.proto.v1 import cluster_pb2, cluster_pb2_grpc
+from greenllm.rpc.client import ClusterClient
+from scheduler.server.app import Controller
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "greenllm-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_controller(tmp_path, make_config, loop_thread) -> None:
+    cert, key = _self_signed(tmp_path)
+    tls = {"cert_file": str(cert), "key_file": str(key)}
+    config = load_cluster_config(make_config(auth={"enabled": True, "tls": tls}))
+    ctl = Controller(config)
+    loop_thread.run(ctl.start())
+    try:
+        with ClusterClient(config) as client:
+            assert len(client.get_status().nodes) == 3
+        with grpc.insecure_channel(config.controller.address) as plain:
+            stub = cluster_pb2_grpc.ClusterStub(plain)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.GetStatus(cluster_pb2.GetStatusRequest(), timeout=3)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        loop_thread.run(ctl.stop(0))
