@@ -72,7 +72,7 @@ def run_job(
         )
         for rank in (0, 1)
     ]
-    lines = []
+    lines: list[list[dict[str, Any]]] = []
     for proc in procs:
         out, err = proc.communicate(timeout=90)
         rank = len(lines)
