@@ -232,7 +232,7 @@ class InferenceReplica:
             self._cond.notify_all()
         for request in pending:
             self._finish(request, f"replica stopped: {reason}")
-        if self._thread.is_alive():
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout_s)
 
     def stats(self) -> ReplicaStats:
