@@ -6,24 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
 
 import grpc
 
 from greenllm.proto.v1 import agent_pb2, agent_pb2_grpc
-from scheduler.server.errors import BadInput
+from scheduler.server.errors import BadInput, abort_with
 from scheduler.server.loop import ControlLoop
 from scheduler.server.nodes import Session
 from scheduler.server.state import ClusterState
 
 log = logging.getLogger(__name__)
-
-
-async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BadInput) -> NoReturn:
-    """Log a rejected request and end the RPC with its status."""
-    log.warning("rejected: %s: %s", exc.code.name, exc.message)
-    await context.abort(exc.code, exc.message)
-    raise AssertionError("unreachable: abort raises")
 
 
 class AgentServicer(agent_pb2_grpc.AgentServicer):

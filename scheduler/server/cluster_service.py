@@ -12,8 +12,7 @@ import grpc
 
 from greenllm.errors import ConfigError
 from greenllm.proto.v1 import cluster_pb2, cluster_pb2_grpc
-from scheduler.server.agent_service import abort_with
-from scheduler.server.errors import BadInput
+from scheduler.server.errors import BadInput, abort_with
 from scheduler.server.jobs import ACTIVE_STATES, JobTable
 from scheduler.server.loop import ControlLoop
 from scheduler.server.state import ClusterState

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any, NoReturn
+
 import grpc
+
+log = logging.getLogger(__name__)
 
 
 class BadInput(Exception):
@@ -17,3 +22,10 @@ class BadInput(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BadInput) -> NoReturn:
+    """Log a rejected request and end the RPC with its status."""
+    log.warning("rejected: %s: %s", exc.code.name, exc.message)
+    await context.abort(exc.code, exc.message)
+    raise AssertionError("unreachable: abort raises")

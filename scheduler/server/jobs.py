@@ -34,6 +34,10 @@ class JobRecord:
             (None: no reading yet).
         seq: Submission order.
         final: ``(energy_j, work_units)`` frozen when the job ended (None while active).
+        generation: Placements so far minus one: a job placed again (after a lost node or a
+            failed shard) starts a new generation, whose ranks meet at a fresh rendezvous.
+        restarts: Times it was placed again.
+        carried: ``(energy_j, work_units)`` of earlier generations.
     """
 
     job_id: str
@@ -45,6 +49,9 @@ class JobRecord:
     energy_start_j: dict[tuple[str, int], float | None] = field(default_factory=dict)
     seq: int = 0
     final: tuple[float, float] | None = None
+    generation: int = 0
+    restarts: int = 0
+    carried: tuple[float, float] = (0.0, 0.0)
 
     def shard_id(self, shard: int) -> str:
         """The id of shard ``shard`` of this job."""

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Times a job is placed again after lost nodes or failed shards before it is failed.
+MAX_RESTARTS = 3
+
 #: Heartbeats an agent gets per fail-safe timeout (at most one per control step).
 HEARTBEATS_PER_TIMEOUT = 5
 
@@ -134,6 +137,7 @@ class ControlLoop:
     def step(self) -> Actions:
         """One control period: observe, decide, execute, and send heartbeats when due."""
         now_s = self.state.clock()
+        self._reconcile_jobs(now_s)
         self._mark_running()
         actions = decide(self.observed(now_s), self.decide_config, self.policy)
         self.execute(actions)
@@ -154,14 +158,80 @@ class ControlLoop:
                 session.outbox.put_nowait(heartbeat)
         return actions
 
-    def _mark_running(self) -> None:
-        """A placed job runs once any of its shards reports progress."""
+    def _reconcile_jobs(self, now_s: float) -> None:
+        """End jobs whose shards all finished; place again jobs that lost a node or a shard
+        (a synchronous job restarts whole, from its last checkpoint); give up after
+        :data:`MAX_RESTARTS`."""
         for job in self.jobs.active():
-            if job.state == "placed" and any(
-                job.shard_id(shard) in self.state.nodes[node].shards
-                for shard, (node, _) in job.gpus.items()
-            ):
-                job.state = "running"
+            if not job.gpus:
+                continue
+            states = {}
+            for shard, (node, _) in job.gpus.items():
+                record = self.state.nodes[node].shards.get(job.shard_id(shard))
+                current = record is not None and record.latest.generation == job.generation
+                states[shard] = record.latest if current and record else None
+            lost = sorted({n for n, _ in job.gpus.values() if self._node_lost(n, now_s)})
+            failed = [s for s in states.values() if s is not None and s.state == "failed"]
+            if states and all(s is not None and s.state == "done" for s in states.values()):
+                self._end(job, "done")
+            elif lost or failed:
+                why = f"node {', '.join(lost)} lost" if lost else f"shard failed: {failed[0].error}"
+                self._restart(job, why)
+
+    def _node_lost(self, name: str, now_s: float) -> bool:
+        """No stream from the node for longer than :meth:`lost_after_s`."""
+        node = self.state.nodes[name]
+        if node.session is not None:
+            return False
+        last = node.last_telemetry_s
+        return last is None or now_s - last > self.lost_after_s()
+
+    def lost_after_s(self) -> float:
+        """How long a node may be gone before its shards are placed elsewhere, seconds (long
+        enough for an agent to reconnect after a controller restart)."""
+        return max(10.0, 2 * self.state.config.failsafe.timeout_s)
+
+    def _stop_shards(self, job: JobRecord) -> None:
+        for shard, (node, _) in sorted(job.gpus.items()):
+            stop = agent_pb2.StopShard(shard_id=job.shard_id(shard))
+            self.state.send(node, agent_pb2.Command(stop_shard=stop))
+        self.state.flush()
+
+    def _end(self, job: JobRecord, state: str) -> None:
+        measure = measure_job(self.state, job)
+        job.final = (measure.energy_j, measure.work_units)
+        job.gpus.clear()
+        job.state = state
+        log.info("job %s %s", job.job_id, state)
+        self.wake.set()
+
+    def _restart(self, job: JobRecord, why: str) -> None:
+        if job.restarts >= MAX_RESTARTS:
+            log.error("job %s failed: %s (after %d restarts)", job.job_id, why, job.restarts)
+            self._stop_shards(job)
+            self._end(job, "failed")
+            return
+        log.warning("job %s: %s; placing it again", job.job_id, why)
+        self._stop_shards(job)
+        measure = measure_job(self.state, job)
+        job.carried = (measure.energy_j, measure.work_units)
+        job.gpus.clear()
+        job.energy_start_j.clear()
+        job.generation += 1
+        job.restarts += 1
+        job.state = "pending"
+        self.wake.set()
+
+    def _mark_running(self) -> None:
+        """A placed job runs once any of its shards of this generation reports progress."""
+        for job in self.jobs.active():
+            if job.state != "placed":
+                continue
+            for shard, (node, _) in job.gpus.items():
+                record = self.state.nodes[node].shards.get(job.shard_id(shard))
+                if record is not None and record.latest.generation == job.generation:
+                    job.state = "running"
+                    break
 
     def execute(self, actions: Actions) -> None:
         """Send the actions' commands, in ``decide()``'s order."""
@@ -201,6 +271,7 @@ class ControlLoop:
             job_id=job.job_id,
             gpu_indices=[index],
             spec_json=job.spec_json,
+            generation=job.generation,
         )
         self.state.send(node, agent_pb2.Command(start_shard=start))
 
@@ -222,12 +293,5 @@ class ControlLoop:
 
     def cancel(self, job: JobRecord) -> None:
         """Cancel a job: stop its shards, freeze its ledger and free its GPUs."""
-        for shard, (node, _) in sorted(job.gpus.items()):
-            stop = agent_pb2.StopShard(shard_id=job.shard_id(shard))
-            self.state.send(node, agent_pb2.Command(stop_shard=stop))
-        self.state.flush()
-        measure = measure_job(self.state, job)
-        job.final = (measure.energy_j, measure.work_units)
-        job.gpus.clear()
-        job.state = "cancelled"
-        self.wake.set()
+        self._stop_shards(job)
+        self._end(job, "cancelled")

@@ -37,6 +37,9 @@ def _stored(job: JobRecord, energy_j: float, work_units: float) -> StoredJob:
         work_units=work_units,
         energy_start_j=dict(job.energy_start_j),
         final=job.final is not None,
+        generation=job.generation,
+        restarts=job.restarts,
+        carried=job.carried,
     )
 
 
@@ -48,6 +51,9 @@ def _record(s: StoredJob) -> JobRecord:
         state=s.state,
         submitted_at_s=s.submitted_at_s,
         seq=s.seq,
+        generation=s.generation,
+        restarts=s.restarts,
+        carried=s.carried,
     )
     job.gpus = dict(s.gpus)
     job.energy_start_j = dict(s.energy_start_j)
@@ -69,7 +75,7 @@ class Persistence:
         self.store = store
         self.state = state
         self.jobs = jobs
-        self._saved: dict[str, tuple[str, tuple[tuple[int, tuple[str, int]], ...], bool]] = {}
+        self._saved: dict[str, tuple[str, tuple[tuple[int, tuple[str, int]], ...], bool, int]] = {}
         self._settings: tuple[float, float, str] | None = None
         self._ledger_at_s = 0.0
 
@@ -97,8 +103,8 @@ class Persistence:
         return jobs
 
     @staticmethod
-    def _key(job: JobRecord) -> tuple[str, tuple[tuple[int, tuple[str, int]], ...], bool]:
-        return (job.state, tuple(sorted(job.gpus.items())), job.final is not None)
+    def _key(job: JobRecord) -> tuple[str, tuple[tuple[int, tuple[str, int]], ...], bool, int]:
+        return (job.state, tuple(sorted(job.gpus.items())), job.final is not None, job.generation)
 
     def _settings_key(self) -> tuple[float, float, str]:
         return (self.state.budget_w, self.state.reserve_w, self.state.policy_name)

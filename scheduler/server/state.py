@@ -7,7 +7,6 @@ servicers translate :class:`~scheduler.server.errors.BadInput` into a gRPC statu
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import time
 import uuid
@@ -29,8 +28,6 @@ from scheduler.server.nodes import (
     Session,
     ShardRecord,
 )
-
-log = logging.getLogger(__name__)
 
 #: A node is stale after this many of its telemetry message intervals without one.
 STALE_MESSAGE_INTERVALS = 3
@@ -118,7 +115,8 @@ class ClusterState:
 
     Args:
         config: The cluster config.
-        stale_after_s: A node whose telemetry is older than this is stale.
+        stale_after_s: A node whose telemetry is older than this is stale (longer for an
+            agent that announces a longer telemetry message interval).
         clock: Monotonic clock, seconds.
     """
 

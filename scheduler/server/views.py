@@ -30,12 +30,12 @@ def measure_job(state: ClusterState, job: JobRecord) -> JobMeasure:
     ended job's frozen ledger."""
     if job.final is not None:
         return JobMeasure(0.0, job.final[1], job.final[0])
-    throughput = work = energy = 0.0
-    shard_ids = {job.shard_id(s) for s in job.gpus}
+    throughput = 0.0
+    energy, work = job.carried
     for shard, (node_name, index) in job.gpus.items():
         node = state.nodes[node_name]
         record = node.shards.get(job.shard_id(shard))
-        if record is not None and record.shard_id in shard_ids:
+        if record is not None and record.latest.generation == job.generation:
             throughput += record.work_rate()
             work += record.latest.work_units
         if index < len(node.gpus) and len(node.gpus[index].energy_window) > 0:
