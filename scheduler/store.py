@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     gpus_json TEXT NOT NULL DEFAULT '{}',
     energy_start_json TEXT NOT NULL DEFAULT '{}',
     final INTEGER NOT NULL DEFAULT 0,
+    generation INTEGER NOT NULL DEFAULT 0,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    carried_json TEXT NOT NULL DEFAULT '[0, 0]',
     energy_j REAL NOT NULL DEFAULT 0,
     work_units REAL NOT NULL DEFAULT 0,
     updated_at_s REAL NOT NULL
@@ -59,6 +62,9 @@ class StoredJob:
         work_units: Work booked to the job (samples or tokens).
         energy_start_j: ``(node, GPU index)`` -> the GPU's energy counter at placement, J.
         final: True when the job has ended and its ledger is final.
+        generation: Its placement generation.
+        restarts: Times it was placed again.
+        carried: ``(energy_j, work_units)`` of earlier generations.
     """
 
     job_id: str
@@ -71,6 +77,9 @@ class StoredJob:
     work_units: float
     energy_start_j: dict[tuple[str, int], float | None] = field(default_factory=dict)
     final: bool = False
+    generation: int = 0
+    restarts: int = 0
+    carried: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -135,11 +144,13 @@ class StateStore:
         with self._lock:
             self._db.execute(
                 "INSERT INTO jobs(job_id, seq, spec_json, state, submitted_at_s, gpus_json, "
-                "energy_start_json, final, energy_j, work_units, updated_at_s) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "energy_start_json, final, generation, restarts, carried_json, energy_j, "
+                "work_units, updated_at_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(job_id) DO UPDATE SET state = excluded.state, "
                 "gpus_json = excluded.gpus_json, energy_start_json = excluded.energy_start_json, "
-                "final = excluded.final, energy_j = excluded.energy_j, "
+                "final = excluded.final, generation = excluded.generation, "
+                "restarts = excluded.restarts, carried_json = excluded.carried_json, "
+                "energy_j = excluded.energy_j, "
                 "work_units = excluded.work_units, updated_at_s = excluded.updated_at_s",
                 (
                     job.job_id,
@@ -150,6 +161,9 @@ class StateStore:
                     json.dumps(gpus),
                     json.dumps(starts),
                     int(job.final),
+                    job.generation,
+                    job.restarts,
+                    json.dumps(list(job.carried)),
                     job.energy_j,
                     job.work_units,
                     time.time(),
@@ -161,7 +175,8 @@ class StateStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT job_id, seq, spec_json, state, submitted_at_s, gpus_json, energy_j, "
-                "work_units, energy_start_json, final FROM jobs ORDER BY seq"
+                "work_units, energy_start_json, final, generation, restarts, carried_json "
+                "FROM jobs ORDER BY seq"
             ).fetchall()
         return [
             StoredJob(
@@ -175,6 +190,9 @@ class StateStore:
                 work_units=r[7],
                 energy_start_j={(n, int(i)): j for n, i, j in json.loads(r[8])},
                 final=bool(r[9]),
+                generation=r[10],
+                restarts=r[11],
+                carried=(float(json.loads(r[12])[0]), float(json.loads(r[12])[1])),
             )
             for r in rows
         ]

@@ -47,6 +47,7 @@ class ShardStatus:
         failed_requests: Of those, answered with an error.
         state: ``running``, ``done``, ``stopped`` or ``failed``.
         error: Why it failed.
+        generation: Placement generation of the job it was started with.
         extra: Latest figures (loss, latency percentiles, ...).
     """
 
@@ -58,6 +59,7 @@ class ShardStatus:
     failed_requests: int = 0
     state: str = "running"
     error: str | None = None
+    generation: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -125,8 +127,11 @@ class ShardHost:
         self._lock = threading.Lock()
 
     # -- commands ---------------------------------------------------------------------
-    def start(self, shard_id: str, gpu_index: int, spec_json: str) -> None:
+    def start(self, shard_id: str, gpu_index: int, spec_json: str, generation: int = 0) -> None:
         """Start a shard on GPU ``gpu_index`` (a no-op when it already runs).
+
+        ``generation`` counts the job's placements: ranks of one generation meet at their
+        own rendezvous, so a job placed again after a failure starts clean.
 
         Raises:
             GreenllmError: Bad shard id, unknown GPU, GPU busy, or a bad job spec.
@@ -148,7 +153,7 @@ class ShardHost:
             ]
             if busy:
                 raise GreenllmError(f"GPU {gpu_index} already runs {busy[0].status.shard_id}")
-            shard = _Shard(ShardStatus(shard_id, job_id), spec, gpu)
+            shard = _Shard(ShardStatus(shard_id, job_id, generation=generation), spec, gpu)
             self._shards[shard_id] = shard
         if isinstance(gpu, SimulatedGPU):
             gpu.set_workload(spec.workload())
@@ -233,7 +238,7 @@ class ShardHost:
     def _sim_throughput(self, gpu: GPU) -> Callable[[], float] | None:
         return gpu.throughput if isinstance(gpu, SimulatedGPU) else None
 
-    def _run_train(self, shard: _Shard, rank: int, rendezvous: str | None = None) -> None:
+    def _run_train(self, shard: _Shard, rank: int) -> None:
         from workers.trainproc import TrainProcess
 
         job_id = shard.status.job_id
@@ -243,7 +248,7 @@ class ShardHost:
             shard.spec.model_dump_json(),
             rank=rank,
             world_size=self._world_size_of(shard.spec),
-            init_method=rendezvous or f"file://{rdzv / job_id}",
+            init_method=f"file://{rdzv / f'{job_id}-g{shard.status.generation}'}",
             checkpoint_dir=self.state_dir / "checkpoints" / job_id,
             sim_throughput=self._sim_throughput(shard.gpu),
         )
@@ -369,7 +374,7 @@ def apply_shard_command(host: ShardHost, command: Any) -> Any:
             body = command.start_shard
             if len(body.gpu_indices) != 1:
                 raise GreenllmError(f"a shard takes one GPU, not {len(body.gpu_indices)}")
-            host.start(body.shard_id, body.gpu_indices[0], body.spec_json)
+            host.start(body.shard_id, body.gpu_indices[0], body.spec_json, body.generation)
         elif action == "stop_shard":
             if not host.stop(command.stop_shard.shard_id):
                 code = grpc.StatusCode.NOT_FOUND.value[0]
@@ -395,6 +400,9 @@ def shard_samples(host: ShardHost, now_s: float) -> list[Any]:
             work_units=s.work_units,
             steps=s.steps,
             requests=s.requests,
+            state=s.state,
+            error=s.error or "",
+            generation=s.generation,
         )
         for s in host.statuses()
     ]

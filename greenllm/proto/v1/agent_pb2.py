@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17greenllm/v1/agent.proto\x12\x0bgreenllm.v1\"\x9a\x01\n\x0c\x41gentMessage\x12)\n\x08register\x18\x01 \x01(\x0b\x32\x15.greenllm.v1.RegisterH\x00\x12\x30\n\ttelemetry\x18\x02 \x01(\x0b\x32\x1b.greenllm.v1.TelemetryBatchH\x00\x12%\n\x04\x61\x63ks\x18\x03 \x01(\x0b\x32\x15.greenllm.v1.AckBatchH\x00\x42\x06\n\x04\x62ody\"\xa6\x01\n\x11\x43ontrollerMessage\x12-\n\nregistered\x18\x01 \x01(\x0b\x32\x17.greenllm.v1.RegisteredH\x00\x12-\n\x08\x63ommands\x18\x02 \x01(\x0b\x32\x19.greenllm.v1.CommandBatchH\x00\x12+\n\theartbeat\x18\x03 \x01(\x0b\x32\x16.greenllm.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\xee\x01\n\x07GpuInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x19\n\x11min_power_limit_w\x18\x04 \x01(\x01\x12\x19\n\x11max_power_limit_w\x18\x05 \x01(\x01\x12\x1d\n\x15\x64\x65\x66\x61ult_power_limit_w\x18\x06 \x01(\x01\x12\x15\n\rpower_limit_w\x18\x07 \x01(\x01\x12\x18\n\x10min_sm_clock_mhz\x18\x08 \x01(\r\x12\x18\n\x10max_sm_clock_mhz\x18\t \x01(\r\x12\x18\n\x10memory_total_mib\x18\n \x01(\x01\"\x92\x01\n\x08Register\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\"\n\x04gpus\x18\x02 \x03(\x0b\x32\x14.greenllm.v1.GpuInfo\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61ilsafe_active\x18\x04 \x01(\x08\x12$\n\x1ctelemetry_message_interval_s\x18\x05 \x01(\x01\"X\n\nRegistered\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x18\n\x10\x63ontrol_period_s\x18\x02 \x01(\x01\x12\x1c\n\x14telemetry_interval_s\x18\x03 \x01(\x01\"\xc9\x01\n\nGpuSamples\x12\r\n\x05index\x18\x01 \x03(\r\x12\x13\n\x0btimestamp_s\x18\x02 \x03(\x01\x12\x0f\n\x07power_w\x18\x03 \x03(\x01\x12\x10\n\x08\x65nergy_j\x18\x04 \x03(\x01\x12\x15\n\rpower_limit_w\x18\x05 \x03(\x01\x12\x14\n\x0csm_clock_mhz\x18\x06 \x03(\x01\x12\x17\n\x0futilization_pct\x18\x07 \x03(\x01\x12\x15\n\rtemperature_c\x18\x08 \x03(\x01\x12\x17\n\x0fmemory_used_mib\x18\t \x03(\x01\"y\n\x0bShardSample\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0btimestamp_s\x18\x03 \x01(\x01\x12\x12\n\nwork_units\x18\x04 \x01(\x01\x12\r\n\x05steps\x18\x05 \x01(\x04\x12\x10\n\x08requests\x18\x06 \x01(\x04\"z\n\x0eTelemetryBatch\x12%\n\x04gpus\x18\x01 \x01(\x0b\x32\x17.greenllm.v1.GpuSamples\x12(\n\x06shards\x18\x02 \x03(\x0b\x32\x18.greenllm.v1.ShardSample\x12\x17\n\x0f\x66\x61ilsafe_active\x18\x03 \x01(\x08\"9\n\rSetPowerLimit\x12\x11\n\tgpu_index\x18\x01 \x01(\r\x12\x15\n\rpower_limit_w\x18\x02 \x01(\x01\"U\n\x0cLockSmClocks\x12\x11\n\tgpu_index\x18\x01 \x01(\r\x12\x18\n\x10min_sm_clock_mhz\x18\x02 \x01(\r\x12\x18\n\x10max_sm_clock_mhz\x18\x03 \x01(\r\"\"\n\rResetSmClocks\x12\x11\n\tgpu_index\x18\x01 \x01(\r\"V\n\nStartShard\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bgpu_indices\x18\x03 \x03(\r\x12\x11\n\tspec_json\x18\x04 \x01(\t\"\x1d\n\tStopShard\x12\x10\n\x08shard_id\x18\x01 \x01(\t\"{\n\x0eSetLoadWeights\x12\x39\n\x07weights\x18\x01 \x03(\x0b\x32(.greenllm.v1.SetLoadWeights.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe1\x02\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\x04\x12\x35\n\x0fset_power_limit\x18\x02 \x01(\x0b\x32\x1a.greenllm.v1.SetPowerLimitH\x00\x12\x33\n\x0elock_sm_clocks\x18\x03 \x01(\x0b\x32\x19.greenllm.v1.LockSmClocksH\x00\x12\x35\n\x0freset_sm_clocks\x18\x04 \x01(\x0b\x32\x1a.greenllm.v1.ResetSmClocksH\x00\x12.\n\x0bstart_shard\x18\x05 \x01(\x0b\x32\x17.greenllm.v1.StartShardH\x00\x12,\n\nstop_shard\x18\x06 \x01(\x0b\x32\x16.greenllm.v1.StopShardH\x00\x12\x37\n\x10set_load_weights\x18\x07 \x01(\x0b\x32\x1b.greenllm.v1.SetLoadWeightsH\x00\x42\x08\n\x06\x61\x63tion\"O\n\nCommandAck\x12\x12\n\ncommand_id\x18\x01 \x01(\x04\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\x05\"6\n\x0c\x43ommandBatch\x12&\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x14.greenllm.v1.Command\"1\n\x08\x41\x63kBatch\x12%\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x17.greenllm.v1.CommandAck\" \n\tHeartbeat\x12\x13\n\x0btimestamp_s\x18\x01 \x01(\x01\x32Q\n\x05\x41gent\x12H\n\x07\x43onnect\x12\x19.greenllm.v1.AgentMessage\x1a\x1e.greenllm.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17greenllm/v1/agent.proto\x12\x0bgreenllm.v1\"\x9a\x01\n\x0c\x41gentMessage\x12)\n\x08register\x18\x01 \x01(\x0b\x32\x15.greenllm.v1.RegisterH\x00\x12\x30\n\ttelemetry\x18\x02 \x01(\x0b\x32\x1b.greenllm.v1.TelemetryBatchH\x00\x12%\n\x04\x61\x63ks\x18\x03 \x01(\x0b\x32\x15.greenllm.v1.AckBatchH\x00\x42\x06\n\x04\x62ody\"\xa6\x01\n\x11\x43ontrollerMessage\x12-\n\nregistered\x18\x01 \x01(\x0b\x32\x17.greenllm.v1.RegisteredH\x00\x12-\n\x08\x63ommands\x18\x02 \x01(\x0b\x32\x19.greenllm.v1.CommandBatchH\x00\x12+\n\theartbeat\x18\x03 \x01(\x0b\x32\x16.greenllm.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\xee\x01\n\x07GpuInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x19\n\x11min_power_limit_w\x18\x04 \x01(\x01\x12\x19\n\x11max_power_limit_w\x18\x05 \x01(\x01\x12\x1d\n\x15\x64\x65\x66\x61ult_power_limit_w\x18\x06 \x01(\x01\x12\x15\n\rpower_limit_w\x18\x07 \x01(\x01\x12\x18\n\x10min_sm_clock_mhz\x18\x08 \x01(\r\x12\x18\n\x10max_sm_clock_mhz\x18\t \x01(\r\x12\x18\n\x10memory_total_mib\x18\n \x01(\x01\"\x92\x01\n\x08Register\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\"\n\x04gpus\x18\x02 \x03(\x0b\x32\x14.greenllm.v1.GpuInfo\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61ilsafe_active\x18\x04 \x01(\x08\x12$\n\x1ctelemetry_message_interval_s\x18\x05 \x01(\x01\"X\n\nRegistered\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x18\n\x10\x63ontrol_period_s\x18\x02 \x01(\x01\x12\x1c\n\x14telemetry_interval_s\x18\x03 \x01(\x01\"\xc9\x01\n\nGpuSamples\x12\r\n\x05index\x18\x01 \x03(\r\x12\x13\n\x0btimestamp_s\x18\x02 \x03(\x01\x12\x0f\n\x07power_w\x18\x03 \x03(\x01\x12\x10\n\x08\x65nergy_j\x18\x04 \x03(\x01\x12\x15\n\rpower_limit_w\x18\x05 \x03(\x01\x12\x14\n\x0csm_clock_mhz\x18\x06 \x03(\x01\x12\x17\n\x0futilization_pct\x18\x07 \x03(\x01\x12\x15\n\rtemperature_c\x18\x08 \x03(\x01\x12\x17\n\x0fmemory_used_mib\x18\t \x03(\x01\"\xab\x01\n\x0bShardSample\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0btimestamp_s\x18\x03 \x01(\x01\x12\x12\n\nwork_units\x18\x04 \x01(\x01\x12\r\n\x05steps\x18\x05 \x01(\x04\x12\x10\n\x08requests\x18\x06 \x01(\x04\x12\r\n\x05state\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x12\n\ngeneration\x18\t \x01(\r\"z\n\x0eTelemetryBatch\x12%\n\x04gpus\x18\x01 \x01(\x0b\x32\x17.greenllm.v1.GpuSamples\x12(\n\x06shards\x18\x02 \x03(\x0b\x32\x18.greenllm.v1.ShardSample\x12\x17\n\x0f\x66\x61ilsafe_active\x18\x03 \x01(\x08\"9\n\rSetPowerLimit\x12\x11\n\tgpu_index\x18\x01 \x01(\r\x12\x15\n\rpower_limit_w\x18\x02 \x01(\x01\"U\n\x0cLockSmClocks\x12\x11\n\tgpu_index\x18\x01 \x01(\r\x12\x18\n\x10min_sm_clock_mhz\x18\x02 \x01(\r\x12\x18\n\x10max_sm_clock_mhz\x18\x03 \x01(\r\"\"\n\rResetSmClocks\x12\x11\n\tgpu_index\x18\x01 \x01(\r\"j\n\nStartShard\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bgpu_indices\x18\x03 \x03(\r\x12\x11\n\tspec_json\x18\x04 \x01(\t\x12\x12\n\ngeneration\x18\x05 \x01(\r\"\x1d\n\tStopShard\x12\x10\n\x08shard_id\x18\x01 \x01(\t\"{\n\x0eSetLoadWeights\x12\x39\n\x07weights\x18\x01 \x03(\x0b\x32(.greenllm.v1.SetLoadWeights.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe1\x02\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\x04\x12\x35\n\x0fset_power_limit\x18\x02 \x01(\x0b\x32\x1a.greenllm.v1.SetPowerLimitH\x00\x12\x33\n\x0elock_sm_clocks\x18\x03 \x01(\x0b\x32\x19.greenllm.v1.LockSmClocksH\x00\x12\x35\n\x0freset_sm_clocks\x18\x04 \x01(\x0b\x32\x1a.greenllm.v1.ResetSmClocksH\x00\x12.\n\x0bstart_shard\x18\x05 \x01(\x0b\x32\x17.greenllm.v1.StartShardH\x00\x12,\n\nstop_shard\x18\x06 \x01(\x0b\x32\x16.greenllm.v1.StopShardH\x00\x12\x37\n\x10set_load_weights\x18\x07 \x01(\x0b\x32\x1b.greenllm.v1.SetLoadWeightsH\x00\x42\x08\n\x06\x61\x63tion\"O\n\nCommandAck\x12\x12\n\ncommand_id\x18\x01 \x01(\x04\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\x05\"6\n\x0c\x43ommandBatch\x12&\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x14.greenllm.v1.Command\"1\n\x08\x41\x63kBatch\x12%\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x17.greenllm.v1.CommandAck\" \n\tHeartbeat\x12\x13\n\x0btimestamp_s\x18\x01 \x01(\x01\x32Q\n\x05\x41gent\x12H\n\x07\x43onnect\x12\x19.greenllm.v1.AgentMessage\x1a\x1e.greenllm.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,34 +45,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERED']._serialized_end=844
   _globals['_GPUSAMPLES']._serialized_start=847
   _globals['_GPUSAMPLES']._serialized_end=1048
-  _globals['_SHARDSAMPLE']._serialized_start=1050
-  _globals['_SHARDSAMPLE']._serialized_end=1171
-  _globals['_TELEMETRYBATCH']._serialized_start=1173
-  _globals['_TELEMETRYBATCH']._serialized_end=1295
-  _globals['_SETPOWERLIMIT']._serialized_start=1297
-  _globals['_SETPOWERLIMIT']._serialized_end=1354
-  _globals['_LOCKSMCLOCKS']._serialized_start=1356
-  _globals['_LOCKSMCLOCKS']._serialized_end=1441
-  _globals['_RESETSMCLOCKS']._serialized_start=1443
-  _globals['_RESETSMCLOCKS']._serialized_end=1477
-  _globals['_STARTSHARD']._serialized_start=1479
-  _globals['_STARTSHARD']._serialized_end=1565
-  _globals['_STOPSHARD']._serialized_start=1567
-  _globals['_STOPSHARD']._serialized_end=1596
-  _globals['_SETLOADWEIGHTS']._serialized_start=1598
-  _globals['_SETLOADWEIGHTS']._serialized_end=1721
-  _globals['_SETLOADWEIGHTS_WEIGHTSENTRY']._serialized_start=1675
-  _globals['_SETLOADWEIGHTS_WEIGHTSENTRY']._serialized_end=1721
-  _globals['_COMMAND']._serialized_start=1724
-  _globals['_COMMAND']._serialized_end=2077
-  _globals['_COMMANDACK']._serialized_start=2079
-  _globals['_COMMANDACK']._serialized_end=2158
-  _globals['_COMMANDBATCH']._serialized_start=2160
-  _globals['_COMMANDBATCH']._serialized_end=2214
-  _globals['_ACKBATCH']._serialized_start=2216
-  _globals['_ACKBATCH']._serialized_end=2265
-  _globals['_HEARTBEAT']._serialized_start=2267
-  _globals['_HEARTBEAT']._serialized_end=2299
-  _globals['_AGENT']._serialized_start=2301
-  _globals['_AGENT']._serialized_end=2382
+  _globals['_SHARDSAMPLE']._serialized_start=1051
+  _globals['_SHARDSAMPLE']._serialized_end=1222
+  _globals['_TELEMETRYBATCH']._serialized_start=1224
+  _globals['_TELEMETRYBATCH']._serialized_end=1346
+  _globals['_SETPOWERLIMIT']._serialized_start=1348
+  _globals['_SETPOWERLIMIT']._serialized_end=1405
+  _globals['_LOCKSMCLOCKS']._serialized_start=1407
+  _globals['_LOCKSMCLOCKS']._serialized_end=1492
+  _globals['_RESETSMCLOCKS']._serialized_start=1494
+  _globals['_RESETSMCLOCKS']._serialized_end=1528
+  _globals['_STARTSHARD']._serialized_start=1530
+  _globals['_STARTSHARD']._serialized_end=1636
+  _globals['_STOPSHARD']._serialized_start=1638
+  _globals['_STOPSHARD']._serialized_end=1667
+  _globals['_SETLOADWEIGHTS']._serialized_start=1669
+  _globals['_SETLOADWEIGHTS']._serialized_end=1792
+  _globals['_SETLOADWEIGHTS_WEIGHTSENTRY']._serialized_start=1746
+  _globals['_SETLOADWEIGHTS_WEIGHTSENTRY']._serialized_end=1792
+  _globals['_COMMAND']._serialized_start=1795
+  _globals['_COMMAND']._serialized_end=2148
+  _globals['_COMMANDACK']._serialized_start=2150
+  _globals['_COMMANDACK']._serialized_end=2229
+  _globals['_COMMANDBATCH']._serialized_start=2231
+  _globals['_COMMANDBATCH']._serialized_end=2285
+  _globals['_ACKBATCH']._serialized_start=2287
+  _globals['_ACKBATCH']._serialized_end=2336
+  _globals['_HEARTBEAT']._serialized_start=2338
+  _globals['_HEARTBEAT']._serialized_end=2370
+  _globals['_AGENT']._serialized_start=2372
+  _globals['_AGENT']._serialized_end=2453
 # @@protoc_insertion_point(module_scope)

@@ -97,20 +97,26 @@ class GpuSamples(_message.Message):
     def __init__(self, index: _Optional[_Iterable[int]] = ..., timestamp_s: _Optional[_Iterable[float]] = ..., power_w: _Optional[_Iterable[float]] = ..., energy_j: _Optional[_Iterable[float]] = ..., power_limit_w: _Optional[_Iterable[float]] = ..., sm_clock_mhz: _Optional[_Iterable[float]] = ..., utilization_pct: _Optional[_Iterable[float]] = ..., temperature_c: _Optional[_Iterable[float]] = ..., memory_used_mib: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ShardSample(_message.Message):
-    __slots__ = ("shard_id", "job_id", "timestamp_s", "work_units", "steps", "requests")
+    __slots__ = ("shard_id", "job_id", "timestamp_s", "work_units", "steps", "requests", "state", "error", "generation")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_S_FIELD_NUMBER: _ClassVar[int]
     WORK_UNITS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     job_id: str
     timestamp_s: float
     work_units: float
     steps: int
     requests: int
-    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., timestamp_s: _Optional[float] = ..., work_units: _Optional[float] = ..., steps: _Optional[int] = ..., requests: _Optional[int] = ...) -> None: ...
+    state: str
+    error: str
+    generation: int
+    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., timestamp_s: _Optional[float] = ..., work_units: _Optional[float] = ..., steps: _Optional[int] = ..., requests: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class TelemetryBatch(_message.Message):
     __slots__ = ("gpus", "shards", "failsafe_active")
@@ -147,16 +153,18 @@ class ResetSmClocks(_message.Message):
     def __init__(self, gpu_index: _Optional[int] = ...) -> None: ...
 
 class StartShard(_message.Message):
-    __slots__ = ("shard_id", "job_id", "gpu_indices", "spec_json")
+    __slots__ = ("shard_id", "job_id", "gpu_indices", "spec_json", "generation")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     GPU_INDICES_FIELD_NUMBER: _ClassVar[int]
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     job_id: str
     gpu_indices: _containers.RepeatedScalarFieldContainer[int]
     spec_json: str
-    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., spec_json: _Optional[str] = ...) -> None: ...
+    generation: int
+    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., spec_json: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class StopShard(_message.Message):
     __slots__ = ("shard_id",)

@@ -1,0 +1,94 @@
+"""The control loop ends finished jobs and places again jobs that lost a node or a shard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from greenllm.config import load_cluster_config
+from greenllm.proto.v1 import agent_pb2
+from scheduler.server.app import Controller
+from scheduler.server.jobs import JobRecord
+from scheduler.server.loop import MAX_RESTARTS
+from scheduler.server.nodes import ShardRecord
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = {"name": "t", "kind": "train", "shards": 2, "gpu_types": ["H100-SXM"]}
+
+
+@pytest.fixture
+def ctl(tmp_path: Path) -> Controller:
+    cfg = load_cluster_config(REPO / "cluster.yaml")
+    return Controller(cfg.model_copy(update={"state_dir": tmp_path / "state"}))
+
+
+def placed(ctl: Controller) -> JobRecord:
+    job = ctl.jobs.submit(json.dumps(TRAIN))
+    job.gpus = {0: ("node-h100", 0), 1: ("node-h100", 1)}
+    job.state = "running"
+    return job
+
+
+def report(ctl: Controller, job: JobRecord, shard: int, state: str, generation: int = 0,
+           work: float = 10.0, error: str = "") -> None:  # fmt: skip
+    sample = agent_pb2.ShardSample(
+        shard_id=job.shard_id(shard), job_id=job.job_id, work_units=work, state=state,
+        error=error, generation=generation,
+    )  # fmt: skip
+    ctl.state.nodes["node-h100"].shards[sample.shard_id] = ShardRecord(
+        sample.shard_id, job.job_id, sample
+    )
+
+
+def connect(ctl: Controller, node: str, last_s: float) -> None:
+    """Recent telemetry: the node is not lost (commands to it are dropped: no stream)."""
+    ctl.state.nodes[node].last_telemetry_s = last_s
+
+
+def test_job_is_done_when_every_shard_is(ctl: Controller) -> None:
+    job = placed(ctl)
+    connect(ctl, "node-h100", 1.0)
+    report(ctl, job, 0, "done")
+    report(ctl, job, 1, "running")
+    ctl.loop._reconcile_jobs(1.0)
+    assert job.state == "running"
+    report(ctl, job, 1, "done")
+    ctl.loop._reconcile_jobs(1.0)
+    assert job.state == "done" and job.gpus == {} and job.final == (0.0, 20.0)
+
+
+def test_lost_node_places_the_job_again(ctl: Controller) -> None:
+    job = placed(ctl)
+    report(ctl, job, 0, "running", work=7.0)
+    ctl.state.nodes["node-h100"].session = None
+    ctl.state.nodes["node-h100"].last_telemetry_s = 0.0
+    ctl.loop._reconcile_jobs(ctl.loop.lost_after_s() / 2)
+    assert job.state == "running"  # not gone long enough yet (a controller restart)
+    ctl.loop._reconcile_jobs(ctl.loop.lost_after_s() + 1)
+    assert job.state == "pending" and job.gpus == {}
+    assert job.generation == 1 and job.restarts == 1 and job.carried == (0.0, 7.0)
+
+
+def test_failed_shard_restarts_then_fails_the_job(ctl: Controller) -> None:
+    job = placed(ctl)
+    connect(ctl, "node-h100", 1.0)
+    for attempt in range(MAX_RESTARTS + 1):
+        job.gpus = {0: ("node-h100", 0), 1: ("node-h100", 1)}
+        job.state = "running"
+        report(ctl, job, 0, "failed", generation=job.generation, error="peer gone")
+        ctl.loop._reconcile_jobs(1.0)
+        expected = "pending" if attempt < MAX_RESTARTS else "failed"
+        assert job.state == expected
+    assert job.restarts == MAX_RESTARTS
+
+
+def test_reports_of_an_older_generation_are_ignored(ctl: Controller) -> None:
+    job = placed(ctl)
+    job.generation = 1
+    connect(ctl, "node-h100", 1.0)
+    report(ctl, job, 0, "failed", generation=0)
+    report(ctl, job, 1, "done", generation=0)
+    ctl.loop._reconcile_jobs(1.0)
+    assert job.state == "running" and job.restarts == 0
