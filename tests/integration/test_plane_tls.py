@@ -8,6 +8,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+
+pytest.importorskip("cryptography")  # a dependency of ray[default]; makes the test certificate
+
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
