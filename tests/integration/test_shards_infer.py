@@ -140,3 +140,34 @@ def test_from_spec_loads_a_local_model_directory(tmp_path: Path) -> None:
         replica.stop()
     with pytest.raises(ConfigError, match="needs kind 'infer'"):
         InferenceReplica.from_spec(JobSpec(name="t", kind="train"))
+
+
+@pytest.mark.timeout(60)
+def test_a_new_request_joins_the_running_batch(model: torch.nn.Module) -> None:
+    # Paced as an L4 (~11x slower than the CPU) so the long request runs for seconds.
+    gpu = SimulatedGPU("L4")
+    workload = Workload("decode", batch=4, model_params=1.3e9)
+    gpu.set_workload(workload)
+    replica = InferenceReplica(
+        model,
+        PAD,
+        batch_size=4,
+        sim_throughput=gpu.throughput,
+        reference_throughput_per_s=reference_throughput(workload),
+        device="cpu",
+    )
+    replica.start()
+    prompt = [72, 101, 108, 108, 111]
+    try:
+        long = replica.submit(prompt, 60)
+        while replica.stats().tokens == 0:
+            time.sleep(0.01)
+        short = replica.submit([84, 104], 2).result(timeout=30)
+        assert short.error is None and len(short.output_ids) == 2
+        assert not long.done()  # it joined the running batch instead of waiting for it
+        result = long.result(timeout=30)
+    finally:
+        replica.stop()
+    # Re-prefilling the running row when the batch was rebuilt continued it unchanged.
+    alone = [s[0] for s in decode_steps(model, [prompt], 60, PAD, torch.device("cpu"))]
+    assert result.output_ids == alone

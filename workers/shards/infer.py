@@ -1,7 +1,10 @@
 """An inference replica: batched generation serving a queue of requests.
 
-A serving thread takes up to ``batch_size`` queued requests, decodes them together
-(:mod:`workers.shards.decode`) and completes each as soon as it has its tokens. Every
+A serving thread decodes up to ``batch_size`` requests together
+(:mod:`workers.shards.decode`) and completes each as soon as it has its tokens. Requests
+join between decode steps: when a slot is free and requests wait, the batch is rebuilt
+with them (the running rows' prompts and tokens so far are prefilled again, and greedy
+decoding continues from there), so a new request never waits for a whole batch to finish. Every
 accepted request gets exactly one :class:`Completion`: its tokens, or an ``error`` (too
 long for the model, the replica stopped, the model failed). On :meth:`InferenceReplica.stop`
 the batch being decoded and every queued request are failed with the reason; none is
@@ -282,29 +285,35 @@ class InferenceReplica:
         request.future.set_result(completion)
 
     def _serve(self) -> None:
+        batch: list[_Request] = []
         while True:
             with self._cond:
-                while not self._queue and not self._stop.is_set():
+                while not self._queue and not batch and not self._stop.is_set():
                     self._cond.wait()
-                if self._stop.is_set():
-                    return
-                count = min(self.batch_size, len(self._queue))
-                self._running = [self._queue.popleft() for _ in range(count)]
-            batch = self._running
+                if not self._stop.is_set():
+                    while self._queue and len(batch) < self.batch_size:
+                        batch.append(self._queue.popleft())
+                self._running = list(batch)
+            if self._stop.is_set():
+                for request in batch:
+                    self._finish(request, f"replica stopped: {self._stop_reason}")
+                with self._cond:
+                    self._running = []
+                return
             try:
                 self._decode(batch)
             except Exception as exc:  # a model failure fails its batch, never the replica
                 for request in batch:
                     if not request.future.done():
                         self._finish(request, f"generation failed: {exc}")
-            with self._cond:
-                self._running = []
+            batch = [r for r in batch if not r.future.done()]
 
     def _decode(self, batch: list[_Request]) -> None:
-        steps = max(r.max_new_tokens for r in batch)
-        tokens = decode_steps(
-            self.model, [r.prompt_ids for r in batch], steps, self.pad_id, self.device
-        )
+        """Decode ``batch`` until it is done, stopped, or a free slot can take a queued
+        request (the rows still running are then prefilled again with the new ones)."""
+        prompts = [r.prompt_ids + r.output_ids for r in batch]
+        steps = max(r.max_new_tokens - len(r.output_ids) for r in batch)
+        tokens = decode_steps(self.model, prompts, steps, self.pad_id, self.device)
         start_s = self._clock()
         for tokens_now in tokens:
             if self._stop.is_set():
@@ -325,10 +334,8 @@ class InferenceReplica:
             for request in active:
                 if len(request.output_ids) >= request.max_new_tokens:
                     self._finish(request, None)
-            if all(r.future.done() for r in batch):
+            running = sum(not r.future.done() for r in batch)
+            if running == 0 or (self._queue and running < self.batch_size):
                 break
             start_s = self._clock()
         tokens.close()
-        for request in batch:
-            if not request.future.done():
-                self._finish(request, f"replica stopped: {self._stop_reason}")
