@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -47,9 +48,15 @@ def _child(
         progress=lambda p: out.put(("progress", asdict(p))),
     )
 
+    parent_pid = os.getppid()
+
     def watch() -> None:
         last = 1.0
         while not stop.wait(0.1):
+            if os.getppid() != parent_pid:
+                # The agent died (its node was lost): a rank of a stale generation must not
+                # keep training or writing checkpoints.
+                os._exit(1)
             if weight.value != last and weight.value > 0:
                 last = weight.value
                 runner.set_load_weight(last)

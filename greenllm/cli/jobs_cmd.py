@@ -53,6 +53,8 @@ def job_document(job: cluster_pb2.Job, config: ClusterConfig) -> dict[str, Any]:
         "throughput": job.throughput,
         "unit": unit,
         "work_units": job.work_units,
+        "steps": job.steps,
+        "restarts": job.restarts,
         "energy_j": job.energy_j,
         "joules_per_unit": job.energy_j / job.work_units if job.work_units > 0 else None,
         "co2e_g": co2e_g,

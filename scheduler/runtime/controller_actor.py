@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ray
@@ -33,6 +34,7 @@ class ControllerActor:
         """Where the controller listens and whether it runs."""
         error = self._service.error
         return {
+            "pid": os.getpid(),
             "alive": self._service.alive(),
             "address": self._controller.address,
             "metrics_port": self._controller.metrics_port,

@@ -18,11 +18,13 @@ class JobMeasure:
         throughput: Units of work per second, summed over its shards.
         work_units: Units of work done, summed over its shards.
         energy_j: Energy its GPUs used since it was placed, joules.
+        steps: Training steps done (the furthest shard's count).
     """
 
     throughput: float
     work_units: float
     energy_j: float
+    steps: int = 0
 
 
 def measure_job(state: ClusterState, job: JobRecord) -> JobMeasure:
@@ -31,6 +33,7 @@ def measure_job(state: ClusterState, job: JobRecord) -> JobMeasure:
     if job.final is not None:
         return JobMeasure(0.0, job.final[1], job.final[0])
     throughput = 0.0
+    steps = 0
     energy, work = job.carried
     for shard, (node_name, index) in job.gpus.items():
         node = state.nodes[node_name]
@@ -38,18 +41,22 @@ def measure_job(state: ClusterState, job: JobRecord) -> JobMeasure:
         if record is not None and record.latest.generation == job.generation:
             throughput += record.work_rate()
             work += record.latest.work_units
+            steps = max(steps, record.latest.steps)
         if index < len(node.gpus) and len(node.gpus[index].energy_window) > 0:
             start_j = job.energy_start_j.get((node_name, index))
             latest_j = node.gpus[index].energy_window[-1][1]
             if start_j is not None and latest_j >= start_j:
                 energy += latest_j - start_j
-    return JobMeasure(throughput, work, energy)
+    return JobMeasure(throughput, work, energy, steps)
 
 
 def job_proto(state: ClusterState, job: JobRecord) -> cluster_pb2.Job:
     """A job with its measurements, for the API."""
     m = measure_job(state, job)
-    return job.to_proto(m.throughput, m.energy_j, m.work_units)
+    proto = job.to_proto(m.throughput, m.energy_j, m.work_units)
+    proto.steps = m.steps
+    proto.restarts = job.restarts
+    return proto
 
 
 def cluster_status(

@@ -96,6 +96,8 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "energy_j": 5,
         "work_units": 6,
         "submitted_at_s": 7,
+        "steps": 8,
+        "restarts": 9,
     },
     "SubmitJobRequest": {"spec_json": 1},
     "SubmitJobResponse": {"job": 1},

@@ -29,7 +29,7 @@ class JobSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., priority: _Optional[int] = ..., shards: _Optional[int] = ..., gpu_types: _Optional[_Iterable[str]] = ..., min_throughput: _Optional[float] = ..., deadline_s: _Optional[float] = ..., spec_json: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "throughput", "energy_j", "work_units", "submitted_at_s")
+    __slots__ = ("id", "spec", "state", "throughput", "energy_j", "work_units", "submitted_at_s", "steps", "restarts")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,8 @@ class Job(_message.Message):
     ENERGY_J_FIELD_NUMBER: _ClassVar[int]
     WORK_UNITS_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_AT_S_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: str
@@ -44,7 +46,9 @@ class Job(_message.Message):
     energy_j: float
     work_units: float
     submitted_at_s: float
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[str] = ..., throughput: _Optional[float] = ..., energy_j: _Optional[float] = ..., work_units: _Optional[float] = ..., submitted_at_s: _Optional[float] = ...) -> None: ...
+    steps: int
+    restarts: int
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[str] = ..., throughput: _Optional[float] = ..., energy_j: _Optional[float] = ..., work_units: _Optional[float] = ..., submitted_at_s: _Optional[float] = ..., steps: _Optional[int] = ..., restarts: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec_json",)
