@@ -14,8 +14,10 @@ How a controller fills in :class:`GPUState`:
   timeout (or its stream is down). ``decide()`` then counts the GPU at
   ``max(acked_limit_w, pending_limit_w)`` and sends it no command. Once an unreachable
   agent may have applied its fail-safe limit (after the fail-safe timeout), report that
-  limit as pending too if it is higher. Leave a node out of ``gpus`` only once it is
-  known to be down (drawing nothing), not merely silent.
+  limit as pending too if it is higher. Never leave a known node out of ``gpus``: once
+  it is known to be down (drawing nothing), count it, stale, at the limits its agent
+  will come back with (an agent should boot capped at its minimum limits), so its
+  return never needs budget that was given to others meanwhile.
 * ``locked_max_sm_clock_mhz`` is the upper end of the SM clock lock last acked (None:
   clocks free).
 * ``work_rate`` is the measured work per second of the shard on the GPU (samples/s for

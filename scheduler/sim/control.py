@@ -1,9 +1,12 @@
 """The simulated control plane: what the controller knows, and its command pipe.
 
-The controller sees telemetry ``telemetry_delay_s`` late, marks a node stale when its
-telemetry is older than ``stale_after_s`` and drops it after ``lost_after_s``. Commands
-reach a node's agent in order (one stream per node) after a delay drawn per node and
-control period; the agent applies and acks them at that moment.
+The controller sees telemetry ``telemetry_delay_s`` late and marks a node stale when its
+telemetry is older than ``stale_after_s`` (it then counts at its commanded maximum).
+After ``lost_after_s`` the node is declared down: it still counts, but at its GPUs'
+minimum limits, the limits a restarted agent boots with, so its return never needs
+budget someone else holds. Commands reach a node's agent in order (one stream per node)
+after a delay drawn per node and control period; the agent applies and acks them at that
+moment; a crash loses the commands in flight to it.
 """
 
 from __future__ import annotations
@@ -59,10 +62,12 @@ class ControllerView:
         plane: ControlPlane,
         node_of: list[str],
         limits_w: np.ndarray,
+        min_w: np.ndarray,
         rng: np.random.Generator,
     ) -> None:
         self.plane = plane
         self.node_of = node_of
+        self.min_w = min_w
         n = len(node_of)
         self.acked_w = limits_w.astype(float).copy()
         self.outstanding: list[deque[float]] = [deque() for _ in range(n)]
@@ -92,31 +97,38 @@ class ControllerView:
                 self.node_seen_s[self.node_of[i]] = sample.produced_s
         return got
 
-    def node_health(self, now_s: float) -> tuple[set[str], set[str]]:
-        """Stale and newly lost nodes at ``now_s`` (lost ones are forgotten)."""
-        stale, newly_lost = set(), set()
-        for node, seen in self.node_seen_s.items():
-            if node in self.lost:
-                continue
-            age = now_s - seen
-            if age > self.plane.lost_after_s:
-                newly_lost.add(node)
-            elif age > self.plane.stale_after_s:
-                stale.add(node)
-        for i, node in enumerate(self.node_of):
-            if node in newly_lost:
-                self.outstanding[i].clear()
-        self.lost |= newly_lost
-        return stale, newly_lost
+    def node_health(self, now_s: float) -> set[str]:
+        """Nodes whose telemetry is stale at ``now_s`` (down ones included).
 
-    def rejoin(self, node: str, gpus: list[int], limit_w: np.ndarray, now_s: float) -> None:
-        """A node registers again, its GPUs at the given (fail-safe) limits."""
+        A node silent for ``lost_after_s`` is declared down: its GPUs now count at their
+        minimum limits, the limits its agent boots with when it comes back.
+        """
+        stale: set[str] = set()
+        for node, seen in self.node_seen_s.items():
+            age = now_s - seen
+            if age > self.plane.lost_after_s and node not in self.lost:
+                self.lost.add(node)
+                for i in np.flatnonzero(np.asarray(self.node_of) == node).tolist():
+                    self.outstanding[i].clear()
+                    self.acked_w[i] = self.min_w[i]
+                    self.locked[i] = None
+            if age > self.plane.stale_after_s:
+                stale.add(node)
+        return stale
+
+    def rejoin(self, node: str, now_s: float) -> None:
+        """A rebooted node registers again, reporting its GPUs at their minimum limits."""
         self.lost.discard(node)
         self.node_seen_s[node] = now_s
-        for i, lim in zip(gpus, limit_w, strict=True):
-            self.acked_w[i] = lim
+        for i in np.flatnonzero(np.asarray(self.node_of) == node).tolist():
             self.outstanding[i].clear()
+            self.acked_w[i] = self.min_w[i]
             self.locked[i] = None
+
+    def drop_commands(self, node: str) -> None:
+        """``node`` crashed: what was in flight to it is lost."""
+        self._pipe = [c for c in self._pipe if self.node_of[c.gpu] != node]
+        heapq.heapify(self._pipe)
 
     # -- commands ----------------------------------------------------------------------
     def pending_w(self, i: int) -> float | None:

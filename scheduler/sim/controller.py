@@ -1,7 +1,7 @@
 """The controller inside the simulator: what it observes, decide(), and carrying out actions.
 
 It sees only what a live controller would: delayed, noisy telemetry, acks as they arrive,
-stale and lost nodes. It feeds settled training telemetry to its power model and runs
+stale and down nodes. It feeds settled training telemetry to its power model and runs
 the very same :func:`scheduler.core.decide.decide`.
 """
 
@@ -41,6 +41,7 @@ class SimController:
             sim.plane,
             sim.node_of,
             sim.start_limits_w,
+            sim.min_w,
             np.random.default_rng([sim.sc.seed, 1 << 20]),
         )
 
@@ -76,13 +77,11 @@ class SimController:
         """The observed state at ``t`` from delivered telemetry and acks."""
         for sample in self.view.receive(t):
             self.learn(sample)
-        stale, _ = self.view.node_health(t)
+        stale = self.view.node_health(t)
         tele = self.view.latest
         gpus = []
         for i in range(len(self.sim.types)):
             node = self.sim.node_of[i]
-            if node in self.view.lost:
-                continue
             gpus.append(
                 GPUState(
                     node=node,

@@ -167,6 +167,7 @@ class Simulation:
 
     def _fail(self, node: str) -> None:
         self.failed.add(node)
+        self.controller.view.drop_commands(node)
         hit = {self.assign[i] for i in self.gpus_of_node[node]} - {None}
         for job_id in hit:
             run = self.runs[str(job_id)]
@@ -176,15 +177,14 @@ class Simulation:
             run.unplace()
 
     def _recover(self, node: str, t: float) -> None:
+        """The node reboots; its agent caps every GPU at its minimum limit, then registers."""
         self.failed.discard(node)
-        limits = self._failsafe_w()
-        gpus = self.gpus_of_node[node]
-        for i in gpus:
+        for i in self.gpus_of_node[node]:
             self.clocks[i].t = t
-            self.gpus[i] = self._new_gpu(i, limits[i])
+            self.gpus[i] = self._new_gpu(i, self.min_w[i])
             self.last_energy_j[i] = self.gpus[i].energy_j()
             self.last_work[i] = self.gpus[i].work_units()
-        self.controller.view.rejoin(node, gpus, limits[gpus], t)
+        self.controller.view.rejoin(node, t)
 
     # -- control ----------------------------------------------------------------------------
     def _apply_commands(self, t: float) -> None:

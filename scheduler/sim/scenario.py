@@ -169,8 +169,9 @@ class ControlPlane(_Strict):
         telemetry_delay_s: Age of the telemetry the controller sees, seconds.
         power_noise_frac: Relative noise of measured power and work rate.
         stale_after_s: Telemetry older than this marks a node stale, seconds.
-        lost_after_s: A node silent this long is declared down and dropped from the state,
-            seconds (simulated failures are crashes: a failed node draws nothing).
+        lost_after_s: A node silent this long is declared down, seconds: it then counts at
+            its minimum limits, those its agent reboots with (simulated failures are
+            crashes: a failed node draws nothing).
     """
 
     control_period_s: float = Field(default=0.5, gt=0, le=60, allow_inf_nan=False)

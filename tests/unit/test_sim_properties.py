@@ -110,3 +110,26 @@ def test_applied_limits_rise_only_within_budget(sc: Scenario, policy: str) -> No
     sim = CheckedSimulation(sc, Path("."), load_policy(policy), policy)
     sim.run()
     assert sim.result.energy_j > 0
+
+
+def test_a_rebooted_node_never_needs_budget_given_to_others() -> None:
+    # found by the property above: n0 is declared down, its share goes to n1, then n0
+    # comes back; it must come back at its minimum limits, counted all along
+    sc = Scenario.model_validate(
+        {
+            "duration_s": 6,
+            "nodes": [
+                {"name": "n0", "gpus": [{"type": "H100-SXM"}]},
+                {"name": "n1", "gpus": [{"type": "H100-SXM"}]},
+            ],
+            "budget": {"frac_of_tdp": 0.5, "reserve_w": 10},
+            "jobs": [
+                {"id": "i0", "kind": "infer", "model_params": 1e9, "batch": 16, "arrivals": {}}
+            ],
+            "failures": [{"node": "n0", "at_s": 1.0, "recover_s": 4.0}],
+            "control": {"ack_delay_s": 0.7, "stale_after_s": 0.8, "lost_after_s": 2.0},
+        }
+    )
+    sim = CheckedSimulation(sc, Path("."), load_policy("uniform"), "uniform")
+    sim.run()
+    assert sim.result.budget_violation_s == 0.0
