@@ -10,9 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from greenllm.config import GPUGroup, format_validation_error, load_yaml_mapping
+from greenllm.config import (
+    GPUGroup,
+    format_validation_error,
+    load_yaml_mapping,
+    registered_policies,
+)
 from greenllm.devices.catalog import get_spec
 from greenllm.devices.physics import Workload
 from greenllm.errors import ConfigError
@@ -203,6 +215,14 @@ class Scenario(_Strict):
     jobs: list[SimJob] = Field(default_factory=list)
     failures: list[Failure] = Field(default_factory=list)
     control: ControlPlane = ControlPlane()
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        known = [*registered_policies(), "oracle"]
+        if value not in known:
+            raise ValueError(f"unknown policy {value!r} (known: {', '.join(known)})")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:

@@ -70,6 +70,12 @@ def test_scenario_errors_name_file_and_field(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="unknown node 'zz'"):
         load_scenario(path)
+    path.write_text(
+        "duration_s: 5\npolicy: fastest\nnodes: [{name: n, gpus: [{type: L4}]}]\n"
+        "budget: {budget_w: 500}\n"
+    )
+    with pytest.raises(ConfigError, match=r"s\.yaml: policy: unknown policy 'fastest'"):
+        load_scenario(path)
 
 
 def test_trace_arrivals_and_queue(tmp_path: Path) -> None:
