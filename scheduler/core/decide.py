@@ -154,8 +154,8 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
 
     locks: list[LockClocks] = []
     resets: list[ResetClocks] = []
-    for pos, gpu in enumerate(live):
-        want = int(alloc.lock_max_sm_clock_mhz[pos]) if busy[pos] else 0
+    wanted = np.where(busy, alloc.lock_max_sm_clock_mhz, 0).astype(int).tolist()
+    for gpu, want in zip(live, wanted, strict=True):
         have = gpu.locked_max_sm_clock_mhz
         if want > 0 and want != have:
             spec = spec_of(gpu.gpu_type)
