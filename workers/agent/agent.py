@@ -65,6 +65,7 @@ class NodeAgent:
             when False, shard commands are acked as unimplemented.
         batch_ticks: Telemetry ticks sent per message (GPUs are still sampled every
             telemetry interval); more ticks per message cost the controller less per sample.
+            None: one control period's worth, since the controller acts once per period.
 
     Raises:
         ConfigError: ``node`` is not in ``config``.
@@ -79,7 +80,7 @@ class NodeAgent:
         address: str | None = None,
         backoff: Backoff | None = None,
         run_shards: bool = True,
-        batch_ticks: int = 1,
+        batch_ticks: int | None = None,
     ) -> None:
         self.config = config
         self.node = config.node(node).name
@@ -88,6 +89,8 @@ class NodeAgent:
         self._token = token
         self._address = address or config.controller.address
         self._backoff = backoff or Backoff()
+        if batch_ticks is None:
+            batch_ticks = round(config.control_period_s / config.telemetry_interval_s)
         self.batch_ticks = max(1, batch_ticks)
         self._device_thread = ThreadPoolExecutor(1, thread_name_prefix=f"agent-{self.node}")
         #: The node's shard runners (None: shards are not run here).

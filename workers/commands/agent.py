@@ -22,13 +22,12 @@ from workers.agent.agent import NodeAgent
 @click.option(
     "--batch-ticks",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
     help="Telemetry ticks per message: GPUs are sampled every telemetry interval and sent "
-    "this many ticks at a time (cheaper for the controller, later to arrive).",
+    "this many ticks at a time (cheaper for the controller, later to arrive). Default: one "
+    "control period's worth.",
 )
 @click.option("--verbose", is_flag=True, help="Log at DEBUG level.")
-def agent(config_path: Path | None, node: str, batch_ticks: int, verbose: bool) -> None:
+def agent(config_path: Path | None, node: str, batch_ticks: int | None, verbose: bool) -> None:
     """Run the node agent: stream telemetry to the controller, apply its commands, and
     fall back to the fail-safe power limits when the controller is gone."""
     config = load_cluster_config(config_path or default_config_path())
