@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 import grpc
 import pytest
@@ -119,8 +120,15 @@ def test_failsafe_after_silence_then_obeys_again() -> None:
         await asyncio.sleep(0.6)
         assert agent.failsafe_active
         assert [g.power_limit_w() for g in agent.gpus] == [share_w, share_w]
-        agent._on_registered(agent_pb2.Registered(session_id="s"))
-        assert not agent.failsafe_active
+        agent._last_contact_s = time.monotonic() + 0.5  # the controller speaks again
+        agent.failsafe_active = False  # as the stream loop does on any controller message
+        for gpu in agent.gpus:
+            gpu.set_power_limit_w(150)  # and it commands lower limits
+        await asyncio.sleep(0.3)
+        assert [g.power_limit_w() for g in agent.gpus] == [150, 150], "obeyed, not overridden"
+        await asyncio.sleep(0.6)  # silent again: the watchdog acts a second time
+        assert agent.failsafe_active
+        assert [g.power_limit_w() for g in agent.gpus] == [share_w, share_w]
         watchdog.cancel()
 
     asyncio.run(scenario())

@@ -160,6 +160,9 @@ class NodeAgent:
             try:
                 async for message in call:
                     self._last_contact_s = time.monotonic()
+                    if self.failsafe_active:
+                        log.warning("node %s: controller is back; obeying it again", self.node)
+                        self.failsafe_active = False
                     kind = message.WhichOneof("body")
                     if kind == "registered" and telemetry is None:
                         self._on_registered(message.registered)
@@ -187,9 +190,6 @@ class NodeAgent:
 
     def _on_registered(self, registered: agent_pb2.Registered) -> None:
         self.registered = True
-        if self.failsafe_active:
-            log.warning("node %s: controller is back; taking its commands again", self.node)
-            self.failsafe_active = False
         log.info("node %s: registered (session %s)", self.node, registered.session_id)
 
     async def _stream_telemetry(self, outbox: asyncio.Queue[agent_pb2.AgentMessage]) -> None:
