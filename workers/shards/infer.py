@@ -3,12 +3,14 @@
 A serving thread decodes up to ``batch_size`` requests together
 (:mod:`workers.shards.decode`) and completes each as soon as it has its tokens. Requests
 join between decode steps: when a slot is free and requests wait, the batch is rebuilt
-with them (the running rows' prompts and tokens so far are prefilled again, and greedy
-decoding continues from there), so a new request never waits for a whole batch to finish. Every
-accepted request gets exactly one :class:`Completion`: its tokens, or an ``error`` (too
-long for the model, the replica stopped, the model failed). On :meth:`InferenceReplica.stop`
-the batch being decoded and every queued request are failed with the reason; none is
-dropped.
+with them, at most every :data:`REBUILD_EVERY_STEPS` steps (the running rows' prompts and
+tokens so far are prefilled again, and greedy decoding continues from there), so a short
+request never waits behind a long one.
+
+Every accepted request gets exactly one :class:`Completion`: its tokens, or an ``error``
+(too long for the model, the replica stopped, the model failed). On
+:meth:`InferenceReplica.stop` the batch being decoded and every queued request are failed
+with the reason; none is dropped.
 
 With no GPU the replica runs on the CPU and, given its simulated GPU's throughput, each
 forward pass is paced (:mod:`workers.shards.pacing`).
@@ -36,6 +38,10 @@ from workers.shards.pacing import Pacer, reference_throughput
 LATENCY_WINDOW = 10_000
 #: Rates are measured over this many most recent seconds, so they follow power changes.
 RATE_WINDOW_S = 10.0
+#: Decode steps a batch runs before it is rebuilt to take waiting requests (each rebuild
+#: prefills the running rows again, so rebuilding at every step would cost more than it
+#: saves).
+REBUILD_EVERY_STEPS = 8
 
 
 @dataclass(frozen=True)
@@ -309,13 +315,14 @@ class InferenceReplica:
             batch = [r for r in batch if not r.future.done()]
 
     def _decode(self, batch: list[_Request]) -> None:
-        """Decode ``batch`` until it is done, stopped, or a free slot can take a queued
-        request (the rows still running are then prefilled again with the new ones)."""
+        """Decode ``batch`` until it is done, stopped, or (after :data:`REBUILD_EVERY_STEPS`)
+        a free slot can take a queued request: the rows still running are then prefilled
+        again together with the new ones."""
         prompts = [r.prompt_ids + r.output_ids for r in batch]
         steps = max(r.max_new_tokens - len(r.output_ids) for r in batch)
         tokens = decode_steps(self.model, prompts, steps, self.pad_id, self.device)
         start_s = self._clock()
-        for tokens_now in tokens:
+        for step, tokens_now in enumerate(tokens, start=1):
             if self._stop.is_set():
                 break
             active = [r for r in batch if not r.future.done()]
@@ -335,7 +342,8 @@ class InferenceReplica:
                 if len(request.output_ids) >= request.max_new_tokens:
                     self._finish(request, None)
             running = sum(not r.future.done() for r in batch)
-            if running == 0 or (self._queue and running < self.batch_size):
+            admit = step >= REBUILD_EVERY_STEPS and self._queue and running < self.batch_size
+            if running == 0 or admit:
                 break
             start_s = self._clock()
         tokens.close()
