@@ -61,6 +61,8 @@ class ControlLoop:
         self._notes_logged: set[str] = set()
         self._heartbeat_interval_s = state.config.failsafe.timeout_s / HEARTBEATS_PER_TIMEOUT
         self._last_heartbeat_s = -math.inf
+        #: When this controller started, on the state's clock.
+        self.started_s = state.clock()
         #: Writes state changes to SQLite after each step (None: nothing is kept).
         self.persistence: Persistence | None = None
 
@@ -179,12 +181,13 @@ class ControlLoop:
                 self._restart(job, why)
 
     def _node_lost(self, name: str, now_s: float) -> bool:
-        """No stream from the node for longer than :meth:`lost_after_s`."""
+        """No stream from the node for longer than :meth:`lost_after_s` (a node not heard
+        from since this controller started is timed from its start)."""
         node = self.state.nodes[name]
         if node.session is not None:
             return False
-        last = node.last_telemetry_s
-        return last is None or now_s - last > self.lost_after_s()
+        last = node.last_telemetry_s if node.last_telemetry_s is not None else self.started_s
+        return now_s - last > self.lost_after_s()
 
     def lost_after_s(self) -> float:
         """How long a node may be gone before its shards are placed elsewhere, seconds (long

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -131,6 +132,88 @@ def test_jobs_run_within_budget_and_a_cut_is_honoured(cluster: Path, tmp_path: P
             json.loads(ok(greenllm("cancel", job_id, "--config", str(cluster), "--json")))["state"]
             == "cancelled"
         )
+
+
+def job_doc(cluster: Path, job_id: str) -> dict[str, Any]:
+    jobs = json.loads(ok(greenllm("jobs", "--config", str(cluster), "--json")))["jobs"]
+    found: dict[str, Any] = next(j for j in jobs if j["id"] == job_id)
+    return found
+
+
+@pytest.fixture(scope="module")
+def training_job(cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A long training job on the H100 node (A100s allowed), checkpointing every 5 steps."""
+    path = job_spec(
+        tmp_path_factory.mktemp("jobs"), "e2e-ft", "train", 2,
+        {"gpu_types": ["H100-SXM", "A100-SXM4"], "preferred_gpu_types": ["H100-SXM"],
+         "train": {"batch_size": 4, "seq_len": 32, "steps": 100000,
+                   "checkpoint_interval_steps": 5}},
+    )  # fmt: skip
+    job_id: str = json.loads(ok(greenllm("submit", str(path), "--config", str(cluster), "--json")))[
+        "id"
+    ]
+    wait_for(lambda: job_doc(cluster, job_id)["steps"] >= 5, 180, "training steps")
+    return job_id
+
+
+def controller_pid(cluster: Path) -> int:
+    import ray
+
+    state_dir = Path(yaml.safe_load(cluster.read_text())["state_dir"])
+    record = RuntimeRecord.load(state_dir)
+    assert record is not None
+    ray.init(address=record.address, namespace="greenllm", log_to_driver=False)
+    try:
+        actor = ray.get_actor("greenllm-controller", namespace="greenllm")
+        pid: int = ray.get(actor.info.remote(), timeout=60)["pid"]
+    finally:
+        ray.shutdown()
+    return pid
+
+
+def test_controller_kill_is_survived(cluster: Path, training_job: str) -> None:
+    budget_w = status(cluster)["budget_w"]
+    steps = job_doc(cluster, training_job)["steps"]
+    os.kill(controller_pid(cluster), signal.SIGKILL)
+
+    def back() -> bool:
+        proc = greenllm("status", "--config", str(cluster), "--json")
+        if proc.returncode != 0:
+            return False
+        doc = json.loads(proc.stdout)
+        return all(n["connected"] for n in doc["nodes"]) and any(
+            j["id"] == training_job and j["state"] == "running" for j in doc["jobs"]
+        )
+
+    wait_for(back, 120, "the restarted controller with every agent and the job")
+    assert status(cluster)["budget_w"] == budget_w  # reloaded from SQLite
+    wait_for(lambda: job_doc(cluster, training_job)["steps"] > steps, 60, "training to go on")
+    assert job_doc(cluster, training_job)["restarts"] == 0  # its shards kept running
+
+
+def test_node_removal_is_survived(cluster: Path, training_job: str) -> None:
+    state_dir = Path(yaml.safe_load(cluster.read_text())["state_dir"])
+    record = RuntimeRecord.load(state_dir)
+    assert record is not None
+    checkpoints = state_dir / "checkpoints" / training_job
+    wait_for(lambda: any(checkpoints.glob("ckpt-*.pt")), 120, "a checkpoint")
+    os.kill(record.raylet_pids["node-h100"], signal.SIGKILL)
+    newest = max(int(p.stem.split("-")[1]) for p in checkpoints.glob("ckpt-*.pt"))
+
+    def resumed() -> bool:
+        job = job_doc(cluster, training_job)
+        return job["restarts"] >= 1 and job["state"] == "running" and job["steps"] > 0
+
+    wait_for(resumed, 240, "the job to run again elsewhere")
+    job = job_doc(cluster, training_job)
+    assert job["steps"] >= newest  # resumed from its last checkpoint, not from scratch
+    doc = status(cluster)
+    h100 = next(n for n in doc["nodes"] if n["name"] == "node-h100")
+    assert not h100["connected"]
+    assert doc["accounted_power_limit_w"] <= doc["budget_w"] - doc["reserve_w"]
+    a100_busy = [g for n in doc["nodes"] if n["name"] == "node-a100" for g in n["gpus"]
+                 if g["utilization_pct"] > 0]  # fmt: skip
+    assert len(a100_busy) == 2
 
 
 def test_down_leaves_no_process(cluster: Path) -> None:

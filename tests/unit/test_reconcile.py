@@ -84,6 +84,15 @@ def test_failed_shard_restarts_then_fails_the_job(ctl: Controller) -> None:
     assert job.restarts == MAX_RESTARTS
 
 
+def test_nodes_not_heard_from_after_a_restart_are_not_lost_at_once(ctl: Controller) -> None:
+    job = placed(ctl)
+    start = ctl.loop.started_s
+    ctl.loop._reconcile_jobs(start + ctl.loop.lost_after_s() / 2)
+    assert job.state == "running"
+    ctl.loop._reconcile_jobs(start + ctl.loop.lost_after_s() + 1)
+    assert job.state == "pending"
+
+
 def test_reports_of_an_older_generation_are_ignored(ctl: Controller) -> None:
     job = placed(ctl)
     job.generation = 1
