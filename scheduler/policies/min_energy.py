@@ -24,19 +24,33 @@ from scheduler.core.types import JobState, SLOReport
 LIMIT_MARGIN_FRAC = 0.02
 
 
-def _limits(g: Group) -> np.ndarray:
-    lim = np.ceil(g.clock_curve.power_w * (1.0 + LIMIT_MARGIN_FRAC))
-    return np.clip(lim, g.lo_w, g.hi_w)
+class _Clocks:
+    """Per-group clock options, computed once per curve within one allocation."""
+
+    def __init__(self) -> None:
+        self._limits: dict[tuple[int, float, float], np.ndarray] = {}
+        self._cheapest: dict[int, int] = {}
+
+    def limits(self, g: Group) -> np.ndarray:
+        """Power limit each locked clock needs, watts."""
+        key = (id(g.clock_curve), g.lo_w, g.hi_w)
+        if key not in self._limits:
+            lim = np.ceil(g.clock_curve.power_w * (1.0 + LIMIT_MARGIN_FRAC))
+            self._limits[key] = np.clip(lim, g.lo_w, g.hi_w)
+        return self._limits[key]
+
+    def cheapest(self, g: Group) -> int:
+        """Index of the clock with the fewest joules per unit."""
+        c = g.clock_curve
+        if id(c) not in self._cheapest:
+            per_unit = np.where(c.rate > 0, c.power_w / np.maximum(c.rate, 1e-12), np.inf)
+            self._cheapest[id(c)] = int(np.argmin(per_unit))
+        return self._cheapest[id(c)]
 
 
-def _cheapest(g: Group) -> int:
-    c = g.clock_curve
-    return int(np.argmin(np.where(c.rate > 0, c.power_w / np.maximum(c.rate, 1e-12), np.inf)))
-
-
-def _meet_slo(groups: list[Group], slo: float) -> tuple[list[int], bool]:
+def _meet_slo(groups: list[Group], slo: float, clocks: _Clocks) -> tuple[list[int], bool]:
     """Clock index per group meeting ``slo`` with the least extra power; and whether met."""
-    idx = [_cheapest(g) for g in groups]
+    idx = [clocks.cheapest(g) for g in groups]
 
     def rate() -> float:
         return sum(g.size * float(g.clock_curve.rate[k]) for g, k in zip(groups, idx, strict=True))
@@ -74,6 +88,7 @@ class MinEnergyPolicy:
         n = len(problem.min_w)
         limits = problem.min_w.astype(float).copy()
         locks = np.zeros(n, dtype=int)
+        clocks = _Clocks()
         jobs = problem.jobs()
         by_job: dict[str, list[Group]] = {j.job_id: [] for j in jobs}
         for g in problem.groups:
@@ -82,7 +97,9 @@ class MinEnergyPolicy:
         met: dict[str, bool] = {}
         unmet: list[SLOReport] = []
         for job in jobs:
-            plan[job.job_id], met[job.job_id] = _meet_slo(by_job[job.job_id], job.slo_units_per_s)
+            plan[job.job_id], met[job.job_id] = _meet_slo(
+                by_job[job.job_id], job.slo_units_per_s, clocks
+            )
             if not met[job.job_id]:
                 top = sum(g.size * float(g.clock_curve.rate[-1]) for g in by_job[job.job_id])
                 unmet.append(
@@ -95,7 +112,8 @@ class MinEnergyPolicy:
 
         def need_w(job: JobState, idx: list[int]) -> float:
             return sum(
-                g.size * float(_limits(g)[k]) for g, k in zip(by_job[job.job_id], idx, strict=True)
+                g.size * float(clocks.limits(g)[k])
+                for g, k in zip(by_job[job.job_id], idx, strict=True)
             )
 
         budget = problem.budget_w - float(np.sum(problem.min_w[~problem.busy]))
@@ -106,7 +124,7 @@ class MinEnergyPolicy:
                 break
             if job.slo_units_per_s <= 0:
                 continue
-            cheap = [_cheapest(g) for g in by_job[job.job_id]]
+            cheap = [clocks.cheapest(g) for g in by_job[job.job_id]]
             saved = need_w(job, plan[job.job_id]) - need_w(job, cheap)
             if saved <= 0:
                 continue
@@ -123,6 +141,6 @@ class MinEnergyPolicy:
                 )
         for job in jobs:
             for g, k in zip(by_job[job.job_id], plan[job.job_id], strict=True):
-                limits[g.rows] = _limits(g)[k]
+                limits[g.rows] = clocks.limits(g)[k]
                 locks[g.rows] = int(g.clock_curve.sm_clock_mhz[k])
         return Allocation(limits, locks, unmet)
