@@ -122,7 +122,26 @@ def cancel(job_id: str, config_path: Path | None, as_json: bool) -> None:
         click.echo(f"{job.id}: {job.state}")
 
 
+@click.command("logs")
+@click.argument("job_id")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
+@CONFIG_OPTION
+@JSON_OPTION
+def logs(job_id: str, limit: int, config_path: Path | None, as_json: bool) -> None:
+    """Show JOB_ID's event log: submitted, placed, running, restarts, and how it ended."""
+    _, client = _client(config_path)
+    with client:
+        events = client.job_events(job_id, limit)
+    docs = [{"timestamp_s": e.timestamp_s, "kind": e.kind, "message": e.message} for e in events]
+    if as_json:
+        emit_json({"job_id": job_id, "events": docs})
+        return
+    for e in events:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.timestamp_s))
+        click.echo(f"{stamp}  {e.kind:<10} {e.message}")
+
+
 def register(cli: click.Group) -> None:
-    """Add ``submit``, ``jobs`` and ``cancel`` to the CLI."""
-    for command in (submit, jobs, cancel):
+    """Add ``submit``, ``jobs``, ``cancel`` and ``logs`` to the CLI."""
+    for command in (submit, jobs, cancel, logs):
         cli.add_command(command)

@@ -119,6 +119,11 @@ class ClusterClient:
         """Every job the controller knows."""
         return list(self._call(self._stub.ListJobs, cluster_pb2.ListJobsRequest()).jobs)
 
+    def job_events(self, job_id: str, limit: int = 0) -> list[cluster_pb2.JobEvent]:
+        """A job's event log, oldest first (the newest ``limit``; 0: the server's default)."""
+        request = cluster_pb2.GetJobEventsRequest(job_id=job_id, limit=limit)
+        return list(self._call(self._stub.GetJobEvents, request).events)
+
     def watch_status(self, interval_s: float = 0.0) -> Iterator[cluster_pb2.ClusterStatus]:
         """Status updates until the caller stops iterating (no deadline)."""
         stream = self._stub.WatchStatus(

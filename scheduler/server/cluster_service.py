@@ -118,6 +118,24 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         log.info("policy -> %s", request.name)
         return cluster_pb2.SetPolicyResponse(name=request.name)
 
+    async def GetJobEvents(
+        self, request: cluster_pb2.GetJobEventsRequest, context: Context
+    ) -> cluster_pb2.GetJobEventsResponse:
+        try:
+            self._jobs.get(request.job_id)
+        except BadInput as exc:
+            await abort_with(context, exc)
+        persistence = self._loop.persistence
+        if persistence is None:
+            return cluster_pb2.GetJobEventsResponse()
+        events = persistence.store.events(request.job_id, limit=request.limit or 200)
+        return cluster_pb2.GetJobEventsResponse(
+            events=[
+                cluster_pb2.JobEvent(timestamp_s=e.t_s, kind=e.kind, message=e.message)
+                for e in events
+            ]
+        )
+
     async def WatchStatus(
         self, request: cluster_pb2.WatchStatusRequest, context: Context
     ) -> AsyncIterator[cluster_pb2.ClusterStatus]:

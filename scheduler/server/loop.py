@@ -211,10 +211,18 @@ class ControlLoop:
     def _restart(self, job: JobRecord, why: str) -> None:
         if job.restarts >= MAX_RESTARTS:
             log.error("job %s failed: %s (after %d restarts)", job.job_id, why, job.restarts)
+            if self.persistence is not None:
+                self.persistence.store.add_event(
+                    "error", f"{why} after {job.restarts} restarts", job.job_id
+                )
             self._stop_shards(job)
             self._end(job, "failed")
             return
         log.warning("job %s: %s; placing it again", job.job_id, why)
+        if self.persistence is not None:
+            self.persistence.store.add_event(
+                "restart", f"{why}; placing it again (restart {job.restarts + 1})", job.job_id
+            )
         self._stop_shards(job)
         measure = measure_job(self.state, job)
         job.carried = (measure.energy_j, measure.work_units)

@@ -214,6 +214,9 @@ def test_node_removal_is_survived(cluster: Path, training_job: str) -> None:
     a100_busy = [g for n in doc["nodes"] if n["name"] == "node-a100" for g in n["gpus"]
                  if g["utilization_pct"] > 0]  # fmt: skip
     assert len(a100_busy) == 2
+    events = json.loads(ok(greenllm("logs", training_job, "--config", str(cluster), "--json")))
+    kinds = [e["kind"] for e in events["events"]]
+    assert kinds[0] == "submitted" and "restart" in kinds and kinds[-1] == "running"
 
 
 def test_down_leaves_no_process(cluster: Path) -> None:

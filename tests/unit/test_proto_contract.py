@@ -101,6 +101,9 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
     },
     "SubmitJobRequest": {"spec_json": 1},
     "SubmitJobResponse": {"job": 1},
+    "GetJobEventsRequest": {"job_id": 1, "limit": 2},
+    "JobEvent": {"timestamp_s": 1, "kind": 2, "message": 3},
+    "GetJobEventsResponse": {"events": 1},
     "CancelJobRequest": {"job_id": 1},
     "CancelJobResponse": {"job": 1},
     "ListJobsRequest": {},
@@ -155,6 +158,7 @@ METHODS: dict[str, tuple[str, str, bool, bool]] = {
     "Cluster.SetBudget": ("SetBudgetRequest", "SetBudgetResponse", False, False),
     "Cluster.SetPolicy": ("SetPolicyRequest", "SetPolicyResponse", False, False),
     "Cluster.WatchStatus": ("WatchStatusRequest", "ClusterStatus", False, True),
+    "Cluster.GetJobEvents": ("GetJobEventsRequest", "GetJobEventsResponse", False, False),
 }
 
 

@@ -69,6 +69,8 @@ def test_lost_node_places_the_job_again(ctl: Controller) -> None:
     ctl.loop._reconcile_jobs(ctl.loop.lost_after_s() + 1)
     assert job.state == "pending" and job.gpus == {}
     assert job.generation == 1 and job.restarts == 1 and job.carried == (0.0, 7.0)
+    [event] = [e for e in ctl.store.events(job.job_id) if e.kind == "restart"]
+    assert "node node-h100 lost" in event.message
 
 
 def test_failed_shard_restarts_then_fails_the_job(ctl: Controller) -> None:

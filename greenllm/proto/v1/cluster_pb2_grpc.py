@@ -69,6 +69,11 @@ class ClusterStub:
                 request_serializer=greenllm_dot_v1_dot_cluster__pb2.WatchStatusRequest.SerializeToString,
                 response_deserializer=greenllm_dot_v1_dot_cluster__pb2.ClusterStatus.FromString,
                 _registered_method=True)
+        self.GetJobEvents = channel.unary_unary(
+                '/greenllm.v1.Cluster/GetJobEvents',
+                request_serializer=greenllm_dot_v1_dot_cluster__pb2.GetJobEventsRequest.SerializeToString,
+                response_deserializer=greenllm_dot_v1_dot_cluster__pb2.GetJobEventsResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -117,6 +122,13 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobEvents(self, request, context):
+        """A job's event log: submitted, placed, running, restarts, done/failed/cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +166,11 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.WatchStatus,
                     request_deserializer=greenllm_dot_v1_dot_cluster__pb2.WatchStatusRequest.FromString,
                     response_serializer=greenllm_dot_v1_dot_cluster__pb2.ClusterStatus.SerializeToString,
+            ),
+            'GetJobEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobEvents,
+                    request_deserializer=greenllm_dot_v1_dot_cluster__pb2.GetJobEventsRequest.FromString,
+                    response_serializer=greenllm_dot_v1_dot_cluster__pb2.GetJobEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -345,6 +362,33 @@ class Cluster:
             '/greenllm.v1.Cluster/WatchStatus',
             greenllm_dot_v1_dot_cluster__pb2.WatchStatusRequest.SerializeToString,
             greenllm_dot_v1_dot_cluster__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/greenllm.v1.Cluster/GetJobEvents',
+            greenllm_dot_v1_dot_cluster__pb2.GetJobEventsRequest.SerializeToString,
+            greenllm_dot_v1_dot_cluster__pb2.GetJobEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
