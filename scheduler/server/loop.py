@@ -287,12 +287,20 @@ class ControlLoop:
         self.state.send(node, agent_pb2.Command(start_shard=start))
 
     def _send_load_weights(self, actions: Actions) -> None:
-        per_node: dict[str, dict[str, float]] = defaultdict(dict)
+        """Each node hosting a shard of a job gets the whole job's weights: a replica routes
+        by its slice of all of them."""
+        per_job: dict[str, dict[str, float]] = defaultdict(dict)
+        nodes_of: dict[str, set[str]] = defaultdict(set)
         assigned = self.jobs.assignments()
         for w in actions.load_weights:
             _, shard = assigned.get((w.node, w.index), (w.job_id, None))
             if shard is not None:
-                per_node[w.node][f"{w.job_id}-{shard}"] = w.weight
+                per_job[w.job_id][f"{w.job_id}-{shard}"] = w.weight
+                nodes_of[w.job_id].add(w.node)
+        per_node: dict[str, dict[str, float]] = defaultdict(dict)
+        for job_id, weights in per_job.items():
+            for node in nodes_of[job_id]:
+                per_node[node].update(weights)
         for node, weights in per_node.items():
             if self._load_weights_sent.get(node) != weights:
                 sent = self.state.send(

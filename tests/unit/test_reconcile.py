@@ -103,3 +103,25 @@ def test_reports_of_an_older_generation_are_ignored(ctl: Controller) -> None:
     report(ctl, job, 1, "done", generation=0)
     ctl.loop._reconcile_jobs(1.0)
     assert job.state == "running" and job.restarts == 0
+
+
+def test_every_node_of_a_job_gets_all_its_load_weights(ctl: Controller) -> None:
+    from scheduler.core.types import Actions, LoadWeight
+
+    job = ctl.jobs.submit(json.dumps({"name": "i", "kind": "infer", "shards": 2}))
+    job.gpus = {0: ("node-l4", 0), 1: ("node-a100", 2)}
+    job.state = "running"
+    sent: dict[str, dict[str, float]] = {}
+
+    def send(node: str, command: agent_pb2.Command) -> int:
+        sent[node] = dict(command.set_load_weights.weights)
+        return 1
+
+    ctl.state.send = send  # type: ignore[method-assign]
+    weights = (
+        LoadWeight(job.job_id, "node-l4", 0, 0.25),
+        LoadWeight(job.job_id, "node-a100", 2, 0.75),
+    )
+    ctl.loop._send_load_weights(Actions(load_weights=weights))
+    expected = {"i-1-0": 0.25, "i-1-1": 0.75}
+    assert sent == {"node-l4": expected, "node-a100": expected}
