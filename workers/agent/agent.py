@@ -107,7 +107,18 @@ class NodeAgent:
         return await asyncio.get_running_loop().run_in_executor(self._device_thread, fn, *args)
 
     async def run(self) -> None:
-        """Run until cancelled: connect, stream, reconnect with backoff, fail safe."""
+        """Run until cancelled: cap the GPUs at their fail-safe limits, then connect,
+        stream, reconnect with backoff, fail safe.
+
+        Starting capped keeps the budget invariant from the first moment: the fail-safe
+        limits are each GPU's static share of the budget, so a node that (re)joins never
+        holds more than its share before the controller has planned for it.
+        """
+        errors = await self._on_device(
+            devices.set_failsafe_limits, self.gpus, self.failsafe_limits_w
+        )
+        if errors:
+            log.error("node %s: could not cap GPUs at start: %s", self.node, errors)
         watchdog = asyncio.create_task(self._watch_failsafe())
         base_s: float | None = None
         try:
