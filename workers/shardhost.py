@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 #: Model loading is not thread-safe in transformers (meta-device init is process-global):
 #: replicas on one node load one at a time.
 _MODEL_LOAD_LOCK = threading.Lock()
+#: How long a shard waits for the one stopping on its GPU before starting anyway, seconds.
+PREDECESSOR_WAIT_S = 60.0
 
 
 @dataclass
@@ -151,28 +153,36 @@ class ShardHost:
             busy = [
                 s for s in self._shards.values() if s.gpu is gpu and s.status.state == "running"
             ]
-            if busy:
-                raise GreenllmError(f"GPU {gpu_index} already runs {busy[0].status.shard_id}")
+            working = [s for s in busy if not s.stop_event.is_set()]
+            if working:
+                raise GreenllmError(f"GPU {gpu_index} already runs {working[0].status.shard_id}")
             shard = _Shard(ShardStatus(shard_id, job_id, generation=generation), spec, gpu)
             self._shards[shard_id] = shard
-        if isinstance(gpu, SimulatedGPU):
-            gpu.set_workload(spec.workload())
         target = self._run_train if spec.kind == "train" else self._run_infer
         shard.thread = threading.Thread(
-            target=self._guard, args=(shard, target, rank), name=f"shard-{shard_id}", daemon=True
+            target=self._guard,
+            args=(shard, target, rank, busy),
+            name=f"shard-{shard_id}",
+            daemon=True,
         )
         shard.thread.start()
         log.info(
             "node %s: started %s shard %s on GPU %d", self.node, spec.kind, shard_id, gpu_index
         )
 
-    def stop(self, shard_id: str, timeout_s: float = 30.0) -> bool:
-        """Stop a shard and wait for it; returns False when it is unknown."""
+    def stop(self, shard_id: str, timeout_s: float | None = 30.0) -> bool:
+        """Stop a shard; returns False when it is unknown.
+
+        Args:
+            shard_id: The shard.
+            timeout_s: How long to wait for it to end, seconds (None: do not wait; the
+                agent's command path never waits, so power commands are not held up).
+        """
         shard = self._shards.get(shard_id)
         if shard is None:
             return False
         self._signal_stop(shard)
-        if shard.thread is not None:
+        if shard.thread is not None and timeout_s is not None:
             shard.thread.join(timeout_s)
         return True
 
@@ -221,8 +231,19 @@ class ShardHost:
         return out
 
     # -- runners ----------------------------------------------------------------------
-    def _guard(self, shard: _Shard, target: Callable[[_Shard, int], None], rank: int) -> None:
+    def _guard(
+        self,
+        shard: _Shard,
+        target: Callable[[_Shard, int], None],
+        rank: int,
+        predecessors: list[_Shard],
+    ) -> None:
         try:
+            for previous in predecessors:  # shards still stopping on this GPU
+                if previous.thread is not None:
+                    previous.thread.join(PREDECESSOR_WAIT_S)
+            if isinstance(shard.gpu, SimulatedGPU):
+                shard.gpu.set_workload(shard.spec.workload())
             target(shard, rank)
             with shard.lock:
                 shard.status.state = "stopped" if shard.stop_event.is_set() else "done"
@@ -232,8 +253,14 @@ class ShardHost:
                 shard.status.state = "failed"
                 shard.status.error = f"{type(exc).__name__}: {exc}"
         finally:
-            if isinstance(shard.gpu, SimulatedGPU):
+            if isinstance(shard.gpu, SimulatedGPU) and not self._successor_runs(shard):
                 shard.gpu.set_workload(None)
+
+    def _successor_runs(self, shard: _Shard) -> bool:
+        return any(
+            s is not shard and s.gpu is shard.gpu and s.status.state == "running"
+            for s in list(self._shards.values())
+        )
 
     def _sim_throughput(self, gpu: GPU) -> Callable[[], float] | None:
         return gpu.throughput if isinstance(gpu, SimulatedGPU) else None
@@ -376,7 +403,7 @@ def apply_shard_command(host: ShardHost, command: Any) -> Any:
                 raise GreenllmError(f"a shard takes one GPU, not {len(body.gpu_indices)}")
             host.start(body.shard_id, body.gpu_indices[0], body.spec_json, body.generation)
         elif action == "stop_shard":
-            if not host.stop(command.stop_shard.shard_id):
+            if not host.stop(command.stop_shard.shard_id, timeout_s=None):
                 code = grpc.StatusCode.NOT_FOUND.value[0]
                 reason = f"no shard {command.stop_shard.shard_id!r} on node {host.node}"
                 return agent_pb2.CommandAck(command_id=cid, success=False, reason=reason, code=code)

@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -52,7 +53,8 @@ def _child(
 
     def watch() -> None:
         last = 1.0
-        while not stop.wait(0.1):
+        while not stop.value:
+            time.sleep(0.1)
             if os.getppid() != parent_pid:
                 # The agent died (its node was lost): a rank of a stale generation must not
                 # keep training or writing checkpoints.
@@ -92,7 +94,8 @@ class TrainProcess:
         self._sim_throughput = sim_throughput
         self._throughput = ctx.Value("d", sim_throughput() if sim_throughput else -1.0)
         self._weight = ctx.Value("d", 1.0)
-        self._stop = ctx.Event()
+        # A flag, not an Event: Event.set() blocks forever when a child died inside wait().
+        self._stop = ctx.Value("b", 0)
         self._out: Any = ctx.Queue()
         self.outcome: dict[str, Any] | None = None
         self.process = ctx.Process(
@@ -122,7 +125,7 @@ class TrainProcess:
 
     def stop(self) -> None:
         """Ask the rank (and with it the job) to stop after the current step."""
-        self._stop.set()
+        self._stop.value = 1
 
     def poll(self, timeout_s: float) -> list[dict[str, Any]]:
         """Refresh the child's GPU view; return progress reports that arrived.

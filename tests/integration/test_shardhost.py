@@ -46,7 +46,8 @@ def test_two_training_ranks_on_one_node(tmp_path: Path) -> None:
     )
     for rank in range(2):
         host.start(f"t-{rank}", rank, spec.model_dump_json())
-    assert gpus[0].workload is not None and gpus[0].power_w() > gpus[0].spec.idle_power_w
+    wait_for(lambda: gpus[0].workload is not None, 30)
+    assert gpus[0].power_w() > gpus[0].spec.idle_power_w
     wait_for(lambda: all(s.state != "running" for s in host.statuses()), 200)
     statuses = {s.shard_id: s for s in host.statuses()}
     assert {s.state for s in statuses.values()} == {"done"}, statuses
