@@ -26,7 +26,7 @@ from greenllm.compression import distill as distill_mod
 from greenllm.compression import lowrank, prune, quantize
 from greenllm.compression.artifacts import save_compressed
 from greenllm.compression.evaluate import EvalConfig, Evaluation, evaluate
-from greenllm.compression.layers import conv1d_to_linear, count_parameters
+from greenllm.compression.layers import conv1d_to_linear, count_parameters, target_linears
 from greenllm.compression.report import MethodResult, build_report, write_report
 from greenllm.energy import EnergyMeter
 from greenllm.errors import GreenllmError
@@ -128,6 +128,8 @@ def _apply_step(
         )
         return student, detail
     conv1d_to_linear(model)
+    if not target_linears(model):
+        raise GreenllmError(f"{step}: the model has no float Linear layers left to compress")
     if step == "int8-dynamic":
         if options.device != "cpu":
             raise GreenllmError("int8-dynamic runs on the CPU only (use --device cpu)")

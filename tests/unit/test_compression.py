@@ -320,3 +320,14 @@ def test_energy_source_labels_estimates() -> None:
         cpu_energy_j={"package-0": 2.0},
     )
     assert energy_source(gpu) == ("nvml-counter+rapl", False)
+
+
+def test_a_quantized_model_cannot_be_compressed_again(tiny: LoadedModel) -> None:
+    from greenllm.compression.pipeline import CompressOptions, _apply_step
+
+    model = fresh(tiny)
+    quantize.quantize_dynamic_int8(model)
+    with pytest.raises(GreenllmError, match="no float Linear layers"):
+        _apply_step(
+            "prune", model, tiny.model, torch.zeros(10, dtype=torch.long), CompressOptions()
+        )
