@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from greenllm.proto.v1 import agent_pb2
 from scheduler.core.decide import decide
+from scheduler.core.powermodel import PowerModel
 from scheduler.core.problem import Policy
 from scheduler.core.types import Actions, DecideConfig, GPUState, ObservedState
 from scheduler.policies import load_policy
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Times a job is placed again after lost nodes or failed shards before it is failed.
 MAX_RESTARTS = 3
+#: A GPU's readings teach the power model once its limit has held this long, seconds.
+SETTLED_AFTER_S = 3.0
 
 #: Heartbeats an agent gets per fail-safe timeout (at most one per control step).
 HEARTBEATS_PER_TIMEOUT = 5
@@ -61,6 +64,9 @@ class ControlLoop:
         self._notes_logged: set[str] = set()
         self._heartbeat_interval_s = state.config.failsafe.timeout_s / HEARTBEATS_PER_TIMEOUT
         self._last_heartbeat_s = -math.inf
+        #: Throughput and power curves, from the catalog prior refined by telemetry.
+        self.power_model = PowerModel()
+        self._limit_since: dict[tuple[str, int], tuple[float, float]] = {}
         #: When this controller started, on the state's clock.
         self.started_s = state.clock()
         #: Writes state changes to SQLite after each step (None: nothing is kept).
@@ -134,6 +140,7 @@ class ControlLoop:
             reserve_w=state.reserve_w,
             gpus=tuple(gpus),
             jobs=tuple(j.job_state() for j in self.jobs.active()),
+            power_model=self.power_model,
         )
 
     def step(self) -> Actions:
@@ -141,7 +148,9 @@ class ControlLoop:
         now_s = self.state.clock()
         self._reconcile_jobs(now_s)
         self._mark_running()
-        actions = decide(self.observed(now_s), self.decide_config, self.policy)
+        observed = self.observed(now_s)
+        self._learn(observed)
+        actions = decide(observed, self.decide_config, self.policy)
         self.execute(actions)
         self.last_actions = actions
         self.steps += 1
@@ -159,6 +168,36 @@ class ControlLoop:
             for session in self.state.live_sessions():
                 session.outbox.put_nowait(heartbeat)
         return actions
+
+    def _learn(self, observed: ObservedState) -> None:
+        """Feed settled readings of training GPUs to the power model: limit unchanged for
+        :data:`SETTLED_AFTER_S`, no command pending, node fresh, work being done."""
+        kinds = {j.job_id: j for j in observed.jobs}
+        for g in observed.gpus:
+            held = self._limit_since.get(g.key)
+            if held is None or held[0] != g.acked_limit_w:
+                self._limit_since[g.key] = (g.acked_limit_w, observed.now_s)
+                continue
+            job = kinds.get(g.job_id) if g.job_id else None
+            if (
+                job is None
+                or job.kind != "train"
+                or g.stale
+                or g.pending_limit_w is not None
+                or g.work_rate <= 0
+                or observed.now_s - held[1] < SETTLED_AFTER_S
+            ):
+                continue
+            power_w = self.state.nodes[g.node].gpus[g.index].average_power_w()
+            if power_w is not None:
+                self.power_model.observe(
+                    g.gpu_type,
+                    job.workload,
+                    g.acked_limit_w,
+                    g.locked_max_sm_clock_mhz,
+                    power_w,
+                    g.work_rate,
+                )
 
     def _reconcile_jobs(self, now_s: float) -> None:
         """End jobs whose shards all finished; place again jobs that lost a node or a shard

@@ -6,6 +6,7 @@ submit a training and an inference job, a budget cut, down.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -191,13 +192,30 @@ def test_controller_kill_is_survived(cluster: Path, training_job: str) -> None:
     assert job_doc(cluster, training_job)["restarts"] == 0  # its shards kept running
 
 
+def kill_tree(root: int) -> None:
+    """SIGKILL ``root`` and every process below it, as a machine failure would."""
+    table = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in table.splitlines():
+        pid, ppid = (int(x) for x in line.split())
+        children.setdefault(ppid, []).append(pid)
+    doomed, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        doomed.append(pid)
+        todo.extend(children.get(pid, []))
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_node_removal_is_survived(cluster: Path, training_job: str) -> None:
     state_dir = Path(yaml.safe_load(cluster.read_text())["state_dir"])
     record = RuntimeRecord.load(state_dir)
     assert record is not None
     checkpoints = state_dir / "checkpoints" / training_job
     wait_for(lambda: any(checkpoints.glob("ckpt-*.pt")), 120, "a checkpoint")
-    os.kill(record.raylet_pids["node-h100"], signal.SIGKILL)
+    kill_tree(record.raylet_pids["node-h100"])  # the machine is gone: raylet, workers, ranks
     newest = max(int(p.stem.split("-")[1]) for p in checkpoints.glob("ckpt-*.pt"))
 
     def resumed() -> bool:

@@ -12,7 +12,7 @@ from greenllm.proto.v1 import agent_pb2
 from scheduler.server.app import Controller
 from scheduler.server.jobs import JobRecord
 from scheduler.server.loop import MAX_RESTARTS
-from scheduler.server.nodes import ShardRecord
+from scheduler.server.nodes import GpuRecord, ShardRecord
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = {"name": "t", "kind": "train", "shards": 2, "gpu_types": ["H100-SXM"]}
@@ -125,3 +125,23 @@ def test_every_node_of_a_job_gets_all_its_load_weights(ctl: Controller) -> None:
     ctl.loop._send_load_weights(Actions(load_weights=weights))
     expected = {"i-1-0": 0.25, "i-1-1": 0.75}
     assert sent == {"node-l4": expected, "node-a100": expected}
+
+
+def test_settled_training_readings_teach_the_power_model(ctl: Controller) -> None:
+    job = placed(ctl)
+    gpu = GpuRecord(0, "H100-SXM", "sim-node-h100-0", 200.0, 700.0, 400.0)
+    ctl.state.nodes["node-h100"].gpus = [gpu, GpuRecord(1, "H100-SXM", "u1", 200.0, 700.0, 400.0)]
+    report(ctl, job, 0, "running")
+    record = ctl.state.nodes["node-h100"].shards[job.shard_id(0)]
+    record.work_window.extend([(0.0, 0.0), (10.0, 50.0)])  # 5 samples/s
+    gpu.energy_window.extend([(0.0, 0.0), (10.0, 3900.0)])  # 390 W
+    ctl.state.is_stale = lambda node, now_s: False  # type: ignore[method-assign]
+    before = ctl.loop.power_model.version
+    start = ctl.state.clock()
+    ctl.loop._learn(ctl.loop.observed(start))
+    assert ctl.loop.power_model.version == before  # limit just seen: not settled yet
+    ctl.loop._learn(ctl.loop.observed(start + 1.0))
+    assert ctl.loop.power_model.version == before
+    ctl.loop._learn(ctl.loop.observed(start + 5.0))
+    assert ctl.loop.power_model.version == before + 1
+    assert ctl.loop.observed(start).power_model is ctl.loop.power_model
