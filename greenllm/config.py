@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from greenllm.devices.catalog import get_spec
 from greenllm.errors import ConfigError, GreenllmError
+
+M = TypeVar("M", bound=BaseModel)
 
 #: Entry-point group under which allocation policies register (see pyproject.toml).
 POLICY_ENTRY_POINT_GROUP = "greenllm.policies"
@@ -275,16 +277,25 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
+def validate(model: type[M], data: dict[str, Any], source: str) -> M:
+    """Validate ``data`` as ``model``.
+
+    Raises:
+        ConfigError: ``source: field.path: what is wrong``.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None
+
+
 def parse_cluster_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfig:
     """Validate a cluster.yaml mapping.
 
     Raises:
         ConfigError: ``source: field.path: what is wrong``.
     """
-    try:
-        return ClusterConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc)) from None
+    return validate(ClusterConfig, data, source)
 
 
 def load_cluster_config(path: str | Path) -> ClusterConfig:

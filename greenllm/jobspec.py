@@ -20,12 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from greenllm.config import format_validation_error, load_yaml_mapping
+from greenllm.config import load_yaml_mapping, validate
 from greenllm.devices.catalog import get_spec
 from greenllm.devices.physics import Workload
-from greenllm.errors import ConfigError, GreenllmError
+from greenllm.errors import GreenllmError
 
 
 def _known_type(value: str) -> str:
@@ -192,10 +192,7 @@ def parse_job_spec(data: dict[str, Any], source: str = "<job>") -> JobSpec:
     Raises:
         ConfigError: ``source: field.path: what is wrong``.
     """
-    try:
-        return JobSpec.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc)) from None
+    return validate(JobSpec, data, source)
 
 
 def load_job_spec(path: str | Path) -> JobSpec:

@@ -8,21 +8,13 @@ from typing import Any
 
 import click
 
+from greenllm.cli.options import CONFIG_OPTION, JSON_OPTION
 from greenllm.cli.output import emit_json, print_table
 from greenllm.config import ClusterConfig, default_config_path, load_cluster_config
 from greenllm.energy.carbon import GridIntensity, carbon_g
 from greenllm.jobspec import load_job_spec
 from greenllm.proto.v1 import cluster_pb2
 from greenllm.rpc.client import ClusterClient
-
-CONFIG_OPTION = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="cluster.yaml naming the controller (default: $GREENLLM_CONFIG, ./cluster.yaml, "
-    "or the embedded default).",
-)
-JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
 def _client(config_path: Path | None) -> tuple[ClusterConfig, ClusterClient]:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
+from greenllm.cli.options import CONFIG_OPTION
 from greenllm.cli.output import emit_json
 from greenllm.rpc.client import connect
-from scheduler.commands.status import CONFIG_OPTION
 
 
 @click.group("budget")

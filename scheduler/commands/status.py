@@ -7,17 +7,10 @@ from typing import Any
 
 import click
 
+from greenllm.cli.options import CONFIG_OPTION
 from greenllm.cli.output import emit_json, print_table
 from greenllm.proto.v1 import cluster_pb2
 from greenllm.rpc.client import connect
-
-CONFIG_OPTION = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="cluster.yaml naming the controller (default: $GREENLLM_CONFIG, ./cluster.yaml, "
-    "or the embedded default).",
-)
 
 
 def status_document(status: cluster_pb2.ClusterStatus) -> dict[str, Any]:

@@ -6,17 +6,14 @@ from pathlib import Path
 
 import click
 
+from greenllm.cli.options import CONFIG_OPTION
 from greenllm.cli.output import emit_json, progress_console
 from greenllm.config import default_config_path, load_cluster_config
 from scheduler.runtime import lifecycle
 
-CONFIG_HELP = "cluster.yaml (default: $GREENLLM_CONFIG, ./cluster.yaml, or the embedded default)."
-
 
 @click.command("up")
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP
-)
+@CONFIG_OPTION
 @click.option("--address", help="Join this Ray cluster (host:port) instead of starting one.")
 @click.option("--timeout-s", type=click.FloatRange(min=1), default=120.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print where everything is as JSON.")
@@ -51,9 +48,7 @@ def up_command(
 
 
 @click.command("down")
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), help=CONFIG_HELP
-)
+@CONFIG_OPTION
 def down_command(config_path: Path | None) -> None:
     """Stop everything 'greenllm up' started and restore GPU defaults."""
     config = load_cluster_config(config_path or default_config_path())

@@ -14,16 +14,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from greenllm.config import (
     GPUGroup,
-    format_validation_error,
     load_yaml_mapping,
     registered_policies,
+    validate,
 )
 from greenllm.devices.catalog import get_spec
 from greenllm.devices.physics import Workload
@@ -255,8 +254,4 @@ def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
         ConfigError: ``FILE: field.path: what is wrong``.
     """
     path = Path(path)
-    try:
-        scenario = Scenario.model_validate(load_yaml_mapping(path))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(path), exc)) from None
-    return scenario, path.parent
+    return validate(Scenario, load_yaml_mapping(path), str(path)), path.parent
