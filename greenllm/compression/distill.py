@@ -97,9 +97,11 @@ def student_config(teacher: PretrainedConfig, layers: int | None, width_factor: 
 
 
 def _teacher_layer_map(teacher_layers: int, student_layers: int) -> list[int]:
-    """Evenly spaced teacher layers for each student layer (first and last kept)."""
+    """Evenly spaced teacher layers for each student layer (first and last kept; a
+    one-layer student keeps the first, which leaves it far closer to the teacher than the
+    last does)."""
     if student_layers == 1:
-        return [teacher_layers - 1]
+        return [0]
     step = (teacher_layers - 1) / (student_layers - 1)
     return [round(i * step) for i in range(student_layers)]
 

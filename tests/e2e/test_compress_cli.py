@@ -14,7 +14,7 @@ import pytest
 from greenllm.workloads import pretrained_builtin
 from greenllm.workloads.registry import builtin_cache_dir
 
-TEST_STEPS = 100
+TEST_STEPS = 300
 RATIO_KEYS = {
     "method",
     "bytes_ratio",

@@ -37,7 +37,7 @@ from greenllm.energy import Measurement
 from greenllm.errors import GreenllmError
 from greenllm.workloads import LoadedModel, corpus_ids, load_model, pretrained_builtin
 
-TEST_STEPS = 60
+TEST_STEPS = 300
 #: int8 (dynamic or weight-only) may change held-out perplexity by at most this fraction.
 INT8_PERPLEXITY_BOUND = 0.02
 #: int4 (groups of 32) may change it by at most this fraction.

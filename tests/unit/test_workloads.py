@@ -26,7 +26,7 @@ from greenllm.workloads import (
     train,
 )
 
-TEST_STEPS = 60
+TEST_STEPS = 300
 
 
 @pytest.fixture(scope="module")
