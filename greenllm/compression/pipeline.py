@@ -13,6 +13,7 @@ quantization last):
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -93,6 +94,16 @@ def parse_methods(spec: str) -> list[list[str]]:
             raise GreenllmError(f"{item}: a method appears twice")
         chains.append(chain)
     return chains
+
+
+def check_device(device: str) -> None:
+    """Raise a clear error unless ``device`` is ``cpu`` or a present ``cuda[:N]``."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise GreenllmError(f"device must be cpu or cuda[:N], not {device!r}")
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise GreenllmError(f"device {device}: no such CUDA device on this machine")
 
 
 def make_meter(device: torch.device) -> EnergyMeter:
@@ -207,6 +218,7 @@ def compress(
         ``out_dir/pareto.png``).
     """
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    check_device(options.device)
     say(f"loading {model_name}")
     loaded = load_model(model_name)
     base = loaded.model

@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from greenllm.errors import GreenllmError
 from greenllm.workloads import smollm2
 from greenllm.workloads.corpus import corpus_digest, corpus_ids
-from greenllm.workloads.models import BUILTINS, build_untrained
+from greenllm.workloads.models import BUILTINS, BuiltinSpec, build_untrained
 from greenllm.workloads.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
 from greenllm.workloads.training import train
 
@@ -69,7 +69,7 @@ def builtin_cache_dir(name: str, train_steps: int | None = None) -> Path:
     return cache_root() / "models" / f"{name}-{key}"
 
 
-def _builtin_spec(name: str, train_steps: int | None) -> Any:
+def _builtin_spec(name: str, train_steps: int | None) -> BuiltinSpec:
     if name not in BUILTINS:
         raise GreenllmError(f"unknown built-in model {name!r} (have: {', '.join(BUILTINS)})")
     spec = BUILTINS[name]
@@ -97,8 +97,11 @@ def pretrained_builtin(name: str, train_steps: int | None = None) -> LoadedModel
         try:
             model.save_pretrained(str(tmp))
             tokenizer.save(tmp)
-            doc = {"recipe": spec.recipe(), "final_loss": result.losses[-1]}
-            doc["duration_s"] = result.duration_s
+            doc = {
+                "recipe": spec.recipe(),
+                "final_loss": result.losses[-1],
+                "duration_s": result.duration_s,
+            }
             (tmp / TRAINING_FILE).write_text(json.dumps(doc, indent=2) + "\n")
             os.replace(tmp, target)
         except OSError:

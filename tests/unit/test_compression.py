@@ -331,3 +331,14 @@ def test_a_quantized_model_cannot_be_compressed_again(tiny: LoadedModel) -> None
         _apply_step(
             "prune", model, tiny.model, torch.zeros(10, dtype=torch.long), CompressOptions()
         )
+
+
+def test_devices_are_checked() -> None:
+    from greenllm.compression.pipeline import check_device
+
+    check_device("cpu")
+    with pytest.raises(GreenllmError, match="cpu or cuda"):
+        check_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(GreenllmError, match="no such CUDA device"):
+            check_device("cuda:0")
