@@ -98,7 +98,9 @@ class FailsafeConfig(_Strict):
     Attributes:
         timeout_s: Seconds without the controller before the agent acts.
         limit_w: Per-GPU fail-safe power limit, watts; None means the GPU's static
-            share of the budget (``(budget - reserve) * TDP / sum of TDPs``).
+            share of the budget (its minimum limit plus its part of what the minimums
+            leave, in proportion to its limit range; the shares sum to at most
+            ``budget - reserve``).
     """
 
     timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
@@ -209,13 +211,23 @@ class ClusterConfig(_Strict):
         return self.budget.budget_w - self.budget.reserve_w
 
     def failsafe_limit_w(self, gpu_type: str) -> float:
-        """Fail-safe power limit of one GPU of ``gpu_type``, watts, inside its constraints."""
+        """Fail-safe power limit of one GPU of ``gpu_type``, watts, inside its constraints.
+
+        Unless ``failsafe.limit_w`` is set, the GPU's static share of the usable budget:
+        every GPU gets its minimum limit, and what is left is split in proportion to each
+        GPU's range (max - min). The shares of all GPUs sum to at most the usable budget,
+        so agents holding their fail-safe limits keep the budget invariant.
+        """
         spec = get_spec(gpu_type)
         if self.failsafe.limit_w is not None:
             limit = self.failsafe.limit_w
         else:
-            total_tdp = self.sum_tdp_w()
-            limit = self.usable_budget_w() * spec.tdp_w / total_tdp if total_tdp else spec.tdp_w
+            specs = [get_spec(t) for _, _, t in self.gpu_types()]
+            spare_w = self.usable_budget_w() - sum(g.min_power_limit_w for g in specs)
+            ranges_w = sum(g.max_power_limit_w - g.min_power_limit_w for g in specs)
+            own_w = spec.max_power_limit_w - spec.min_power_limit_w
+            share = min(1.0, max(0.0, spare_w / ranges_w)) if ranges_w > 0 else 0.0
+            limit = spec.min_power_limit_w + share * own_w
         limit = min(spec.max_power_limit_w, max(spec.min_power_limit_w, limit))
         return math.floor(limit * 1000) / 1000
 

@@ -228,7 +228,7 @@ def test_node_removal_is_survived(cluster: Path, training_job: str) -> None:
     doc = status(cluster)
     h100 = next(n for n in doc["nodes"] if n["name"] == "node-h100")
     assert not h100["connected"]
-    assert doc["accounted_power_limit_w"] <= doc["budget_w"] - doc["reserve_w"]
+    assert doc["accounted_power_limit_w"] <= doc["budget_w"] - doc["reserve_w"], json.dumps(doc)
     a100_busy = [g for n in doc["nodes"] if n["name"] == "node-a100" for g in n["gpus"]
                  if g["utilization_pct"] > 0]  # fmt: skip
     assert len(a100_busy) == 2

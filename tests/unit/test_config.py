@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from greenllm.config import ClusterConfig, load_cluster_config, registered_policies
+from greenllm.devices.catalog import get_spec
 from greenllm.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,12 +143,25 @@ def test_not_a_mapping(tmp_path: Path) -> None:
         load_cluster_config(path)
 
 
+@pytest.mark.parametrize("budget_w", [1400, 1460, 1600, 2800, 4000, 9000])
+def test_failsafe_limits_never_sum_above_the_usable_budget(budget_w: float) -> None:
+    data = base()
+    data["budget"] = {"budget_w": budget_w, "reserve_w": 40}
+    cfg = ClusterConfig.model_validate(data)
+    shares = [cfg.failsafe_limit_w(t) for _, _, t in cfg.gpu_types()]
+    assert sum(shares) <= cfg.usable_budget_w() + 1e-6
+    for (_, _, gpu_type), share in zip(cfg.gpu_types(), shares, strict=True):
+        spec = get_spec(gpu_type)
+        assert spec.min_power_limit_w <= share <= spec.max_power_limit_w
+
+
 def test_failsafe_limit_is_static_share_inside_constraints() -> None:
     cfg = ClusterConfig.model_validate(base())
     shares = [cfg.failsafe_limit_w(t) for _, _, t in cfg.gpu_types()]
     assert sum(shares) <= cfg.usable_budget_w()
+    # 2700 W usable: minimums take 1360 W, the 1340 W left go by range (500/300/32 W).
     h100 = cfg.failsafe_limit_w("H100-SXM")
-    assert h100 == pytest.approx(2700 * 700 / 4688, abs=0.01)
+    assert h100 == pytest.approx(200 + 1340 * 500 / 3328, abs=0.01)
     data = base()
     data["failsafe"] = {"timeout_s": 3, "limit_w": 10}
     cfg = ClusterConfig.model_validate(data)
