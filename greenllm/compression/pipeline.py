@@ -157,7 +157,11 @@ def _apply_step(
             p = prune.prune_magnitude(model, options.sparsity, scope)  # type: ignore[arg-type]
         else:
             p = prune.prune_2_4(model)
-        detail = {"target_sparsity": p.target_sparsity, "scope": p.scope}
+        detail = {
+            "target_sparsity": p.target_sparsity,
+            "scope": p.scope,
+            "storage": "dense: zeros are stored and the CPU matmul does not skip them",
+        }
         if options.finetune_steps > 0:
             config = replace(options.finetune, steps=options.finetune_steps)
             run = prune.finetune_pruned(model, p, train_ids, config)
