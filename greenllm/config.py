@@ -210,20 +210,25 @@ class ClusterConfig(_Strict):
         """``budget_w - reserve_w``, watts: what limits may sum to."""
         return self.budget.budget_w - self.budget.reserve_w
 
-    def failsafe_limit_w(self, gpu_type: str) -> float:
+    def failsafe_limit_w(self, gpu_type: str, usable_budget_w: float | None = None) -> float:
         """Fail-safe power limit of one GPU of ``gpu_type``, watts, inside its constraints.
 
         Unless ``failsafe.limit_w`` is set, the GPU's static share of the usable budget:
         every GPU gets its minimum limit, and what is left is split in proportion to each
         GPU's range (max - min). The shares of all GPUs sum to at most the usable budget,
         so agents holding their fail-safe limits keep the budget invariant.
+
+        Args:
+            gpu_type: The GPU's type.
+            usable_budget_w: The usable budget now (default: the config's), watts.
         """
         spec = get_spec(gpu_type)
         if self.failsafe.limit_w is not None:
             limit = self.failsafe.limit_w
         else:
             specs = [get_spec(t) for _, _, t in self.gpu_types()]
-            spare_w = self.usable_budget_w() - sum(g.min_power_limit_w for g in specs)
+            usable_w = self.usable_budget_w() if usable_budget_w is None else usable_budget_w
+            spare_w = usable_w - sum(g.min_power_limit_w for g in specs)
             ranges_w = sum(g.max_power_limit_w - g.min_power_limit_w for g in specs)
             own_w = spec.max_power_limit_w - spec.min_power_limit_w
             share = min(1.0, max(0.0, spare_w / ranges_w)) if ranges_w > 0 else 0.0

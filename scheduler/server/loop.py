@@ -107,7 +107,10 @@ class ControlLoop:
             stale = state.is_stale(node, now_s)
             if not node.gpus:
                 for index, gpu_type in enumerate(node.config_gpu_types):
-                    failsafe_w = state.failsafe_limit_w(gpu_type)
+                    # Never registered here: it holds at most its boot-time or current share.
+                    failsafe_w = max(
+                        state.failsafe_limit_w(gpu_type), state.failsafe_target_w(gpu_type)
+                    )
                     gpus.append(
                         GPUState(node.name, index, gpu_type, 0.0, 0.0, failsafe_w, stale=True)
                     )
@@ -115,7 +118,7 @@ class ControlLoop:
             for g in node.gpus:
                 acked_w = g.acked_limit_w
                 if stale:
-                    acked_w = max(acked_w, state.failsafe_limit_w(g.gpu_type))
+                    acked_w = max(acked_w, g.worst_failsafe_w())
                 job_id, shard = assigned.get((node.name, g.index), (None, None))
                 latest = g.latest
                 gpus.append(
@@ -147,6 +150,7 @@ class ControlLoop:
         """One control period: observe, decide, execute, and send heartbeats when due."""
         now_s = self.state.clock()
         self._reconcile_jobs(now_s)
+        self._sync_failsafe()
         self._mark_running()
         observed = self.observed(now_s)
         self._learn(observed)
@@ -168,6 +172,19 @@ class ControlLoop:
             for session in self.state.live_sessions():
                 session.outbox.put_nowait(heartbeat)
         return actions
+
+    def _sync_failsafe(self) -> None:
+        """Bring every live node's fail-safe limits to its share of the budget now (an acked
+        command: until the ack, stale accounting counts the higher of old and new)."""
+        for node in self.state.nodes.values():
+            if node.session is None or not node.gpus:
+                continue
+            if any(g.pending_failsafe_w for g in node.gpus):
+                continue
+            target = [self.state.failsafe_target_w(g.gpu_type) for g in node.gpus]
+            if any(abs(g.failsafe_w - t) > 1e-6 for g, t in zip(node.gpus, target, strict=True)):
+                body = agent_pb2.SetFailsafeLimits(limits_w=target)
+                self.state.send(node.name, agent_pb2.Command(set_failsafe_limits=body))
 
     def _learn(self, observed: ObservedState) -> None:
         """Feed settled readings of training GPUs to the power model: limit unchanged for

@@ -46,6 +46,8 @@ class GpuRecord:
         pending_limits_w: Power-limit commands not yet acked: command id -> watts.
         energy_window: Recent ``(timestamp_s, energy_j)`` pairs.
         power_cap_w: Readings above this are absurd and rejected, watts.
+        failsafe_w: The fail-safe limit the agent holds for it, as acked, watts.
+        pending_failsafe_w: Fail-safe limits sent and not yet acked: command id -> watts.
     """
 
     index: int
@@ -61,9 +63,15 @@ class GpuRecord:
         default_factory=lambda: deque(maxlen=WINDOW_SAMPLES)
     )
     power_cap_w: float = 0.0
+    failsafe_w: float = 0.0
+    pending_failsafe_w: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.power_cap_w = ABSURD_POWER_FACTOR * self.max_power_limit_w
+
+    def worst_failsafe_w(self) -> float:
+        """The highest fail-safe limit the agent may hold for it (acked or in flight), W."""
+        return max([self.failsafe_w, *self.pending_failsafe_w.values()])
 
     def pending_limit_w(self) -> float | None:
         """Largest commanded, not yet acked limit, watts (None: none)."""

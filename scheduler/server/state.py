@@ -215,6 +215,7 @@ class ClusterState:
                     min_power_limit_w=g.min_power_limit_w,
                     max_power_limit_w=g.max_power_limit_w,
                     acked_limit_w=g.power_limit_w,
+                    failsafe_w=g.failsafe_limit_w or self.failsafe_limit_w(spec.name),
                 )
             )
         return records
@@ -229,8 +230,13 @@ class ClusterState:
         """Streams now open."""
         return [n.session for n in self.nodes.values() if n.session is not None]
 
+    def failsafe_target_w(self, gpu_type: str) -> float:
+        """The fail-safe limit a GPU of ``gpu_type`` should hold under the budget now, W."""
+        return self.config.failsafe_limit_w(gpu_type, self.budget_w - self.reserve_w)
+
     def failsafe_limit_w(self, gpu_type: str) -> float:
-        """The fail-safe limit an agent sets on a GPU of ``gpu_type``, watts."""
+        """The fail-safe limit an agent starts with on a GPU of ``gpu_type`` (the config's
+        budget), watts."""
         limit_w = self.failsafe_limits_w.get(gpu_type)
         if limit_w is None:
             limit_w = self.failsafe_limits_w[gpu_type] = self.config.failsafe_limit_w(gpu_type)
@@ -297,6 +303,9 @@ class ClusterState:
             index, value = body.gpu_index, body.max_sm_clock_mhz
         elif action == "reset_sm_clocks":
             index = body.gpu_index
+        elif action == "set_failsafe_limits":
+            for gpu, limit_w in zip(node.gpus, body.limits_w, strict=True):
+                gpu.pending_failsafe_w[cid] = limit_w
         self.pending[cid] = PendingCommand(node_name, node.session.session_id, index, action, value)
         node.session.unsent.append(command)
         return cid
@@ -324,6 +333,12 @@ class ClusterState:
             )
         del self.pending[ack.command_id]
         node = self.nodes[cmd.node]
+        if cmd.action == "set_failsafe_limits":
+            for gpu in node.gpus:
+                limit_w = gpu.pending_failsafe_w.pop(ack.command_id, None)
+                if ack.success and limit_w is not None:
+                    gpu.failsafe_w = limit_w
+            return cmd
         if cmd.gpu_index < 0:
             return cmd
         gpu = node.gpus[cmd.gpu_index]

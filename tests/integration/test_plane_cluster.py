@@ -141,3 +141,29 @@ def test_failsafe_after_kill9_and_recovery(config, controller_process, fleet, wa
 
     controller_process.start()
     wait(obeying, 20, "the agents to re-register and obey again")
+
+
+@pytest.mark.timeout(90)
+def test_failsafe_limits_follow_a_budget_cut(config, controller_process, fleet, wait) -> None:
+    """After a cut, an agent that loses the controller falls back to its share of the *new*
+    budget, not of the config's."""
+    controller_process.start()
+    wait(lambda: all(a.registered for a in fleet.agents), 20, "the agents to register")
+    usable_w = 1500.0 - config.budget.reserve_w
+    with ClusterClient(config) as client:
+        client.set_budget(1500)
+    types = [g.gpu_type for a in fleet.agents for g in a.gpus]
+    target = [config.failsafe_limit_w(t, usable_w) for t in types]
+    wait(
+        lambda: [w for a in fleet.agents for w in a.failsafe_limits_w] == target,
+        20,
+        "the new fail-safe limits",
+    )
+    assert sum(target) <= usable_w + 1e-6
+    controller_process.kill9()
+    wait(
+        lambda: all(a.failsafe_active for a in fleet.agents) and fleet.limits_w() == target,
+        config.failsafe.timeout_s + 5,
+        "every agent at its new fail-safe limits",
+    )
+    assert sum(fleet.limits_w()) <= usable_w + 1e-6

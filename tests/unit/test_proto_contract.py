@@ -22,6 +22,7 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "min_sm_clock_mhz": 8,
         "max_sm_clock_mhz": 9,
         "memory_total_mib": 10,
+        "failsafe_limit_w": 11,
     },
     "Register": {
         "node": 1,
@@ -65,6 +66,7 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "generation": 5,
     },
     "StopShard": {"shard_id": 1},
+    "SetFailsafeLimits": {"limits_w": 1},
     "SetLoadWeights": {"weights": 1},
     "Command": {
         "command_id": 1,
@@ -74,6 +76,7 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "start_shard": 5,
         "stop_shard": 6,
         "set_load_weights": 7,
+        "set_failsafe_limits": 8,
     },
     "CommandAck": {"command_id": 1, "success": 2, "reason": 3, "code": 4},
     "Heartbeat": {"timestamp_s": 1},

@@ -148,7 +148,7 @@ class NodeAgent:
         token = None
         if self.config.auth.enabled:
             token = self._token or agent_token(self.config.state_dir)
-        inventory = await self._on_device(devices.inventory, self.gpus)
+        inventory = await self._on_device(devices.inventory, self.gpus, self.failsafe_limits_w)
         register = agent_pb2.Register(
             node=self.node,
             gpus=inventory,
@@ -194,10 +194,35 @@ class NodeAgent:
         return [self._apply(c) for c in commands]
 
     def _apply(self, command: agent_pb2.Command) -> agent_pb2.CommandAck:
+        if command.WhichOneof("action") == "set_failsafe_limits":
+            return self._set_failsafe(command)
         if self.shards is not None and command.WhichOneof("action") in SHARD_ACTIONS:
             ack: agent_pb2.CommandAck = apply_shard_command(self.shards, command)
             return ack
         return devices.apply_command(self.gpus, self.node, command)
+
+    def _set_failsafe(self, command: agent_pb2.Command) -> agent_pb2.CommandAck:
+        """Adopt new fail-safe limits (they follow the budget); applied at once when the
+        GPUs are held at their fail-safe limits now."""
+        limits = list(command.set_failsafe_limits.limits_w)
+        cid = command.command_id
+        if len(limits) != len(self.gpus):
+            reason = f"set_failsafe_limits: {len(limits)} limits for {len(self.gpus)} GPUs"
+            return devices.failure(cid, grpc.StatusCode.INVALID_ARGUMENT, reason)
+        for gpu, limit_w in zip(self.gpus, limits, strict=True):
+            c = gpu.power_limit_constraints()
+            if not c.min_power_limit_w <= limit_w <= c.max_power_limit_w:
+                reason = (
+                    f"set_failsafe_limits: {limit_w:g} W outside GPU {gpu.index}'s "
+                    f"[{c.min_power_limit_w:g}, {c.max_power_limit_w:g}] W"
+                )
+                return devices.failure(cid, grpc.StatusCode.OUT_OF_RANGE, reason)
+        self.failsafe_limits_w = limits
+        if self.failsafe_active:
+            errors = devices.set_failsafe_limits(self.gpus, limits)
+            if errors:
+                return devices.failure(cid, grpc.StatusCode.INTERNAL, "; ".join(errors))
+        return agent_pb2.CommandAck(command_id=cid, success=True)
 
     def _on_registered(self, registered: agent_pb2.Registered) -> None:
         self.registered = True

@@ -23,10 +23,14 @@ from greenllm.proto.v1 import agent_pb2
 log = logging.getLogger(__name__)
 
 
-def inventory(gpus: Sequence[GPU]) -> list[agent_pb2.GpuInfo]:
-    """Describe each GPU for the registration message."""
+def inventory(
+    gpus: Sequence[GPU], failsafe_limits_w: Sequence[float] | None = None
+) -> list[agent_pb2.GpuInfo]:
+    """Describe each GPU for the registration, with the fail-safe limit held for it (0 when
+    not given: the controller then assumes the config's share)."""
     infos = []
-    for gpu in gpus:
+    limits = failsafe_limits_w if failsafe_limits_w is not None else [0.0] * len(gpus)
+    for gpu, failsafe_w in zip(gpus, limits, strict=True):
         c = gpu.power_limit_constraints()
         clocks = gpu.supported_sm_clocks_mhz()
         infos.append(
@@ -41,6 +45,7 @@ def inventory(gpus: Sequence[GPU]) -> list[agent_pb2.GpuInfo]:
                 min_sm_clock_mhz=clocks[0] if clocks else 0,
                 max_sm_clock_mhz=clocks[-1] if clocks else 0,
                 memory_total_mib=gpu.memory_total_mib(),
+                failsafe_limit_w=failsafe_w,
             )
         )
     return infos
@@ -63,7 +68,7 @@ def sample(gpus: Sequence[GPU]) -> agent_pb2.GpuSamples:
     )
 
 
-def _failure(command_id: int, code: grpc.StatusCode, reason: str) -> agent_pb2.CommandAck:
+def failure(command_id: int, code: grpc.StatusCode, reason: str) -> agent_pb2.CommandAck:
     return agent_pb2.CommandAck(
         command_id=command_id, success=False, reason=reason, code=code.value[0]
     )
@@ -86,16 +91,16 @@ def apply_command(
     cid = command.command_id
     action = command.WhichOneof("action")
     if action in ("start_shard", "stop_shard", "set_load_weights"):
-        return _failure(
+        return failure(
             cid, grpc.StatusCode.UNIMPLEMENTED, f"{action}: this agent runs no shard runners"
         )
     if action is None:
-        return _failure(cid, grpc.StatusCode.INVALID_ARGUMENT, "command without an action")
+        return failure(cid, grpc.StatusCode.INVALID_ARGUMENT, "command without an action")
     body = getattr(command, action)
     by_index = {g.index: g for g in gpus}
     gpu = by_index.get(body.gpu_index)
     if gpu is None:
-        return _failure(
+        return failure(
             cid,
             grpc.StatusCode.NOT_FOUND,
             f"{action}: node {node} has no GPU {body.gpu_index} "
@@ -110,10 +115,10 @@ def apply_command(
             gpu.reset_sm_clocks()
     except DeviceError as exc:
         log.warning("command %d (%s) failed: %s", cid, action, exc)
-        return _failure(cid, _status_of(exc), str(exc))
+        return failure(cid, _status_of(exc), str(exc))
     except Exception as exc:  # a device backend bug must not kill the agent
         log.exception("command %d (%s) crashed", cid, action)
-        return _failure(cid, grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        return failure(cid, grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
     return agent_pb2.CommandAck(command_id=cid, success=True)
 
 

@@ -27,7 +27,7 @@ class ControllerMessage(_message.Message):
     def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., commands: _Optional[_Union[CommandBatch, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
 
 class GpuInfo(_message.Message):
-    __slots__ = ("index", "type", "uuid", "min_power_limit_w", "max_power_limit_w", "default_power_limit_w", "power_limit_w", "min_sm_clock_mhz", "max_sm_clock_mhz", "memory_total_mib")
+    __slots__ = ("index", "type", "uuid", "min_power_limit_w", "max_power_limit_w", "default_power_limit_w", "power_limit_w", "min_sm_clock_mhz", "max_sm_clock_mhz", "memory_total_mib", "failsafe_limit_w")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     UUID_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class GpuInfo(_message.Message):
     MIN_SM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
     MAX_SM_CLOCK_MHZ_FIELD_NUMBER: _ClassVar[int]
     MEMORY_TOTAL_MIB_FIELD_NUMBER: _ClassVar[int]
+    FAILSAFE_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
     index: int
     type: str
     uuid: str
@@ -48,7 +49,8 @@ class GpuInfo(_message.Message):
     min_sm_clock_mhz: int
     max_sm_clock_mhz: int
     memory_total_mib: float
-    def __init__(self, index: _Optional[int] = ..., type: _Optional[str] = ..., uuid: _Optional[str] = ..., min_power_limit_w: _Optional[float] = ..., max_power_limit_w: _Optional[float] = ..., default_power_limit_w: _Optional[float] = ..., power_limit_w: _Optional[float] = ..., min_sm_clock_mhz: _Optional[int] = ..., max_sm_clock_mhz: _Optional[int] = ..., memory_total_mib: _Optional[float] = ...) -> None: ...
+    failsafe_limit_w: float
+    def __init__(self, index: _Optional[int] = ..., type: _Optional[str] = ..., uuid: _Optional[str] = ..., min_power_limit_w: _Optional[float] = ..., max_power_limit_w: _Optional[float] = ..., default_power_limit_w: _Optional[float] = ..., power_limit_w: _Optional[float] = ..., min_sm_clock_mhz: _Optional[int] = ..., max_sm_clock_mhz: _Optional[int] = ..., memory_total_mib: _Optional[float] = ..., failsafe_limit_w: _Optional[float] = ...) -> None: ...
 
 class Register(_message.Message):
     __slots__ = ("node", "gpus", "agent_version", "failsafe_active", "telemetry_message_interval_s")
@@ -166,6 +168,12 @@ class StartShard(_message.Message):
     generation: int
     def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., spec_json: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
 
+class SetFailsafeLimits(_message.Message):
+    __slots__ = ("limits_w",)
+    LIMITS_W_FIELD_NUMBER: _ClassVar[int]
+    limits_w: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, limits_w: _Optional[_Iterable[float]] = ...) -> None: ...
+
 class StopShard(_message.Message):
     __slots__ = ("shard_id",)
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
@@ -186,7 +194,7 @@ class SetLoadWeights(_message.Message):
     def __init__(self, weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("command_id", "set_power_limit", "lock_sm_clocks", "reset_sm_clocks", "start_shard", "stop_shard", "set_load_weights")
+    __slots__ = ("command_id", "set_power_limit", "lock_sm_clocks", "reset_sm_clocks", "start_shard", "stop_shard", "set_load_weights", "set_failsafe_limits")
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     SET_POWER_LIMIT_FIELD_NUMBER: _ClassVar[int]
     LOCK_SM_CLOCKS_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +202,7 @@ class Command(_message.Message):
     START_SHARD_FIELD_NUMBER: _ClassVar[int]
     STOP_SHARD_FIELD_NUMBER: _ClassVar[int]
     SET_LOAD_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    SET_FAILSAFE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     command_id: int
     set_power_limit: SetPowerLimit
     lock_sm_clocks: LockSmClocks
@@ -201,7 +210,8 @@ class Command(_message.Message):
     start_shard: StartShard
     stop_shard: StopShard
     set_load_weights: SetLoadWeights
-    def __init__(self, command_id: _Optional[int] = ..., set_power_limit: _Optional[_Union[SetPowerLimit, _Mapping]] = ..., lock_sm_clocks: _Optional[_Union[LockSmClocks, _Mapping]] = ..., reset_sm_clocks: _Optional[_Union[ResetSmClocks, _Mapping]] = ..., start_shard: _Optional[_Union[StartShard, _Mapping]] = ..., stop_shard: _Optional[_Union[StopShard, _Mapping]] = ..., set_load_weights: _Optional[_Union[SetLoadWeights, _Mapping]] = ...) -> None: ...
+    set_failsafe_limits: SetFailsafeLimits
+    def __init__(self, command_id: _Optional[int] = ..., set_power_limit: _Optional[_Union[SetPowerLimit, _Mapping]] = ..., lock_sm_clocks: _Optional[_Union[LockSmClocks, _Mapping]] = ..., reset_sm_clocks: _Optional[_Union[ResetSmClocks, _Mapping]] = ..., start_shard: _Optional[_Union[StartShard, _Mapping]] = ..., stop_shard: _Optional[_Union[StopShard, _Mapping]] = ..., set_load_weights: _Optional[_Union[SetLoadWeights, _Mapping]] = ..., set_failsafe_limits: _Optional[_Union[SetFailsafeLimits, _Mapping]] = ...) -> None: ...
 
 class CommandAck(_message.Message):
     __slots__ = ("command_id", "success", "reason", "code")
