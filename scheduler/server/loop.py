@@ -115,10 +115,13 @@ class ControlLoop:
                         GPUState(node.name, index, gpu_type, 0.0, 0.0, failsafe_w, stale=True)
                     )
                 continue
+            # A stale node holds its commanded limits or (after the fail-safe timeout) its
+            # fail-safe limits, switched lowerings first: count it at the larger sum.
+            failsafe = stale and sum(g.worst_failsafe_w() for g in node.gpus) > sum(
+                max(g.acked_limit_w, g.pending_limit_w() or 0.0) for g in node.gpus
+            )
             for g in node.gpus:
-                acked_w = g.acked_limit_w
-                if stale:
-                    acked_w = max(acked_w, g.worst_failsafe_w())
+                acked_w = g.worst_failsafe_w() if failsafe else g.acked_limit_w
                 job_id, shard = assigned.get((node.name, g.index), (None, None))
                 latest = g.latest
                 gpus.append(

@@ -145,3 +145,21 @@ def test_settled_training_readings_teach_the_power_model(ctl: Controller) -> Non
     ctl.loop._learn(ctl.loop.observed(start + 5.0))
     assert ctl.loop.power_model.version == before + 1
     assert ctl.loop.observed(start).power_model is ctl.loop.power_model
+
+
+def test_stale_node_counts_at_the_larger_of_its_limits_and_its_failsafe_limits(
+    ctl: Controller,
+) -> None:
+    node = ctl.state.nodes["node-h100"]
+    limits_w = (264.0, 264.0, 200.0, 200.0)
+    node.gpus = [GpuRecord(i, "H100-SXM", f"u{i}", 200.0, 700.0, w) for i, w in enumerate(limits_w)]
+    for g in node.gpus:
+        g.failsafe_w = 221.0
+    observed = {g.key: g for g in ctl.loop.observed(ctl.state.clock()).gpus}
+    mine = [observed[("node-h100", i)].accounted_limit_w for i in range(4)]
+    assert mine == [264.0, 264.0, 200.0, 200.0]  # 928 W beats 884 W of fail-safe limits
+    node.gpus[0].pending_failsafe_w[7] = 400.0  # a raise in flight: 1063 W beats 928 W
+    observed = {g.key: g for g in ctl.loop.observed(ctl.state.clock()).gpus}
+    assert [observed[("node-h100", i)].accounted_limit_w for i in range(4)] == [
+        400.0, 221.0, 221.0, 221.0,
+    ]  # fmt: skip

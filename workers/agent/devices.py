@@ -123,9 +123,12 @@ def apply_command(
 
 
 def set_failsafe_limits(gpus: Sequence[GPU], limits_w: Sequence[float]) -> list[str]:
-    """Set each GPU to its fail-safe limit; returns the errors (empty when all worked)."""
+    """Set each GPU to its fail-safe limit, lowerings first, so the node's limits never sum
+    above the larger of their old and new sums; returns the errors (empty when all worked)."""
     errors = []
-    for gpu, limit_w in zip(gpus, limits_w, strict=True):
+    pairs = list(zip(gpus, limits_w, strict=True))
+    pairs.sort(key=lambda p: p[1] - p[0].power_limit_w())
+    for gpu, limit_w in pairs:
         try:
             gpu.set_power_limit_w(limit_w)
         except DeviceError as exc:
