@@ -47,7 +47,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         except BadInput as exc:
             await abort_with(context, exc)
         if self._loop.persistence is not None:
-            self._loop.persistence.save_job(job)  # kept before the id goes back to the user
+            self._loop.persistence.submitted(job)
         log.info("job %s submitted (%s, %d shards)", job.job_id, job.spec.kind, job.spec.shards)
         self._loop.wake.set()
         return cluster_pb2.SubmitJobResponse(job=job_proto(self._state, job))

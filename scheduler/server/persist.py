@@ -109,6 +109,11 @@ class Persistence:
     def _settings_key(self) -> tuple[float, float, str]:
         return (self.state.budget_w, self.state.reserve_w, self.state.policy_name)
 
+    def submitted(self, job: JobRecord) -> None:
+        """Write a job the moment it is accepted (before its id goes back to the user)."""
+        self.save_job(job)
+        self.store.add_event("submitted", f"job {job.job_id} submitted", job.job_id)
+
     def save_job(self, job: JobRecord) -> None:
         """Write one job now (with its ledger)."""
         m = measure_job(self.state, job)

@@ -61,3 +61,13 @@ def test_cancelled_job_ledger_is_frozen(tmp_path: Path) -> None:
     ctl.loop.cancel(job)
     gpu.energy_window.append((2.0, 900.0))
     assert job.final == (500.0, 0.0)
+
+
+def test_a_submitted_job_is_kept_at_once_with_its_event(tmp_path: Path) -> None:
+    ctl = Controller(config(tmp_path))
+    job = ctl.jobs.submit(json.dumps(TRAIN))
+    ctl.persistence.submitted(job)
+    job.state = "placed"
+    ctl.persistence.sync()
+    assert [e.kind for e in ctl.store.events(job.job_id)] == ["submitted", "placed"]
+    assert [j.job_id for j in ctl.store.jobs()] == [job.job_id]
