@@ -12,7 +12,7 @@ from typing import Any
 
 from greenllm.config import ClusterConfig
 from greenllm.errors import GreenllmError
-from greenllm.rpc.client import ClusterClient, ControllerError, connect
+from greenllm.rpc.client import ControllerError, connect
 from scheduler.runtime.raynodes import (
     NAMESPACE,
     RuntimeRecord,
@@ -181,8 +181,3 @@ def _stop_actors(address: str, config: ClusterConfig, log: Callable[[str], None]
             log(f"{name} did not stop cleanly: {exc}")
         ray.kill(actor, no_restart=True)
     ray.shutdown()
-
-
-def controller_client(config_path: Path) -> ClusterClient:
-    """A client for the running controller (see :func:`greenllm.rpc.client.connect`)."""
-    return connect(config_path)

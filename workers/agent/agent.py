@@ -22,7 +22,8 @@ from greenllm.proto.v1 import agent_pb2, agent_pb2_grpc
 from greenllm.rpc.auth import agent_token, bearer_metadata
 from greenllm.rpc.channel import aio_channel
 from workers.agent import devices
-from workers.shardhost import SHARD_ACTIONS, ShardHost, apply_shard_command, shard_samples
+from workers.agent.shards import SHARD_ACTIONS, apply_shard_command, shard_samples
+from workers.shardhost import ShardHost
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +198,7 @@ class NodeAgent:
         if command.WhichOneof("action") == "set_failsafe_limits":
             return self._set_failsafe(command)
         if self.shards is not None and command.WhichOneof("action") in SHARD_ACTIONS:
-            ack: agent_pb2.CommandAck = apply_shard_command(self.shards, command)
-            return ack
+            return apply_shard_command(self.shards, command)
         return devices.apply_command(self.gpus, self.node, command)
 
     def _set_failsafe(self, command: agent_pb2.Command) -> agent_pb2.CommandAck:
