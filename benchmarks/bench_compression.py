@@ -27,8 +27,9 @@ METHODS = "int8-dynamic,int8,int4,prune,prune-2:4,lowrank,distill"
 SETTINGS: dict[str, dict[str, Any]] = {
     "tiny": {"distill_steps": 150, "new_tokens": 64, "repeats": 5},
     "small": {"distill_steps": 150, "new_tokens": 64, "repeats": 5},
-    smollm2.NAME: {"distill_steps": 20, "new_tokens": 32, "repeats": 3},
+    smollm2.NAME: {"distill_steps": 20, "new_tokens": 16, "repeats": 3},
 }
+MODELS = ("tiny", "small", smollm2.NAME)
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -65,8 +66,8 @@ def _print_report(report: dict[str, Any]) -> None:
 def main() -> None:
     """Run every method on every model and print one table per model."""
     hf_logging.disable_progress_bar()
-    models = ["tiny", "small", smollm2.NAME]
-    if importlib.util.find_spec(smollm2.PACKAGE) is None:
+    models = list(MODELS)
+    if smollm2.NAME in models and importlib.util.find_spec(smollm2.PACKAGE) is None:
         print(f"note: skipping {smollm2.NAME}: extra not installed ({smollm2.INSTALL_HINT})")
         models.remove(smollm2.NAME)
     for name in models:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,9 +35,8 @@ class EvalConfig:
         gen_batch_size: Sequences generated at once.
         prompt_tokens: Prompt length of each generated sequence.
         new_tokens: Tokens generated per sequence (greedy, never stopped early).
-        repeats: Timed generation runs (after one untimed warm-up run of the same size); the
-            run of median duration gives tokens/s and J/token, which damps interference
-            from other processes.
+        repeats: Timed generation runs per model (after one untimed warm-up run of the same
+            size); the run of median duration gives tokens/s and J/token.
     """
 
     seq_len: int = 128
@@ -142,37 +142,109 @@ def energy_source(measurement: Measurement) -> tuple[str, bool]:
     return "+".join(parts) or "none", estimate
 
 
+@dataclass(frozen=True)
+class Generation:
+    """Speed and energy of one model's timed generation.
+
+    Attributes:
+        tokens_per_s: Generated tokens per second (median run).
+        joules_per_token: Energy per generated token in that run, joules.
+        energy_source: Where the joules come from.
+        energy_is_estimate: True when any part of the joules is modelled.
+        generated_tokens: Tokens generated in that run.
+        duration_s: Length of that run, seconds.
+    """
+
+    tokens_per_s: float
+    joules_per_token: float | None
+    energy_source: str
+    energy_is_estimate: bool
+    generated_tokens: int
+    duration_s: float
+
+
+def measure_generation(
+    models: Sequence[nn.Module],
+    tokenizer: Tokenizer,
+    heldout_ids: torch.Tensor,
+    meter: EnergyMeter,
+    config: EvalConfig,
+) -> list[Generation]:
+    """Timed, metered greedy generation of each model, in alternation.
+
+    Each model is warmed up once; then ``repeats`` rounds run every model once in turn, so
+    models compared with each other see the same background load. Per model, the run of
+    median duration counts.
+    """
+    batch = prompts(heldout_ids, config)
+    for model in models:
+        generate(model, batch, config.new_tokens, tokenizer)  # warm-up, not measured
+    runs: list[list[tuple[float, float | None, int, str, bool]]] = [[] for _ in models]
+    for _ in range(config.repeats):
+        for model, model_runs in zip(models, runs, strict=True):
+            start_s = time.perf_counter()
+            with meter.window("generate") as window:
+                generated = generate(model, batch, config.new_tokens, tokenizer).numel()
+            duration_s = time.perf_counter() - start_s
+            measurement = window.result
+            assert measurement is not None
+            source, is_estimate = energy_source(measurement)
+            joules = measurement.total_energy_j if source != "none" else None
+            model_runs.append((duration_s, joules, generated, source, is_estimate))
+    figures = []
+    for model_runs in runs:
+        duration_s, joules, generated, source, is_estimate = sorted(model_runs)[
+            len(model_runs) // 2
+        ]
+        figures.append(
+            Generation(
+                tokens_per_s=generated / duration_s,
+                joules_per_token=joules / generated if joules is not None else None,
+                energy_source=source,
+                energy_is_estimate=is_estimate,
+                generated_tokens=generated,
+                duration_s=duration_s,
+            )
+        )
+    return figures
+
+
 def evaluate(
     model: nn.Module,
     tokenizer: Tokenizer,
     heldout_ids: torch.Tensor,
     meter: EnergyMeter,
     config: EvalConfig,
-) -> Evaluation:
-    """Perplexity on ``heldout_ids``, then timed and metered greedy generation."""
+    paired_with: nn.Module | None = None,
+) -> tuple[Evaluation, Generation | None]:
+    """Perplexity on ``heldout_ids``, then timed and metered greedy generation.
+
+    Args:
+        model: The model to evaluate.
+        tokenizer: Its tokenizer.
+        heldout_ids: Held-out token ids (perplexity and prompts).
+        meter: The energy meter.
+        config: Evaluation settings.
+        paired_with: A reference model (the uncompressed one) whose generation runs
+            alternate with ``model``'s, so their speed and energy ratio is not skewed by
+            load that changes over time.
+
+    Returns:
+        ``model``'s figures, and the reference's generation figures from the paired runs
+        (None without a reference).
+    """
     ppl, n_tokens = perplexity(model, heldout_ids, config)
-    batch = prompts(heldout_ids, config)
-    generate(model, batch, config.new_tokens, tokenizer)  # warm-up, not measured
-    runs: list[tuple[float, float | None, int]] = []
-    source, is_estimate = "none", False
-    for _ in range(config.repeats):
-        start_s = time.perf_counter()
-        with meter.window("generate") as window:
-            generated = generate(model, batch, config.new_tokens, tokenizer).numel()
-        duration_s = time.perf_counter() - start_s
-        measurement = window.result
-        assert measurement is not None
-        source, is_estimate = energy_source(measurement)
-        joules = measurement.total_energy_j if source != "none" else None
-        runs.append((duration_s, joules, generated))
-    duration_s, joules, generated = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
-    return Evaluation(
+    models = [model] if paired_with is None else [model, paired_with]
+    figures = measure_generation(models, tokenizer, heldout_ids, meter, config)
+    gen = figures[0]
+    evaluation = Evaluation(
         perplexity=ppl,
         eval_tokens=n_tokens,
-        tokens_per_s=generated / duration_s,
-        joules_per_token=joules / generated if joules is not None else None,
-        energy_source=source,
-        energy_is_estimate=is_estimate,
-        generated_tokens=generated,
-        duration_s=duration_s,
+        tokens_per_s=gen.tokens_per_s,
+        joules_per_token=gen.joules_per_token,
+        energy_source=gen.energy_source,
+        energy_is_estimate=gen.energy_is_estimate,
+        generated_tokens=gen.generated_tokens,
+        duration_s=gen.duration_s,
     )
+    return evaluation, figures[1] if paired_with is not None else None

@@ -26,7 +26,7 @@ from transformers import PreTrainedModel
 from greenllm.compression import distill as distill_mod
 from greenllm.compression import lowrank, prune, quantize
 from greenllm.compression.artifacts import save_compressed
-from greenllm.compression.evaluate import EvalConfig, Evaluation, evaluate
+from greenllm.compression.evaluate import EvalConfig, evaluate
 from greenllm.compression.layers import conv1d_to_linear, count_parameters, target_linears
 from greenllm.compression.report import MethodResult, build_report, write_report
 from greenllm.energy import EnergyMeter
@@ -192,7 +192,10 @@ def _measure(
     device = torch.device(options.device)
     weight_bytes = save_compressed(model, loaded.tokenizer, out_dir / _dir_name(name), manifest)
     model.to(device)  # type: ignore[arg-type]
-    ev: Evaluation = evaluate(model, loaded.tokenizer, heldout_ids, meter, options.eval)
+    reference = None if name == "baseline" else loaded.model.to(device)  # type: ignore[arg-type]
+    ev, paired = evaluate(
+        model, loaded.tokenizer, heldout_ids, meter, options.eval, paired_with=reference
+    )
     return MethodResult(
         method=name,
         parameters=count_parameters(model),
@@ -201,6 +204,7 @@ def _measure(
         kernels=quantize.kernels_used(model, device),
         artifact=str(out_dir / _dir_name(name)),
         details=details,
+        paired_baseline=paired,
     )
 
 

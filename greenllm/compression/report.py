@@ -2,17 +2,20 @@
 ratio to the uncompressed model; as JSON, as table rows, and as a Pareto plot.
 
 A ratio below 1 means smaller/faster-per-joule for bytes, parameters and J/token, and
-better for perplexity; ``tokens_per_s_ratio`` above 1 means faster.
+better for perplexity; ``tokens_per_s_ratio`` above 1 means faster. Speed and energy ratios
+are taken against the uncompressed model's generation runs that alternated with the
+method's own (``paired_baseline``), so load from other processes that changes over the
+report's run does not skew them; size and perplexity ratios are against ``baseline``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from greenllm.compression.evaluate import Evaluation
+from greenllm.compression.evaluate import Evaluation, Generation
 
 REPORT_FILE = "report.json"
 PLOT_FILE = "pareto.png"
@@ -33,6 +36,8 @@ class MethodResult:
         kernels: Matmul paths of quantized layers (says "fake/dequantized" where so).
         artifact: Directory of the saved, loadable model.
         details: What the method did (sparsity, ranks, student shape...).
+        paired_baseline: The uncompressed model's generation figures from runs alternating
+            with this model's (None for the baseline itself).
     """
 
     method: str
@@ -42,6 +47,7 @@ class MethodResult:
     kernels: list[str] = field(default_factory=list)
     artifact: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    paired_baseline: Generation | None = None
 
     def figures(self) -> dict[str, Any]:
         """The absolute figures as a JSON-ready mapping."""
@@ -61,6 +67,7 @@ class MethodResult:
             "kernels": self.kernels,
             "artifact": self.artifact,
             "details": self.details,
+            "paired_baseline": asdict(self.paired_baseline) if self.paired_baseline else None,
         }
 
 
@@ -78,14 +85,11 @@ def build_report(
     rows = []
     for result in results:
         row = result.figures()
-        for key, ratio_key in (
-            ("parameters", "parameters_ratio"),
-            ("bytes", "bytes_ratio"),
-            ("perplexity", "perplexity_ratio"),
-            ("tokens_per_s", "tokens_per_s_ratio"),
-            ("joules_per_token", "joules_per_token_ratio"),
-        ):
-            row[ratio_key] = _ratio(row[key], base[key])
+        for key in ("parameters", "bytes", "perplexity"):
+            row[f"{key}_ratio"] = _ratio(row[key], base[key])
+        reference = row["paired_baseline"] or base
+        for key in ("tokens_per_s", "joules_per_token"):
+            row[f"{key}_ratio"] = _ratio(row[key], reference[key])
         rows.append(row)
     sources = sorted({r["energy_source"] for r in [base, *rows]})
     estimated = any(r["energy_is_estimate"] for r in [base, *rows])

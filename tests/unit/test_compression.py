@@ -342,3 +342,28 @@ def test_devices_are_checked() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(GreenllmError, match="no such CUDA device"):
             check_device("cuda:0")
+
+
+def test_speed_and_energy_ratios_use_the_paired_baseline_runs() -> None:
+    from greenllm.compression.evaluate import Generation
+
+    base = _result("baseline", 10.0, 0.02, 1000)
+    method = _result("int8", 10.0, 0.01, 1000)
+    method.paired_baseline = Generation(50.0, 0.04, "estimate", True, 10, 0.2)
+    row = build_report("m", "cpu", base, [method])["results"][0]
+    assert row["tokens_per_s_ratio"] == pytest.approx(100.0 / 50.0)
+    assert row["joules_per_token_ratio"] == pytest.approx(0.01 / 0.04)
+    assert row["paired_baseline"]["tokens_per_s"] == 50.0
+    assert row["perplexity_ratio"] == pytest.approx(1.0)
+
+
+def test_generation_is_measured_in_alternation(tiny: LoadedModel, heldout: torch.Tensor) -> None:
+    from greenllm.compression.evaluate import evaluate
+    from greenllm.energy import EnergyMeter
+
+    meter = EnergyMeter(gpus=[], rapl=None, cpu_estimate=True)
+    config = EvalConfig(max_eval_tokens=512, gen_batch_size=2, new_tokens=4, repeats=3)
+    evaluation, paired = evaluate(tiny.model, tiny.tokenizer, heldout, meter, config, tiny.model)
+    assert paired is not None and paired.generated_tokens == evaluation.generated_tokens == 8
+    assert evaluation.energy_source == paired.energy_source == "estimate"
+    assert evaluation.energy_is_estimate and evaluation.tokens_per_s > 0
