@@ -52,15 +52,18 @@ def demo(duration_s: float, cut_budget_w: float, out: Path, as_json: bool) -> No
     ]  # fmt: skip
     print_table("jobs", ["job", "state", "throughput", "work", "energy J", "J/unit", "gCO2e"], rows)
     click.echo(
-        f"limits within budget - reserve in {summary['limits_within_budget_samples']}/"
-        f"{summary['samples']} samples; measured power above budget in "
-        f"{summary['power_over_budget_samples']} samples; peak {summary['max_power_w']:.0f} W"
+        f"outside the cut's transition, limits were within budget - reserve in "
+        f"{summary['limits_within_budget_samples']}/{summary['steady_samples']} samples and "
+        f"power above the budget in {summary['power_over_budget_samples']}; "
+        f"peak {summary['max_power_w']:.0f} W"
     )
-    settled = summary["power_under_new_budget_after_s"]
-    click.echo(
-        "after the cut, power was under the new budget "
-        + (f"within {settled:.1f} s" if settled is not None else "not at all during the demo")
-    )
+    for what, key in (
+        ("limits were", "limits_under_new_budget_after_s"),
+        ("power was", "power_under_new_budget_after_s"),
+    ):
+        settled = summary[key]
+        when = f"within {settled:.1f} s" if settled is not None else "not during the demo"
+        click.echo(f"after the cut, {what} under the new budget {when}")
     click.echo(f"plot: {out / 'power.png'}; figures: {out / 'summary.json'}")
 
 

@@ -129,18 +129,27 @@ def summarise(config: ClusterConfig, result: DemoResult) -> dict[str, Any]:
                 "co2e_g": carbon_g(j["energy_j"], intensity, config.carbon.pue),
             }
         )
-    limits_ok = sum(1 for s in result.samples if s.accounted_limit_w <= s.usable_w + 1e-6)
-    over = [s for s in result.samples if s.power_w > s.budget_w]
     after_cut = [s for s in result.samples if s.t_s >= result.cut_at_s]
     settled = next((s.t_s - result.cut_at_s for s in after_cut if s.power_w <= s.budget_w), None)
+    limits_settled = next(
+        (s.t_s - result.cut_at_s for s in after_cut if s.accounted_limit_w <= s.usable_w + 1e-6),
+        None,
+    )
+    # Between a cut and the acks of its lowerings the limits still answer the old budget.
+    transition_end = result.cut_at_s + (limits_settled or 0.0)
+    steady = [s for s in result.samples if not result.cut_at_s <= s.t_s < transition_end]
+    limits_ok = sum(1 for s in steady if s.accounted_limit_w <= s.usable_w + 1e-6)
+    over = [s for s in steady if s.power_w > s.budget_w]
     return {
         "jobs": jobs,
         "samples": len(result.samples),
+        "steady_samples": len(steady),
         "limits_within_budget_samples": limits_ok,
         "power_over_budget_samples": len(over),
         "max_power_w": max((s.power_w for s in result.samples), default=0.0),
         "budget_cut_at_s": result.cut_at_s,
         "power_under_new_budget_after_s": settled,
+        "limits_under_new_budget_after_s": limits_settled,
     }
 
 
