@@ -95,3 +95,44 @@ def test_bad_start_requests(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="kind"):
         host.start("j-0", 0, '{"name": "j"}')
     assert not host.stop("j-9")
+
+
+def test_inference_serves_a_compressed_artifact(tmp_path: Path) -> None:
+    """An inference job may name a compressed artifact as its model."""
+    import copy
+
+    from greenllm.compression.artifacts import save_compressed
+    from greenllm.compression.layers import conv1d_to_linear
+    from greenllm.compression.quantize import Int8WeightOnlyLinear, quantize_weight_only
+    from greenllm.workloads.registry import load_model
+
+    loaded = load_model("tiny")
+    model = copy.deepcopy(loaded.model)
+    conv1d_to_linear(model)
+    quantize_weight_only(model, 8)
+    artifact = tmp_path / "tiny-int8"
+    save_compressed(model, loaded.tokenizer, artifact, {"base_model": "tiny", "steps": ["int8"]})
+    assert any(
+        isinstance(m, Int8WeightOnlyLinear) for m in load_model(str(artifact)).model.modules()
+    )
+
+    host = ShardHost("n", [SimulatedGPU("A100-SXM4", 0, "n")], tmp_path / "state")
+    spec = JobSpec.model_validate(
+        {
+            "name": "q",
+            "kind": "infer",
+            "model": str(artifact),
+            "infer": {
+                "batch_size": 4,
+                "prompt_tokens": 8,
+                "max_new_tokens": 4,
+                "load": {"process": "poisson", "rate_per_s": 10, "duration_s": 2},
+            },
+        }
+    )
+    host.start("q-0", 0, spec.model_dump_json())
+    wait_for(lambda: host.statuses()[0].state != "running", 120)
+    status = host.statuses()[0]
+    assert status.state == "done", status
+    assert status.requests > 0 and status.failed_requests == 0
+    assert status.work_units == 4 * status.requests
