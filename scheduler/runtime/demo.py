@@ -14,7 +14,7 @@ import yaml
 
 from greenllm.config import ClusterConfig, load_cluster_config
 from greenllm.energy.carbon import GridIntensity, carbon_g
-from greenllm.jobspec import load_job_spec
+from greenllm.jobspec import JobSpec, load_job_spec
 from greenllm.proto.v1 import cluster_pb2
 from greenllm.rpc.client import ClusterClient
 from scheduler.runtime import lifecycle
@@ -57,6 +57,16 @@ def demo_config(base: Path, work_dir: Path) -> Path:
     return path
 
 
+def prepare_models(specs: list[JobSpec], log: Callable[[str], None]) -> None:
+    """Train and cache the built-in models the jobs name before the cluster starts (the
+    first time only), so no shard trains one under load."""
+    from greenllm.workloads.registry import BUILTINS, pretrained_builtin
+
+    for name in sorted({s.model for s in specs if s.model in BUILTINS}):
+        log(f"preparing model {name!r} (trained once on the shipped corpus, then cached)")
+        pretrained_builtin(name)
+
+
 def _sample(status: cluster_pb2.ClusterStatus, t0: float) -> Sample:
     return Sample(
         t_s=time.monotonic() - t0,
@@ -79,6 +89,7 @@ def run_demo(
     """Bring the cluster up, run the jobs with a budget cut half-way, take it down."""
     config = load_cluster_config(config_path)
     specs = [load_job_spec(j) for j in jobs]
+    prepare_models(specs, log)
     result = DemoResult()
     up = lifecycle.up(config_path, config, log=log)
     log(f"cluster up in {up.startup_s:.1f} s; controller {up.controller_address}")

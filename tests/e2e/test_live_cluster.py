@@ -53,6 +53,17 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     work = tmp_path_factory.mktemp("live")
+    with pytest.MonkeyPatch.context() as mp:
+        # A private model cache, filled before the cluster starts: the inference replicas
+        # load the trained tiny model from it instead of training it under load.
+        mp.setenv("GREENLLM_CACHE", str(work / "cache"))
+        from greenllm.workloads.registry import load_model
+
+        load_model("tiny")
+        yield from _cluster(work)
+
+
+def _cluster(work: Path) -> Iterator[Path]:
     data = yaml.safe_load((REPO / "cluster.yaml").read_text())
     data["state_dir"] = str(work / "state")
     data["controller"] = {"address": f"127.0.0.1:{free_port()}", "metrics_port": free_port()}
