@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from greenllm.cli.options import BACKEND_OPTION, CONFIG_OPTION, JSON_OPTION, NODE_OPTION
 from greenllm.cli.output import emit_json, print_table
 from greenllm.config import default_config_path, load_cluster_config
 from greenllm.devices.base import GPU
@@ -38,22 +39,10 @@ def gpu_info(gpu: GPU) -> dict[str, Any]:
 
 
 @click.command("gpus")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="cluster.yaml describing simulated GPUs (default: $GREENLLM_CONFIG, ./cluster.yaml, "
-    "or the embedded default).",
-)
-@click.option("--node", help="Node of the config to show (default: the first).")
-@click.option(
-    "--backend",
-    type=click.Choice(["auto", "nvml", "simulated"]),
-    default="auto",
-    show_default=True,
-    help="auto uses NVML where an NVIDIA GPU is present, else the simulated GPUs.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@CONFIG_OPTION
+@NODE_OPTION
+@BACKEND_OPTION
+@JSON_OPTION
 def gpus(config_path: Path | None, node: str | None, backend: str, as_json: bool) -> None:
     """List this node's GPUs with their power limits and clocks."""
     cfg = load_cluster_config(config_path or default_config_path())

@@ -20,6 +20,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from greenllm.cli.options import BACKEND_OPTION, CONFIG_OPTION, NODE_OPTION
 from greenllm.cli.output import emit_json, fmt, progress_console
 from greenllm.config import ClusterConfig, default_config_path, load_cluster_config
 from greenllm.devices.discovery import get_gpus
@@ -214,21 +215,9 @@ def print_report(doc: dict[str, Any]) -> None:
     is_flag=True,
     help="Print one JSON document on stdout (the command's stdout then goes to stderr).",
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="cluster.yaml (simulated GPUs, carbon region and PUE; default: $GREENLLM_CONFIG, "
-    "./cluster.yaml, or the embedded default).",
-)
-@click.option("--node", help="Node of the config whose GPUs are measured (default: the first).")
-@click.option(
-    "--backend",
-    type=click.Choice(["auto", "nvml", "simulated"]),
-    default="auto",
-    show_default=True,
-    help="auto uses NVML where an NVIDIA GPU is present, else the config's simulated GPUs.",
-)
+@CONFIG_OPTION
+@NODE_OPTION
+@BACKEND_OPTION
 @click.option(
     "--region",
     help="Grid region of the shipped intensity table (default: the config's carbon.region). "
