@@ -99,7 +99,7 @@ class GpuSamples(_message.Message):
     def __init__(self, index: _Optional[_Iterable[int]] = ..., timestamp_s: _Optional[_Iterable[float]] = ..., power_w: _Optional[_Iterable[float]] = ..., energy_j: _Optional[_Iterable[float]] = ..., power_limit_w: _Optional[_Iterable[float]] = ..., sm_clock_mhz: _Optional[_Iterable[float]] = ..., utilization_pct: _Optional[_Iterable[float]] = ..., temperature_c: _Optional[_Iterable[float]] = ..., memory_used_mib: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ShardSample(_message.Message):
-    __slots__ = ("shard_id", "job_id", "timestamp_s", "work_units", "steps", "requests", "state", "error", "generation")
+    __slots__ = ("shard_id", "job_id", "timestamp_s", "work_units", "steps", "requests", "state", "error", "generation", "offered_units", "queued_units")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_S_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,8 @@ class ShardSample(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    OFFERED_UNITS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_UNITS_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     job_id: str
     timestamp_s: float
@@ -118,7 +120,9 @@ class ShardSample(_message.Message):
     state: str
     error: str
     generation: int
-    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., timestamp_s: _Optional[float] = ..., work_units: _Optional[float] = ..., steps: _Optional[int] = ..., requests: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
+    offered_units: float
+    queued_units: float
+    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., timestamp_s: _Optional[float] = ..., work_units: _Optional[float] = ..., steps: _Optional[int] = ..., requests: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., generation: _Optional[int] = ..., offered_units: _Optional[float] = ..., queued_units: _Optional[float] = ...) -> None: ...
 
 class TelemetryBatch(_message.Message):
     __slots__ = ("gpus", "shards", "failsafe_active")

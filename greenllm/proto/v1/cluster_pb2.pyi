@@ -1,10 +1,41 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class JobPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_PHASE_UNSPECIFIED: _ClassVar[JobPhase]
+    JOB_PHASE_PENDING: _ClassVar[JobPhase]
+    JOB_PHASE_PLACED: _ClassVar[JobPhase]
+    JOB_PHASE_RUNNING: _ClassVar[JobPhase]
+    JOB_PHASE_DONE: _ClassVar[JobPhase]
+    JOB_PHASE_FAILED: _ClassVar[JobPhase]
+    JOB_PHASE_CANCELLED: _ClassVar[JobPhase]
+
+class NodePhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NODE_PHASE_UNSPECIFIED: _ClassVar[NodePhase]
+    NODE_PHASE_UNKNOWN: _ClassVar[NodePhase]
+    NODE_PHASE_LIVE: _ClassVar[NodePhase]
+    NODE_PHASE_STALE: _ClassVar[NodePhase]
+    NODE_PHASE_LOST: _ClassVar[NodePhase]
+JOB_PHASE_UNSPECIFIED: JobPhase
+JOB_PHASE_PENDING: JobPhase
+JOB_PHASE_PLACED: JobPhase
+JOB_PHASE_RUNNING: JobPhase
+JOB_PHASE_DONE: JobPhase
+JOB_PHASE_FAILED: JobPhase
+JOB_PHASE_CANCELLED: JobPhase
+NODE_PHASE_UNSPECIFIED: NodePhase
+NODE_PHASE_UNKNOWN: NodePhase
+NODE_PHASE_LIVE: NodePhase
+NODE_PHASE_STALE: NodePhase
+NODE_PHASE_LOST: NodePhase
 
 class JobSpec(_message.Message):
     __slots__ = ("name", "kind", "model", "priority", "shards", "gpu_types", "min_throughput", "deadline_s", "spec_json")
@@ -29,7 +60,7 @@ class JobSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., priority: _Optional[int] = ..., shards: _Optional[int] = ..., gpu_types: _Optional[_Iterable[str]] = ..., min_throughput: _Optional[float] = ..., deadline_s: _Optional[float] = ..., spec_json: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "throughput", "energy_j", "work_units", "submitted_at_s", "steps", "restarts")
+    __slots__ = ("id", "spec", "state", "throughput", "energy_j", "work_units", "submitted_at_s", "steps", "restarts", "phase", "reason", "ended_at_s")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +70,9 @@ class Job(_message.Message):
     SUBMITTED_AT_S_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_S_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: str
@@ -48,7 +82,10 @@ class Job(_message.Message):
     submitted_at_s: float
     steps: int
     restarts: int
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[str] = ..., throughput: _Optional[float] = ..., energy_j: _Optional[float] = ..., work_units: _Optional[float] = ..., submitted_at_s: _Optional[float] = ..., steps: _Optional[int] = ..., restarts: _Optional[int] = ...) -> None: ...
+    phase: JobPhase
+    reason: str
+    ended_at_s: float
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[str] = ..., throughput: _Optional[float] = ..., energy_j: _Optional[float] = ..., work_units: _Optional[float] = ..., submitted_at_s: _Optional[float] = ..., steps: _Optional[int] = ..., restarts: _Optional[int] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., reason: _Optional[str] = ..., ended_at_s: _Optional[float] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec_json",)
@@ -75,14 +112,28 @@ class CancelJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
-    __slots__ = ("jobs",)
+    __slots__ = ("jobs", "next_page_token", "total")
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
-    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    total: int
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()
@@ -115,23 +166,25 @@ class GpuStatus(_message.Message):
     def __init__(self, index: _Optional[int] = ..., type: _Optional[str] = ..., power_limit_w: _Optional[float] = ..., power_w: _Optional[float] = ..., sm_clock_mhz: _Optional[float] = ..., utilization_pct: _Optional[float] = ..., temperature_c: _Optional[float] = ..., memory_used_mib: _Optional[float] = ..., energy_j: _Optional[float] = ..., commanded_power_limit_w: _Optional[float] = ..., pending_power_limit_w: _Optional[float] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("name", "connected", "stale", "failsafe_active", "gpus", "telemetry_age_s")
+    __slots__ = ("name", "connected", "stale", "failsafe_active", "gpus", "telemetry_age_s", "phase")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
     FAILSAFE_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     TELEMETRY_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
     name: str
     connected: bool
     stale: bool
     failsafe_active: bool
     gpus: _containers.RepeatedCompositeFieldContainer[GpuStatus]
     telemetry_age_s: float
-    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., stale: _Optional[bool] = ..., failsafe_active: _Optional[bool] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ..., telemetry_age_s: _Optional[float] = ...) -> None: ...
+    phase: NodePhase
+    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., stale: _Optional[bool] = ..., failsafe_active: _Optional[bool] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ..., telemetry_age_s: _Optional[float] = ..., phase: _Optional[_Union[NodePhase, str]] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples")
+    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples", "jobs_total", "state_writable", "state_error", "refused_lowerings")
     BUDGET_W_FIELD_NUMBER: _ClassVar[int]
     RESERVE_W_FIELD_NUMBER: _ClassVar[int]
     POWER_W_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +194,10 @@ class ClusterStatus(_message.Message):
     JOBS_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_S_FIELD_NUMBER: _ClassVar[int]
     TELEMETRY_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    JOBS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STATE_WRITABLE_FIELD_NUMBER: _ClassVar[int]
+    STATE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_LOWERINGS_FIELD_NUMBER: _ClassVar[int]
     budget_w: float
     reserve_w: float
     power_w: float
@@ -150,7 +207,11 @@ class ClusterStatus(_message.Message):
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
     timestamp_s: float
     telemetry_samples: int
-    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ..., telemetry_samples: _Optional[int] = ...) -> None: ...
+    jobs_total: int
+    state_writable: bool
+    state_error: str
+    refused_lowerings: int
+    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ..., telemetry_samples: _Optional[int] = ..., jobs_total: _Optional[int] = ..., state_writable: _Optional[bool] = ..., state_error: _Optional[str] = ..., refused_lowerings: _Optional[int] = ...) -> None: ...
 
 class SetBudgetRequest(_message.Message):
     __slots__ = ("budget_w", "reserve_w")
@@ -195,14 +256,20 @@ class GetJobEventsRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("timestamp_s", "kind", "message")
+    __slots__ = ("timestamp_s", "kind", "message", "entity", "key", "old")
     TIMESTAMP_S_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    OLD_FIELD_NUMBER: _ClassVar[int]
     timestamp_s: float
     kind: str
     message: str
-    def __init__(self, timestamp_s: _Optional[float] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    entity: str
+    key: str
+    old: str
+    def __init__(self, timestamp_s: _Optional[float] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ..., entity: _Optional[str] = ..., key: _Optional[str] = ..., old: _Optional[str] = ...) -> None: ...
 
 class GetJobEventsResponse(_message.Message):
     __slots__ = ("events",)

@@ -74,6 +74,11 @@ class ClusterStub:
                 request_serializer=greenllm_dot_v1_dot_cluster__pb2.GetJobEventsRequest.SerializeToString,
                 response_deserializer=greenllm_dot_v1_dot_cluster__pb2.GetJobEventsResponse.FromString,
                 _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/greenllm.v1.Cluster/GetJob',
+                request_serializer=greenllm_dot_v1_dot_cluster__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=greenllm_dot_v1_dot_cluster__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -129,6 +134,13 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJob(self, request, context):
+        """One job with its whole spec (status and ListJobs leave spec_json out).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +183,11 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.GetJobEvents,
                     request_deserializer=greenllm_dot_v1_dot_cluster__pb2.GetJobEventsRequest.FromString,
                     response_serializer=greenllm_dot_v1_dot_cluster__pb2.GetJobEventsResponse.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=greenllm_dot_v1_dot_cluster__pb2.GetJobRequest.FromString,
+                    response_serializer=greenllm_dot_v1_dot_cluster__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -389,6 +406,33 @@ class Cluster:
             '/greenllm.v1.Cluster/GetJobEvents',
             greenllm_dot_v1_dot_cluster__pb2.GetJobEventsRequest.SerializeToString,
             greenllm_dot_v1_dot_cluster__pb2.GetJobEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/greenllm.v1.Cluster/GetJob',
+            greenllm_dot_v1_dot_cluster__pb2.GetJobRequest.SerializeToString,
+            greenllm_dot_v1_dot_cluster__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
