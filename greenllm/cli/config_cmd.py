@@ -8,19 +8,26 @@ from pathlib import Path
 import click
 
 from greenllm.cli.output import emit_json, print_table
-from greenllm.config import load_cluster_config
+from greenllm.config import load_cluster_config, registered_policies
+from greenllm.devices.catalog import CATALOG
+
+CHECK_HELP = (
+    "Validate FILE (a cluster.yaml); print a summary, or one line naming the field that "
+    "is wrong. The format is described in docs/cluster-yaml.md.\n\n\b\n"
+    f"GPU types (nodes[].gpus[].type): {', '.join(CATALOG)}\n"
+    f"Policies (policy): {', '.join(registered_policies())}"
+)
 
 
 @click.group("config")
 def config_group() -> None:
-    """Validate and inspect cluster.yaml."""
+    """Validate and inspect cluster.yaml (format: docs/cluster-yaml.md)."""
 
 
-@config_group.command("check")
+@config_group.command("check", help=CHECK_HELP)
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON document.")
 def check(file: Path, as_json: bool) -> None:
-    """Validate FILE; print a summary, or one line naming the field that is wrong."""
     cfg = load_cluster_config(file)
     nodes = [{"name": n.name, "backend": n.backend, "gpus": n.gpu_types()} for n in cfg.nodes]
     summary = {
@@ -42,17 +49,39 @@ def check(file: Path, as_json: bool) -> None:
         "state_dir": str(cfg.state_dir),
         "carbon_region": cfg.carbon.region,
     }
+    unlisted = [n.name for n in cfg.nodes if not n.gpus]
+    summary["nodes_without_gpu_list"] = unlisted
     if as_json:
         emit_json(summary)
         return
     click.echo(
-        f"{file}: valid. {len(cfg.nodes)} nodes, {summary['gpu_count']} GPUs, "
+        f"{file}: valid. {_n(len(cfg.nodes), 'node')}, {_n(len(cfg.gpu_types()), 'GPU')} listed, "
         f"budget {cfg.budget.budget_w:g} W (reserve {cfg.budget.reserve_w:g} W, "
-        f"{100 * cfg.budget.budget_w / cfg.sum_tdp_w():.0f}% of summed TDP "
-        f"{cfg.sum_tdp_w():g} W), policy {cfg.policy}"
+        f"{_tdp_share(cfg.budget.budget_w, cfg.sum_tdp_w(), unlisted)}), policy {cfg.policy}"
     )
-    rows = [[n["name"], n["backend"], ", ".join(_counts(n["gpus"]))] for n in nodes]
+    if unlisted:
+        click.echo(
+            f"note: {_n(len(unlisted), 'nvml node')} ({', '.join(unlisted)}) without a GPU "
+            "list: their GPUs are discovered when the agent starts, so the summed TDP and "
+            "the budget check cover listed GPUs only"
+        )
+    rows = [
+        [n["name"], n["backend"], ", ".join(_counts(n["gpus"])) or "(discovered at start)"]
+        for n in nodes
+    ]
     print_table(None, ["node", "backend", "gpus"], rows)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _tdp_share(budget_w: float, sum_tdp_w: float, unlisted: list[str]) -> str:
+    """``"60% of summed TDP 4688 W"``, or why that share is unknown."""
+    if sum_tdp_w <= 0:
+        return "summed TDP unknown: no GPUs listed"
+    which = "the listed GPUs' summed TDP" if unlisted else "summed TDP"
+    return f"{100 * budget_w / sum_tdp_w:.0f}% of {which} {sum_tdp_w:g} W"
 
 
 def _counts(types: Iterable[str]) -> list[str]:

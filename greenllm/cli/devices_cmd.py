@@ -44,17 +44,32 @@ def gpu_info(gpu: GPU) -> dict[str, Any]:
 @BACKEND_OPTION
 @JSON_OPTION
 def gpus(config_path: Path | None, node: str | None, backend: str, as_json: bool) -> None:
-    """List this node's GPUs with their power limits and clocks."""
-    cfg = load_cluster_config(config_path or default_config_path())
+    """List one node's GPUs with their power limits and clocks: real ones through NVML
+    where an NVIDIA GPU is present, else the config's simulated GPUs of that node. The
+    first line (and the JSON's ``node``) says which node of which config is shown."""
+    path = config_path or default_config_path()
+    cfg = load_cluster_config(path)
+    node_name = cfg.node(node).name if node else cfg.nodes[0].name
     devices = get_gpus(cfg, node=node, backend=backend)
     try:
         infos = [gpu_info(g) for g in devices]
     finally:
         for g in devices:
             g.close()
+    backends = sorted({i["backend"] for i in infos})
     if as_json:
-        emit_json({"gpus": infos})
+        emit_json(
+            {
+                "node": node_name,
+                "config": str(path),
+                "backend": ",".join(backends) or None,
+                "gpus": infos,
+            }
+        )
         return
+    which = "" if node else " (the config's first node; --node NAME shows another)"
+    kinds = " and ".join(backends) or "no"
+    click.echo(f"node {node_name} of {path}{which}: {len(infos)} {kinds} GPUs")
     rows = [
         [
             i["index"],

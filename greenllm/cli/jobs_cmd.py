@@ -60,7 +60,7 @@ def job_document(job: cluster_pb2.Job, config: ClusterConfig) -> dict[str, Any]:
 @JSON_OPTION
 def submit(job_file: Path, config_path: Path | None, as_json: bool) -> None:
     """Submit JOB_FILE (a job spec: kind train or infer, model, shards, GPU types,
-    priority, SLO); prints the job's id."""
+    priority, SLO); prints the job's id. The format is described in docs/job-spec.md."""
     spec = load_job_spec(job_file)
     config, client = _client(config_path)
     with client:
@@ -116,7 +116,13 @@ def cancel(job_id: str, config_path: Path | None, as_json: bool) -> None:
 
 @click.command("logs")
 @click.argument("job_id")
-@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Show at most this many events, the newest.",
+)
 @CONFIG_OPTION
 @JSON_OPTION
 def logs(job_id: str, limit: int, config_path: Path | None, as_json: bool) -> None:

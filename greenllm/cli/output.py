@@ -1,15 +1,23 @@
-"""Helpers shared by CLI commands: JSON documents and tables."""
+"""Helpers shared by CLI commands: JSON documents and tables.
+
+Tables fit the terminal when printed to one; piped or redirected, they keep their natural
+width (never cut to 80 columns), unless ``$COLUMNS`` says otherwise.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+#: Width of a console that is not a terminal: wide enough that no table is cut, columns.
+PIPE_WIDTH = 10_000
 
 
 def _clean(value: Any) -> Any:
@@ -37,7 +45,7 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
         table.add_column(col, justify="right" if numeric else "left")
     for row in rows:
         table.add_row(*(fmt(v) for v in row))
-    Console().print(table)
+    console(stderr=False).print(table)
 
 
 def fmt(value: Any) -> str:
@@ -51,6 +59,15 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def console(stderr: bool) -> Console:
+    """A console on stdout or stderr: the terminal's width on a terminal, else as wide as
+    ``$COLUMNS`` or wide enough for any table (rows are never cut or wrapped)."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty() or os.environ.get("COLUMNS"):
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=PIPE_WIDTH)
+
+
 def progress_console() -> Console:
     """A console on stderr for progress, so stdout stays clean for --json."""
-    return Console(stderr=True)
+    return console(stderr=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,11 +13,14 @@ import grpc
 from greenllm.config import ClusterConfig, default_config_path, load_cluster_config
 from greenllm.errors import GreenllmError
 from greenllm.proto.v1 import cluster_pb2, cluster_pb2_grpc
-from greenllm.rpc.auth import bearer_metadata, operator_token
+from greenllm.rpc.auth import OPERATOR_TOKEN_ENV, bearer_metadata, operator_token, tokens_path
 from greenllm.rpc.channel import sync_channel
 
 #: Deadline of a unary call, seconds.
 DEFAULT_TIMEOUT_S = 5.0
+
+#: How long to try a TCP connection when checking whether a controller listens, seconds.
+PROBE_TIMEOUT_S = 1.0
 
 T = TypeVar("T")
 
@@ -47,6 +52,31 @@ def describe_rpc_error(exc: grpc.RpcError, address: str) -> ControllerError:
     return ControllerError(" ".join(msg.split()), code)
 
 
+def controller_listening(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether something accepts TCP connections at ``address`` (``host:port``)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def no_token_error(address: str, state_dir: Path) -> ControllerError:
+    """The error when there is no operator token: no controller, or one whose tokens are
+    elsewhere."""
+    if not controller_listening(address):
+        return ControllerError(
+            f"no controller running at {address} (start one with `greenllm up`)",
+            grpc.StatusCode.UNAVAILABLE,
+        )
+    return ControllerError(
+        f"controller at {address} is running, but {tokens_path(state_dir)} does not exist: "
+        f"pass the --config it was started with, or set ${OPERATOR_TOKEN_ENV}",
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
+
+
 class ClusterClient:
     """Blocking client of the ``greenllm.v1.Cluster`` API.
 
@@ -54,6 +84,10 @@ class ClusterClient:
         config: The cluster config naming the controller (address, TLS, state_dir).
         token: Operator token; by default ``$GREENLLM_TOKEN`` or the state directory's,
             and none at all when the config disables auth.
+
+    Raises:
+        ControllerError: There is no operator token: "no controller running at ADDR"
+            when nothing listens there.
         timeout_s: Deadline of each unary call, seconds.
         address: Override of ``config.controller.address``.
     """
@@ -67,6 +101,9 @@ class ClusterClient:
     ) -> None:
         self.address = address or config.controller.address
         if token is None and config.auth.enabled:
+            no_env = not os.environ.get(OPERATOR_TOKEN_ENV)
+            if no_env and not tokens_path(config.state_dir).exists():
+                raise no_token_error(self.address, config.state_dir)
             token = operator_token(config.state_dir)
         self._metadata = bearer_metadata(token)
         self._timeout_s = timeout_s

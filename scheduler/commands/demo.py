@@ -16,7 +16,13 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "jobs"
 
 
 @click.command("demo")
-@click.option("--duration-s", type=click.FloatRange(min=10), default=90.0, show_default=True)
+@click.option(
+    "--duration-s",
+    type=click.FloatRange(min=10),
+    default=90.0,
+    show_default=True,
+    help="How long the jobs run, seconds; the budget is cut half-way.",
+)
 @click.option(
     "--cut-to",
     "cut_budget_w",
@@ -25,7 +31,13 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "jobs"
     show_default=True,
     help="Budget after the cut half-way, watts.",
 )
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("demo-out"))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("demo-out"),
+    show_default=True,
+    help="Folder for power.png (power against budget per node) and summary.json.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON document.")
 def demo(duration_s: float, cut_budget_w: float, out: Path, as_json: bool) -> None:
     """Bring the embedded cluster up on Ray, submit a training and an inference job, cut

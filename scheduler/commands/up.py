@@ -15,7 +15,13 @@ from scheduler.runtime import lifecycle
 @click.command("up")
 @CONFIG_OPTION
 @click.option("--address", help="Join this Ray cluster (host:port) instead of starting one.")
-@click.option("--timeout-s", type=click.FloatRange(min=1), default=120.0, show_default=True)
+@click.option(
+    "--timeout-s",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Give up (and say which agents are missing) after this many seconds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print where everything is as JSON.")
 def up_command(
     config_path: Path | None, address: str | None, timeout_s: float, as_json: bool

@@ -84,9 +84,9 @@ def test_reserve_counts_against_the_budget(tmp_path: Path) -> None:
 
 def test_unknown_gpu_type(tmp_path: Path) -> None:
     data = base()
-    data["nodes"][2]["gpus"][0]["type"] = "B200"
+    data["nodes"][2]["gpus"][0]["type"] = "Z900"
     msg = error_for(tmp_path, data)
-    assert "nodes.2.gpus.0.type: unknown GPU type 'B200'" in msg
+    assert "nodes.2.gpus.0.type: unknown GPU type 'Z900'" in msg
     assert "H100-SXM" in msg
 
 
