@@ -1,0 +1,348 @@
+"""A replica engine: continuous batching over one model on one GPU, with per-request energy.
+
+One serving thread runs batched steps. Between steps, finished and cancelled requests
+leave the batch and queued ones join it (:class:`workers.serve.kvbatch.KVBatch`): a step is
+either the prefill of the requests joining (one forward over their prompts) or one decode
+of every running row. After each step the GPU's energy counter is read and the energy since
+the previous reading is split among the step's requests by the tokens each processed
+(:class:`workers.serve.ledger.EnergyLedger`); energy read while no request is in flight is
+idle energy.
+
+On a simulated GPU the model runs on the CPU and each step is paced by the GPU's throughput
+at its power limit and clocks (:mod:`workers.shards.pacing`); the GPU runs the replica's
+workload while requests are in flight and idles otherwise, so its energy counter follows.
+On a real GPU the model runs on CUDA and the counter is NVML's.
+
+Every accepted request ends with exactly one :class:`~workers.serve.stream.FinishEvent`:
+completed, cancelled, or failed (the replica stopped, the model failed). None is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from greenllm.devices import physics
+from greenllm.devices.base import GPU
+from greenllm.devices.simulated import SimulatedGPU
+from greenllm.workloads import Tokenizer, load_model
+from workers.serve.kvbatch import KVBatch
+from workers.serve.ledger import EnergyLedger
+from workers.serve.metrics import MetricsRecorder, ReplicaMetrics
+from workers.serve.request import Request
+from workers.serve.stream import (
+    ContextLengthError,
+    GenerationError,
+    InvalidRequestError,
+    QueueFullError,
+    ReplicaStoppedError,
+    RequestStream,
+    Sampling,
+    ServeError,
+)
+from workers.shards.pacing import Pacer, reference_throughput
+
+#: Model loading is not thread-safe in transformers: replicas of a process load one at a time.
+_LOAD_LOCK = threading.Lock()
+_IDS = itertools.count()
+
+
+class ReplicaEngine:
+    """Serves generation requests from one model on one GPU (see module doc).
+
+    Args:
+        model: A Hugging Face causal LM; moved to ``device`` and put in eval mode.
+        tokenizer: Its tokenizer (its EOS id ends a request and pads the batch).
+        gpu: The GPU it runs on: its energy counter is metered; a :class:`SimulatedGPU`
+            also paces CPU steps (unless ``device`` is CUDA).
+        model_id: Name the model is served under.
+        name: Replica name (routing key, metrics label).
+        max_batch: Most requests decoded together.
+        max_queue: Most requests waiting for a batch slot; more are refused (429).
+        device: torch device (default: ``cpu`` on a simulated GPU, else ``cuda:<index>``).
+        workload: What a simulated GPU runs while busy (default: decode at ``max_batch``).
+        clock: Returns the time, seconds.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Tokenizer,
+        gpu: GPU,
+        model_id: str,
+        name: str = "replica-0",
+        max_batch: int = 8,
+        max_queue: int = 64,
+        device: str | None = None,
+        workload: physics.Workload | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_batch < 1 or max_queue < 0:
+            raise ValueError("max_batch must be >= 1 and max_queue >= 0")
+        simulated = isinstance(gpu, SimulatedGPU)
+        self.device = torch.device(device or ("cpu" if simulated else f"cuda:{gpu.index}"))
+        self.model = model.to(self.device).eval()
+        self.tokenizer, self.gpu, self.model_id, self.name = tokenizer, gpu, model_id, name
+        self.max_batch, self.max_queue = max_batch, max_queue
+        config = getattr(model, "config", None)
+        self.context_tokens = int(getattr(config, "max_position_embeddings", 0) or 0)
+        self._clock = clock
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self._cond = threading.Condition()
+        self._queue: deque[Request] = deque()
+        self._busy = False
+        self._batch = KVBatch(self.model, tokenizer.eos_token_id, self.device)
+        self._rows: list[Request] = []
+        self._workload = workload or physics.Workload("decode", batch=max_batch)
+        self._sim: SimulatedGPU | None = None
+        if isinstance(gpu, SimulatedGPU) and self.device.type == "cpu":
+            self._sim = gpu
+        self.pacer: Pacer | None = None
+        if self._sim is not None:
+            self._sim.set_workload(None)
+            ref = reference_throughput(self._workload)
+            self.pacer = Pacer(self._sim.throughput, ref, clock=clock, stop_event=self._stop)
+        self.ledger = EnergyLedger(gpu.energy_j)
+        self.recorder = MetricsRecorder(clock)
+        self._thread = threading.Thread(target=self._serve, name=f"serve-{name}", daemon=True)
+
+    @classmethod
+    def load(cls, model_name: str, gpu: GPU, **kwargs: object) -> ReplicaEngine:
+        """A replica of ``model_name`` (``tiny``, ``small``, ``smollm2-135m``, a model or
+        compressed-artifact directory; see :func:`greenllm.workloads.load_model`).
+
+        Raises:
+            GreenllmError: The model cannot be loaded.
+        """
+        with _LOAD_LOCK:
+            loaded = load_model(model_name)
+        kwargs.setdefault("model_id", model_name)
+        return cls(loaded.model, loaded.tokenizer, gpu, **kwargs)  # type: ignore[arg-type]
+
+    # -- requests -----------------------------------------------------------------------
+    def start(self) -> ReplicaEngine:
+        """Start the serving thread; returns the engine."""
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        """Whether it takes requests."""
+        return not self._stop.is_set()
+
+    def load_now(self) -> tuple[int, int]:
+        """``(queued, in batch)`` requests right now."""
+        with self._cond:
+            return len(self._queue), len(self._rows)
+
+    def check(self, prompt_tokens: int, max_tokens: int) -> None:
+        """Raise what :meth:`submit` would for these sizes (stopped, empty, too long)."""
+        if self._stop.is_set():
+            raise ReplicaStoppedError(f"replica {self.name} stopped: {self._stop_reason}")
+        if prompt_tokens < 1:
+            raise InvalidRequestError("the prompt is empty", param="prompt")
+        if max_tokens < 1:
+            raise InvalidRequestError("max_tokens must be at least 1", param="max_tokens")
+        total = prompt_tokens + max_tokens
+        if self.context_tokens and total > self.context_tokens:
+            raise ContextLengthError(
+                f"This model's maximum context length is {self.context_tokens} tokens. However, "
+                f"you requested {total} tokens ({prompt_tokens} in the prompt, {max_tokens} "
+                "for the completion). Please reduce the prompt or max_tokens.",
+                param="prompt" if prompt_tokens >= self.context_tokens else "max_tokens",
+            )
+
+    def submit(
+        self,
+        prompt_ids: Sequence[int],
+        max_tokens: int,
+        sampling: Sampling | None = None,
+        request_id: str | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> RequestStream:
+        """Queue a request.
+
+        Args:
+            prompt_ids: Prompt token ids.
+            max_tokens: Most tokens to generate.
+            sampling: Sampling settings (default: greedy).
+            request_id: Its id (default: generated).
+            loop: Deliver events to this asyncio loop (default: the running loop, if any).
+
+        Returns:
+            The request's event stream.
+
+        Raises:
+            ServeError: Refused: stopped (503), empty or too long (400), queue full (429).
+        """
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+        rid = request_id or f"{self.name}-{next(_IDS)}"
+        try:
+            self.check(len(prompt_ids), max_tokens)
+            with self._cond:
+                self.check(len(prompt_ids), max_tokens)
+                if len(self._queue) >= self.max_queue:
+                    raise QueueFullError(
+                        f"replica {self.name}: {len(self._queue)} requests already wait",
+                        retry_after_s=self._retry_after_s(),
+                    )
+                stream = RequestStream(rid, loop)
+                request = Request(stream, list(prompt_ids), max_tokens, sampling or Sampling())
+                request.submitted_s = self._clock()
+                self._queue.append(request)
+                self._cond.notify()
+        except ServeError:
+            self.recorder.rejected()
+            raise
+        return stream
+
+    def _retry_after_s(self) -> float:
+        latency_s = self.recorder.mean_latency_s() or 1.0
+        return max(1.0, math.ceil(latency_s * (len(self._queue) + 1) / self.max_batch))
+
+    def stop(self, reason: str = "replica stopped", timeout_s: float = 30.0) -> None:
+        """Stop serving: queued and running requests fail with ``reason`` (503)."""
+        with self._cond:
+            if not self._stop.is_set():
+                self._stop_reason = reason
+            self._stop.set()
+            pending = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        error = ReplicaStoppedError(f"replica {self.name} stopped: {self._stop_reason}")
+        for request in pending:
+            self._finish(request, "error", error)
+        if not self._thread.is_alive() and self._thread.ident is None:
+            self._fail_rows(error)
+        elif threading.current_thread() is not self._thread:
+            self._thread.join(timeout_s)
+
+    def metrics(self) -> ReplicaMetrics:
+        """The replica's figures now (books idle energy up to now when idle)."""
+        with self._cond:
+            if not self._busy and self._thread.is_alive():
+                self.ledger.idle()
+            queued, in_batch = len(self._queue), len(self._rows)
+        return self.recorder.snapshot(
+            self.ledger.totals(),
+            name=self.name,
+            model_id=self.model_id,
+            running=self.running,
+            queued=queued,
+            in_batch=in_batch,
+            max_queue=self.max_queue,
+            max_batch=self.max_batch,
+        )
+
+    # -- serving ------------------------------------------------------------------------
+    def _finish(self, request: Request, reason: str, error: ServeError | None = None) -> None:
+        result = request.finish(reason, self._clock(), error)
+        self.recorder.finished(result)
+
+    def _fail_rows(self, error: ServeError) -> None:
+        """Fail every running row (their share of the energy since the last step first)."""
+        rows, self._rows = self._rows, []
+        if rows:
+            for request, joules in self.ledger.step({r: 1 for r in rows}).items():
+                request.energy_j += joules
+        self._batch.leave(rows)
+        for request in rows:
+            self._finish(request, "error", error)
+
+    def _set_busy(self, busy: bool) -> None:
+        if self._sim is not None:
+            self._sim.set_workload(self._workload if busy else None)
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop.is_set() and not self._queue and not self._rows:
+                    if self._busy:
+                        self._busy = False
+                        self._set_busy(False)
+                    self._cond.wait()
+                if self._stop.is_set():
+                    break
+                joiners: list[Request] = []
+                while self._queue and len(self._rows) + len(joiners) < self.max_batch:
+                    joiners.append(self._queue.popleft())
+                was_busy, self._busy = self._busy, True
+            if not was_busy:
+                self.ledger.idle()
+                self._set_busy(True)
+            dropped = [r for r in joiners if r.stream.cancelled]
+            for request in dropped:
+                self._finish(request, "cancelled")
+            joiners = [r for r in joiners if not r.stream.cancelled]
+            try:
+                if joiners:
+                    self._prefill(joiners)
+                elif self._rows:
+                    self._decode()
+            except Exception as exc:  # a model failure fails its batch, never the replica
+                self._fail_rows(GenerationError(f"generation failed: {type(exc).__name__}: {exc}"))
+                self._batch = KVBatch(self.model, self.tokenizer.eos_token_id, self.device)
+            self._retire()
+        self._fail_rows(ReplicaStoppedError(f"replica {self.name} stopped: {self._stop_reason}"))
+        self.ledger.idle()
+        self._set_busy(False)
+
+    def _step(
+        self, rows: list[Request], tokens: dict[Request, int], logits: torch.Tensor, start_s: float
+    ) -> list[int]:
+        """Sample, pace, book energy and deliver tokens for one step of ``rows``."""
+        if all(r.sampling.temperature <= 0 for r in rows):
+            sampled = [int(t) for t in logits.argmax(dim=-1).tolist()]
+        else:
+            sampled = [r.sample(logits[i]) for i, r in enumerate(rows)]
+        prompt = sum(tokens.values()) if rows[0].first_token_s is None else 0
+        if self.pacer is not None:
+            self.pacer.pace(len(rows), self._clock() - start_s)
+        for request, joules in self.ledger.step(tokens).items():
+            request.energy_j += joules
+        now_s = self._clock()
+        self.recorder.step(len(rows), prompt, now_s - start_s)
+        eos = self.tokenizer.eos_token_id
+        for request, token in zip(rows, sampled, strict=True):
+            request.deliver(token, now_s, eos)
+        return sampled
+
+    def _prefill(self, joiners: list[Request]) -> None:
+        start_s = self._clock()
+        for request in joiners:
+            request.started_s = start_s
+        logits = self._batch.join(joiners, [r.prompt_ids for r in joiners])
+        self._rows.extend(joiners)
+        tokens = self._step(joiners, {r: len(r.prompt_ids) for r in joiners}, logits, start_s)
+        first = len(self._rows) - len(joiners)
+        self._batch.set_pending(tokens, rows=range(first, len(self._rows)))
+
+    def _decode(self) -> None:
+        start_s = self._clock()
+        rows = list(self._rows)
+        logits = self._batch.decode()
+        self._batch.set_pending(self._step(rows, dict.fromkeys(rows, 1), logits, start_s))
+
+    def _retire(self) -> None:
+        """Finished and cancelled rows leave the batch and get their final event."""
+        leaving = [r for r in self._rows if r.done_reason or r.stream.cancelled]
+        if not leaving:
+            return
+        with self._cond:
+            self._rows = [r for r in self._rows if r not in leaving]
+        self._batch.leave(leaving)
+        for request in leaving:
+            self._finish(request, request.done_reason or "cancelled")
