@@ -26,7 +26,9 @@ class SimulatedGPU(GPU):
     """A GPU of a catalog type, following the calibrated physical model.
 
     Args:
-        gpu_type: Catalog name (see :data:`greenllm.devices.catalog.CATALOG`).
+        gpu_type: Catalog name (see :data:`greenllm.devices.catalog.CATALOG`), or a
+            :class:`GPUSpec` (e.g. from :func:`greenllm.devices.catalog.spec_from_reported`
+            for a type the catalog does not know).
         index: Index on its node.
         node: Node name, used in the UUID.
         clock: Returns the current time, seconds. Defaults to ``time.monotonic``.
@@ -38,7 +40,7 @@ class SimulatedGPU(GPU):
 
     def __init__(
         self,
-        gpu_type: str,
+        gpu_type: str | GPUSpec,
         index: int = 0,
         node: str = "local",
         clock: Callable[[], float] | None = None,
@@ -46,7 +48,7 @@ class SimulatedGPU(GPU):
         energy_update_period_s: float = 0.0,
         seed: int | None = None,
     ) -> None:
-        self.spec: GPUSpec = get_spec(gpu_type)
+        self.spec: GPUSpec = gpu_type if isinstance(gpu_type, GPUSpec) else get_spec(gpu_type)
         self.gpu_type = self.spec.name
         self.index = index
         self.uuid = f"sim-{node}-{index}"
@@ -54,7 +56,8 @@ class SimulatedGPU(GPU):
         self._noise_w = power_noise_w
         self._energy_period_s = energy_update_period_s
         self._rng = random.Random(seed)
-        self._power_limit_w = float(self.spec.max_power_limit_w)
+        self._power_limit_w = float(self.spec.boot_power_limit_w)
+        self._limit_before_w: float | None = None
         self._locked: tuple[int, int] | None = None
         self._workload: physics.Workload | None = None
         self._last_s = self._clock()
@@ -129,7 +132,7 @@ class SimulatedGPU(GPU):
         return PowerLimitConstraints(
             min_power_limit_w=self.spec.min_power_limit_w,
             max_power_limit_w=self.spec.max_power_limit_w,
-            default_power_limit_w=self.spec.max_power_limit_w,
+            default_power_limit_w=self.spec.boot_power_limit_w,
         )
 
     def set_power_limit_w(self, power_limit_w: float) -> None:
@@ -140,6 +143,8 @@ class SimulatedGPU(GPU):
                 f"[{c.min_power_limit_w:g}, {c.max_power_limit_w:g}] W"
             )
         self._advance()
+        if self._limit_before_w is None:
+            self._limit_before_w = self._power_limit_w
         self._power_limit_w = float(power_limit_w)
         self._settle()
 
@@ -186,7 +191,10 @@ class SimulatedGPU(GPU):
         return float(self.spec.memory_mib)
 
     def restore_defaults(self) -> None:
+        """Put back the limit in force before the first change, and free the clocks."""
         self._advance()
-        self._power_limit_w = float(self.spec.max_power_limit_w)
+        if self._limit_before_w is not None:
+            self._power_limit_w = self._limit_before_w
+            self._limit_before_w = None
         self._locked = None
         self._settle()

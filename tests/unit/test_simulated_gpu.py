@@ -126,5 +126,37 @@ def test_sample_reads_every_field(clock: FakeClock) -> None:
 
 
 def test_unknown_type_is_a_clear_error() -> None:
-    with pytest.raises(Exception, match="unknown GPU type 'B200'"):
-        SimulatedGPU("B200")
+    with pytest.raises(Exception, match="unknown GPU type 'X9000'"):
+        SimulatedGPU("X9000")
+
+
+@pytest.mark.parametrize("gpu_type", ["H200-SXM", "H100-PCIe", "L40S", "B200"])
+def test_new_catalog_types_simulate(gpu_type: str) -> None:
+    gpu = SimulatedGPU(gpu_type)
+    c = gpu.power_limit_constraints()
+    assert c.default_power_limit_w == c.max_power_limit_w == gpu.power_limit_w()
+    gpu.set_workload(Workload("train"))
+    assert gpu.spec.idle_power_w < gpu.power_w() <= c.max_power_limit_w
+
+
+def test_simulates_a_spec_scaled_from_what_an_unknown_gpu_reports() -> None:
+    from greenllm.devices.catalog import spec_from_reported
+
+    spec = spec_from_reported("NVIDIA Future GPU", 300, 900, 800, [210, 1500, 2100], 98304)
+    gpu = SimulatedGPU(spec)
+    assert gpu.gpu_type == "NVIDIA Future GPU"
+    c = gpu.power_limit_constraints()
+    assert (c.min_power_limit_w, c.max_power_limit_w, c.default_power_limit_w) == (300, 900, 800)
+    assert gpu.power_limit_w() == 800
+
+
+def test_restore_puts_back_the_limit_before_the_first_change(clock: FakeClock) -> None:
+    gpu = SimulatedGPU("A100-SXM4", clock=clock)
+    gpu.set_power_limit_w(300)
+    gpu.restore_defaults()  # back to the boot limit
+    assert gpu.power_limit_w() == 400
+    gpu.set_power_limit_w(350)
+    gpu.set_power_limit_w(200)
+    gpu.lock_sm_clocks_mhz(210, 900)
+    gpu.restore_defaults()
+    assert (gpu.power_limit_w(), gpu.locked_sm_clocks_mhz()) == (400, None)
