@@ -9,7 +9,24 @@ device layer (the energy meter, the node agent, the profiler) talks only to
 from __future__ import annotations
 
 import abc
+import logging
+import math
 from dataclasses import dataclass
+
+from greenllm.errors import DeviceError
+
+logger = logging.getLogger(__name__)
+
+#: A reading the GPU could not give (the field is NOT_SUPPORTED, or NVML failed this once).
+#: Negative, so it travels in every ``double`` field of the wire format and no real reading
+#: is ever mistaken for it: power, limits, clocks, utilization, memory are never negative,
+#: and no GPU die reads -1 degrees Celsius while it runs.
+UNAVAILABLE = -1.0
+
+
+def is_available(value: float) -> bool:
+    """True for a real reading; False for :data:`UNAVAILABLE` (any negative value) or NaN."""
+    return not math.isnan(value) and value >= 0.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +52,9 @@ class PowerLimitConstraints:
 class GPUSample:
     """One telemetry reading of a GPU.
 
+    A field the GPU could not give is :data:`UNAVAILABLE` (negative) and named in
+    ``unavailable``; the energy counter is never unavailable: it holds its last good value.
+
     Attributes:
         timestamp_s: When it was read, seconds on the backend's clock.
         power_w: Instantaneous (or firmware-averaged) board power, watts.
@@ -44,6 +64,8 @@ class GPUSample:
         utilization_pct: GPU utilization, percent (0-100).
         temperature_c: GPU temperature, degrees Celsius.
         memory_used_mib: Device memory in use, MiB.
+        unavailable: Names of the fields that could not be read this time (``energy_j``
+            among them when it is the last good value).
     """
 
     timestamp_s: float
@@ -54,6 +76,18 @@ class GPUSample:
     utilization_pct: float
     temperature_c: float
     memory_used_mib: float
+    unavailable: tuple[str, ...] = ()
+
+
+#: The fields :meth:`GPU.sample` reads, in order, besides the energy counter.
+SAMPLE_FIELDS = (
+    "power_w",
+    "power_limit_w",
+    "sm_clock_mhz",
+    "utilization_pct",
+    "temperature_c",
+    "memory_used_mib",
+)
 
 
 class GPU(abc.ABC):
@@ -66,6 +100,10 @@ class GPU(abc.ABC):
     gpu_type: str
     #: Stable identifier (NVML UUID, or ``sim-<node>-<index>``).
     uuid: str
+    #: Last good energy reading, joules (what :meth:`sample` reports when the counter fails).
+    _last_energy_j: float = 0.0
+    #: Fields whose failure has been logged once already.
+    _warned_fields: frozenset[str] = frozenset()
 
     @abc.abstractmethod
     def power_w(self) -> float:
@@ -131,23 +169,59 @@ class GPU(abc.ABC):
 
     @abc.abstractmethod
     def restore_defaults(self) -> None:
-        """Restore the power limit and clocks this object changed to their defaults."""
+        """Put back the power limit and clocks in force before this object's first change.
+
+        Only what this object (or, for NVML, a greenllm process before it that did not get to
+        restore) changed is touched. Call it when stopping on purpose; it never runs by
+        itself at exit or on a signal.
+        """
+
+    @property
+    def last_energy_j(self) -> float:
+        """The last energy reading :meth:`sample` got, joules (0 before the first)."""
+        return self._last_energy_j
+
+    def _note_unavailable(self, field: str, err: DeviceError) -> None:
+        if field not in self._warned_fields:
+            self._warned_fields = self._warned_fields | {field}
+            logger.warning("%s unavailable (reported as %g): %s", field, UNAVAILABLE, err)
 
     def sample(self) -> GPUSample:
-        """Read every telemetry field once.
+        """Read every telemetry field once; one field that fails never fails the others.
+
+        A field that raises :class:`DeviceError` (NOT_SUPPORTED, or a transient NVML error)
+        reads :data:`UNAVAILABLE` and is named in ``unavailable``; the energy counter keeps
+        its last good value. The first failure of each field is logged.
 
         Returns:
             A :class:`GPUSample`; ``timestamp_s`` is on :meth:`now_s`'s clock.
         """
+        unavailable: list[str] = []
+        try:
+            energy_j = self.energy_j()
+            self._last_energy_j = energy_j
+        except DeviceError as err:
+            self._note_unavailable("energy_j", err)
+            unavailable.append("energy_j")
+            energy_j = self._last_energy_j
+        values: dict[str, float] = {}
+        for field in SAMPLE_FIELDS:
+            try:
+                values[field] = float(getattr(self, field)())
+            except DeviceError as err:
+                self._note_unavailable(field, err)
+                unavailable.append(field)
+                values[field] = UNAVAILABLE
         return GPUSample(
             timestamp_s=self.now_s(),
-            power_w=self.power_w(),
-            energy_j=self.energy_j(),
-            power_limit_w=self.power_limit_w(),
-            sm_clock_mhz=self.sm_clock_mhz(),
-            utilization_pct=self.utilization_pct(),
-            temperature_c=self.temperature_c(),
-            memory_used_mib=self.memory_used_mib(),
+            power_w=values["power_w"],
+            energy_j=energy_j,
+            power_limit_w=values["power_limit_w"],
+            sm_clock_mhz=values["sm_clock_mhz"],
+            utilization_pct=values["utilization_pct"],
+            temperature_c=values["temperature_c"],
+            memory_used_mib=values["memory_used_mib"],
+            unavailable=tuple(unavailable),
         )
 
     @abc.abstractmethod

@@ -3,40 +3,49 @@
 Units: NVML reports power and limits in milliwatts and energy in millijoules; this module
 converts to watts and joules at the boundary.
 
+Numbering: :attr:`NVMLGPU.index` is the GPU's place on its node as greenllm numbers it
+(dense, in NVML order, skipping GPUs that could not be opened); :attr:`NVMLGPU.nvml_index`
+is NVML's own index. Neither is CUDA's device number (CUDA orders by speed unless
+``CUDA_DEVICE_ORDER=PCI_BUS_ID``, and honours ``CUDA_VISIBLE_DEVICES``; NVML does neither):
+a process is pointed at a GPU by :attr:`NVMLGPU.uuid` (see :mod:`greenllm.devices.cuda`).
+
+Power: :meth:`NVMLGPU.power_w` is the instant reading where the driver has it and the
+firmware's (on newer GPUs one-second) average otherwise (see :mod:`.nvml_power`).
+
 Energy: on Volta and newer GPUs :meth:`NVMLGPU.energy_j` reads NVML's total-energy counter
-(``nvmlDeviceGetTotalEnergyConsumption``) relative to its first reading, so it starts at 0
-when the object is created and only grows. Where that counter is missing (older GPUs, or
-NVML answers NOT_SUPPORTED) the object polls the board power every
-``power_poll_interval_s`` on a background thread and integrates it with the trapezoid rule;
-``energy_j()`` takes one more reading so the integral runs up to the moment of the call.
+relative to its first reading, rebased when it goes backwards (see :mod:`.nvml_counter`).
+Where the counter is missing the object polls the board power every
+``power_poll_interval_s`` on a background thread and integrates it (trapezoid rule).
 
-Restore on exit: the power limit and locked clocks are device-wide and outlive the process.
-An :class:`NVMLGPU` remembers what it changed; :meth:`NVMLGPU.restore_defaults` puts the
-default power limit back and resets the clocks, for what it changed only. The first change
-also registers an ``atexit`` hook that does the same when the interpreter exits normally
-(not on SIGKILL or a crash); ``restore_defaults`` unregisters it.
-
-NVML sessions are reference-counted: ``nvmlInit`` runs when the first user (discovery or a
-GPU object) needs it and ``nvmlShutdown`` when the last one lets go. A closed GPU with
-changes still to undo keeps its reference until they are undone, so the exit hook works.
+Restore: the power limit and locked clocks are device-wide and outlive the process. The
+first change records the limit in force before it (on disk too, given ``restore_dir``, see
+:mod:`.nvml_restore`); :meth:`NVMLGPU.restore_defaults` puts that limit back and resets the
+clocks greenllm locked. It runs only when called, when greenllm is stopped on purpose:
+never at interpreter exit or on a signal, since a process killed (Ray turns SIGTERM into
+SystemExit) while its controller still counts the GPU at its capped limit must leave the cap
+in place.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pynvml
 
 from greenllm.devices.base import GPU, PowerLimitConstraints
+from greenllm.devices.catalog import catalog_type_for_nvml_name
+from greenllm.devices.nvml_counter import EnergyCounter, PowerIntegrator
 from greenllm.devices.nvml_errors import nvml_errors, translate
-from greenllm.errors import DeviceError, DeviceNotFoundError, OutOfRangeError
+from greenllm.devices.nvml_power import FI_DEV_POWER_INSTANT, is_field_missing, read_field
+from greenllm.devices.nvml_restore import RestoreState
+from greenllm.devices.nvml_session import acquire_nvml, release_nvml
+from greenllm.devices.nvml_settings import NVMLSettings
+from greenllm.errors import DeviceNotSupportedError
 
 logger = logging.getLogger(__name__)
 
@@ -45,82 +54,27 @@ BYTES_PER_MIB = 1024 * 1024
 #: Default period of the power poller used where the energy counter is missing, seconds.
 DEFAULT_POWER_POLL_INTERVAL_S = 0.1
 
-#: NVML product names -> catalog type, first match wins (see ``catalog.CATALOG``).
-_CATALOG_NAME_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern, re.IGNORECASE), gpu_type)
-    for pattern, gpu_type in (
-        (r"\bH100\b.*\b(SXM\d?|HBM3)\b", "H100-SXM"),
-        (r"\bA100\b.*\bSXM\d?\b", "A100-SXM4"),
-        (r"\bA100\b.*\bPCIE\b", "A100-PCIe"),
-        (r"\bV100\b.*\bSXM2\b", "V100-SXM2"),
-        (r"\bL4\b", "L4"),
-        (r"\bA40\b", "A40"),
-    )
-)
-
-_session_lock = threading.Lock()
-_session_users = 0
-
-
-def _acquire_nvml() -> None:
-    """Take one reference on the NVML session, initialising NVML for the first.
-
-    Raises:
-        DeviceNotFoundError: NVML cannot start (library or driver missing, or broken).
-    """
-    global _session_users
-    with _session_lock:
-        if _session_users == 0:
-            try:
-                with nvml_errors("initialise NVML"):
-                    pynvml.nvmlInit()
-            except DeviceError as err:
-                raise DeviceNotFoundError(f"no usable NVIDIA GPU: {err}") from err.__cause__
-        _session_users += 1
-
-
-def _release_nvml() -> None:
-    """Drop one reference on the NVML session, shutting NVML down after the last."""
-    global _session_users
-    with _session_lock:
-        _session_users -= 1
-        if _session_users == 0:
-            try:
-                with nvml_errors("shut down NVML"):
-                    pynvml.nvmlShutdown()
-            except DeviceError as err:
-                logger.warning("%s", err)
-
-
-@contextmanager
-def _nvml_session() -> Iterator[None]:
-    _acquire_nvml()
-    try:
-        yield
-    finally:
-        _release_nvml()
-
 
 def catalog_type(product_name: str) -> str:
     """The catalog type of an NVML product name, or the name itself when none matches.
 
-    Example: ``"NVIDIA H100 80GB HBM3"`` -> ``"H100-SXM"``; ``"NVIDIA H100 PCIe"`` stays.
+    Example: ``"NVIDIA H100 80GB HBM3"`` -> ``"H100-SXM"``; ``"NVIDIA Future GPU"`` stays.
     """
-    for pattern, gpu_type in _CATALOG_NAME_PATTERNS:
-        if pattern.search(product_name):
-            return gpu_type
-    return product_name
+    return catalog_type_for_nvml_name(product_name) or product_name
 
 
-class NVMLGPU(GPU):
+class NVMLGPU(NVMLSettings, GPU):
     """One NVIDIA GPU, read and controlled through NVML.
 
     Args:
-        index: NVML index of the GPU on this node.
+        nvml_index: NVML's index of the GPU.
         power_poll_interval_s: Period of the background power poller used where the energy
             counter is missing, seconds. ``None`` starts no thread: the caller then calls
             :meth:`poll_power` from its own sampling loop.
         clock: Returns the current time, seconds; defaults to ``time.monotonic``.
+        index: The GPU's index on its node (default: ``nvml_index``).
+        restore_dir: Where to keep the settings to restore (see :mod:`.nvml_restore`);
+            None keeps them in memory only.
 
     Raises:
         DeviceNotFoundError: NVML cannot start.
@@ -129,39 +83,35 @@ class NVMLGPU(GPU):
 
     def __init__(
         self,
-        index: int,
+        nvml_index: int,
         power_poll_interval_s: float | None = DEFAULT_POWER_POLL_INTERVAL_S,
         clock: Callable[[], float] | None = None,
+        index: int | None = None,
+        restore_dir: Path | None = None,
     ) -> None:
-        self.index = index
+        self.nvml_index = nvml_index
+        self.index = nvml_index if index is None else index
         self._clock = clock or time.monotonic
-        self._where = f"GPU {index}"
+        self._where = f"GPU {self.index}"
         self._closed = False
         self._holds_session = False
-        self._power_limit_changed = False
-        self._clocks_locked = False
-        self._exit_hook_registered = False
         self._constraints: PowerLimitConstraints | None = None
         self._supported_clocks_mhz: list[int] | None = None
+        self._instant_power = True
         self._energy_lock = threading.Lock()
-        self._poller: threading.Thread | None = None
-        self._stop_polling = threading.Event()
-        self._counter_origin_mj: int | None = None
-        self._integrated_j = 0.0
-        self._last_poll_s = 0.0
-        self._last_power_w = 0.0
-        _acquire_nvml()
+        self._counter: EnergyCounter | None = None
+        self._integrator: PowerIntegrator | None = None
+        acquire_nvml()
         self._holds_session = True
         try:
             with nvml_errors("open the device", self._where):
-                self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                self._handle = pynvml.nvmlDeviceGetHandleByIndex(nvml_index)
                 self.product_name: str = pynvml.nvmlDeviceGetName(self._handle)
                 self.uuid = pynvml.nvmlDeviceGetUUID(self._handle)
             self.gpu_type = catalog_type(self.product_name)
-            self._where = f"GPU {index} ({self.gpu_type})"
-            self._counter_origin_mj = self._first_energy_counter_mj()
-            if self._counter_origin_mj is None:
-                self._start_power_integration(power_poll_interval_s)
+            self._where = f"GPU {self.index} ({self.gpu_type})"
+            self._restore = RestoreState(self.uuid, restore_dir, self._where)
+            self._start_energy(power_poll_interval_s)
         except BaseException:
             self.close()
             raise
@@ -171,6 +121,15 @@ class NVMLGPU(GPU):
         """Call ``fn(handle, *args)``, mapping NVML errors for ``operation``."""
         with nvml_errors(operation, self._where):
             return fn(self._handle, *args)
+
+    def _start_energy(self, poll_interval_s: float | None) -> None:
+        first_mj = self._first_energy_counter_mj()
+        if first_mj is not None:
+            max_w = self.power_limit_constraints().max_power_limit_w
+            self._counter = EnergyCounter(first_mj, self.now_s(), max_w, self._where)
+        else:
+            name = f"greenllm-nvml-power-{self.index}"
+            self._integrator = PowerIntegrator(self.power_w, self.now_s, poll_interval_s, name)
 
     def _first_energy_counter_mj(self) -> int | None:
         """The energy counter's first reading, mJ, or None where the GPU lacks the counter."""
@@ -189,27 +148,12 @@ class NVMLGPU(GPU):
     @property
     def uses_energy_counter(self) -> bool:
         """True when energy comes from NVML's counter, False when from polled power."""
-        return self._counter_origin_mj is not None
+        return self._counter is not None
 
-    def _start_power_integration(self, poll_interval_s: float | None) -> None:
-        self._last_poll_s = self.now_s()
-        self._last_power_w = self.power_w()
-        if poll_interval_s is None:
-            return
-        self._poller = threading.Thread(
-            target=self._poll_loop,
-            args=(poll_interval_s,),
-            name=f"greenllm-nvml-power-{self.index}",
-            daemon=True,
-        )
-        self._poller.start()
-
-    def _poll_loop(self, interval_s: float) -> None:
-        while not self._stop_polling.wait(interval_s):
-            try:
-                self.poll_power()
-            except DeviceError as err:
-                logger.warning("power poll failed: %s", err)
+    @property
+    def energy_counter_resets(self) -> int:
+        """How many times the energy counter went backwards and was rebased."""
+        return 0 if self._counter is None else self._counter.resets
 
     def poll_power(self) -> float:
         """Read the power once and add the trapezoid since the last reading to the energy.
@@ -220,52 +164,49 @@ class NVMLGPU(GPU):
         Returns:
             The energy so far, joules.
         """
-        if self._counter_origin_mj is not None:
+        if self._integrator is None:
             return self.energy_j()
-        with self._energy_lock:
-            power_w = self.power_w()
-            now_s = self.now_s()
-            self._integrated_j += 0.5 * (power_w + self._last_power_w) * (now_s - self._last_poll_s)
-            self._last_poll_s, self._last_power_w = now_s, power_w
-            return self._integrated_j
-
-    def _note_change(self) -> None:
-        if not self._exit_hook_registered:
-            atexit.register(self._restore_at_exit)
-            self._exit_hook_registered = True
-
-    def _settle_changes(self) -> None:
-        """Drop the exit hook (and a closed object's NVML reference) once nothing is changed."""
-        if self._power_limit_changed or self._clocks_locked:
-            return
-        if self._exit_hook_registered:
-            atexit.unregister(self._restore_at_exit)
-            self._exit_hook_registered = False
-        if self._closed and self._holds_session:
-            self._holds_session = False
-            _release_nvml()
-
-    def _restore_at_exit(self) -> None:
-        try:
-            self.restore_defaults()
-        except DeviceError as err:
-            logger.error("could not restore %s at exit: %s", self._where, err)
+        return self._integrator.poll()
 
     # -- readings -------------------------------------------------------------------------
     def now_s(self) -> float:
         return self._clock()
 
     def power_w(self) -> float:
+        """Board power, watts: the instant reading where the driver has it, else the average."""
+        instant_w = self.instant_power_w()
+        return self.average_power_w() if instant_w is None else instant_w
+
+    @property
+    def power_source(self) -> str:
+        """``"instant"`` while the instant power field works here, else ``"average"``."""
+        return "instant" if self._instant_power else "average"
+
+    def instant_power_w(self) -> float | None:
+        """The instant power field, watts; None where the driver lacks it or it failed now."""
+        if not self._instant_power:
+            return None
+        try:
+            return read_field(self._handle, FI_DEV_POWER_INSTANT) / MILLI
+        except pynvml.NVMLError as err:
+            if is_field_missing(err):
+                self._instant_power = False
+                logger.info("%s: no instant power field (%s); using the average", self._where, err)
+            return None
+
+    def average_power_w(self) -> float:
+        """``nvmlDeviceGetPowerUsage``, watts (a one-second average on Ampere and newer)."""
         return self._call("read power", pynvml.nvmlDeviceGetPowerUsage) / MILLI
 
     def energy_j(self) -> float:
-        """Energy since this object was created, joules (monotonic, starts at 0)."""
-        if self._counter_origin_mj is None:
+        """Energy since this object was created, joules (never decreases, starts at 0)."""
+        if self._counter is None:
             return self.poll_power()
-        counter_mj = self._call(
-            "read the energy counter", pynvml.nvmlDeviceGetTotalEnergyConsumption
-        )
-        return (counter_mj - self._counter_origin_mj) / MILLI
+        with self._energy_lock:
+            raw_mj = self._call(
+                "read the energy counter", pynvml.nvmlDeviceGetTotalEnergyConsumption
+            )
+            return self._counter.update(raw_mj, self.now_s())
 
     def power_limit_w(self) -> float:
         return self._call("read the power limit", pynvml.nvmlDeviceGetEnforcedPowerLimit) / MILLI
@@ -288,12 +229,28 @@ class NVMLGPU(GPU):
         )
 
     def supported_sm_clocks_mhz(self) -> list[int]:
-        """Graphics clocks supported at the highest memory clock, ascending, MHz."""
+        """Graphics clocks supported at the highest memory clock, ascending, MHz.
+
+        Empty where the GPU lists none (NOT_SUPPORTED, e.g. under MIG or vGPU, or an empty
+        list): its clocks cannot be locked then.
+        """
         if self._supported_clocks_mhz is None:
             op = "list the supported clocks"
-            memory_mhz = max(self._call(op, pynvml.nvmlDeviceGetSupportedMemoryClocks))
-            clocks = self._call(op, pynvml.nvmlDeviceGetSupportedGraphicsClocks, memory_mhz)
-            self._supported_clocks_mhz = sorted(int(c) for c in clocks)
+            clocks: list[int] = []
+            try:
+                memory_mhz = self._call(op, pynvml.nvmlDeviceGetSupportedMemoryClocks)
+                for mem_mhz in sorted(memory_mhz, reverse=True):
+                    listed = self._call(op, pynvml.nvmlDeviceGetSupportedGraphicsClocks, mem_mhz)
+                    if listed:
+                        clocks = sorted(int(c) for c in listed)
+                        break
+            except DeviceNotSupportedError as err:
+                logger.warning("%s", err)
+            if not clocks:
+                logger.warning(
+                    "%s lists no supported SM clocks; they cannot be locked", self._where
+                )
+            self._supported_clocks_mhz = clocks
         return list(self._supported_clocks_mhz)
 
     def utilization_pct(self) -> float:
@@ -313,109 +270,30 @@ class NVMLGPU(GPU):
     def memory_total_mib(self) -> float:
         return self._call("read memory", pynvml.nvmlDeviceGetMemoryInfo).total / BYTES_PER_MIB
 
-    # -- settings -------------------------------------------------------------------------
-    def set_power_limit_w(self, power_limit_w: float) -> None:
-        c = self.power_limit_constraints()
-        if not c.min_power_limit_w <= power_limit_w <= c.max_power_limit_w:
-            raise OutOfRangeError(
-                f"{self._where}: power limit {power_limit_w:g} W is outside "
-                f"[{c.min_power_limit_w:g}, {c.max_power_limit_w:g}] W"
-            )
-        self._call(
-            f"set the power limit to {power_limit_w:g} W",
-            pynvml.nvmlDeviceSetPowerManagementLimit,
-            round(power_limit_w * MILLI),
-        )
-        self._power_limit_changed = True
-        self._note_change()
-
-    def lock_sm_clocks_mhz(self, min_sm_clock_mhz: int, max_sm_clock_mhz: int) -> None:
-        clocks = self.supported_sm_clocks_mhz()
-        lo, hi = clocks[0], clocks[-1]
-        if not lo <= min_sm_clock_mhz <= max_sm_clock_mhz <= hi:
-            raise OutOfRangeError(
-                f"{self._where}: SM clock range [{min_sm_clock_mhz}, {max_sm_clock_mhz}] MHz "
-                f"is empty or outside the supported [{lo}, {hi}] MHz"
-            )
-        self._call(
-            f"lock SM clocks to [{min_sm_clock_mhz}, {max_sm_clock_mhz}] MHz",
-            pynvml.nvmlDeviceSetGpuLockedClocks,
-            min_sm_clock_mhz,
-            max_sm_clock_mhz,
-        )
-        self._clocks_locked = True
-        self._note_change()
-
-    def reset_sm_clocks(self) -> None:
-        self._call("reset SM clocks", pynvml.nvmlDeviceResetGpuLockedClocks)
-        self._clocks_locked = False
-        self._settle_changes()
-
-    def restore_defaults(self) -> None:
-        """Put back the default power limit and free the clocks, for what this object changed.
-
-        Both are attempted even if one fails; the exit hook is unregistered once nothing is
-        left to undo.
-
-        Raises:
-            DeviceError: Restoring failed (the first failure is raised).
-        """
-        errors: list[DeviceError] = []
-        if self._power_limit_changed:
-            try:
-                default_w = self.power_limit_constraints().default_power_limit_w
-                self._call(
-                    f"restore the default power limit {default_w:g} W",
-                    pynvml.nvmlDeviceSetPowerManagementLimit,
-                    round(default_w * MILLI),
-                )
-                self._power_limit_changed = False
-            except DeviceError as err:
-                errors.append(err)
-        if self._clocks_locked:
-            try:
-                self.reset_sm_clocks()
-            except DeviceError as err:
-                errors.append(err)
-        self._settle_changes()
-        if errors:
-            raise errors[0]
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
 
     def close(self) -> None:
-        """Stop the power poller and let go of NVML; settings stay (the exit hook undoes them)."""
+        """Stop the power poller and let go of NVML; settings stay as they are."""
         self._closed = True
-        self._stop_polling.set()
-        if self._poller is not None:
-            self._poller.join()
-            self._poller = None
-        self._settle_changes()
+        if self._integrator is not None:
+            self._integrator.stop()
+        if self._holds_session:
+            self._holds_session = False
+            release_nvml()
 
 
 def discover_nvml_gpus(
     power_poll_interval_s: float | None = DEFAULT_POWER_POLL_INTERVAL_S,
+    restore_dir: Path | None = None,
 ) -> list[NVMLGPU]:
-    """Open every NVIDIA GPU of this machine.
-
-    Args:
-        power_poll_interval_s: Passed to each :class:`NVMLGPU`.
-
-    Returns:
-        The GPUs in NVML index order.
+    """The GPUs of this machine that could be opened (see :func:`.nvml_discovery.discover_nvml`).
 
     Raises:
-        DeviceNotFoundError: The NVML library or driver is missing, or there is no GPU.
+        DeviceNotFoundError: No NVML, no GPU, or no GPU that could be opened.
     """
-    with _nvml_session():
-        with nvml_errors("count GPUs"):
-            count = pynvml.nvmlDeviceGetCount()
-        if count == 0:
-            raise DeviceNotFoundError("NVML found no NVIDIA GPU on this machine")
-        gpus: list[NVMLGPU] = []
-        try:
-            for index in range(count):
-                gpus.append(NVMLGPU(index, power_poll_interval_s=power_poll_interval_s))
-        except BaseException:
-            for gpu in gpus:
-                gpu.close()
-            raise
-        return gpus
+    from greenllm.devices.nvml_discovery import discover_nvml
+
+    return discover_nvml(power_poll_interval_s, restore_dir).gpus

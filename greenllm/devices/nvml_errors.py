@@ -12,7 +12,6 @@ No raw ``pynvml.NVMLError`` leaves the NVML backend: every NVML call runs inside
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -40,13 +39,20 @@ _NOT_FOUND_HINTS: dict[int, str] = {
 }
 
 
+#: The systemd unit that grants CAP_SYS_ADMIN to the agent service alone.
+SYSTEMD_UNIT = "examples/systemd/greenllm-agent.service"
+
+
 def permission_hint() -> str:
-    """How to grant the privilege NVML's setters need, as one sentence."""
+    """How to grant the privilege NVML's setters need, as one sentence.
+
+    It never suggests file capabilities on the Python interpreter: those would hand
+    CAP_SYS_ADMIN to every Python program on the machine.
+    """
     return (
-        "changing power limits or locking clocks needs root or CAP_SYS_ADMIN (the power "
-        "limit needs root/admin on the driver): run as root, grant the capability with "
-        f"`sudo setcap cap_sys_admin+ep {sys.executable}`, or start the container with "
-        "`--cap-add SYS_ADMIN`"
+        "changing power limits or locking clocks needs CAP_SYS_ADMIN: run the agent as the "
+        f"systemd service {SYSTEMD_UNIT} (it grants CAP_SYS_ADMIN to that service alone), "
+        "run the command as root, or start its container with `--cap-add SYS_ADMIN`"
     )
 
 

@@ -12,6 +12,10 @@ SOURCE_SIMULATED = "simulated"
 SOURCE_RAPL = "rapl"
 SOURCE_ESTIMATE = "estimate"
 
+#: NVML's total-energy counter updates every 20-100 ms: a window shorter than this may read
+#: 0 J or a whole update step for a GPU measured by its counter, seconds.
+COUNTER_UPDATE_PERIOD_S = 0.1
+
 
 @dataclass(frozen=True)
 class DeviceEnergy:
@@ -27,6 +31,9 @@ class DeviceEnergy:
         avg_power_w: ``energy_j / duration_s``, watts (None for an empty window).
         in_total: Whether the row counts towards :attr:`Measurement.total_energy_j`.
         uuid: The GPU's UUID (GPU rows only).
+        short_window: True when the window is shorter than the GPU's energy counter
+            updates (:data:`COUNTER_UPDATE_PERIOD_S`): ``energy_j`` may be 0 or a whole
+            update step; measure longer windows, or several steps per window.
     """
 
     device: str
@@ -37,6 +44,7 @@ class DeviceEnergy:
     avg_power_w: float | None
     in_total: bool
     uuid: str | None = None
+    short_window: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The row as a JSON-ready mapping."""
@@ -49,6 +57,7 @@ class DeviceEnergy:
             "duration_s": self.duration_s,
             "avg_power_w": self.avg_power_w,
             "in_total": self.in_total,
+            "short_window": self.short_window,
         }
 
 
@@ -100,6 +109,18 @@ class Measurement:
     def duration_s(self) -> float:
         """Length of the window on the meter's clock, seconds."""
         return self.end_s - self.start_s
+
+    def gpu_window_short(self, uuid: str) -> bool:
+        """True when GPU ``uuid`` is measured by NVML's counter and the window is shorter
+        than its update period (:data:`COUNTER_UPDATE_PERIOD_S`)."""
+        source = self.gpu_sources.get(uuid, SOURCE_NVML)
+        return source == SOURCE_NVML and self.duration_s < COUNTER_UPDATE_PERIOD_S
+
+    @property
+    def short_window(self) -> bool:
+        """True when some GPU's energy over this window may be 0 J or a whole counter step
+        (see :meth:`gpu_window_short`): treat its energy and average power as approximate."""
+        return any(self.gpu_window_short(uuid) for uuid in self.gpu_energy_j)
 
     @property
     def gpu_total_j(self) -> float:
@@ -155,6 +176,7 @@ class Measurement:
                 avg_power_w=_avg_w(joules, d),
                 in_total=True,
                 uuid=uuid,
+                short_window=self.gpu_window_short(uuid),
             )
             for uuid, joules in self.gpu_energy_j.items()
         ]
@@ -207,5 +229,6 @@ class Measurement:
             "total_energy_j": self.total_energy_j,
             "total_includes": self.total_includes,
             "avg_power_w": self.avg_power_w,
+            "short_window": self.short_window,
             "devices": [row.to_dict() for row in self.devices()],
         }

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
-from greenllm.devices.base import GPU
+from greenllm.devices.base import GPU, UNAVAILABLE, GPUSample
 from greenllm.errors import (
     DeviceError,
     DeviceNotSupportedError,
@@ -23,16 +23,38 @@ from greenllm.proto.v1 import agent_pb2
 log = logging.getLogger(__name__)
 
 
+def _or(read: Callable[[], float], fallback: float, what: str, gpu: GPU) -> float:
+    """``read()``, or ``fallback`` (logged) when the GPU cannot give it now."""
+    try:
+        return read()
+    except DeviceError as exc:
+        log.warning("GPU %d: %s unavailable for the inventory: %s", gpu.index, what, exc)
+        return fallback
+
+
 def inventory(
     gpus: Sequence[GPU], failsafe_limits_w: Sequence[float] | None = None
 ) -> list[agent_pb2.GpuInfo]:
     """Describe each GPU for the registration, with the fail-safe limit held for it (0 when
-    not given: the controller then assumes the config's share)."""
+    not given: the controller then assumes the config's share).
+
+    The power-limit range is what the GPU reports (the controller plans within it); a GPU
+    whose range cannot be read fails the registration (it cannot be planned). Its UUID is
+    what a shard's ``CUDA_VISIBLE_DEVICES`` names. The current limit falls back to the
+    default, memory to 0 and the clock range to 0-0 (clocks not lockable) when unreadable.
+
+    Raises:
+        DeviceError: A GPU's power-limit range cannot be read.
+    """
     infos = []
     limits = failsafe_limits_w if failsafe_limits_w is not None else [0.0] * len(gpus)
     for gpu, failsafe_w in zip(gpus, limits, strict=True):
         c = gpu.power_limit_constraints()
-        clocks = gpu.supported_sm_clocks_mhz()
+        try:
+            clocks = gpu.supported_sm_clocks_mhz()
+        except DeviceError as exc:
+            log.warning("GPU %d: supported clocks unavailable: %s", gpu.index, exc)
+            clocks = []
         infos.append(
             agent_pb2.GpuInfo(
                 index=gpu.index,
@@ -41,20 +63,44 @@ def inventory(
                 min_power_limit_w=c.min_power_limit_w,
                 max_power_limit_w=c.max_power_limit_w,
                 default_power_limit_w=c.default_power_limit_w,
-                power_limit_w=gpu.power_limit_w(),
+                power_limit_w=_or(gpu.power_limit_w, c.default_power_limit_w, "limit", gpu),
                 min_sm_clock_mhz=clocks[0] if clocks else 0,
                 max_sm_clock_mhz=clocks[-1] if clocks else 0,
-                memory_total_mib=gpu.memory_total_mib(),
+                memory_total_mib=_or(gpu.memory_total_mib, 0.0, "memory size", gpu),
                 failsafe_limit_w=failsafe_w,
             )
         )
     return infos
 
 
+def _read(gpu: GPU) -> GPUSample:
+    """One GPU's sample; never raises: a backend bug reads as every field unavailable."""
+    try:
+        return gpu.sample()
+    except Exception:  # GPU.sample() absorbs DeviceErrors; anything else is a bug
+        log.exception("GPU %d: sampling failed", gpu.index)
+        return GPUSample(
+            timestamp_s=0.0,
+            power_w=UNAVAILABLE,
+            energy_j=gpu.last_energy_j,
+            power_limit_w=UNAVAILABLE,
+            sm_clock_mhz=UNAVAILABLE,
+            utilization_pct=UNAVAILABLE,
+            temperature_c=UNAVAILABLE,
+            memory_used_mib=UNAVAILABLE,
+            unavailable=("all",),
+        )
+
+
 def sample(gpus: Sequence[GPU]) -> agent_pb2.GpuSamples:
-    """Read every GPU once, column-wise; timestamps are Unix wall-clock seconds."""
+    """Read every GPU once, column-wise; timestamps are Unix wall-clock seconds.
+
+    Never raises for a device error: a field a GPU cannot give is
+    :data:`~greenllm.devices.base.UNAVAILABLE` (-1), and the energy counter repeats its last
+    good value, so the telemetry loop keeps running.
+    """
     now_s = time.time()
-    readings = [gpu.sample() for gpu in gpus]
+    readings = [_read(gpu) for gpu in gpus]
     return agent_pb2.GpuSamples(
         index=[gpu.index for gpu in gpus],
         timestamp_s=[now_s] * len(gpus),
@@ -127,7 +173,12 @@ def set_failsafe_limits(gpus: Sequence[GPU], limits_w: Sequence[float]) -> list[
     above the larger of their old and new sums; returns the errors (empty when all worked)."""
     errors = []
     pairs = list(zip(gpus, limits_w, strict=True))
-    pairs.sort(key=lambda p: p[1] - p[0].power_limit_w())
+    # A GPU whose limit cannot be read counts as at its maximum: its change goes first.
+    now_w = {
+        id(g): _or(g.power_limit_w, g.power_limit_constraints().max_power_limit_w, "limit", g)
+        for g, _ in pairs
+    }
+    pairs.sort(key=lambda p: p[1] - now_w[id(p[0])])
     for gpu, limit_w in pairs:
         try:
             gpu.set_power_limit_w(limit_w)
