@@ -4,13 +4,18 @@ Two ways to get a curve:
 - :func:`profile_model`: from the calibrated physical model of a catalog GPU type
   (what the simulator and the allocator's priors use);
 - :func:`profile_device`: by running a workload on a GPU at each setting, with a
-  warm-up, then measuring energy with the GPU's counter and work with the runner.
+  warm-up, then measuring energy with the GPU's counter and work with the runner; the SM
+  clock is sampled on a side thread while the load runs (the median is reported), since a
+  GPU's clock changes the moment its load stops.
 
 Each row is relative to the same workload uncapped at maximum clock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import statistics
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -118,15 +123,64 @@ def profile_model(
 Runner = Callable[[float], float]
 
 
-def _measure(gpu: GPU, runner: Runner, warmup_s: float, measure_s: float) -> tuple[float, float]:
+#: Period of the SM-clock sampler during a measurement, seconds.
+CLOCK_SAMPLE_INTERVAL_S = 0.05
+
+
+class ClockSampler:
+    """Reads a GPU's SM clock every ``interval_s`` on a side thread while a load runs.
+
+    Use as a context manager around the load; :attr:`median_mhz` is the median reading, or
+    None when the load ended before the first one.
+    """
+
+    def __init__(self, gpu: GPU, interval_s: float = CLOCK_SAMPLE_INTERVAL_S) -> None:
+        self._gpu = gpu
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="greenllm-clock-sampler")
+        self.readings_mhz: list[float] = []
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            # One failed read loses one sample, not the profile.
+            with contextlib.suppress(GreenllmError):
+                self.readings_mhz.append(self._gpu.sm_clock_mhz())
+
+    def __enter__(self) -> ClockSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def median_mhz(self) -> float | None:
+        """Median SM clock over the load, MHz (None without readings)."""
+        return statistics.median(self.readings_mhz) if self.readings_mhz else None
+
+
+@dataclass(frozen=True)
+class _Measured:
+    power_w: float
+    rate_per_s: float
+    sm_clock_mhz: float
+
+
+def _measure(gpu: GPU, runner: Runner, warmup_s: float, measure_s: float) -> _Measured:
     runner(warmup_s)
     e0, t0 = gpu.energy_j(), gpu.now_s()
-    units = runner(measure_s)
+    with ClockSampler(gpu) as clocks:
+        units = runner(measure_s)
     e1, t1 = gpu.energy_j(), gpu.now_s()
     elapsed = t1 - t0
     if elapsed <= 0 or units <= 0:
         raise GreenllmError("the workload did no measurable work; raise --measure-s")
-    return (e1 - e0) / elapsed, units / elapsed
+    clock_mhz = clocks.median_mhz
+    if clock_mhz is None:  # a load shorter than one sampling period
+        clock_mhz = gpu.sm_clock_mhz()
+    return _Measured((e1 - e0) / elapsed, units / elapsed, clock_mhz)
 
 
 def profile_device(
@@ -141,7 +195,9 @@ def profile_device(
     """Profile by running ``runner`` on ``gpu`` at each setting; restores defaults after.
 
     The baseline (uncapped, clocks free) is measured first. Power is the energy-counter
-    difference over the measurement, divided by its duration.
+    difference over the measurement, divided by its duration; the SM clock is the median of
+    readings taken while the load runs. The settings in force before are restored at the
+    end, also when the profile is interrupted (an exception, or SIGTERM turned into one).
     """
     c = gpu.power_limit_constraints()
     clocks = gpu.supported_sm_clocks_mhz()
@@ -153,7 +209,7 @@ def profile_device(
     try:
         gpu.set_power_limit_w(c.max_power_limit_w)
         gpu.reset_sm_clocks()
-        base_w, base_rate = _measure(gpu, runner, warmup_s, measure_s)
+        base = _measure(gpu, runner, warmup_s, measure_s)
         for value in settings:
             if progress:
                 unit = "W" if knob == "power_limit" else "MHz"
@@ -162,16 +218,16 @@ def profile_device(
                 gpu.set_power_limit_w(value)
             else:
                 gpu.lock_sm_clocks_mhz(int(value), int(value))
-            power, rate = _measure(gpu, runner, warmup_s, measure_s)
+            m = _measure(gpu, runner, warmup_s, measure_s)
             rows.append(
                 ProfileRow(
                     power_limit_w=gpu.power_limit_w(),
-                    sm_clock_mhz=gpu.sm_clock_mhz(),
-                    power_w=power,
-                    throughput=rate,
-                    relative_throughput=rate / base_rate,
-                    joules_per_unit=power / rate,
-                    relative_energy=(power / rate) / (base_w / base_rate),
+                    sm_clock_mhz=m.sm_clock_mhz,
+                    power_w=m.power_w,
+                    throughput=m.rate_per_s,
+                    relative_throughput=m.rate_per_s / base.rate_per_s,
+                    joules_per_unit=m.power_w / m.rate_per_s,
+                    relative_energy=(m.power_w / m.rate_per_s) / (base.power_w / base.rate_per_s),
                 )
             )
     finally:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
 import click
 
 from greenllm.cli.output import emit_json, print_table, progress_console
@@ -27,7 +33,8 @@ from greenllm.profiling import (
     "--gpu",
     "gpu_index",
     type=int,
-    help="Profile real NVIDIA GPU INDEX by running the load at each setting.",
+    help="Profile real NVIDIA GPU INDEX (as `greenllm gpus` numbers it) by running the load "
+    "on that GPU, found by UUID, at each setting.",
 )
 @click.option(
     "--workload",
@@ -64,7 +71,8 @@ def profile(
 
     Rows are relative to the same workload uncapped at maximum clock. With --gpu-type
     the calibrated model answers at once; with --gpu the load really runs on that GPU
-    (warm-up, then measurement) and its defaults are restored afterwards.
+    (warm-up, then measurement) and the limit and clocks in force before are restored
+    afterwards, also when the command is stopped with Ctrl-C or SIGTERM.
     """
     if (power_limits is None) == (sm_clocks is None):
         raise click.UsageError("give exactly one of --power-limits and --sm-clocks")
@@ -92,6 +100,27 @@ def profile(
     _print(rows, unit)
 
 
+@contextmanager
+def sigterm_raises_system_exit() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit(143)`` for the ``with`` block, so ``finally`` blocks
+    (restoring the GPU's settings) run; the previous handler is put back afterwards.
+
+    Outside the main thread (where signals cannot be handled) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _profile_real(
     index: int,
     work: physics.Workload,
@@ -100,22 +129,29 @@ def _profile_real(
     warmup_s: float,
     measure_s: float,
 ) -> list[ProfileRow]:
+    from greenllm.devices.cuda import torch_device_index
     from greenllm.devices.nvml import discover_nvml_gpus
     from greenllm.loadgen import torch_runner
 
-    gpus = discover_nvml_gpus()
-    if not 0 <= index < len(gpus):
-        raise DeviceNotFoundError(f"--gpu {index}: this node has {len(gpus)} NVIDIA GPU(s)")
-    gpu = gpus[index]
-    console = progress_console()
-    try:
-        runner = torch_runner(work.kind, work.batch, index)
-        return profile_device(
-            gpu, runner, knob, settings, warmup_s, measure_s, progress=console.print
-        )
-    finally:
-        for g in gpus:
-            g.close()
+    with sigterm_raises_system_exit():
+        gpus = discover_nvml_gpus()
+        try:
+            by_index = {g.index: g for g in gpus}
+            if index not in by_index:
+                raise DeviceNotFoundError(
+                    f"--gpu {index}: this node's NVIDIA GPUs are {sorted(by_index)}"
+                )
+            gpu = by_index[index]
+            console = progress_console()
+            # NVML's GPU N is not necessarily cuda:N: run the load on the CUDA device whose
+            # UUID is the one measured and capped.
+            runner = torch_runner(work.kind, work.batch, torch_device_index(gpu.uuid))
+            return profile_device(
+                gpu, runner, knob, settings, warmup_s, measure_s, progress=console.print
+            )
+        finally:
+            for g in gpus:
+                g.close()
 
 
 def _print(rows: list[ProfileRow], unit: str) -> None:
