@@ -77,3 +77,27 @@ def torch_device_index(uuid: str, torch_module: Any = None) -> int:
         f"GPU {uuid} is not among the {len(seen)} CUDA device(s) this process sees "
         f"(CUDA_VISIBLE_DEVICES={visible!r})"
     )
+
+
+def cuda_device_uuid(cuda_index: int, torch_module: Any = None) -> str:
+    """The UUID torch reports for ``cuda:<cuda_index>`` in this process, ``GPU-`` prefixed.
+
+    Raises:
+        DeviceNotFoundError: torch sees no such CUDA device.
+    """
+    torch = torch_module
+    if torch is None:
+        import torch
+    if not torch.cuda.is_available() or not 0 <= cuda_index < torch.cuda.device_count():
+        raise DeviceNotFoundError(f"no CUDA device cuda:{cuda_index} in this process")
+    return "GPU-" + normalise_uuid(str(torch.cuda.get_device_properties(cuda_index).uuid))
+
+
+def gpu_with_uuid(gpus: Sequence[GPU], uuid: str) -> GPU | None:
+    """The GPU of ``gpus`` whose UUID is ``uuid`` (either spelling), or None.
+
+    E.g. the NVML GPU a process's ``cuda:N`` runs on:
+    ``gpu_with_uuid(discover_nvml_gpus(), cuda_device_uuid(N))``.
+    """
+    wanted = normalise_uuid(uuid)
+    return next((g for g in gpus if normalise_uuid(g.uuid) == wanted), None)

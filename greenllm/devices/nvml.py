@@ -45,7 +45,7 @@ from greenllm.devices.nvml_power import FI_DEV_POWER_INSTANT, is_field_missing, 
 from greenllm.devices.nvml_restore import RestoreState
 from greenllm.devices.nvml_session import acquire_nvml, release_nvml
 from greenllm.devices.nvml_settings import NVMLSettings
-from greenllm.errors import DeviceNotSupportedError
+from greenllm.errors import DeviceError, DeviceNotSupportedError
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,15 @@ MILLI = 1000.0
 BYTES_PER_MIB = 1024 * 1024
 #: Default period of the power poller used where the energy counter is missing, seconds.
 DEFAULT_POWER_POLL_INTERVAL_S = 0.1
+
+
+#: Power bound for rebasing the energy counter of a GPU that reports no limits, watts.
+FALLBACK_MAX_POWER_W = 2000.0
+
+
+def _text(value: str | bytes) -> str:
+    """NVML strings (bytes from nvidia-ml-py releases before 11.5)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def catalog_type(product_name: str) -> str:
@@ -106,8 +115,8 @@ class NVMLGPU(NVMLSettings, GPU):
         try:
             with nvml_errors("open the device", self._where):
                 self._handle = pynvml.nvmlDeviceGetHandleByIndex(nvml_index)
-                self.product_name: str = pynvml.nvmlDeviceGetName(self._handle)
-                self.uuid = pynvml.nvmlDeviceGetUUID(self._handle)
+                self.product_name: str = _text(pynvml.nvmlDeviceGetName(self._handle))
+                self.uuid = _text(pynvml.nvmlDeviceGetUUID(self._handle))
             self.gpu_type = catalog_type(self.product_name)
             self._where = f"GPU {self.index} ({self.gpu_type})"
             self._restore = RestoreState(self.uuid, restore_dir, self._where)
@@ -125,7 +134,10 @@ class NVMLGPU(NVMLSettings, GPU):
     def _start_energy(self, poll_interval_s: float | None) -> None:
         first_mj = self._first_energy_counter_mj()
         if first_mj is not None:
-            max_w = self.power_limit_constraints().max_power_limit_w
+            try:
+                max_w = self.power_limit_constraints().max_power_limit_w
+            except DeviceError:  # no power management here: bound rebases generously
+                max_w = FALLBACK_MAX_POWER_W
             self._counter = EnergyCounter(first_mj, self.now_s(), max_w, self._where)
         else:
             name = f"greenllm-nvml-power-{self.index}"

@@ -42,6 +42,17 @@ def test_torch_index_is_found_by_uuid_not_by_number() -> None:
         cuda.torch_device_index("GPU-aaaa-1111", FakeTorch([]))
 
 
+def test_nvml_gpu_of_a_cuda_device_is_found_by_uuid() -> None:
+    torch = FakeTorch(["bbbb-2222", "aaaa-1111"])
+    gpus = [SimulatedGPU("L4", index=i) for i in range(2)]
+    gpus[0].uuid, gpus[1].uuid = "GPU-aaaa-1111", "GPU-bbbb-2222"
+    assert cuda.cuda_device_uuid(1, torch) == "GPU-aaaa-1111"
+    assert cuda.gpu_with_uuid(gpus, cuda.cuda_device_uuid(0, torch)) is gpus[1]
+    assert cuda.gpu_with_uuid(gpus, "GPU-cccc") is None
+    with pytest.raises(DeviceNotFoundError, match="cuda:2"):
+        cuda.cuda_device_uuid(2, torch)
+
+
 def test_cuda_env_names_the_gpus_by_uuid(fake_nvml: Patched) -> None:  # noqa: F811
     fake_nvml.fake.devices = [FakeDevice(uuid="GPU-a"), FakeDevice(uuid="GPU-b")]
     gpus = [NVMLGPU(i, power_poll_interval_s=None) for i in range(2)]
