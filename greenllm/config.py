@@ -3,7 +3,8 @@
 Every model forbids unknown keys. :func:`load_cluster_config` turns any problem
 (missing file, bad YAML, unknown key, wrong type, impossible budget) into one
 :class:`~greenllm.errors.ConfigError` whose message names the file, the field path
-and what is wrong.
+and what is wrong. The YAML loader and the error format live in :mod:`greenllm.loading`
+(re-exported here for job specs and scenarios).
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from __future__ import annotations
 import math
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from greenllm.devices.catalog import get_spec
 from greenllm.errors import ConfigError, GreenllmError
-
-M = TypeVar("M", bound=BaseModel)
+from greenllm.loading import format_validation_error as format_validation_error
+from greenllm.loading import load_yaml_mapping as load_yaml_mapping
+from greenllm.loading import validate as validate
 
 #: Entry-point group under which allocation policies register (see pyproject.toml).
 POLICY_ENTRY_POINT_GROUP = "greenllm.policies"
@@ -250,60 +251,6 @@ class ClusterConfig(_Strict):
     def names(self) -> list[str]:
         """Node names, in order."""
         return [n.name for n in self.nodes]
-
-
-def format_validation_error(source: str, exc: ValidationError) -> str:
-    """Render the first pydantic error as ``source: field.path: message``."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    if err["type"] not in ("extra_forbidden", "missing") and "input" in err:
-        given = err["input"]
-        if isinstance(given, str | int | float | bool):
-            msg = f"{msg} (got {given!r})"
-    more = len(exc.errors()) - 1
-    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {loc}: {msg}{suffix}"
-
-
-def load_yaml_mapping(path: Path) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping.
-
-    Raises:
-        ConfigError: The file is missing, unreadable, not YAML, or not a mapping.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
-
-
-def validate(model: type[M], data: dict[str, Any], source: str) -> M:
-    """Validate ``data`` as ``model``.
-
-    Raises:
-        ConfigError: ``source: field.path: what is wrong``.
-    """
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc)) from None
 
 
 def parse_cluster_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfig:

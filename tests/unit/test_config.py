@@ -53,7 +53,8 @@ def test_policies_are_registered_plugins() -> None:
 def test_unknown_key(tmp_path: Path) -> None:
     data = base()
     data["budget"]["budget_kw"] = 3
-    assert error_for(tmp_path, data).endswith("budget.budget_kw: unknown key")
+    msg = error_for(tmp_path, data)
+    assert msg.endswith("budget.budget_kw: unknown key (did you mean 'budget_w'?)")
 
 
 def test_unknown_key_in_node(tmp_path: Path) -> None:
