@@ -67,6 +67,7 @@ class FakeReplica:
         sampling: Sampling | None = None,
         request_id: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        tokens: bool = True,
     ) -> RequestStream:
         if not self.running:
             raise ReplicaStoppedError("stopped")

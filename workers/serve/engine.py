@@ -32,6 +32,7 @@ from torch import nn
 
 from greenllm.devices import physics
 from greenllm.devices.base import GPU
+from greenllm.devices.cuda import torch_device_index
 from greenllm.devices.simulated import SimulatedGPU
 from greenllm.workloads import Tokenizer, load_model
 from workers.serve.kvbatch import KVBatch
@@ -67,7 +68,8 @@ class ReplicaEngine:
         name: Replica name (routing key, metrics label).
         max_batch: Most requests decoded together.
         max_queue: Most requests waiting for a batch slot; more are refused (429).
-        device: torch device (default: ``cpu`` on a simulated GPU, else ``cuda:<index>``).
+        device: torch device (default: ``cpu`` on a simulated GPU, else the CUDA device
+            with the GPU's UUID).
         workload: What a simulated GPU runs while busy (default: decode at ``max_batch``).
         clock: Returns the time, seconds.
     """
@@ -87,8 +89,10 @@ class ReplicaEngine:
     ) -> None:
         if max_batch < 1 or max_queue < 0:
             raise ValueError("max_batch must be >= 1 and max_queue >= 0")
-        simulated = isinstance(gpu, SimulatedGPU)
-        self.device = torch.device(device or ("cpu" if simulated else f"cuda:{gpu.index}"))
+        if device is None:  # CUDA by UUID: cuda:N and NVML GPU N may be different boards
+            simulated = isinstance(gpu, SimulatedGPU)
+            device = "cpu" if simulated else f"cuda:{torch_device_index(gpu.uuid)}"
+        self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer, self.gpu, self.model_id, self.name = tokenizer, gpu, model_id, name
         self.max_batch, self.max_queue = max_batch, max_queue
@@ -168,6 +172,7 @@ class ReplicaEngine:
         sampling: Sampling | None = None,
         request_id: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        tokens: bool = True,
     ) -> RequestStream:
         """Queue a request.
 
@@ -177,6 +182,8 @@ class ReplicaEngine:
             sampling: Sampling settings (default: greedy).
             request_id: Its id (default: generated).
             loop: Deliver events to this asyncio loop (default: the running loop, if any).
+            tokens: Deliver a TokenEvent per token (False: only the finish, which carries
+                every token; saves a wake-up per token when nobody streams).
 
         Returns:
             The request's event stream.
@@ -199,7 +206,7 @@ class ReplicaEngine:
                         f"replica {self.name}: {len(self._queue)} requests already wait",
                         retry_after_s=self._retry_after_s(),
                     )
-                stream = RequestStream(rid, loop)
+                stream = RequestStream(rid, loop, tokens=tokens)
                 request = Request(stream, list(prompt_ids), max_tokens, sampling or Sampling())
                 request.submitted_s = self._clock()
                 self._queue.append(request)

@@ -162,9 +162,11 @@ async def _generate(
 ) -> JSONResponse | StreamingResponse:
     rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     loop = asyncio.get_running_loop()
-    _, stream = pool.submit(body.model, ids, max_tokens, body.sampling(), rid, loop)
+    stops = body.stops()
+    tokens = body.stream or bool(stops)  # else only the finish is needed: fewer wake-ups
+    _, stream = pool.submit(body.model, ids, max_tokens, body.sampling(), rid, loop, tokens)
     shape = ResponseShape(chat, rid, info.model_id, body.include_usage())
-    text = TextAssembler(info.tokenizer, body.stops())
+    text = TextAssembler(info.tokenizer, stops)
     if body.stream:
         return StreamingResponse(
             _events(stream, shape, text),
@@ -187,6 +189,8 @@ def _finish_reason(result: RequestResult, text: TextAssembler) -> str:
 async def _collect(stream: RequestStream, text: TextAssembler) -> RequestResult:
     async for event in stream:
         if isinstance(event, FinishEvent):
+            if not stream.tokens:
+                text.feed(event.result.output_ids)
             text.flush()
             return event.result
         text.feed(event.ids)

@@ -59,6 +59,7 @@ class Replica(Protocol):
         sampling: Sampling | None = None,
         request_id: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        tokens: bool = True,
     ) -> RequestStream:
         """Queue a request (raises :class:`ServeError` when refused)."""
         ...
@@ -194,6 +195,7 @@ class ReplicaPool:
         sampling: Sampling | None = None,
         request_id: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        tokens: bool = True,
     ) -> tuple[Replica, RequestStream]:
         """Route a request: the best replica that accepts it.
 
@@ -207,7 +209,9 @@ class ReplicaPool:
         full: list[QueueFullError] = []
         for replica in self.candidates(model_id):
             try:
-                return replica, replica.submit(prompt_ids, max_tokens, sampling, request_id, loop)
+                return replica, replica.submit(
+                    prompt_ids, max_tokens, sampling, request_id, loop, tokens
+                )
             except QueueFullError as exc:
                 full.append(exc)
             except ReplicaStoppedError:

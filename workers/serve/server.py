@@ -70,7 +70,9 @@ class ApiServer:
     def __init__(self, pool: ReplicaPool, host: str = "127.0.0.1", port: int = 0) -> None:
         self.pool = pool
         self.app = create_app(pool)
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so
+        # (proto 0 leaves Nagle on: every answer then waits ~40 ms for a delayed ACK).
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = host, int(self._sock.getsockname()[1])

@@ -170,10 +170,12 @@ class RequestStream:
     Args:
         request_id: The request's id.
         loop: Deliver events to this asyncio loop (``async for``); None: to threads.
+        tokens: Deliver token events (False: only the finish event).
     """
 
     request_id: str
     loop: asyncio.AbstractEventLoop | None = None
+    tokens: bool = True
     result: Future[RequestResult] = field(default_factory=Future)
 
     def __post_init__(self) -> None:
@@ -183,8 +185,11 @@ class RequestStream:
 
     def push(self, event: Event) -> None:
         """Deliver ``event`` (called by the replica, from any thread)."""
-        if isinstance(event, FinishEvent) and not self.result.done():
-            self.result.set_result(event.result)
+        if isinstance(event, FinishEvent):
+            if not self.result.done():
+                self.result.set_result(event.result)
+        elif not self.tokens:
+            return
         if self._async is not None and self.loop is not None:
             # A closed loop raises RuntimeError: nobody is listening any more.
             with contextlib.suppress(RuntimeError):

@@ -1,0 +1,200 @@
+"""The OpenAI-compatible endpoint: what the HTTP ingress costs, and how many requests it takes.
+
+1. Router overhead: one tiny-model replica (simulated H100: no pacing wait), requests of an
+   8-token prompt and 8 output tokens sent one at a time, alternately straight to the
+   replica's engine and through the ingress (HTTP + routing + JSON), in the same run.
+   Reported: p50/p99 latency each way, what the ingress adds, and the ratio.
+2. Ingress rate on 2 cores: a client process keeps 32 requests in flight for a few
+   seconds against (a) the ingress over an instant replica (no model: the ingress's own
+   ceiling) and (b) the ingress over one tiny-model replica (1 output token), against (c)
+   that replica's engine driven directly. Reported: requests/s and ratios.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+
+import httpx
+import torch
+
+from greenllm.devices.simulated import SimulatedGPU
+from greenllm.workloads import Tokenizer, load_model
+from workers.serve.engine import ReplicaEngine
+from workers.serve.metrics import ReplicaMetrics
+from workers.serve.pool import ReplicaPool
+from workers.serve.server import ApiServer
+from workers.serve.stream import FinishEvent, RequestResult, RequestStream, Sampling, TokenEvent
+from workers.shards.infer import percentile
+
+ROUNDS = 300
+RATE_SECONDS = 4.0
+IN_FLIGHT = 32
+
+CLIENT = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    port, seconds, in_flight = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+    body = json.dumps({"model": "tiny", "prompt": "Power", "max_tokens": 1, "temperature": 0})
+    request = (
+        "POST /v1/completions HTTP/1.1\\r\\nHost: bench\\r\\n"
+        "Content-Type: application/json\\r\\n"
+        f"Content-Length: {len(body)}\\r\\n\\r\\n{body}"
+    ).encode()
+    async def worker(end, counts):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.monotonic() < end:
+            writer.write(request)
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\\r\\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            counts[b" 200 " in status] += 1
+        writer.close()
+    async def main():
+        counts = [0, 0]
+        start = time.monotonic()
+        await asyncio.gather(*(worker(start + seconds, counts) for _ in range(in_flight)))
+        rate = counts[1] / (time.monotonic() - start)
+        print(json.dumps({"rate": rate, "errors": counts[0]}))
+    asyncio.run(main())
+    """
+)
+
+
+class InstantReplica:
+    """A replica that answers every request at once with one token (no model)."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.name, self.model_id, self.context_tokens = "instant", "tiny", 256
+        self.tokenizer, self.max_queue, self.running = tokenizer, 10**6, True
+
+    def load_now(self) -> tuple[int, int]:
+        return 0, 0
+
+    def check(self, prompt_tokens: int, max_tokens: int) -> None:
+        pass
+
+    def submit(
+        self,
+        prompt_ids: Sequence[int],
+        max_tokens: int,
+        sampling: Sampling | None = None,
+        request_id: str | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        tokens: bool = True,
+    ) -> RequestStream:
+        stream = RequestStream(request_id or "r", loop or asyncio.get_running_loop())
+        stream.push(TokenEvent((80,)))
+        result = RequestResult(stream.request_id, len(prompt_ids), [80], "length", 0.0, 0.0)
+        stream.push(FinishEvent(result))
+        return stream
+
+    def metrics(self) -> ReplicaMetrics:
+        raise NotImplementedError
+
+    def stop(self, reason: str = "", timeout_s: float = 0.0) -> None:
+        self.running = False
+
+
+def _engine() -> ReplicaEngine:
+    loaded = load_model("tiny")
+    gpu = SimulatedGPU("H100-SXM")
+    return ReplicaEngine(loaded.model, loaded.tokenizer, gpu, model_id="tiny", max_queue=10**4)
+
+
+def router_overhead() -> None:
+    engine = _engine().start()
+    server = ApiServer(ReplicaPool([engine])).start()
+    prompt = engine.tokenizer.encode("The grid")
+    body = {"model": "tiny", "prompt": "The grid", "max_tokens": 8, "temperature": 0}
+    direct: list[float] = []
+    ingress: list[float] = []
+    try:
+        with httpx.Client(timeout=30) as client:
+            for i in range(ROUNDS + 10):
+                start = time.perf_counter()
+                engine.submit(prompt, 8).result.result(30)
+                d = time.perf_counter() - start
+                start = time.perf_counter()
+                assert client.post(f"{server.base_url}/completions", json=body).status_code == 200
+                h = time.perf_counter() - start
+                if i >= 10:  # warm-up
+                    direct.append(d)
+                    ingress.append(h)
+    finally:
+        server.stop()
+    print(f"{'path':10s} {'p50 ms':>8s} {'p99 ms':>8s}   ({ROUNDS} requests, 8+8 tokens)")
+    for name, values in (("direct", direct), ("ingress", ingress)):
+        p50, p99 = percentile(values, 50) or 0.0, percentile(values, 99) or 0.0
+        print(f"{name:10s} {p50 * 1e3:8.2f} {p99 * 1e3:8.2f}")
+    d50, d99 = percentile(direct, 50) or 0.0, percentile(direct, 99) or 0.0
+    h50, h99 = percentile(ingress, 50) or 0.0, percentile(ingress, 99) or 0.0
+    print(f"added by the ingress: p50 {(h50 - d50) * 1e3:.2f} ms, p99 {(h99 - d99) * 1e3:.2f} ms")
+    print(f"ingress / direct latency: p50 {h50 / d50:.2f}x, p99 {h99 / d99:.2f}x")
+
+
+def _client_rate(port: int) -> float:
+    """Requests/s a client process (raw keep-alive HTTP/1.1, the cheapest client) gets."""
+    out = subprocess.run(
+        [sys.executable, "-c", CLIENT, str(port), str(RATE_SECONDS), str(IN_FLIGHT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    doc = json.loads(out.stdout)
+    if doc["errors"]:
+        raise RuntimeError(f"{doc['errors']} requests failed")
+    return float(doc["rate"])
+
+
+def _direct_rate(engine: ReplicaEngine) -> float:
+    prompt = engine.tokenizer.encode("Power")
+    done = 0
+    end = time.monotonic() + RATE_SECONDS
+    start = time.monotonic()
+    in_flight = [engine.submit(prompt, 1) for _ in range(IN_FLIGHT)]
+    while time.monotonic() < end:
+        in_flight[0].result.result(30)
+        in_flight.pop(0)
+        done += 1
+        in_flight.append(engine.submit(prompt, 1))
+    return done / (time.monotonic() - start)
+
+
+def ingress_rate() -> None:
+    instant = ApiServer(ReplicaPool([InstantReplica(load_model("tiny").tokenizer)])).start()
+    try:
+        ceiling = _client_rate(instant.port)
+    finally:
+        instant.stop()
+    engine = _engine().start()
+    direct = _direct_rate(engine)
+    server = ApiServer(ReplicaPool([engine])).start()
+    try:
+        through = _client_rate(server.port)
+    finally:
+        server.stop()
+    print(f"ingress, instant replica      {ceiling:8.0f} requests/s   (the ingress's ceiling)")
+    print(f"ingress, tiny-model replica   {through:8.0f} requests/s")
+    print(f"engine driven directly        {direct:8.0f} requests/s   (1 output token each)")
+    print(f"ingress ceiling / engine direct: {ceiling / direct:.2f}x")
+    print(f"through ingress / engine direct: {through / direct:.2f}x")
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    router_overhead()
+    ingress_rate()
+
+
+if __name__ == "__main__":
+    main()
