@@ -6,9 +6,11 @@ model on simulated GPUs; each test starts and stops its own.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -221,3 +223,27 @@ def test_a_stopped_replica_ends_its_stream_with_an_error() -> None:
     finally:
         srv.stop()
     assert got_error.is_set()
+
+
+def test_a_compressed_artifact_is_served_under_its_name(tmp_path: Path) -> None:
+    from greenllm.compression.artifacts import save_compressed
+    from greenllm.compression.layers import conv1d_to_linear
+    from greenllm.compression.quantize import quantize_weight_only
+    from greenllm.workloads import load_model
+
+    loaded = load_model("tiny")
+    model = copy.deepcopy(loaded.model)
+    conv1d_to_linear(model)
+    quantize_weight_only(model, 8)
+    artifact = tmp_path / "tiny-int8"
+    save_compressed(model, loaded.tokenizer, artifact, {"base_model": "tiny", "steps": ["int8"]})
+    replica = ReplicaEngine.load(str(artifact), SimulatedGPU("A100-SXM4"), model_id="tiny-int8")
+    srv = ApiServer(ReplicaPool([replica.start()])).start()
+    try:
+        api = client(srv)
+        assert [m.id for m in api.models.list()] == ["tiny-int8"]
+        done = api.completions.create(model="tiny-int8", prompt="Watts", max_tokens=6)
+        assert done.usage is not None and done.usage.completion_tokens == 6
+        assert getattr(done.usage, "energy_j", 0) > 0
+    finally:
+        srv.stop()

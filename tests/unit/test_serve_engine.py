@@ -162,3 +162,28 @@ def test_a_slower_gpu_slows_the_paced_replica(model: torch.nn.Module) -> None:
 
     slow, fast = tokens_per_s("L4"), tokens_per_s("H100-SXM")
     assert slow < 0.3 * fast  # the physical model gives L4 / H100 = 0.09 for this decode
+
+
+@pytest.mark.timeout(60)
+def test_a_model_failure_fails_its_batch_and_the_replica_serves_on(
+    model: torch.nn.Module,
+) -> None:
+    eng = engine(model, SimulatedGPU("H100-SXM")).start()
+    real_join = eng._batch.join
+    calls = [0]
+
+    def join_once_broken(keys: Any, prompts: Any) -> torch.Tensor:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("device lost")
+        return real_join(keys, prompts)
+
+    eng._batch.join = join_once_broken  # type: ignore[method-assign]
+    try:
+        failed = eng.submit([1, 2], 4).result.result(10)
+        assert failed.finish_reason == "error" and "device lost" in str(failed.error)
+        assert failed.error is not None and failed.error.status == 500
+        served = eng.submit([1, 2], 4).result.result(10)  # a fresh batch after the failure
+        assert served.error is None and served.output_ids == alone(model, [1, 2], 4)
+    finally:
+        eng.stop()

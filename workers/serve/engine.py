@@ -38,11 +38,9 @@ from greenllm.workloads import Tokenizer, load_model
 from workers.serve.kvbatch import KVBatch
 from workers.serve.ledger import EnergyLedger
 from workers.serve.metrics import MetricsRecorder, ReplicaMetrics
-from workers.serve.request import Request
+from workers.serve.request import Request, check_sizes
 from workers.serve.stream import (
-    ContextLengthError,
     GenerationError,
-    InvalidRequestError,
     QueueFullError,
     ReplicaStoppedError,
     RequestStream,
@@ -152,18 +150,7 @@ class ReplicaEngine:
         """Raise what :meth:`submit` would for these sizes (stopped, empty, too long)."""
         if self._stop.is_set():
             raise ReplicaStoppedError(f"replica {self.name} stopped: {self._stop_reason}")
-        if prompt_tokens < 1:
-            raise InvalidRequestError("the prompt is empty", param="prompt")
-        if max_tokens < 1:
-            raise InvalidRequestError("max_tokens must be at least 1", param="max_tokens")
-        total = prompt_tokens + max_tokens
-        if self.context_tokens and total > self.context_tokens:
-            raise ContextLengthError(
-                f"This model's maximum context length is {self.context_tokens} tokens. However, "
-                f"you requested {total} tokens ({prompt_tokens} in the prompt, {max_tokens} "
-                "for the completion). Please reduce the prompt or max_tokens.",
-                param="prompt" if prompt_tokens >= self.context_tokens else "max_tokens",
-            )
+        check_sizes(self.context_tokens, prompt_tokens, max_tokens)
 
     def submit(
         self,
@@ -274,6 +261,27 @@ class ReplicaEngine:
             self._sim.set_workload(self._workload if busy else None)
 
     def _serve(self) -> None:
+        """Serve until stopped; whatever ends the loop, every request still held fails."""
+        failure = ""
+        try:
+            self._serve_loop()
+        except BaseException as exc:
+            failure = f"serving failed: {type(exc).__name__}: {exc}"
+            raise
+        finally:
+            with self._cond:
+                if not self._stop.is_set():
+                    self._stop_reason = failure or "serving ended"
+                self._stop.set()
+                pending, self._queue = list(self._queue), deque()
+            error = ReplicaStoppedError(f"replica {self.name} stopped: {self._stop_reason}")
+            for request in pending:
+                self._finish(request, "error", error)
+            self._fail_rows(error)
+            self.ledger.idle()
+            self._set_busy(False)
+
+    def _serve_loop(self) -> None:
         while True:
             with self._cond:
                 while not self._stop.is_set() and not self._queue and not self._rows:
@@ -282,7 +290,7 @@ class ReplicaEngine:
                         self._set_busy(False)
                     self._cond.wait()
                 if self._stop.is_set():
-                    break
+                    return
                 joiners: list[Request] = []
                 while self._queue and len(self._rows) + len(joiners) < self.max_batch:
                     joiners.append(self._queue.popleft())
@@ -303,9 +311,6 @@ class ReplicaEngine:
                 self._fail_rows(GenerationError(f"generation failed: {type(exc).__name__}: {exc}"))
                 self._batch = KVBatch(self.model, self.tokenizer.eos_token_id, self.device)
             self._retire()
-        self._fail_rows(ReplicaStoppedError(f"replica {self.name} stopped: {self._stop_reason}"))
-        self.ledger.idle()
-        self._set_busy(False)
 
     def _step(
         self, rows: list[Request], tokens: dict[Request, int], logits: torch.Tensor, start_s: float
@@ -331,8 +336,9 @@ class ReplicaEngine:
         start_s = self._clock()
         for request in joiners:
             request.started_s = start_s
+        with self._cond:
+            self._rows.extend(joiners)  # held from here: a failure fails them too
         logits = self._batch.join(joiners, [r.prompt_ids for r in joiners])
-        self._rows.extend(joiners)
         tokens = self._step(joiners, {r: len(r.prompt_ids) for r in joiners}, logits, start_s)
         first = len(self._rows) - len(joiners)
         self._batch.set_pending(tokens, rows=range(first, len(self._rows)))

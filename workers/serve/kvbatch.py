@@ -81,8 +81,14 @@ class KVBatch:
         """
         ids, mask = left_pad(prompts, self.pad_id, self.device)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        new_layers = _layers(out.past_key_values)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        new_layers = _layers(out.cache)
         lengths = mask.sum(dim=1)
         if self._cache is None or not self.keys:
             layers = new_layers

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 from workers.serve.stream import (
+    ContextLengthError,
     FinishEvent,
+    InvalidRequestError,
     RequestResult,
     RequestStream,
     Sampling,
@@ -90,3 +92,20 @@ class Request:
         )
         self.stream.push(FinishEvent(result))
         return result
+
+
+def check_sizes(context_tokens: int, prompt_tokens: int, max_tokens: int) -> None:
+    """Raise the 400 a request of these sizes gets (empty prompt, no output, too long for a
+    context of ``context_tokens``; 0: unknown, not checked)."""
+    if prompt_tokens < 1:
+        raise InvalidRequestError("the prompt is empty", param="prompt")
+    if max_tokens < 1:
+        raise InvalidRequestError("max_tokens must be at least 1", param="max_tokens")
+    total = prompt_tokens + max_tokens
+    if context_tokens and total > context_tokens:
+        raise ContextLengthError(
+            f"This model's maximum context length is {context_tokens} tokens. However, you "
+            f"requested {total} tokens ({prompt_tokens} in the prompt, {max_tokens} for the "
+            "completion). Please reduce the prompt or max_tokens.",
+            param="prompt" if prompt_tokens >= context_tokens else "max_tokens",
+        )
