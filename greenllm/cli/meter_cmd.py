@@ -136,26 +136,47 @@ def report(
     intensity: GridIntensity,
     pue: float,
 ) -> dict[str, Any]:
-    """The JSON document of one metered command."""
-    g = carbon_g(m.total_energy_j, intensity, pue, m.start_unix_s, m.end_unix_s)
+    """The JSON document of one metered command.
+
+    ``metered`` names the devices read from real counters (or the labelled CPU
+    estimate), ``simulated`` the simulated GPUs, ``in_total`` those counted in the total
+    and CO2e (simulated GPUs only with ``--include-simulated``). With nothing counted, the
+    total, average power and CO2e are null, never zero.
+    """
     sources = sorted(set(m.gpu_sources.values()))
+    rows = m.devices()
+    simulated = [r.device for r in rows if r.source == SOURCE_SIMULATED]
+    simulated_in_total = any(r.in_total for r in rows if r.source == SOURCE_SIMULATED)
+    in_total = [r.device for r in rows if r.in_total]
+    note = None
+    if simulated:
+        counted = "counted in" if simulated_in_total else "left out of"
+        note = (
+            "simulated GPUs (no NVIDIA GPU in use): their energy is the model's idle draw, "
+            f"not a measurement of the command; {counted} the total and CO2e"
+        )
+    total_j = m.total_energy_j if in_total else None
+    g = None
+    if total_j is not None:
+        g = carbon_g(total_j, intensity, pue, m.start_unix_s, m.end_unix_s)
     doc: dict[str, Any] = {
         "command": command,
         "exit_status": exit_status(returncode),
         "signal": signal_name(-returncode) if returncode < 0 else None,
         "gpu_backend": ",".join(sources) if sources else None,
-        "gpu_note": (
-            "simulated GPUs (no NVIDIA GPU in use): their energy is the model's draw "
-            "while idle, not a measurement of the command"
-            if SOURCE_SIMULATED in sources
-            else None
-        ),
+        "gpu_note": note,
+        "metered": [r.device for r in rows if r.source != SOURCE_SIMULATED],
+        "simulated": simulated,
+        "in_total": in_total,
+        "simulated_in_total": simulated_in_total,
     }
     doc.update(m.to_dict())
+    if total_j is None:
+        doc.update(total_energy_j=None, avg_power_w=None)
     doc["carbon_g"] = g
     doc["carbon"] = {
         "g_co2e": g,
-        "energy_kwh": m.total_energy_j / 3.6e6,
+        "energy_kwh": None if total_j is None else total_j / 3.6e6,
         "intensity": intensity.label,
         "intensity_source": intensity.source,
         "intensity_g_per_kwh": intensity.average_g_per_kwh(m.start_unix_s, m.end_unix_s),
@@ -196,6 +217,13 @@ def print_report(doc: dict[str, Any]) -> None:
         hint = "" if doc["cpu_estimate"] else "; --cpu-estimate adds a labelled estimate"
         console.print(f"CPU/DRAM not measured: {doc['cpu_unavailable_reason']}{hint}")
     c = doc["carbon"]
+    if not doc["in_total"]:
+        console.print(
+            "total: nothing metered (no NVIDIA GPU, no CPU energy); --cpu-estimate adds a "
+            "labelled CPU estimate, --include-simulated counts the simulated GPUs"
+        )
+        return
+    console.print(f"in the total: {', '.join(doc['in_total'])}")
     console.print(
         f"total {fmt(doc['total_energy_j'])} J ({' + '.join(doc['total_includes'])}), "
         f"avg {fmt(doc['avg_power_w'])} W; {fmt(c['g_co2e'])} gCO2e at "
@@ -244,6 +272,12 @@ def print_report(doc: dict[str, Any]) -> None:
     help="Power of one busy core for --cpu-estimate, watts (default: Intel Xeon Platinum "
     "8480+, 350 W TDP / 56 cores).",
 )
+@click.option(
+    "--include-simulated",
+    is_flag=True,
+    help="Count simulated GPUs (their model's idle draw) in the total and CO2e; by default "
+    "they are listed but left out.",
+)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
 @click.pass_context
 def meter(
@@ -257,12 +291,14 @@ def meter(
     pue: float | None,
     cpu_estimate: bool,
     watts_per_core: float,
+    include_simulated: bool,
     command: tuple[str, ...],
 ) -> None:
     """Run CMD and report its energy per device, time, average power and CO2e.
 
-    GPUs are read through their energy counters (simulated GPUs where no NVIDIA GPU is
-    present: then the figures are the model's idle draw); CPU and DRAM through RAPL where
+    GPUs are read through their energy counters; where no NVIDIA GPU is present the
+    config's simulated GPUs are listed with their model's idle draw but left out of the
+    total and CO2e (unless --include-simulated). CPU and DRAM through RAPL where
     readable. The report goes to stderr (like time(1)); with --json, one JSON document
     goes to stdout and CMD's stdout is sent to stderr. Exits with CMD's exit status
     (128+N if signal N killed it; 127 if CMD does not exist, 126 if it cannot run).
@@ -276,7 +312,11 @@ def meter(
     gpus = get_gpus(cfg, node=node, backend=backend)
     try:
         energy_meter = EnergyMeter(
-            gpus, rapl="auto", cpu_estimate=cpu_estimate, watts_per_core=watts_per_core
+            gpus,
+            rapl="auto",
+            cpu_estimate=cpu_estimate,
+            watts_per_core=watts_per_core,
+            simulated_in_total=include_simulated,
         )
         try:
             returncode = run_measured(list(command), energy_meter, stdout_to_stderr=as_json)

@@ -88,6 +88,8 @@ class Measurement:
             None when the estimate was not requested. An ESTIMATE, not a measurement.
         cpu_time_s: Process-tree CPU seconds behind ``cpu_estimate_j``.
         watts_per_core: Per-core power the estimate used, watts.
+        gpus_excluded: UUIDs of GPUs read but left out of :attr:`total_energy_j` (simulated
+            GPUs, whose energy is a model's, unless the caller counts them).
     """
 
     name: str
@@ -104,6 +106,7 @@ class Measurement:
     cpu_estimate_j: float | None = None
     cpu_time_s: float | None = None
     watts_per_core: float | None = None
+    gpus_excluded: tuple[str, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -124,8 +127,8 @@ class Measurement:
 
     @property
     def gpu_total_j(self) -> float:
-        """Energy of all GPUs, joules."""
-        return sum(self.gpu_energy_j.values())
+        """Energy of the GPUs counted in the total (all but :attr:`gpus_excluded`), joules."""
+        return sum(j for u, j in self.gpu_energy_j.items() if u not in self.gpus_excluded)
 
     @property
     def cpu_total_j(self) -> float | None:
@@ -139,8 +142,10 @@ class Measurement:
         """What :attr:`total_energy_j` adds up: ``gpu``, then ``rapl`` or ``estimate``.
 
         The CPU estimate counts only where RAPL is unreadable, so nothing is counted twice.
+        ``gpu`` is left out when every GPU read is excluded from the total.
         """
-        parts = ["gpu"]
+        counted = [u for u in self.gpu_energy_j if u not in self.gpus_excluded]
+        parts = ["gpu"] if counted or not self.gpu_energy_j else []
         if self.cpu_energy_j is not None:
             parts.append(SOURCE_RAPL)
         elif self.cpu_estimate_j is not None:
@@ -174,7 +179,7 @@ class Measurement:
                 energy_j=joules,
                 duration_s=d,
                 avg_power_w=_avg_w(joules, d),
-                in_total=True,
+                in_total=uuid not in self.gpus_excluded,
                 uuid=uuid,
                 short_window=self.gpu_window_short(uuid),
             )
@@ -222,6 +227,7 @@ class Measurement:
             "start_unix_s": self.start_unix_s,
             "end_unix_s": self.end_unix_s,
             "gpu_energy_j": dict(self.gpu_energy_j),
+            "gpus_excluded": list(self.gpus_excluded),
             "cpu_energy_j": None if self.cpu_energy_j is None else dict(self.cpu_energy_j),
             "cpu_unavailable_reason": self.cpu_unavailable_reason,
             "cpu_estimate_j": self.cpu_estimate_j,

@@ -82,6 +82,8 @@ class EnergyMeter:
         wall_clock: Returns Unix time in seconds, recorded for carbon time series;
             ``time.time`` by default.
         watts_per_core: Per-core power of the CPU estimate, watts.
+        simulated_in_total: Whether simulated GPUs count towards a measurement's total
+            (their energy is their model's draw, not a measurement of the host).
     """
 
     def __init__(
@@ -92,8 +94,10 @@ class EnergyMeter:
         clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] | None = None,
         watts_per_core: float = DEFAULT_WATTS_PER_CORE,
+        simulated_in_total: bool = True,
     ) -> None:
         self.gpus = list(gpus)
+        self.simulated_in_total = simulated_in_total
         uuids = [g.uuid for g in self.gpus]
         if len(set(uuids)) != len(uuids):
             raise ValueError(f"GPU UUIDs must be unique, got {uuids}")
@@ -209,4 +213,9 @@ class EnergyMeter:
             cpu_estimate_j=estimate_j,
             cpu_time_s=cpu_time_s,
             watts_per_core=watts_per_core,
+            gpus_excluded=tuple(
+                g.uuid
+                for g in self.gpus
+                if not self.simulated_in_total and gpu_source(g) == SOURCE_SIMULATED
+            ),
         )

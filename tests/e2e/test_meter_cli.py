@@ -41,14 +41,43 @@ def test_json_report_keeps_stdout_clean_and_exits_with_the_command_status(
     assert doc["gpu_backend"] == "simulated"
     assert "simulated" in doc["gpu_note"]
     assert doc["duration_s"] > 0
-    # The embedded default's first node has four H100s, measured while idle.
+    # The embedded default's first node has four H100s: listed (their model's idle draw)
+    # but left out of the total and CO2e.
     assert len(doc["gpu_energy_j"]) == 4
-    assert all(row["source"] == "simulated" for row in doc["devices"] if row["kind"] == "gpu")
-    assert doc["cpu_energy_j"] is None and doc["cpu_unavailable_reason"]
-    assert doc["total_energy_j"] == pytest.approx(sum(doc["gpu_energy_j"].values()))
+    gpu_rows = [row for row in doc["devices"] if row["kind"] == "gpu"]
+    assert all(row["source"] == "simulated" and not row["in_total"] for row in gpu_rows)
+    assert doc["simulated"] == [f"gpu{i} H100-SXM" for i in range(4)]
+    assert doc["simulated_in_total"] is False and "left out of the total" in doc["gpu_note"]
+    assert doc["gpus_excluded"] == list(doc["gpu_energy_j"])
+    assert doc["in_total"] == [row["device"] for row in doc["devices"] if row["in_total"]]
+    assert not set(doc["in_total"]) & set(doc["simulated"])
+    if doc["cpu_energy_j"] is None:  # no RAPL here: nothing metered, no zero pretended
+        assert doc["cpu_unavailable_reason"]
+        assert doc["total_energy_j"] is None and doc["avg_power_w"] is None
+        assert doc["carbon_g"] is None and doc["metered"] == []
+    else:
+        assert doc["total_energy_j"] == pytest.approx(
+            sum(r["energy_j"] for r in doc["devices"] if r["in_total"])
+        )
+    assert doc["carbon"]["intensity"] == "world" and doc["carbon"]["pue"] == 1.2
+
+
+def test_include_simulated_counts_the_simulated_gpus(tmp_path: Path) -> None:
+    result = greenllm(
+        "meter", "--json", "--include-simulated", "--backend", "simulated",
+        "--", sys.executable, "-c", "pass", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["simulated_in_total"] is True and doc["gpus_excluded"] == []
+    assert set(doc["simulated"]) <= set(doc["in_total"])
+    assert "counted in the total" in doc["gpu_note"]
+    assert doc["total_energy_j"] == pytest.approx(
+        sum(r["energy_j"] for r in doc["devices"] if r["in_total"])
+    )
+    assert doc["total_energy_j"] >= sum(doc["gpu_energy_j"].values())
     assert doc["avg_power_w"] == pytest.approx(doc["total_energy_j"] / doc["duration_s"])
     carbon = doc["carbon"]
-    assert carbon["intensity"] == "world" and carbon["pue"] == 1.2
     assert doc["carbon_g"] == pytest.approx(
         doc["total_energy_j"] / 3.6e6 * carbon["intensity_g_per_kwh"] * 1.2
     )
@@ -67,7 +96,10 @@ def test_cpu_estimate_region_and_pue_options(tmp_path: Path) -> None:
     assert doc["cpu_estimate_j"] == pytest.approx(
         estimate["cpu_time_s"] * estimate["watts_per_core"]
     )
-    assert doc["total_includes"] == ["gpu", "estimate"]
+    if doc["cpu_energy_j"] is None:
+        assert doc["total_includes"] == ["estimate"]  # simulated GPUs are not counted
+        assert doc["in_total"] == ["cpu estimate"] and "cpu estimate" in doc["metered"]
+        assert doc["total_energy_j"] == pytest.approx(doc["cpu_estimate_j"])
     assert [r["source"] for r in doc["devices"] if r["kind"] == "cpu"] == ["estimate"]
     assert doc["carbon"]["intensity"] == "fr" and doc["carbon"]["pue"] == 1.1
 
@@ -84,7 +116,8 @@ def test_human_report_goes_to_stderr(tmp_path: Path) -> None:
     result = greenllm("meter", "--", sys.executable, "-c", "print('only this')", cwd=tmp_path)
     assert result.returncode == 0
     assert result.stdout == "only this\n"
-    assert "gCO2e" in result.stderr and "simulated" in result.stderr
+    assert "simulated" in result.stderr and "left out of the total" in result.stderr
+    assert "gCO2e" in result.stderr or "nothing metered" in result.stderr
 
 
 def test_missing_command_is_a_one_line_usage_error(tmp_path: Path) -> None:

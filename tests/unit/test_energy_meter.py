@@ -232,3 +232,29 @@ def test_empty_window_has_no_average_power(clock: FakeClock) -> None:
 def test_duplicate_gpu_uuids_are_rejected(clock: FakeClock) -> None:
     with pytest.raises(ValueError, match="unique"):
         make_meter([make_gpu(clock), make_gpu(clock)], clock)
+
+
+def test_simulated_gpus_can_be_left_out_of_the_total(clock: FakeClock) -> None:
+    cpu_s = [0.0]
+    estimator = CpuTimeEstimator(watts_per_core=8.0, cpu_time_s=lambda: cpu_s[0])
+    gpus = [make_gpu(clock, index=0), make_gpu(clock, "L4", index=1)]
+    meter = make_meter(gpus, clock, cpu_estimate=estimator, simulated_in_total=False)
+    with meter.window("w") as w:
+        clock.advance(2.0)
+        cpu_s[0] += 1.0
+    m = w.result
+    assert m is not None
+    assert m.gpus_excluded == tuple(g.uuid for g in gpus)
+    assert all(e > 0 for e in m.gpu_energy_j.values())  # still read and shown
+    assert m.gpu_total_j == 0.0
+    assert m.total_includes == ["estimate"]
+    assert m.total_energy_j == pytest.approx(8.0)
+    assert [r.in_total for r in m.devices()] == [False, False, True]
+    assert m.to_dict()["gpus_excluded"] == [g.uuid for g in gpus]
+
+
+def test_nothing_counted_leaves_total_includes_empty(clock: FakeClock) -> None:
+    meter = make_meter([make_gpu(clock)], clock, simulated_in_total=False)
+    with meter.window("w") as w:
+        clock.advance(1.0)
+    assert w.result is not None and w.result.total_includes == []
