@@ -129,10 +129,13 @@ class ControllerConfig(_Strict):
     Attributes:
         address: ``host:port`` of its gRPC server.
         metrics_port: Port of its Prometheus endpoint (0 disables it).
+        metrics_address: Host its Prometheus endpoint listens on (e.g. ``0.0.0.0`` for a
+            Prometheus on another machine); None: the host of ``address``.
     """
 
     address: str = "127.0.0.1:50051"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_address: str | None = Field(default=None, min_length=1, pattern=r"^[^\s/]+$")
 
     @field_validator("address")
     @classmethod

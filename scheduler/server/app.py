@@ -101,10 +101,15 @@ class Controller:
         self._server = server
         self._loop_task = asyncio.create_task(self.loop.run())
         if self.metrics_port:
-            host = self.address.rpartition(":")[0].strip("[]")
+            host = self.config.controller.metrics_address or self.address.rpartition(":")[0]
+            host = host.strip("[]")
             try:
                 self._metrics = serve_metrics(
-                    self.cluster.status, asyncio.get_running_loop(), host, self.metrics_port
+                    self.cluster.status,
+                    asyncio.get_running_loop(),
+                    host,
+                    self.metrics_port,
+                    self.config.carbon,
                 )
             except OSError as exc:
                 await self.stop()
