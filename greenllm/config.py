@@ -10,11 +10,12 @@ and what is wrong. The YAML loader and the error format live in :mod:`greenllm.l
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from greenllm.devices.catalog import get_spec
 from greenllm.errors import ConfigError, GreenllmError
@@ -174,6 +175,7 @@ class ClusterConfig(_Strict):
     auth: AuthConfig = AuthConfig()
     controller: ControllerConfig = ControllerConfig()
     carbon: CarbonConfig = CarbonConfig()
+    _ranges_w: tuple[float, float] | None = PrivateAttr(default=None)
 
     @field_validator("policy")
     @classmethod
@@ -217,10 +219,10 @@ class ClusterConfig(_Strict):
     def failsafe_limit_w(self, gpu_type: str, usable_budget_w: float | None = None) -> float:
         """Fail-safe power limit of one GPU of ``gpu_type``, watts, inside its constraints.
 
-        Unless ``failsafe.limit_w`` is set, the GPU's static share of the usable budget:
-        every GPU gets its minimum limit, and what is left is split in proportion to each
-        GPU's range (max - min). The shares of all GPUs sum to at most the usable budget,
-        so agents holding their fail-safe limits keep the budget invariant.
+        Unless ``failsafe.limit_w`` is set, the GPU's static share of the usable budget over
+        every configured GPU (:func:`failsafe_shares_w`), so agents holding their fail-safe
+        limits keep the budget invariant. O(1) after the first call: the configured GPUs'
+        ranges are summed once.
 
         Args:
             gpu_type: The GPU's type.
@@ -228,17 +230,29 @@ class ClusterConfig(_Strict):
         """
         spec = get_spec(gpu_type)
         if self.failsafe.limit_w is not None:
-            limit = self.failsafe.limit_w
-        else:
+            limit = min(spec.max_power_limit_w, max(spec.min_power_limit_w, self.failsafe.limit_w))
+            return math.floor(limit * 1000) / 1000
+        usable_w = self.usable_budget_w() if usable_budget_w is None else usable_budget_w
+        lo_w, hi_w = self._range_sums_w()
+        if hi_w <= 0:
+            lo_w, hi_w = spec.min_power_limit_w, spec.max_power_limit_w
+        share = min(1.0, max(0.0, (usable_w - lo_w) / (hi_w - lo_w))) if hi_w > lo_w else 0.0
+        shares = failsafe_shares_w(
+            [spec.min_power_limit_w], [spec.max_power_limit_w], usable_w, share
+        )
+        return shares[0]
+
+    def _range_sums_w(self) -> tuple[float, float]:
+        """Sums of the configured GPUs' minimum and maximum limits, watts (cached)."""
+        if self._ranges_w is None:
             specs = [get_spec(t) for _, _, t in self.gpu_types()]
-            usable_w = self.usable_budget_w() if usable_budget_w is None else usable_budget_w
-            spare_w = usable_w - sum(g.min_power_limit_w for g in specs)
-            ranges_w = sum(g.max_power_limit_w - g.min_power_limit_w for g in specs)
-            own_w = spec.max_power_limit_w - spec.min_power_limit_w
-            share = min(1.0, max(0.0, spare_w / ranges_w)) if ranges_w > 0 else 0.0
-            limit = spec.min_power_limit_w + share * own_w
-        limit = min(spec.max_power_limit_w, max(spec.min_power_limit_w, limit))
-        return math.floor(limit * 1000) / 1000
+            sums = (
+                sum(s.min_power_limit_w for s in specs),
+                sum(s.max_power_limit_w for s in specs),
+            )
+            object.__setattr__(self, "_ranges_w", sums)
+        assert self._ranges_w is not None
+        return self._ranges_w
 
     def node(self, name: str) -> NodeConfig:
         """The node called ``name``.
@@ -254,6 +268,34 @@ class ClusterConfig(_Strict):
     def names(self) -> list[str]:
         """Node names, in order."""
         return [n.name for n in self.nodes]
+
+
+def _share_fraction(min_w: Sequence[float], max_w: Sequence[float], usable_w: float) -> float:
+    spare_w = usable_w - float(sum(min_w))
+    range_w = float(sum(max_w)) - float(sum(min_w))
+    return min(1.0, max(0.0, spare_w / range_w)) if range_w > 0 else 0.0
+
+
+def failsafe_shares_w(
+    min_w: Sequence[float], max_w: Sequence[float], usable_w: float, share: float | None = None
+) -> list[float]:
+    """Static shares of a usable budget: each GPU gets its minimum limit, and what the
+    minimums leave is split in proportion to each GPU's range (max - min). They sum to at
+    most ``usable_w`` (to the minimums when even those do not fit), each inside its range,
+    rounded down to the milliwatt.
+
+    Args:
+        min_w: Per GPU, its lowest limit, watts.
+        max_w: Per GPU, its highest limit, watts.
+        usable_w: Budget minus reserve, watts.
+        share: The fraction of each range given (default: the one that spends ``usable_w``).
+    """
+    if share is None:
+        share = _share_fraction(min_w, max_w, usable_w)
+    return [
+        math.floor((lo + share * (hi - lo)) * 1000) / 1000
+        for lo, hi in zip(min_w, max_w, strict=True)
+    ]
 
 
 def parse_cluster_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfig:

@@ -35,7 +35,9 @@ def _known_type(value: str) -> str:
         raise ValueError(str(exc)) from None
 
 
-GPUTypeName = Annotated[str, AfterValidator(_known_type)]
+GPUTypeName = Annotated[str, Field(max_length=64), AfterValidator(_known_type)]
+#: Longest model name or path accepted, characters.
+MAX_MODEL_CHARS = 4096
 
 
 class _Strict(BaseModel):
@@ -66,35 +68,50 @@ class TrainSection(_Strict):
         steps: Optimizer steps to run.
         checkpoint_interval_steps: Save a checkpoint every this many steps.
         learning_rate: AdamW learning rate.
+        total_samples: Samples the whole job processes, when known (a deadline SLO plans
+            the rate it needs from it); default ``steps x batch_size x shards``.
     """
 
     batch_size: int = Field(default=8, ge=1, le=4096)
-    seq_len: int = Field(default=128, ge=8, le=32768)
-    steps: int = Field(default=200, ge=1)
-    checkpoint_interval_steps: int = Field(default=50, ge=1)
+    seq_len: int = Field(default=128, ge=8, le=1_000_000)
+    steps: int = Field(default=200, ge=1, le=10**9)
+    checkpoint_interval_steps: int = Field(default=50, ge=1, le=10**9)
     learning_rate: float = Field(default=3e-4, gt=0, lt=1)
+    total_samples: float | None = Field(default=None, gt=0, le=1e15, allow_inf_nan=False)
 
 
 class LoadSection(_Strict):
     """The request load an inference job serves.
 
     Attributes:
-        process: ``poisson`` or ``bursty`` arrivals at ``rate_per_s``, or ``trace``
-            (``trace_file`` in the Azure LLM-inference trace format).
+        process: ``poisson`` arrivals at ``rate_per_s``; ``bursty``: Poisson whose rate is
+            ``rate_per_s * burst_factor`` for the first ``burst_s`` of every ``period_s``;
+            ``trace``: the requests of ``trace_file``.
         rate_per_s: Mean request arrival rate, requests/s.
+        burst_factor: Rate multiplier during a burst (bursty).
+        burst_s: Length of each burst, seconds (bursty).
+        period_s: Burst period, seconds (bursty).
         duration_s: How long requests arrive, seconds.
-        trace_file: CSV with TIMESTAMP, ContextTokens, GeneratedTokens columns.
+        trace_file: CSV of requests: the Azure LLM-inference trace format
+            (TIMESTAMP, ContextTokens, GeneratedTokens) or ``t_s,prompt_tokens,output_tokens``.
+        time_scale: A trace is replayed this many times faster (arrival times divided by it).
     """
 
     process: Literal["poisson", "bursty", "trace"] = "poisson"
-    rate_per_s: float = Field(default=2.0, gt=0, allow_inf_nan=False)
-    duration_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    rate_per_s: float = Field(default=2.0, gt=0, le=1e6, allow_inf_nan=False)
+    burst_factor: float = Field(default=4.0, ge=1, le=1e3, allow_inf_nan=False)
+    burst_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    period_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    duration_s: float = Field(default=60.0, gt=0, le=1e8, allow_inf_nan=False)
     trace_file: Path | None = None
+    time_scale: float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
 
     @model_validator(mode="after")
-    def _trace_has_file(self) -> LoadSection:
-        if self.process == "trace" and self.trace_file is None:
-            raise ValueError("process 'trace' needs trace_file")
+    def _consistent(self) -> LoadSection:
+        if (self.process == "trace") != (self.trace_file is not None):
+            raise ValueError("trace_file is needed for, and only for, process 'trace'")
+        if self.process == "bursty" and self.burst_s >= self.period_s:
+            raise ValueError("burst_s must be shorter than period_s")
         return self
 
 
@@ -108,9 +125,9 @@ class InferSection(_Strict):
         load: The request load.
     """
 
-    batch_size: int = Field(default=8, ge=1, le=1024)
-    prompt_tokens: int = Field(default=32, ge=1)
-    max_new_tokens: int = Field(default=32, ge=1)
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    prompt_tokens: int = Field(default=32, ge=1, le=1_000_000)
+    max_new_tokens: int = Field(default=32, ge=1, le=1_000_000)
     load: LoadSection = LoadSection()
 
 
@@ -136,13 +153,13 @@ class JobSpec(_Strict):
 
     name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     kind: Literal["train", "infer"]
-    model: str = "tiny"
-    shards: int = Field(default=1, ge=1, le=1024)
-    gpu_types: list[GPUTypeName] = Field(default_factory=list)
-    preferred_gpu_types: list[GPUTypeName] = Field(default_factory=list)
+    model: str = Field(default="tiny", min_length=1, max_length=MAX_MODEL_CHARS)
+    shards: int = Field(default=1, ge=1, le=100_000)
+    gpu_types: list[GPUTypeName] = Field(default_factory=list, max_length=64)
+    preferred_gpu_types: list[GPUTypeName] = Field(default_factory=list, max_length=64)
     priority: int = Field(default=1, ge=0, le=1000)
-    floor_w: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    simulated_model_params: float = Field(default=1.3e9, gt=0, allow_inf_nan=False)
+    floor_w: float = Field(default=0.0, ge=0, le=1e5, allow_inf_nan=False)
+    simulated_model_params: float = Field(default=1.3e9, gt=0, le=1e15, allow_inf_nan=False)
     slo: SLO = SLO()
     train: TrainSection | None = None
     infer: InferSection | None = None
@@ -170,6 +187,16 @@ class JobSpec(_Strict):
     def unit(self) -> str:
         """Unit of work: ``samples`` for training, ``tokens`` for inference."""
         return "samples" if self.kind == "train" else "tokens"
+
+    def total_work_units(self) -> float | None:
+        """Work the whole job does when that is known, in its unit (training: steps x
+        batch_size x shards samples); None for inference."""
+        if self.kind != "train":
+            return None
+        t = self.train_settings
+        if t.total_samples is not None:
+            return t.total_samples
+        return float(t.steps * t.batch_size * self.shards)
 
     def workload(self) -> Workload:
         """How one shard looks to the power model (decode for inference replicas)."""

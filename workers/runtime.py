@@ -14,6 +14,7 @@ from greenllm.config import load_cluster_config
 from greenllm.rpc.background import BackgroundService
 from greenllm.rpc.foreground import configure_logging
 from workers.agent.agent import NodeAgent
+from workers.shardhost import ShardHost
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -43,7 +44,7 @@ class AgentActor:
     def stop(self) -> None:
         """Stop the agent and its shards, and restore its GPUs' default limits and clocks."""
         self._service.stop()
-        if self._agent.shards is not None:
+        if isinstance(self._agent.shards, ShardHost):
             self._agent.shards.stop_all()
         for gpu in self._agent.gpus:
             gpu.restore_defaults()

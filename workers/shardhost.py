@@ -50,6 +50,8 @@ class ShardStatus:
         state: ``running``, ``done``, ``stopped`` or ``failed``.
         error: Why it failed.
         generation: Placement generation of the job it was started with.
+        offered_units: Inference: output tokens of the requests that reached it.
+        queued_units: Inference: output tokens waiting at it now.
         extra: Latest figures (loss, latency percentiles, ...).
     """
 
@@ -62,6 +64,8 @@ class ShardStatus:
     state: str = "running"
     error: str | None = None
     generation: int = 0
+    offered_units: float = 0.0
+    queued_units: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 

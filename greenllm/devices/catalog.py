@@ -165,6 +165,10 @@ NVML_NAME_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 
 
+#: The catalog by lower-case name.
+_BY_LOWER_NAME = {name.lower(): spec for name, spec in CATALOG.items()}
+
+
 def get_spec(gpu_type: str) -> GPUSpec:
     """Look up a GPU type by name (case-insensitive).
 
@@ -180,10 +184,7 @@ def get_spec(gpu_type: str) -> GPUSpec:
 
 def find_spec(gpu_type: str) -> GPUSpec | None:
     """The catalog spec of ``gpu_type`` (case-insensitive), or None when it is unknown."""
-    for name, spec in CATALOG.items():
-        if name.lower() == gpu_type.lower():
-            return spec
-    return None
+    return _BY_LOWER_NAME.get(gpu_type.lower())
 
 
 def catalog_type_for_nvml_name(product_name: str) -> str | None:

@@ -13,7 +13,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from greenllm.devices.catalog import GPUSpec
 from scheduler.core.placement import place
 from scheduler.core.powermodel import PowerModel
 from scheduler.core.problem import Group, Policy, Problem
@@ -36,9 +35,9 @@ _DEFAULT_MODEL = PowerModel()
 
 
 @lru_cache(maxsize=1024)
-def _limit_grid(spec: GPUSpec, lo_w: float, steps: int) -> np.ndarray:
-    grid = np.round(np.linspace(spec.min_power_limit_w, spec.max_power_limit_w, steps))
-    out = np.unique(np.concatenate(([lo_w], grid[grid > lo_w])))
+def _limit_grid(min_w: float, max_w: float, lo_w: float, steps: int) -> np.ndarray:
+    grid = np.round(np.linspace(min_w, max_w, steps))
+    out = np.unique(np.concatenate(([lo_w], grid[(grid > lo_w) & (grid <= max_w)])))
     out.flags.writeable = False
     return out
 
@@ -49,7 +48,21 @@ def _groups(
     jobs: dict[str, JobState],
     model: PowerModel,
     steps: int,
+    range_w: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[Group]:
+    """Busy live GPUs grouped per job and type; each group's limits lie inside every
+    member's reported range (``range_w``: per live GPU, its min and max limit; default:
+    from each GPU's state)."""
+    if range_w is None:
+        specs = [spec_of(g.gpu_type) for g in live]
+        range_w = (
+            np.array(
+                [g.min_limit_w or s.min_power_limit_w for g, s in zip(live, specs, strict=True)]
+            ),
+            np.array(
+                [g.max_limit_w or s.max_power_limit_w for g, s in zip(live, specs, strict=True)]
+            ),
+        )
     members: dict[tuple[str, str], list[int]] = defaultdict(list)
     for pos, g in enumerate(live):
         job_id = g.job_id if g.job_id is not None else placed.get((g.node, g.index))
@@ -58,16 +71,17 @@ def _groups(
     groups = []
     for (job_id, gpu_type), rows in members.items():
         job = jobs[job_id]
-        spec = spec_of(gpu_type)
-        lo = min(spec.max_power_limit_w, max(spec.min_power_limit_w, job.floor_w))
-        grid = _limit_grid(spec, lo, steps)
+        min_w = float(np.max(range_w[0][rows]))
+        max_w = max(min_w, float(np.min(range_w[1][rows])))
+        lo = min(max_w, max(min_w, job.floor_w))
+        grid = _limit_grid(min_w, max_w, lo, steps)
         groups.append(
             Group(
                 job=job,
                 gpu_type=gpu_type,
                 rows=np.asarray(rows, dtype=int),
                 lo_w=float(lo),
-                hi_w=float(spec.max_power_limit_w),
+                hi_w=max_w,
                 curve=model.limit_curve(gpu_type, job.workload, grid),
                 clock_curve=model.clock_curve(gpu_type, job.workload),
             )
@@ -119,19 +133,27 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
 
     specs = [spec_of(g.gpu_type) for g in gpus]
     stale = np.array([g.stale for g in gpus], dtype=bool)
+    reported_min_w = np.array(
+        [g.min_limit_w or s.min_power_limit_w for g, s in zip(gpus, specs, strict=True)],
+        dtype=float,
+    )
     state = LimitState(
         acked_w=np.array([g.acked_limit_w for g in gpus], dtype=float),
         pending_w=np.array(
             [np.nan if g.pending_limit_w is None else g.pending_limit_w for g in gpus], dtype=float
         ),
         stale=stale,
-        min_w=np.array([s.min_power_limit_w for s in specs], dtype=float),
-        max_w=np.array([s.max_power_limit_w for s in specs], dtype=float),
+        min_w=np.maximum(reported_min_w, [g.refused_below_w for g in gpus]),
+        max_w=np.array(
+            [g.max_limit_w or s.max_power_limit_w for g, s in zip(gpus, specs, strict=True)],
+            dtype=float,
+        ),
         tdp_w=np.array([s.tdp_w for s in specs], dtype=float),
     )
     live_idx = np.flatnonzero(~stale)
     live = [gpus[i] for i in live_idx]
-    groups = _groups(live, placed, jobs, model, config.limit_grid_steps)
+    ranges = (reported_min_w[live_idx], state.max_w[live_idx])
+    groups = _groups(live, placed, jobs, model, config.limit_grid_steps, ranges)
     busy = np.zeros(len(live), dtype=bool)
     for grp in groups:
         busy[grp.rows] = True

@@ -38,7 +38,7 @@ def _expected_joules_per_unit(
 def _free_by_type(gpus: tuple[GPUState, ...]) -> dict[str, list[tuple[str, int]]]:
     per_node_type: dict[tuple[str, str], list[int]] = defaultdict(list)
     for g in gpus:
-        if g.job_id is None and not g.stale:
+        if g.job_id is None and not g.stale and not g.reserved:
             per_node_type[(g.gpu_type, g.node)].append(g.index)
     ordered: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for (gpu_type, node), indices in sorted(

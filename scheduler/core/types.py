@@ -68,6 +68,11 @@ class GPUState:
         job_id: Job whose shard runs on the GPU (None: idle).
         shard: Shard index of that job on this GPU.
         work_rate: Measured work of the shard per second (samples/s or tokens/s).
+        min_limit_w: Lowest limit it reported, watts (0: the catalog's).
+        max_limit_w: Highest limit it reported, watts (0: the catalog's).
+        refused_below_w: It refused a lowering below this limit (the one it holds), so it
+            is planned at no less for now, watts (0: no refusal).
+        reserved: Not free for placement (a shard is still stopping on it).
     """
 
     node: str
@@ -82,6 +87,10 @@ class GPUState:
     job_id: str | None = None
     shard: int | None = None
     work_rate: float = 0.0
+    min_limit_w: float = 0.0
+    max_limit_w: float = 0.0
+    refused_below_w: float = 0.0
+    reserved: bool = False
 
     @property
     def key(self) -> tuple[str, int]:

@@ -1,30 +1,49 @@
-"""``greenllm.v1.Agent``: one bidirectional stream per node agent (kept thin: the state and
-the control loop do the work)."""
+"""``greenllm.v1.Agent``: one bidirectional stream per node agent, kept thin: each stream is a
+:class:`GrpcSession` of the controller shell, which does the work."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
 
 from greenllm.proto.v1 import agent_pb2, agent_pb2_grpc
 from scheduler.server.errors import BadInput, abort_with
-from scheduler.server.loop import ControlLoop
-from scheduler.server.nodes import Session
-from scheduler.server.state import ClusterState
+from scheduler.shell.controller import ControllerShell
 
 log = logging.getLogger(__name__)
 
 
-class AgentServicer(agent_pb2_grpc.AgentServicer):
-    """Registers agents, ingests their telemetry and acks, and streams their commands."""
+class GrpcSession:
+    """One agent stream, as the shell's :class:`~scheduler.shell.ports.Session`.
 
-    def __init__(self, state: ClusterState, loop: ControlLoop) -> None:
-        self._state = state
-        self._loop = loop
-        self._failures_logged: set[tuple[str, str, int]] = set()
+    Args:
+        node: The node that registered on it.
+    """
+
+    def __init__(self, node: str) -> None:
+        self.session_id = uuid.uuid4().hex
+        self.node = node
+        #: Messages for the agent; a BadInput ends the stream with its status, None ends it.
+        self.outbox: asyncio.Queue[agent_pb2.ControllerMessage | BadInput | None] = asyncio.Queue()
+
+    def deliver(self, message: agent_pb2.ControllerMessage) -> None:
+        """Queue a message to the agent."""
+        self.outbox.put_nowait(message)
+
+    def close(self, reason: str) -> None:
+        """End the stream with UNAVAILABLE (the agent reconnects)."""
+        self.outbox.put_nowait(BadInput(grpc.StatusCode.UNAVAILABLE, reason))
+
+
+class AgentServicer(agent_pb2_grpc.AgentServicer):
+    """Registers agents and passes their messages to the shell."""
+
+    def __init__(self, shell: ControllerShell) -> None:
+        self._shell = shell
 
     async def Connect(
         self,
@@ -40,14 +59,14 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
                 context,
                 BadInput(grpc.StatusCode.FAILED_PRECONDITION, "the first message must be register"),
             )
+        session = GrpcSession(first.register.node)
         try:
-            session = self._state.register(first.register)
+            self._shell.register(first.register, session)
         except BadInput as exc:
             await abort_with(context, exc)
         log.info("node %s registered (session %s)", session.node, session.session_id)
         reader = asyncio.create_task(self._read(session, requests))
-        config = self._state.config
-        self._loop.wake.set()
+        config = self._shell.config
         try:
             yield agent_pb2.ControllerMessage(
                 registered=agent_pb2.Registered(
@@ -62,42 +81,21 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
                     return
                 if isinstance(message, BadInput):
                     await abort_with(context, message)
-                assert isinstance(message, agent_pb2.ControllerMessage)
                 yield message
         finally:
             reader.cancel()
-            self._state.disconnect(session)
+            self._shell.disconnect(session)
             log.info("node %s disconnected", session.node)
 
     async def _read(
-        self, session: Session, requests: AsyncIterator[agent_pb2.AgentMessage]
+        self, session: GrpcSession, requests: AsyncIterator[agent_pb2.AgentMessage]
     ) -> None:
         try:
             async for message in requests:
-                kind = message.WhichOneof("body")
-                if kind == "telemetry":
-                    self._state.ingest(session, message.telemetry)
-                elif kind == "acks":
-                    for ack in message.acks.acks:
-                        self._on_ack(session, ack)
-                else:
-                    raise BadInput(
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        f"node {session.node}: unexpected {kind or 'empty message'} after register",
-                    )
+                self._shell.on_message(session, message)
         except BadInput as exc:
             session.outbox.put_nowait(exc)
             return
+        except grpc.aio.AioRpcError:
+            pass
         session.outbox.put_nowait(None)
-
-    def _on_ack(self, session: Session, ack: agent_pb2.CommandAck) -> None:
-        cmd = self._state.on_ack(session, ack)
-        if not ack.success:
-            key = (cmd.node, cmd.action, ack.code)
-            level = logging.DEBUG if key in self._failures_logged else logging.WARNING
-            self._failures_logged.add(key)
-            log.log(level, "node %s: command %s failed: %s", cmd.node, cmd.action, ack.reason)
-        if self._loop.last_actions.raises_deferred and not any(
-            p.action == "set_power_limit" for p in self._state.pending.values()
-        ):
-            self._loop.wake.set()

@@ -1,9 +1,10 @@
-"""The controller process: gRPC server (Agent, Cluster, health, reflection), control loop,
-auth and metrics."""
+"""The controller process: the controller shell behind a gRPC server (Agent, Cluster, health,
+reflection), its control loop on the event loop, SQLite, auth and metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from wsgiref.simple_server import WSGIServer
 
@@ -20,22 +21,30 @@ from greenllm.rpc.channel import GRPC_OPTIONS, server_credentials
 from scheduler.server.agent_service import AgentServicer
 from scheduler.server.auth import AuthInterceptor
 from scheduler.server.cluster_service import ClusterServicer
-from scheduler.server.jobs import JobTable
-from scheduler.server.loop import ControlLoop
 from scheduler.server.metrics import serve_metrics
-from scheduler.server.persist import Persistence
-from scheduler.server.state import ClusterState
-from scheduler.store import StateStore
+from scheduler.server.sqlstore import SqliteStore
+from scheduler.shell.controller import ControllerShell
+from scheduler.shell.ports import StoreError
 
 log = logging.getLogger(__name__)
 
-#: Telemetry older than this many telemetry intervals makes a node stale (at least 1 s).
-STALE_INTERVALS = 5
 
-
-def stale_after_s(config: ClusterConfig) -> float:
-    """Seconds without telemetry after which a node counts as stale."""
-    return max(1.0, STALE_INTERVALS * config.telemetry_interval_s)
+async def run_control_loop(shell: ControllerShell) -> None:
+    """Step ``shell`` every control period, and early when it asks (at most once per
+    period), until cancelled. A failing step is logged; the next one runs as usual."""
+    woken = asyncio.Event()
+    shell.on_wake = woken.set
+    while True:
+        if shell.due(shell.clock()):
+            try:
+                shell.step()
+            except Exception:  # one bad step must not stop the controller
+                log.exception("control step failed")
+        woken.clear()
+        wait_s = shell.wait_s(shell.clock())
+        if wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), wait_s)
 
 
 class Controller:
@@ -53,14 +62,12 @@ class Controller:
         self.config = config
         self.address = address or config.controller.address
         self.metrics_port = config.controller.metrics_port if metrics_port is None else metrics_port
-        self.state = ClusterState(config, stale_after_s(config))
-        self.jobs = JobTable()
-        self.store = StateStore(config.state_dir / "controller.db")
-        self.persistence = Persistence(self.store, self.state, self.jobs)
-        self.persistence.restore()
-        self.loop = ControlLoop(self.state, self.jobs)
-        self.loop.persistence = self.persistence
-        self.cluster = ClusterServicer(self.state, self.jobs, self.loop)
+        try:
+            self.store = SqliteStore(config.state_dir / "controller.db")
+            self.shell = ControllerShell(config, self.store)
+        except StoreError as exc:
+            raise GreenllmError(f"controller state: {exc.message}") from None
+        self.cluster = ClusterServicer(self.shell)
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -76,7 +83,7 @@ class Controller:
         if self.config.auth.enabled:
             interceptors.append(AuthInterceptor(load_or_create_tokens(self.config.state_dir)))
         server = grpc.aio.server(interceptors=interceptors, options=GRPC_OPTIONS)
-        agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(self.state, self.loop), server)
+        agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(self.shell), server)
         cluster_pb2_grpc.add_ClusterServicer_to_server(self.cluster, server)
         health_servicer = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -99,7 +106,7 @@ class Controller:
             raise GreenllmError(f"controller cannot listen on {self.address}: {exc}") from None
         await server.start()
         self._server = server
-        self._loop_task = asyncio.create_task(self.loop.run())
+        self._loop_task = asyncio.create_task(run_control_loop(self.shell))
         if self.metrics_port:
             host = self.config.controller.metrics_address or self.address.rpartition(":")[0]
             host = host.strip("[]")
@@ -121,8 +128,8 @@ class Controller:
             self.address,
             self.port,
             len(self.config.nodes),
-            self.state.budget_w,
-            self.state.policy_name,
+            self.shell.budget_w,
+            self.shell.policy_name,
             f", metrics on :{self.metrics_port}" if self._metrics else "",
         )
 
@@ -145,4 +152,5 @@ class Controller:
             self._metrics = None
         if self._server is not None:
             await self._server.stop(grace_s)
-        self.persistence.sync()
+        self.shell.persist.step(self.shell.clock())
+        self.store.close()

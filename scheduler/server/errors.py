@@ -1,4 +1,4 @@
-"""The error servicers turn into a gRPC status."""
+"""Turning the shell's :class:`~scheduler.shell.errors.BadInput` into a gRPC status."""
 
 from __future__ import annotations
 
@@ -7,21 +7,11 @@ from typing import Any, NoReturn
 
 import grpc
 
+from scheduler.shell.errors import BadInput
+
+__all__ = ["BadInput", "abort_with"]
+
 log = logging.getLogger(__name__)
-
-
-class BadInput(Exception):
-    """A request the controller rejects; ``code`` and ``message`` become the RPC status.
-
-    Attributes:
-        code: The gRPC status code to answer with.
-        message: One line saying what was wrong.
-    """
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: BadInput) -> NoReturn:

@@ -1,50 +1,71 @@
-"""The simulation loop: the controller's decide() against simulated GPUs in virtual time.
+"""The simulation loop: the live controller's own shell against simulated nodes, in virtual time.
 
-Every ``step_s`` the engine applies due commands, handles events (budget changes, job
-arrivals, node failures and recoveries), runs every GPU through the step with
-:class:`~greenllm.devices.simulated.SimulatedGPU` on its own virtual clock (so energy and
-work are the exact integrals, duty cycles included), and records telemetry and metrics.
-Every ``control_period_s`` it builds the observed state the controller would have and
-calls the very same :func:`scheduler.core.decide.decide`.
+Every step the engine fires the scenario's events (budget changes and job submissions go
+through the same operator API as ``greenllm budget set`` and ``greenllm submit``; nodes
+crash, partition, reboot, refuse lowerings; the controller is killed and restarted from its
+store), delivers what is due on each node's stream, lets the
+:class:`~scheduler.shell.controller.ControllerShell` step when it is due, runs the physics,
+and records what really happened: power, work, energy, and the sum of the limits the GPUs
+really hold against the budget.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from greenllm.devices import physics
+from greenllm.config import ClusterConfig, parse_cluster_config
 from greenllm.devices.catalog import get_spec
-from greenllm.devices.simulated import SimulatedGPU
+from greenllm.proto.v1 import agent_pb2
+from scheduler.core.lifecycle import Timeouts
 from scheduler.core.problem import Policy
-from scheduler.sim.control import Telemetry
-from scheduler.sim.controller import SimController
+from scheduler.shell import operator
+from scheduler.shell.controller import ControllerShell
+from scheduler.shell.errors import BadInput
+from scheduler.shell.memstore import MemoryStore
+from scheduler.sim.nodes import SimNode, VirtualClock, embedded_agents
+from scheduler.sim.physics_step import Physics
 from scheduler.sim.results import SimResult, TraceWriter, slo_met
-from scheduler.sim.scenario import Scenario
-from scheduler.sim.workloads import (
-    ARRIVAL_EWMA,
-    ArrivalStream,
-    JobRun,
-)
+from scheduler.sim.scenario import ControlPlane, Scenario
+from scheduler.sim.transport import Channel, SimSession
+from scheduler.sim.world import World
 
-#: Probability that a telemetry reading is an outlier, and its factor.
-OUTLIER_P = 0.005
-OUTLIER_FACTOR = 2.0
-
-Segments = list[tuple[physics.Workload | None, float]]
+Event = tuple[float, int, str, Any]
 
 
-class _Clock:
-    """One GPU's virtual clock."""
+def transition_window_s(plane: ControlPlane) -> float:
+    """How long after a budget change the GPUs may still hold limits above it, seconds: one
+    control period, then two round trips of a command (a lowering refused on one GPU is made
+    up on others), and two steps of rounding."""
+    round_trip_s = plane.ack_delay_s * (1 + plane.ack_jitter_frac) + plane.telemetry_delay_s
+    return plane.control_period_s + 2 * round_trip_s + 2 * plane.step_s
 
-    def __init__(self) -> None:
-        self.t = 0.0
 
-    def __call__(self) -> float:
-        return self.t
+def shell_config(sc: Scenario, budget_w: float) -> ClusterConfig:
+    """The cluster config the simulated controller runs with."""
+    plane = sc.control
+    return parse_cluster_config(
+        {
+            "name": sc.name,
+            "nodes": [
+                {"name": n, "gpus": [g.model_dump() for g in node.gpus]}
+                for node in sc.nodes
+                for n in node.names()
+            ],
+            "budget": {"budget_w": budget_w, "reserve_w": sc.budget.reserve_w},
+            "policy": sc.policy if sc.policy != "oracle" else "max-throughput",
+            "control_period_s": plane.control_period_s,
+            "telemetry_interval_s": plane.step_s,
+            "failsafe": {"timeout_s": plane.failsafe_timeout_s},
+            "auth": {"enabled": False},
+        },
+        f"scenario {sc.name}",
+    )
 
 
 class Simulation:
@@ -71,290 +92,331 @@ class Simulation:
         progress: Callable[[float], None] | None = None,
     ) -> None:
         self.sc = scenario
+        self.plane = scenario.control
         self.policy = policy
-        self.policy_name = policy_name
         self.trace = trace
         self.progress = progress
-        self.plane = scenario.control
-        self.rng = np.random.default_rng(scenario.seed)
-        self.node_of: list[str] = []
-        self.index_of: list[int] = []
-        self.types: list[str] = []
-        for node in scenario.nodes:
-            for name in node.names():
-                for i, t in enumerate(node.gpu_types()):
-                    self.node_of.append(name)
-                    self.index_of.append(i)
-                    self.types.append(t)
-        n = len(self.types)
-        self.gpus_of_node: dict[str, list[int]] = {}
-        for i, name in enumerate(self.node_of):
-            self.gpus_of_node.setdefault(name, []).append(i)
-        self.max_w = np.array([get_spec(t).max_power_limit_w for t in self.types])
-        self.min_w = np.array([get_spec(t).min_power_limit_w for t in self.types])
-        self.tdp_w = self.max_w.copy()
-        self.reserve_w = scenario.budget.reserve_w
-        self.budget_w = self._initial_budget(unbounded)
-        self.schedule = [] if unbounded else sorted(scenario.budget.schedule, key=lambda c: c.t_s)
-        self.clocks = [_Clock() for _ in range(n)]
-        start = self._failsafe_w()
-        self.gpus = [self._new_gpu(i, start[i]) for i in range(n)]
-        self.start_limits_w = start
-        self.failed: set[str] = set()
-        self.assign: list[str | None] = [None] * n
-        self.shard_of: list[int | None] = [None] * n
-        self.last_energy_j = np.zeros(n)
-        self.last_work = np.zeros(n)
-        self.trace_work = np.zeros(n)
-        self.runs: dict[str, JobRun] = {}
-        for j, job in enumerate(scenario.jobs):
-            for c, job_id in enumerate(job.ids()):
-                run = JobRun(spec=job, job_id=job_id)
-                if job.arrivals is not None:
-                    # one stream per job, the same whatever the policy does
-                    rng = np.random.default_rng([scenario.seed, j, c])
-                    run.arrivals = ArrivalStream(job.arrivals, base_dir, rng)
-                self.runs[job_id] = run
-        self._op_cache: dict[tuple[str, physics.Workload, float, int], physics.OperatingPoint] = {}
-        self.result = SimResult.empty(policy_name, scenario.duration_s, self.runs)
-        self.controller = SimController(self, policy)
-
-    # -- set-up helpers -------------------------------------------------------------------
-    def _initial_budget(self, unbounded: bool) -> float:
-        if unbounded:
-            return float(np.sum(self.max_w)) + self.reserve_w
-        b = self.sc.budget
-        return (
-            b.budget_w if b.budget_w is not None else (b.frac_of_tdp or 0.0) * self.sc.sum_tdp_w()
+        self.clock = VirtualClock(0.0)
+        self.rng = np.random.default_rng([scenario.seed, 1])
+        self.world = World(base_dir, scenario.seed)
+        sum_tdp_w = scenario.sum_tdp_w()
+        max_w = sum(
+            n.count * sum(get_spec(t).max_power_limit_w for t in n.gpu_types())
+            for n in scenario.nodes
         )
+        self.unbounded = unbounded
+        self.budget_w = (
+            max_w + scenario.budget.reserve_w if unbounded else scenario.budget.watts(sum_tdp_w)
+        )
+        self.config = shell_config(scenario, self.budget_w)
+        self.store = MemoryStore()
+        self.shell: ControllerShell | None = self._new_shell()
+        factory = embedded_agents()
+        interval_s = self.plane.control_period_s
+        self.nodes: dict[str, SimNode] = {}
+        for spec in scenario.nodes:
+            for k, name in enumerate(spec.names()):
+                types = spec.gpu_types()
+                failsafe = [self.config.failsafe_limit_w(t) for t in types]
+                node = SimNode(
+                    name,
+                    types,
+                    self.world,
+                    factory,
+                    failsafe,
+                    self.plane.failsafe_timeout_s,
+                    interval_s,
+                    self.plane.power_noise_frac,
+                    scenario.seed * 100_003 + k,
+                )
+                node.boot(0.0)
+                self.nodes[name] = node
+        self.sessions: dict[str, SimSession] = {}
+        self.physics = Physics(list(self.nodes.values()), self.world)
+        self.result = SimResult.empty(policy_name, scenario.duration_s, scenario.jobs)
+        self.ids: dict[str, str] = {}
+        self._events: list[Event] = []
+        self._seq = 0
+        #: Steps taken.
+        self.k = 0
+        self._schedule()
+        self.window_s = transition_window_s(self.plane)
 
-    def _failsafe_w(self) -> np.ndarray:
-        usable = self.budget_w - self.reserve_w
-        share = usable * self.tdp_w / float(np.sum(self.tdp_w))
-        return np.floor(np.clip(share, self.min_w, self.max_w))
+    def _new_shell(self) -> ControllerShell:
+        lost_s = self.plane.lost_after_s
+        shell = ControllerShell(
+            self.config,
+            self.store,
+            clock=self.clock,
+            wall_clock=self.clock,
+            timeouts=Timeouts(node_stale_s=lost_s, node_unknown_s=lost_s),
+            seed=self.sc.seed,
+            stale_after_s=self.plane.stale_after_s,
+            policy=self.policy,
+        )
+        return shell
 
-    def _new_gpu(self, i: int, limit_w: float) -> SimulatedGPU:
-        gpu = SimulatedGPU(self.types[i], self.index_of[i], self.node_of[i], clock=self.clocks[i])
-        gpu.set_power_limit_w(float(limit_w))
-        return gpu
+    # -- events --------------------------------------------------------------------------
+    def _at(self, t_s: float, kind: str, payload: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (t_s, self._seq, kind, payload))
 
-    def _op(self, i: int, wl: physics.Workload) -> physics.OperatingPoint:
-        gpu = self.gpus[i]
-        lock = gpu.locked_sm_clocks_mhz()
-        lock_max = lock[1] if lock else 0
-        key = (self.types[i], wl, gpu.power_limit_w(), lock_max)
-        op = self._op_cache.get(key)
-        if op is None:
-            op = physics.operating_point(gpu.spec, wl, key[2], lock_max or None)
-            self._op_cache[key] = op
-        return op
+    def _schedule(self) -> None:
+        sc = self.sc
+        if not self.unbounded:
+            for change in sc.budget.schedule:
+                self._at(change.t_s, "budget", change.watts(sc.sum_tdp_w()))
+        for job in sc.jobs:
+            for name in job.ids():
+                self._at(job.sim.arrive_s, "submit", (job, name))
+        for f in sc.failures:
+            self._at(f.at_s, f.kind, f)
+            if f.recover_s is not None:
+                self._at(f.recover_s, f"end-{f.kind}", f)
+        for r in sc.controller_restarts:
+            self._at(r.at_s, "kill-controller", r)
+            self._at(r.at_s + r.down_s, "start-controller", r)
 
-    # -- events -----------------------------------------------------------------------------
-    def _events(self, t: float) -> None:
-        while self.schedule and self.schedule[0].t_s <= t + 1e-9:
-            change = self.schedule.pop(0)
-            new = change.budget_w or (change.frac_of_tdp or 0.0) * self.sc.sum_tdp_w()
-            self.result.budget_change(t, self.budget_w, new)
-            self.budget_w = new
-        for run in self.runs.values():
-            if run.phase == "waiting" and run.spec.arrive_s <= t + 1e-9:
-                run.phase = "pending"
-        for f in self.sc.failures:
-            if abs(f.at_s - t) < self.plane.step_s / 2 and f.node not in self.failed:
-                self._fail(f.node)
-            if f.recover_s is not None and abs(f.recover_s - t) < self.plane.step_s / 2:
-                self._recover(f.node, t)
+    def _fire(self, t: float) -> None:
+        retry: list[Event] = []
+        while self._events and self._events[0][0] <= t + 1e-9:
+            ev = heapq.heappop(self._events)
+            if not self._apply(t, ev[2], ev[3]):
+                retry.append(ev)
+        for ev in retry:  # the operator tries again once the controller is back
+            heapq.heappush(self._events, ev)
+        self._retrying = bool(retry)
 
-    def _fail(self, node: str) -> None:
-        self.failed.add(node)
-        self.controller.view.drop_commands(node)
-        hit = {self.assign[i] for i in self.gpus_of_node[node]} - {None}
-        for job_id in hit:
-            run = self.runs[str(job_id)]
-            for i in run.gpus:
-                self.assign[i] = None
-                self.shard_of[i] = None
-            run.unplace()
+    def _apply(self, t: float, kind: str, what: Any) -> bool:
+        shell = self.shell
+        if kind in ("budget", "submit") and shell is None:
+            return False
+        if kind == "budget":
+            assert shell is not None
+            operator.set_budget(shell, float(what), None)
+            self.result.budget_change(t, self.budget_w, float(what))
+            self.budget_w = float(what)
+        elif kind == "submit":
+            assert shell is not None
+            job, name = what
+            record = operator.submit(shell, job.spec_json(name))
+            self.ids[record.job_id] = name
+            self.world.add_job(record.job_id, name, job, t, len(self.ids))
+        elif kind == "kill-controller":
+            self._kill_controller()
+        elif kind == "start-controller":
+            self.shell = self._new_shell()
+        else:
+            self._node_event(t, kind, what)
+        return True
 
-    def _recover(self, node: str, t: float) -> None:
-        """The node reboots; its agent caps every GPU at its minimum limit, then registers."""
-        self.failed.discard(node)
-        for i in self.gpus_of_node[node]:
-            self.clocks[i].t = t
-            self.gpus[i] = self._new_gpu(i, self.min_w[i])
-            self.last_energy_j[i] = self.gpus[i].energy_j()
-            self.last_work[i] = self.gpus[i].work_units()
-        self.controller.view.rejoin(node, t)
+    def _node_event(self, t: float, kind: str, f: Any) -> None:
+        node = self.nodes[f.node]
+        if kind == "crash" and node.up:
+            self._disconnect(node.name)
+            self.world.node_down(node.name)
+            node.crash(t)
+        elif kind == "end-crash" and not node.up:
+            node.reboot(t)
+            self.physics.rebase(node)
+        elif kind == "partition":
+            node.partitioned = True
+            if node.channel is not None:
+                node.channel.cut()
+        elif kind == "end-partition":
+            node.partitioned = False
+        elif kind == "agent_restart" and node.up:
+            self._disconnect(node.name)
+            node.boot(t)
+        elif kind == "refuse_lowering":
+            for g in node.gpus:
+                g.refuse_below_w = float(f.below_w)
+        elif kind == "end-refuse_lowering":
+            for g in node.gpus:
+                g.refuse_below_w = 0.0
 
-    # -- control ----------------------------------------------------------------------------
-    def _apply_commands(self, t: float) -> None:
-        for cmd in self.controller.view.due(t):
-            if self.node_of[cmd.gpu] in self.failed:
+    def _kill_controller(self) -> None:
+        self.shell = None
+        self.sessions.clear()
+        for node in self.nodes.values():
+            if node.channel is not None:
+                node.channel.cut()
+
+    def _disconnect(self, name: str) -> None:
+        session = self.sessions.pop(name, None)
+        if session is not None and self.shell is not None:
+            self.shell.disconnect(session)
+
+    # -- streams -------------------------------------------------------------------------
+    def _agents(self, t: float) -> None:
+        for node in self.nodes.values():
+            if not node.up:
                 continue
-            gpu = self.gpus[cmd.gpu]
-            self.clocks[cmd.gpu].t = t
-            if cmd.kind == "limit":
-                gpu.set_power_limit_w(cmd.value)
-            elif cmd.kind == "lock":
-                gpu.lock_sm_clocks_mhz(gpu.spec.min_sm_clock_mhz, int(cmd.value))
-            else:
-                gpu.reset_sm_clocks()
-            self.controller.view.ack(cmd)
+            ch = node.channel
+            if ch is not None and not ch.open and (not node.partitioned or ch.closed_by_controller):
+                node.drop_stream(t)
+                ch = None
+            if ch is None and t >= node.connect_at_s - 1e-9:
+                if self.shell is None or node.partitioned:
+                    node.drop_stream(t)
+                else:
+                    ch = node.channel = Channel(
+                        node.name,
+                        self.plane.ack_delay_s,
+                        self.plane.ack_jitter_frac,
+                        self.plane.telemetry_delay_s,
+                        self.rng,
+                    )
+                    ch.send_up(t, node.agent.registration())
+            if ch is not None:
+                for msg in ch.due_down(t):
+                    reply = node.agent.on_message(msg, t)
+                    if msg.WhichOneof("body") == "registered":
+                        node.backoff_s = 0.2
+                    if reply is not None:
+                        ch.send_up(t, reply)
+            node.agent.check_failsafe(t)
+            silent_s = t - node.agent.last_contact_s
+            if ch is not None and not ch.open and silent_s > self.plane.failsafe_timeout_s:
+                node.drop_stream(t)  # a partitioned agent gives up on its dead stream
 
-    # -- physics ----------------------------------------------------------------------------
-    def _segments(self, t0: float, dt: float) -> tuple[dict[int, Segments], dict[int, float]]:
-        segs: dict[int, Segments] = {}
-        busy_clock: dict[int, float] = {}
-        for run in self.runs.values():
-            if run.phase == "pending" and run.arrivals is not None:
-                self._arrive(run, t0, dt)
-            if run.phase != "running":
-                continue
-            spec = run.spec
-            if spec.kind == "train":
-                wl = spec.workload("train", true=True)
-                ops = {i: self._op(i, wl) for i in run.gpus}
-                pace = min(op.throughput for op in ops.values())
-                for i, op in ops.items():
-                    frac = pace / op.throughput if op.throughput > 0 else 0.0
-                    segs[i] = [(wl, frac * dt), (None, (1 - frac) * dt)]
-                    busy_clock[i] = op.sm_clock_mhz
-                continue
-            self._arrive(run, t0, dt)
-            wp, wd = spec.workload("prefill", true=True), spec.workload("decode", true=True)
-            for i, q in run.queues.items():
-                op_p, op_d = self._op(i, wp), self._op(i, wd)
-                pre_s, dec_s, decoded = q.serve(dt, op_p.throughput, op_d.throughput)
-                run.served_output_tokens += decoded
-                segs[i] = [(wp, pre_s), (wd, dec_s), (None, dt - pre_s - dec_s)]
-                busy_clock[i] = op_d.sm_clock_mhz if dec_s > 0 else op_p.sm_clock_mhz
-        return segs, busy_clock
-
-    def _arrive(self, run: JobRun, t0: float, dt: float) -> None:
-        if run.arrivals is None or (run.spec.end_s is not None and t0 >= run.spec.end_s):
+    def _controller(self, t: float) -> None:
+        shell = self.shell
+        if shell is None:
             return
-        prompt, output = run.arrivals.take(t0, t0 + dt)
-        run.arrival_ewma_tps += ARRIVAL_EWMA * dt * (output / dt - run.arrival_ewma_tps)
-        run.route(prompt, output)
+        for node in self.nodes.values():
+            ch = node.channel
+            if ch is None or not ch.open:
+                if node.name in self.sessions and (ch is None or ch.closed_by_controller):
+                    self._disconnect(node.name)
+                continue
+            for msg in ch.due_up(t):
+                self._from_agent(shell, node, ch, msg, t)
+        if shell.due(t):
+            shell.step()
+            self.result.decide_cpu_s.append(shell.decide_cpu_s)
 
-    def _run_gpus(self, t0: float, dt: float) -> Telemetry:
-        n = len(self.types)
-        segs, busy_clock = self._segments(t0, dt)
-        alive = np.array([node not in self.failed for node in self.node_of], dtype=bool)
-        power = np.zeros(n)
-        work = np.zeros(n)
-        clock = np.zeros(n)
-        limit = np.zeros(n)
-        steady = np.zeros(n, dtype=bool)
-        for i in np.flatnonzero(alive).tolist():
-            gpu, clk = self.gpus[i], self.clocks[i]
-            clk.t = t0
-            plan = segs.get(i, [(None, dt)])
-            for wl, d in plan:
-                if d <= 1e-12:
-                    continue
-                if gpu.workload != wl:
-                    gpu.set_workload(wl)
-                clk.t += d
-            clk.t = t0 + dt
-            energy, units = gpu.energy_j(), gpu.work_units()
-            power[i] = (energy - self.last_energy_j[i]) / dt
-            work[i] = units - self.last_work[i]
-            self.last_energy_j[i], self.last_work[i] = energy, units
-            clock[i] = busy_clock.get(i, gpu.spec.min_sm_clock_mhz)
-            limit[i] = gpu.power_limit_w()
-            steady[i] = plan[0][0] is not None and plan[0][1] >= dt - 1e-9
-        for i in np.flatnonzero(alive).tolist():
-            job_id = self.assign[i]
-            if job_id is not None:
-                run = self.runs[job_id]
-                run.work_units += work[i]
-                run.energy_j += power[i] * dt
-                if run.spec.kind == "train":
-                    run.samples_done += work[i]
-        self._record(t0 + dt, dt, alive, power, work, clock, limit)
-        noise = self.plane.power_noise_frac
-        jitter_p = 1.0 + noise * self.rng.standard_normal(n)
-        jitter_w = 1.0 + noise * self.rng.standard_normal(n)
-        outlier = np.where(self.rng.random(n) < OUTLIER_P, OUTLIER_FACTOR, 1.0)
-        return Telemetry(
-            produced_s=t0 + dt,
-            alive=alive,
-            power_w=power * jitter_p * outlier,
-            work_rate=work / dt * jitter_w,
-            sm_clock_mhz=clock,
-            limit_w=limit,
-            steady=steady,
-        )
-
-    def _record(
+    def _from_agent(
         self,
+        shell: ControllerShell,
+        node: SimNode,
+        ch: Channel,
+        msg: agent_pb2.AgentMessage,
         t: float,
-        dt: float,
-        alive: np.ndarray,
-        power: np.ndarray,
-        work: np.ndarray,
-        clock: np.ndarray,
-        limit: np.ndarray,
     ) -> None:
-        cluster_w = float(np.sum(power[alive]))
-        self.result.step(t, dt, cluster_w, self.budget_w)
-        if self.trace is None:
-            return
-        self.trace_work += work
-        if not self.trace.due():
-            return
-        for i in range(len(self.types)):
-            job = self.assign[i] or ""
-            lim = limit[i] if alive[i] else self.gpus[i].power_limit_w()
-            self.trace.row(
+        if msg.WhichOneof("body") == "register":
+            session = SimSession(ch, self.clock)
+            try:
+                shell.register(msg.register, session)
+            except BadInput:
+                ch.cut()
+                return
+            self.sessions[node.name] = session
+            ch.send_down(
                 t,
-                self.node_of[i],
-                self.index_of[i],
-                self.types[i],
-                job,
-                lim,
-                clock[i],
-                power[i],
-                self.trace_work[i],
+                agent_pb2.ControllerMessage(
+                    registered=agent_pb2.Registered(session_id=session.session_id)
+                ),
             )
-        self.trace_work[:] = 0.0
+            return
+        current = self.sessions.get(node.name)
+        if current is None or current.channel is not ch:
+            return
+        session = current
+        try:
+            shell.on_message(session, msg)
+        except BadInput:
+            ch.cut()
+            self._disconnect(node.name)
 
-    def _progress_jobs(self, t: float, dt: float) -> None:
-        for run in self.runs.values():
-            if run.phase != "running":
+    def _telemetry(self, t: float, k: int) -> None:
+        ticks = round(self.plane.control_period_s / self.plane.step_s)
+        factory = next(iter(self.nodes.values())).factory
+        for node in self.nodes.values():
+            if not node.up:
                 continue
-            run.running_s += dt
-            spec = run.spec
-            finished = spec.kind == "train" and (
-                spec.total_samples is not None and run.samples_done >= spec.total_samples
-            )
-            if spec.kind == "infer" and spec.end_s is not None and t >= spec.end_s:
-                finished = run.backlog_output_tokens() < 1e-3
-            if finished:
-                run.phase = "done"
-                run.finished_s = t
-                for i in run.gpus:
-                    self.assign[i] = None
-                    self.shard_of[i] = None
+            node.samples.MergeFrom(factory.sample(node.gpus))
+            if (k + 1) % ticks == 0:
+                if node.channel is not None and node.channel.open and node.agent.registered:
+                    node.channel.send_up(t, node.agent.telemetry(node.samples, t))
+                node.samples = agent_pb2.GpuSamples()
 
-    # -- main loop -----------------------------------------------------------------------------
+    # -- the loop ------------------------------------------------------------------------
     def run(self) -> SimResult:
         """Simulate the whole scenario; returns the metrics."""
-        dt = self.plane.step_s
-        steps = math.ceil(self.sc.duration_s / dt - 1e-9)
-        per_control = round(self.plane.control_period_s / dt)
-        self.result.budget_change(0.0, None, self.budget_w)
+        steps = self.steps_total()
         report_every = max(1, steps // 20)
-        for k in range(steps):
-            t = k * dt
-            self._events(t)
-            self._apply_commands(t)
-            if k % per_control == 0:
-                self.controller.control(t, self.budget_w)
-            self.controller.view.send_telemetry(self._run_gpus(t, dt))
-            self._progress_jobs(t + dt, dt)
-            if self.progress is not None and (k + 1) % report_every == 0:
-                self.progress((k + 1) / steps)
-        self.result.finish(self.runs, slo_met(self.runs, self.sc.duration_s))
+        while self.k < steps:
+            self.step()
+            if self.progress is not None and self.k % report_every == 0:
+                self.progress(self.k / steps)
+        return self.finish()
+
+    def steps_total(self) -> int:
+        """Steps the scenario takes."""
+        return math.ceil(self.sc.duration_s / self.plane.step_s - 1e-9)
+
+    def step(self) -> None:
+        """One step of virtual time (events, streams, the controller, physics, records)."""
+        dt = self.plane.step_s
+        k = self.k
+        t = k * dt
+        if k == 0:
+            self.result.budget_change(0.0, None, self.budget_w)
+        self.clock.t_s = t
+        self._fire(t)
+        self._agents(t)
+        self._controller(t)
+        readings = self.physics.step(t, dt)
+        self.clock.t_s = t + dt
+        for node in self.nodes.values():
+            node.set_time(t + dt)
+        self._telemetry(t + dt, k)
+        self._finish_jobs(t + dt)
+        self.result.step(
+            t + dt,
+            dt,
+            readings,
+            self.budget_w,
+            self.real_limits_w(),
+            self.sc.budget.reserve_w,
+            self.window_s,
+            [n.up for n, _ in self.physics.gpus],
+        )
+        if self.trace is not None:
+            self.trace.record(t + dt, self.physics.gpus, readings)
+        self.k += 1
+
+    def real_limits_w(self) -> float:
+        """Sum of the limits the GPUs of powered nodes really hold now, watts."""
+        return sum(n.real_limits_w() for n in self.nodes.values())
+
+    def finish(self) -> SimResult:
+        """Take the per-job totals; returns the metrics."""
+        if self.shell is not None:
+            self.result.unmet_slo_reports.update(
+                {self.ids.get(j, j): why for j, why in self.shell.unmet_slos.items()}
+            )
+        self.result.finish(self.world.jobs.values(), slo_met(self.world.jobs.values(), self.sc))
         return self.result
+
+    def _finish_jobs(self, t: float) -> None:
+        for job in self.world.jobs.values():
+            if job.finished_s is not None:
+                continue
+            shards = self.world.current_shards(job)
+            if job.spec.kind == "train":
+                total = job.spec.sim.total_samples
+                finished = total is not None and job.samples_done >= total - 1e-6
+            else:
+                arrivals = job.arrivals
+                finished = (
+                    arrivals is not None
+                    and arrivals.ended(t)
+                    and job.backlog.empty
+                    and all(s.queue.empty for s in shards)
+                )
+            if finished:
+                job.finished_s = t
+                for s in shards:
+                    s.state = "done"

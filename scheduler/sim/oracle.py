@@ -18,7 +18,7 @@ from greenllm.devices import physics
 from greenllm.devices.catalog import get_spec
 from scheduler.core.problem import Allocation, Group, Problem, no_locks
 from scheduler.policies.planning import group_values
-from scheduler.sim.scenario import Scenario, SimJob
+from scheduler.sim.scenario import Scenario, ScenarioJob
 
 ORACLE_NAME = "oracle"
 #: Largest DP table, cells (the watt resolution coarsens beyond it).
@@ -30,7 +30,7 @@ class OraclePolicy:
 
     name = ORACLE_NAME
 
-    def __init__(self, jobs: dict[str, SimJob]) -> None:
+    def __init__(self, jobs: dict[str, ScenarioJob]) -> None:
         self._jobs = jobs
         self._cache: dict[tuple[str, physics.Workload, float], tuple[np.ndarray, np.ndarray]] = {}
 
@@ -42,8 +42,9 @@ class OraclePolicy:
     def _options(self, g: Group) -> tuple[np.ndarray, np.ndarray]:
         spec = get_spec(g.gpu_type)
         declared = g.job.workload
-        job = self._jobs.get(g.job.job_id)
-        true = job.workload(declared.kind, true=True) if job is not None else declared
+        # the controller names a job <name>-<submission number>
+        job = self._jobs.get(g.job.job_id.rpartition("-")[0])
+        true = job.true_workload(declared.kind) if job is not None else declared
         key = (g.gpu_type, true, g.lo_w)
         if key not in self._cache:
             clocks = spec.supported_sm_clocks_mhz()

@@ -12,14 +12,15 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from scheduler.sim.workloads import JobRun
+from scheduler.sim.scenario import Scenario, ScenarioJob
+from scheduler.sim.world import JobModel
 
 TRACE_HEADER = [
     "t",
@@ -37,91 +38,103 @@ BUDGET_HEADER = ["t", "budget_w"]
 INFER_SLO_SHARE = 0.95
 #: Share of its SLO rate a training job must average.
 TRAIN_SLO_SHARE = 0.99
+#: How a job without an SLO is judged (met; tables show "n/a").
+NO_SLO = "no SLO"
 
 
 class TraceWriter:
-    """Writes ``trace.csv``, keeping every ``every``-th tick."""
+    """Writes ``trace.csv`` (LF line ends), keeping every ``every``-th tick; the work of the
+    ticks in between is summed into the kept ones, and a last partial interval is written
+    when the file is closed, so the trace's work adds up to the summary's."""
 
     def __init__(self, path: Path, every: int = 1) -> None:
         self._fh: IO[str] = path.open("w", newline="", encoding="utf-8")
-        self._csv = csv.writer(self._fh)
+        self._csv = csv.writer(self._fh, lineterminator="\n")
         self._csv.writerow(TRACE_HEADER)
         self._every = max(1, every)
         self._tick = 0
+        self._work: np.ndarray | None = None
+        self._last: tuple[float, list[tuple[Any, int]], Any] | None = None
 
-    def due(self) -> bool:
-        """Count a tick; whether it is recorded."""
+    def record(self, t: float, gpus: list[tuple[Any, int]], readings: Any) -> None:
+        """One tick of every GPU (``gpus``: (node, index) pairs; ``readings``: what each did)."""
+        self._work = readings.work.copy() if self._work is None else self._work + readings.work
         self._tick += 1
-        return self._tick % self._every == 0
+        self._last = (t, gpus, readings)
+        if self._tick % self._every == 0:
+            self._write()
 
-    def row(
-        self,
-        t: float,
-        node: str,
-        gpu: int,
-        gpu_type: str,
-        job: str,
-        power_limit_w: float,
-        sm_clock_mhz: float,
-        power_w: float,
-        work: float,
-    ) -> None:
-        """One GPU at one recorded tick."""
-        self._csv.writerow(
-            [
-                f"{t:.3f}",
-                node,
-                gpu,
-                gpu_type,
-                job,
-                f"{power_limit_w:.3f}",
-                f"{sm_clock_mhz:.0f}",
-                f"{power_w:.3f}",
-                f"{work:.6g}",
-            ]
-        )
+    def _write(self) -> None:
+        assert self._last is not None and self._work is not None
+        t, gpus, r = self._last
+        for k, (node, i) in enumerate(gpus):
+            self._csv.writerow(
+                [
+                    f"{t:.3f}",
+                    node.name,
+                    i,
+                    node.gpu_types[i],
+                    r.job[k],
+                    f"{r.limit_w[k]:.3f}",
+                    f"{r.sm_clock_mhz[k]:.0f}",
+                    f"{r.power_w[k]:.3f}",
+                    f"{self._work[k]:.6g}",
+                ]
+            )
+        self._work = None
 
     def close(self) -> None:
-        """Flush and close the file."""
+        """Write a last partial interval, then flush and close the file."""
+        if self._work is not None and self._last is not None:
+            self._write()
         self._fh.close()
 
 
-def slo_met(runs: dict[str, JobRun], duration_s: float) -> dict[str, tuple[bool, str]]:
-    """Per job, whether its SLO was met and how it was judged."""
+def slo_met(jobs: Iterable[JobModel], sc: Scenario) -> dict[str, tuple[bool, str]]:
+    """Per job, whether its SLO was met and how it was judged (a job that never ran did not
+    meet it, whatever its SLO)."""
     out: dict[str, tuple[bool, str]] = {}
-    for job_id, run in runs.items():
-        spec = run.spec
+    for job in jobs:
+        spec = job.spec
+        name = job.name
+        if job.work_units <= 0 and job.running_s <= 0:
+            out[name] = (False, "never ran: no placement for it")
+            continue
         if spec.kind == "train":
-            if spec.deadline_s is not None:
-                ok = run.finished_s is not None and run.finished_s <= spec.deadline_s + 1e-9
-                out[job_id] = (
-                    ok,
-                    f"finish {spec.total_samples:g} samples by {spec.deadline_s:g} s",
-                )
-            elif spec.slo_samples_per_s > 0:
-                rate = run.samples_done / run.running_s if run.running_s > 0 else 0.0
-                ok = rate >= TRAIN_SLO_SHARE * spec.slo_samples_per_s
-                out[job_id] = (ok, f"averaged {rate:.4g} of {spec.slo_samples_per_s:g} samples/s")
+            total = spec.sim.total_samples
+            if spec.slo.deadline_s > 0 and total is not None:
+                deadline_s = job.submitted_s + spec.slo.deadline_s
+                ok = job.finished_s is not None and job.finished_s <= deadline_s + 1e-9
+                out[name] = (ok, f"finish {total:g} samples by {deadline_s:g} s")
+            elif spec.slo.min_throughput > 0:
+                rate = job.samples_done / job.running_s if job.running_s > 0 else 0.0
+                ok = rate >= TRAIN_SLO_SHARE * spec.slo.min_throughput
+                out[name] = (ok, f"averaged {rate:.4g} of {spec.slo.min_throughput:g} samples/s")
             else:
-                out[job_id] = (True, "no SLO")
+                out[name] = (True, NO_SLO)
             continue
-        if spec.slo_tokens_per_s <= 0:
-            out[job_id] = (True, "no SLO")
+        if spec.slo.min_throughput <= 0:
+            out[name] = (True, NO_SLO)
             continue
-        end = min(spec.end_s or duration_s, duration_s)
-        active_s = max(0.0, end - spec.arrive_s)
-        owed = min(run.offered_output_tokens, spec.slo_tokens_per_s * active_s)
-        ok = run.served_output_tokens >= INFER_SLO_SHARE * owed
-        out[job_id] = (
-            ok,
-            f"served {run.served_output_tokens:.4g} of {owed:.4g} output tokens owed",
-        )
+        load = spec.infer_settings.load
+        end = min(job.submitted_s + load.duration_s, sc.duration_s)
+        active_s = max(0.0, end - job.submitted_s)
+        owed = min(job.offered_output_tokens, spec.slo.min_throughput * active_s)
+        ok = job.served_output_tokens >= INFER_SLO_SHARE * owed
+        out[name] = (ok, f"served {job.served_output_tokens:.4g} of {owed:.4g} output tokens owed")
     return out
 
 
 @dataclass
 class SimResult:
-    """Everything a run measured."""
+    """Everything a run measured.
+
+    ``budget_violation_s`` / ``max_overshoot_w`` count every step whose measured power was
+    over the budget, the transition after a cut included; the ``*_after_transition`` figures
+    leave out the first ``transition_window_s`` after each budget change.
+    ``limits_over_budget_s`` / ``max_limits_over_budget_w``: steps outside those windows where
+    the limits the GPUs really held summed above budget - reserve (the safety invariant).
+    """
 
     policy: str
     duration_s: float
@@ -130,9 +143,15 @@ class SimResult:
     energy_j: float = 0.0
     budget_violation_s: float = 0.0
     max_overshoot_w: float = 0.0
+    violation_after_transition_s: float = 0.0
+    max_overshoot_after_transition_w: float = 0.0
+    limits_over_budget_s: float = 0.0
+    max_limits_over_budget_w: float = 0.0
+    transition_window_s: float = 0.0
     times_s: list[float] = field(default_factory=list)
     power_w: list[float] = field(default_factory=list)
     budget_w: list[float] = field(default_factory=list)
+    limits_w: list[float] = field(default_factory=list)
     budget_changes: list[tuple[float, float]] = field(default_factory=list)
     cut_response_s: list[float] = field(default_factory=list)
     decide_cpu_s: list[float] = field(default_factory=list)
@@ -143,10 +162,18 @@ class SimResult:
     _open_cut: tuple[float, float] | None = None
 
     @classmethod
-    def empty(cls, policy: str, duration_s: float, runs: dict[str, JobRun]) -> SimResult:
-        """A result to fill in."""
-        units = {j: ("samples" if r.spec.kind == "train" else "tokens") for j, r in runs.items()}
-        return cls(policy, duration_s, units, {j: r.spec.priority for j, r in runs.items()})
+    def empty(cls, policy: str, duration_s: float, jobs: Iterable[ScenarioJob]) -> SimResult:
+        """A result to fill in, with every job of the scenario."""
+        units: dict[str, str] = {}
+        priority: dict[str, float] = {}
+        for job in jobs:
+            for name in job.ids():
+                units[name] = "samples" if job.kind == "train" else "tokens"
+                priority[name] = float(job.priority)
+        result = cls(policy, duration_s, units, priority)
+        result.work = dict.fromkeys(units, 0.0)
+        result.job_energy_j = dict.fromkeys(units, 0.0)
+        return result
 
     def budget_change(self, t: float, old_w: float | None, new_w: float) -> None:
         """Record a budget change (a cut opens a response-time measurement)."""
@@ -154,23 +181,59 @@ class SimResult:
         if old_w is not None and new_w < old_w:
             self._open_cut = (t, new_w)
 
-    def step(self, t: float, dt: float, cluster_w: float, budget_w: float) -> None:
-        """Record one step's measured cluster power."""
+    def _allowed_w(self, t: float, window_s: float) -> float:
+        """The highest budget in force during the last ``window_s`` seconds, watts."""
+        allowed = 0.0
+        for at_s, watts in reversed(self.budget_changes):
+            allowed = max(allowed, watts)
+            if at_s <= t - window_s:
+                break
+        return allowed
+
+    def step(
+        self,
+        t: float,
+        dt: float,
+        readings: Any,
+        budget_w: float,
+        real_limits_w: float,
+        reserve_w: float,
+        window_s: float,
+        up: list[bool],
+    ) -> None:
+        """Record one step: measured cluster power, and the limits really held."""
+        cluster_w = float(np.sum(readings.power_w[np.asarray(up, dtype=bool)])) if up else 0.0
+        self.transition_window_s = window_s
         self.energy_j += cluster_w * dt
         self.times_s.append(t)
         self.power_w.append(cluster_w)
         self.budget_w.append(budget_w)
+        self.limits_w.append(real_limits_w)
+        allowed_w = self._allowed_w(t, window_s)
         if cluster_w > budget_w + 1e-6:
             self.budget_violation_s += dt
             self.max_overshoot_w = max(self.max_overshoot_w, cluster_w - budget_w)
+        if cluster_w > allowed_w + 1e-6:
+            self.violation_after_transition_s += dt
+            self.max_overshoot_after_transition_w = max(
+                self.max_overshoot_after_transition_w, cluster_w - allowed_w
+            )
+        if real_limits_w > allowed_w - reserve_w + 1e-6:
+            self.limits_over_budget_s += dt
+            self.max_limits_over_budget_w = max(
+                self.max_limits_over_budget_w, real_limits_w - allowed_w + reserve_w
+            )
         if self._open_cut is not None and cluster_w <= self._open_cut[1] + 1e-6:
             self.cut_response_s.append(t - self._open_cut[0])
             self._open_cut = None
 
-    def finish(self, runs: dict[str, JobRun], slo: dict[str, tuple[bool, str]]) -> None:
+    def finish(self, jobs: Iterable[JobModel], slo: dict[str, tuple[bool, str]]) -> None:
         """Take the per-job totals."""
-        self.work = {j: r.work_units for j, r in runs.items()}
-        self.job_energy_j = {j: r.energy_j for j, r in runs.items()}
+        for job in jobs:
+            self.work[job.name] = job.work_units
+            self.job_energy_j[job.name] = job.energy_j
+        for name in self.units:
+            slo.setdefault(name, (False, "never submitted before the scenario ended"))
         self.slo = slo
 
     def joules_per_unit(self) -> dict[str, float]:
@@ -187,9 +250,18 @@ class SimResult:
             "energy_j": self.energy_j,
             "work": self.work,
             "units": self.units,
+            "unit_notes": {
+                "tokens": "prompt + output tokens processed",
+                "samples": "training samples",
+            },
             "joules_per_unit": self.joules_per_unit(),
             "budget_violation_s": self.budget_violation_s,
             "max_overshoot_w": self.max_overshoot_w,
+            "transition_window_s": self.transition_window_s,
+            "budget_violation_after_transition_s": self.violation_after_transition_s,
+            "max_overshoot_after_transition_w": self.max_overshoot_after_transition_w,
+            "limits_over_budget_s": self.limits_over_budget_s,
+            "max_limits_over_budget_w": self.max_limits_over_budget_w,
             "slo_met": {j: ok for j, (ok, _) in self.slo.items()},
             "slo_detail": {j: why for j, (_, why) in self.slo.items()},
             "unmet_slo_reports": self.unmet_slo_reports,
@@ -215,7 +287,7 @@ def weighted_score(vs: dict[str, float | None], priority: dict[str, float]) -> f
 def write_outputs(out_dir: Path, result: SimResult, summary: dict[str, Any]) -> None:
     """Write ``budget.csv`` and ``summary.json`` (the trace is written as the run goes)."""
     with (out_dir / "budget.csv").open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
+        w = csv.writer(fh, lineterminator="\n")
         w.writerow(BUDGET_HEADER)
         for t, b in result.budget_changes:
             w.writerow([f"{t:.3f}", f"{b:.3f}"])

@@ -1,32 +1,28 @@
 """Scenario files for ``greenllm sim``: pydantic models (unknown keys are errors) and the loader.
 
-A scenario names the nodes (a ``count`` repeats a node, for large clusters), the budget
-and its schedule, the jobs (``count`` repeats a job), node failures, and how the control
-plane behaves (control period, command-ack delay, telemetry delay and noise).
+A scenario names the nodes (a ``count`` repeats a node), the budget and its schedule, the
+jobs, node failures, and how the control plane behaves. A scenario job is a job spec, as
+``greenllm submit`` takes it (:class:`greenllm.jobspec.JobSpec`), plus a ``sim`` section of
+simulation-only fields; the simulator submits it to the controller at ``sim.arrive_s``
+exactly as the cluster API would. Files written with the keys of earlier versions
+(``id``, ``allowed_gpu_types``, ``model_params``, ``batch``, ``arrivals``, ...) still load;
+each old key is named on stderr with the key that replaces it
+(:mod:`scheduler.sim.legacy`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from greenllm.config import (
-    GPUGroup,
-    load_yaml_mapping,
-    registered_policies,
-    validate,
-)
+from greenllm.config import GPUGroup, load_yaml_mapping, registered_policies, validate
 from greenllm.devices.catalog import get_spec
 from greenllm.devices.physics import Workload
-from greenllm.errors import ConfigError
+from greenllm.jobspec import JobSpec
+from scheduler.sim.legacy import upgrade_scenario
 
 
 class _Strict(BaseModel):
@@ -36,7 +32,7 @@ class _Strict(BaseModel):
 class SimNode(_Strict):
     """A node, or ``count`` identical nodes named ``NAME-0 .. NAME-(count-1)``."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     count: int = Field(default=1, ge=1, le=100_000)
     gpus: list[GPUGroup] = Field(min_length=1)
 
@@ -62,6 +58,10 @@ class BudgetChange(_Strict):
             raise ValueError("give exactly one of budget_w and frac_of_tdp")
         return self
 
+    def watts(self, sum_tdp_w: float) -> float:
+        """The budget it sets, watts."""
+        return self.budget_w if self.budget_w is not None else (self.frac_of_tdp or 0.0) * sum_tdp_w
+
 
 class SimBudget(_Strict):
     """The budget: initial value (``budget_w`` or ``frac_of_tdp``), reserve, schedule."""
@@ -77,128 +77,133 @@ class SimBudget(_Strict):
             raise ValueError("give exactly one of budget_w and frac_of_tdp")
         return self
 
+    def watts(self, sum_tdp_w: float) -> float:
+        """The initial budget, watts."""
+        return self.budget_w if self.budget_w is not None else (self.frac_of_tdp or 0.0) * sum_tdp_w
 
-class Arrivals(_Strict):
-    """Inference request arrivals.
 
-    ``poisson``: rate ``rate_rps``. ``bursty``: Poisson whose rate alternates between
-    ``rate_rps * burst_factor`` for ``burst_s`` and ``rate_rps`` for the rest of each
-    ``period_s``. ``trace``: a CSV file ``t_s,prompt_tokens,output_tokens`` (relative paths
-    from the scenario's folder). Token counts are per request.
+class SimFields(_Strict):
+    """What only the simulator needs to know of a job.
+
+    Attributes:
+        count: The job is submitted this many times, named ``NAME-0 ..``.
+        arrive_s: When it is submitted, seconds.
+        true_model_params: What really runs when it differs from what the job declares
+            (``simulated_model_params``): the controller must learn it from telemetry.
+        total_samples: Training: samples after which it is done (None: runs to the end).
     """
 
-    process: Literal["poisson", "bursty", "trace"] = "poisson"
-    rate_rps: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-    burst_factor: float = Field(default=4.0, ge=1, allow_inf_nan=False)
-    burst_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
-    period_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
-    prompt_tokens: int = Field(default=512, ge=1)
-    output_tokens: int = Field(default=256, ge=1)
-    trace_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _trace(self) -> Arrivals:
-        if (self.process == "trace") != (self.trace_file is not None):
-            raise ValueError("trace_file is needed for, and only for, process: trace")
-        if self.process == "bursty" and self.burst_s >= self.period_s:
-            raise ValueError("burst_s must be shorter than period_s")
-        return self
-
-
-class SimJob(_Strict):
-    """A job (or ``count`` copies named ``ID-0 ..``).
-
-    Training: ``shards`` synchronous data-parallel shards, ``total_samples`` to finish
-    (None: runs to the end), optional ``deadline_s`` (sets its SLO rate) or
-    ``slo_samples_per_s``. Inference: ``shards`` replicas serving ``arrivals`` with
-    batches of ``batch``; SLO ``slo_tokens_per_s`` of service.
-    ``true_model_params`` (optional) is what really runs when it differs from what the
-    job declares (``model_params``): the power model must learn it from telemetry.
-    """
-
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     count: int = Field(default=1, ge=1, le=100_000)
-    kind: Literal["train", "infer"]
     arrive_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    end_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    shards: int = Field(default=1, ge=1, le=100_000)
-    priority: float = Field(default=1.0, ge=0, allow_inf_nan=False)
-    allowed_gpu_types: list[str] = Field(default_factory=list)
-    preferred_gpu_types: list[str] = Field(default_factory=list)
-    floor_w: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    model_params: float = Field(default=1.3e9, gt=0, allow_inf_nan=False)
-    true_model_params: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    batch: int = Field(default=8, ge=1, le=4096)
-    seq_len: int = Field(default=2048, ge=1)
+    true_model_params: float | None = Field(default=None, gt=0, le=1e15, allow_inf_nan=False)
     total_samples: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    deadline_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    slo_samples_per_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    slo_tokens_per_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    arrivals: Arrivals | None = None
+
+
+class ScenarioJob(JobSpec):
+    """A job spec (what ``greenllm submit`` takes) plus the simulation-only ``sim`` fields."""
+
+    sim: SimFields = SimFields()
 
     @model_validator(mode="after")
-    def _consistent(self) -> SimJob:
-        for t in (*self.allowed_gpu_types, *self.preferred_gpu_types):
-            try:
-                get_spec(t)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        if self.kind == "infer" and self.arrivals is None:
-            raise ValueError("an inference job needs 'arrivals'")
-        if self.kind == "train" and self.arrivals is not None:
-            raise ValueError("'arrivals' is for inference jobs")
-        if self.deadline_s is not None and self.total_samples is None:
-            raise ValueError("deadline_s needs total_samples")
+    def _sim_consistent(self) -> ScenarioJob:
+        if self.kind == "infer" and self.sim.total_samples is not None:
+            raise ValueError("sim.total_samples is for training jobs")
+        if self.kind == "train" and self.slo.deadline_s > 0 and self.sim.total_samples is None:
+            raise ValueError("slo.deadline_s needs sim.total_samples (the work to finish)")
         return self
 
     def ids(self) -> list[str]:
-        """The job ids this entry stands for."""
-        return [self.id] if self.count == 1 else [f"{self.id}-{i}" for i in range(self.count)]
+        """The names of the jobs this entry stands for."""
+        n = self.sim.count
+        return [self.name] if n == 1 else [f"{self.name}-{i}" for i in range(n)]
 
-    def workload(self, kind: Literal["train", "prefill", "decode"], true: bool = False) -> Workload:
-        """The per-shard workload of a phase (declared, or what truly runs)."""
-        params = self.true_model_params if true and self.true_model_params else self.model_params
-        return Workload(kind=kind, batch=self.batch, model_params=params, seq_len=self.seq_len)
+    def spec_json(self, name: str) -> str:
+        """The job spec submitted for the job called ``name`` (no ``sim`` section; training
+        jobs carry their total work so a deadline can be planned)."""
+        doc = self.model_dump(mode="json", exclude={"sim"}, exclude_none=True)
+        doc["name"] = name
+        if self.kind == "train" and self.sim.total_samples is not None:
+            doc.setdefault("train", {})["total_samples"] = self.sim.total_samples
+        return json.dumps(doc)
+
+    def true_workload(self, kind: Literal["train", "prefill", "decode"]) -> Workload:
+        """The workload of one shard in a phase, as it truly runs."""
+        params = self.sim.true_model_params or self.simulated_model_params
+        if self.kind == "train":
+            t = self.train_settings
+            return Workload("train", batch=t.batch_size, model_params=params, seq_len=t.seq_len)
+        return Workload(kind, batch=self.infer_settings.batch_size, model_params=params)
 
 
 class Failure(_Strict):
-    """Node ``node`` fails at ``at_s`` and, if ``recover_s`` is given, comes back then."""
+    """Node ``node`` fails at ``at_s`` and, if ``recover_s`` is given, comes back then.
+
+    ``kind``: ``crash`` (the node goes down: its GPUs draw nothing; it reboots at
+    ``recover_s``), ``partition`` (its agent and GPUs run on but cannot reach the
+    controller), ``agent_restart`` (only its agent process restarts, at ``at_s``), or
+    ``refuse_lowering`` (its GPUs refuse limits below ``below_w`` until ``recover_s``).
+    """
 
     node: str
+    kind: Literal["crash", "partition", "agent_restart", "refuse_lowering"] = "crash"
     at_s: float = Field(ge=0, allow_inf_nan=False)
     recover_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    below_w: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Failure:
+        if self.recover_s is not None and self.recover_s <= self.at_s:
+            raise ValueError("recover_s must be after at_s")
+        if (self.kind == "refuse_lowering") != (self.below_w is not None):
+            raise ValueError("below_w is needed for, and only for, kind refuse_lowering")
+        return self
+
+
+class ControllerRestart(_Strict):
+    """The controller is killed at ``at_s`` and a new one starts ``down_s`` later."""
+
+    at_s: float = Field(ge=0, allow_inf_nan=False)
+    down_s: float = Field(default=1.0, ge=0, allow_inf_nan=False)
 
 
 class ControlPlane(_Strict):
     """How the simulated control plane behaves.
 
     Attributes:
-        control_period_s: Seconds between decide() calls.
+        control_period_s: Seconds between control steps.
         step_s: Simulation step, seconds (a divisor of the control period).
-        ack_delay_s: Mean delay until a command is applied and acked, seconds.
+        ack_delay_s: Mean delay of a command on its way to the agent, seconds.
         ack_jitter_frac: Each command's delay is drawn uniformly within this fraction.
-        telemetry_delay_s: Age of the telemetry the controller sees, seconds.
-        power_noise_frac: Relative noise of measured power and work rate.
+        telemetry_delay_s: Delay of the agents' messages (telemetry, acks) on their way, s.
+        power_noise_frac: Relative noise of measured power.
         stale_after_s: Telemetry older than this marks a node stale, seconds.
-        lost_after_s: A node silent this long is declared down, seconds: it then counts at
-            its minimum limits, those its agent reboots with (simulated failures are
-            crashes: a failed node draws nothing).
+        lost_after_s: A node silent this long is declared lost, seconds (its jobs are
+            placed again; it counts at no more than its fail-safe limits).
+        failsafe_timeout_s: Agents lower their GPUs to their fail-safe limits after this
+            long without the controller, seconds.
     """
 
     control_period_s: float = Field(default=0.5, gt=0, le=60, allow_inf_nan=False)
     step_s: float = Field(default=0.1, gt=0, le=60, allow_inf_nan=False)
     ack_delay_s: float = Field(default=0.2, ge=0, le=60, allow_inf_nan=False)
     ack_jitter_frac: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
-    telemetry_delay_s: float = Field(default=0.2, ge=0, le=60, allow_inf_nan=False)
+    telemetry_delay_s: float = Field(default=0.1, ge=0, le=60, allow_inf_nan=False)
     power_noise_frac: float = Field(default=0.02, ge=0, le=0.5, allow_inf_nan=False)
     stale_after_s: float = Field(default=1.5, gt=0, allow_inf_nan=False)
     lost_after_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    failsafe_timeout_s: float = Field(default=2.0, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _steps(self) -> ControlPlane:
         ratio = self.control_period_s / self.step_s
         if abs(ratio - round(ratio)) > 1e-6:
             raise ValueError("control_period_s must be a whole multiple of step_s")
+        need_s = self.stale_after_s + self.failsafe_timeout_s + self.step_s
+        if self.lost_after_s < need_s:
+            raise ValueError(
+                f"lost_after_s must be at least stale_after_s + failsafe_timeout_s + step_s "
+                f"({need_s:g} s): a node is declared lost only once its agent surely failed safe"
+            )
         return self
 
 
@@ -211,8 +216,9 @@ class Scenario(_Strict):
     policy: str = "max-throughput"
     nodes: list[SimNode] = Field(min_length=1)
     budget: SimBudget
-    jobs: list[SimJob] = Field(default_factory=list)
+    jobs: list[ScenarioJob] = Field(default_factory=list)
     failures: list[Failure] = Field(default_factory=list)
+    controller_restarts: list[ControllerRestart] = Field(default_factory=list)
     control: ControlPlane = ControlPlane()
 
     @field_validator("policy")
@@ -234,7 +240,29 @@ class Scenario(_Strict):
                 raise ValueError(f"failure names unknown node {f.node!r}")
         ids = [i for job in self.jobs for i in job.ids()]
         if len(set(ids)) != len(ids):
-            raise ValueError("job ids must be unique")
+            raise ValueError("job names must be unique")
+        sum_tdp_w = self.sum_tdp_w()
+        floor_w = self.sum_min_power_limit_w()
+        reserve_w = self.budget.reserve_w
+        budgets = [("budget", self.budget.watts(sum_tdp_w))]
+        budgets += [
+            (f"budget.schedule at {c.t_s:g} s", c.watts(sum_tdp_w)) for c in self.budget.schedule
+        ]
+        for where, watts in budgets:
+            if reserve_w >= watts:
+                raise ValueError(
+                    f"{where}: reserve_w {reserve_w:g} W is not below the budget {watts:g} W"
+                )
+            if watts - reserve_w < floor_w:
+                raise ValueError(
+                    f"{where}: budget {watts:g} W - reserve {reserve_w:g} W is below the sum of "
+                    f"the GPUs' minimum power limits ({floor_w:g} W)"
+                )
+        for c in self.budget.schedule:
+            if c.t_s >= self.duration_s:
+                raise ValueError(
+                    f"budget.schedule: t_s {c.t_s:g} is not before duration_s {self.duration_s:g}"
+                )
         return self
 
     def sum_tdp_w(self) -> float:
@@ -243,9 +271,20 @@ class Scenario(_Strict):
             node.count * sum(get_spec(t).tdp_w for t in node.gpu_types()) for node in self.nodes
         )
 
+    def sum_min_power_limit_w(self) -> float:
+        """Summed minimum power limit of every GPU, watts."""
+        return sum(
+            node.count * sum(get_spec(t).min_power_limit_w for t in node.gpu_types())
+            for node in self.nodes
+        )
 
-def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
+
+def load_scenario(path: str | Path, notes: list[str] | None = None) -> tuple[Scenario, Path]:
     """Load and validate a scenario file.
+
+    Args:
+        path: The file.
+        notes: Receives one line per deprecated key (old name -> new name).
 
     Returns:
         The scenario and the folder relative paths in it are taken from.
@@ -254,4 +293,5 @@ def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
         ConfigError: ``FILE: field.path: what is wrong``.
     """
     path = Path(path)
-    return validate(Scenario, load_yaml_mapping(path), str(path)), path.parent
+    data = upgrade_scenario(load_yaml_mapping(path), str(path), notes if notes is not None else [])
+    return validate(Scenario, data, str(path)), path.parent

@@ -64,9 +64,7 @@ def test_replays_a_minute_of_the_conversation_trace_time_scaled(
     assert "compressed 10x" in notes and "context of 256 tokens" in notes
 
 
-def test_poisson_chat_load_prints_a_text_report(
-    endpoint: str, tmp_path: Path
-) -> None:
+def test_poisson_chat_load_prints_a_text_report(endpoint: str, tmp_path: Path) -> None:
     result = greenllm(
         "load", "--endpoint", endpoint.removesuffix("/v1"), "--rate", "10",
         "--process", "poisson", "--duration", "2", "--api", "chat", "--max-tokens", "8",

@@ -32,6 +32,7 @@ from greenllm.rpc.auth import bearer_metadata, read_tokens
 from scheduler.server.app import Controller
 from workers.agent import devices
 from workers.agent.agent import Backoff, NodeAgent
+from workers.shardhost import ShardStatus
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -150,14 +151,35 @@ def controller(config: ClusterConfig, loop_thread: LoopThread) -> Iterator[Contr
         loop_thread.run(ctl.stop(0))
 
 
+class StubShards:
+    """A shard runner that runs nothing: every shard it is given reports running, no work."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, ShardStatus] = {}
+
+    def start(self, shard_id: str, gpu_index: int, spec_json: str, generation: int = 0) -> None:
+        job_id = shard_id.rpartition("-")[0]
+        self.running[shard_id] = ShardStatus(shard_id, job_id, generation=generation)
+
+    def stop(self, shard_id: str, timeout_s: float | None = 30.0) -> bool:
+        return self.running.pop(shard_id, None) is not None
+
+    def set_load_weights(self, weights: dict[str, float]) -> None:
+        pass
+
+    def statuses(self) -> list[ShardStatus]:
+        return list(self.running.values())
+
+
 class Fleet:
-    """The config's node agents running on one event-loop thread."""
+    """The config's node agents running on one event-loop thread (their shards are stubs)."""
 
     def __init__(self, config: ClusterConfig, loop_thread: LoopThread) -> None:
         self.loop_thread = loop_thread
         backoff = Backoff(initial_s=0.05, max_s=0.3)
         self.agents = [
-            NodeAgent(config, n.name, backoff=backoff, run_shards=False) for n in config.nodes
+            NodeAgent(config, n.name, backoff=backoff, shard_runner=StubShards())
+            for n in config.nodes
         ]
         self.tasks = [loop_thread.spawn(a.run()) for a in self.agents]
 

@@ -93,7 +93,7 @@ def test_budget_change_reaches_every_agent_within_budget(config, controller, fle
         client.set_budget(4800)  # above the summed TDP: every busy GPU may run at its max
         for spec in (TRAIN_H100, INFER_A100, INFER_L4):
             client.submit_job(json.dumps(spec))
-        wait(lambda: all(j.state == "placed" for j in client.list_jobs()), 10, "placements")
+        wait(lambda: all(j.state == "running" for j in client.list_jobs()), 10, "placements")
         tdp_w = [get_spec(t).tdp_w for _, _, t in config.gpu_types()]
         wait(lambda: fleet.limits_w() == tdp_w, 15, "every GPU at its max")
 
@@ -133,11 +133,12 @@ def test_failsafe_after_kill9_and_recovery(config, controller_process, fleet, wa
     wait(obeying, 20, "the agents to register and obey")
     controller_process.kill9()
     took_s = wait(
-        lambda: all(a.failsafe_active for a in fleet.agents) and fleet.limits_w() == failsafe_w,
+        lambda: all(a.failsafe_active for a in fleet.agents),
         config.failsafe.timeout_s + 5,
-        "every agent's fail-safe limits",
+        "every agent's fail-safe",
     )
     assert took_s <= config.failsafe.timeout_s + 1.0
+    assert fleet.limits_w() == min_limits_w, "the fail-safe never raises a limit"
 
     controller_process.start()
     wait(obeying, 20, "the agents to re-register and obey again")
@@ -145,12 +146,17 @@ def test_failsafe_after_kill9_and_recovery(config, controller_process, fleet, wa
 
 @pytest.mark.timeout(90)
 def test_failsafe_limits_follow_a_budget_cut(config, controller_process, fleet, wait) -> None:
-    """After a cut, an agent that loses the controller falls back to its share of the *new*
-    budget, not of the config's."""
+    """After a cut, an agent that loses the controller lowers its GPUs to its share of the
+    *new* budget, not of the config's (and never raises one)."""
     controller_process.start()
     wait(lambda: all(a.registered for a in fleet.agents), 20, "the agents to register")
     usable_w = 1500.0 - config.budget.reserve_w
     with ClusterClient(config) as client:
+        client.set_policy("uniform")
+        for spec in (TRAIN_H100, INFER_A100, INFER_L4):
+            client.submit_job(json.dumps(spec))
+        wait(lambda: all(j.state == "running" for j in client.list_jobs()), 10, "placements")
+        wait(lambda: sum(fleet.limits_w()) > 2500, 15, "busy GPUs to get their share")
         client.set_budget(1500)
     types = [g.gpu_type for a in fleet.agents for g in a.gpus]
     target = [config.failsafe_limit_w(t, usable_w) for t in types]
@@ -160,10 +166,12 @@ def test_failsafe_limits_follow_a_budget_cut(config, controller_process, fleet, 
         "the new fail-safe limits",
     )
     assert sum(target) <= usable_w + 1e-6
+    before = fleet.limits_w()
     controller_process.kill9()
     wait(
-        lambda: all(a.failsafe_active for a in fleet.agents) and fleet.limits_w() == target,
+        lambda: all(a.failsafe_active for a in fleet.agents),
         config.failsafe.timeout_s + 5,
-        "every agent at its new fail-safe limits",
+        "every agent's fail-safe",
     )
+    assert fleet.limits_w() == [min(b, t) for b, t in zip(before, target, strict=True)]
     assert sum(fleet.limits_w()) <= usable_w + 1e-6

@@ -32,7 +32,7 @@ def error_for(tmp_path: Path, data: dict[str, Any]) -> str:
 
 def test_unknown_key(tmp_path: Path) -> None:
     msg = error_for(tmp_path, {"name": "j", "kind": "train", "train": {"stepz": 3}})
-    assert msg.endswith("train.stepz: unknown key")
+    assert "train.stepz: unknown key" in msg
 
 
 def test_wrong_section_for_kind(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_unknown_kind_and_gpu_type(tmp_path: Path) -> None:
 
 def test_trace_needs_file(tmp_path: Path) -> None:
     data = {"name": "j", "kind": "infer", "infer": {"load": {"process": "trace"}}}
-    assert "infer.load: process 'trace' needs trace_file" in error_for(tmp_path, data)
+    assert "infer.load: trace_file is needed for" in error_for(tmp_path, data)
 
 
 def test_relative_trace_file_is_resolved(tmp_path: Path) -> None:

@@ -1,47 +1,41 @@
-"""Property test of the whole loop: random small scenarios with ack delays, budget
-schedules and node failures. When the limits actually applied on the simulated GPUs
-rise, they sum within budget - reserve (the budget in force when the raise was sent:
-a command already in flight cannot be taken back)."""
+"""The budget invariant through the production shell, with the in-memory transport.
+
+Random small clusters and workloads, with command and telemetry delays, budget cuts and
+raises, crashed and rebooted nodes, partitions, agent restarts, GPUs that refuse
+lowerings, and controller restarts mid-transition: the sum of the limits the simulated GPUs
+*really* hold never exceeds budget - reserve, except within the documented transition
+window after a budget change (:func:`scheduler.sim.engine.transition_window_s`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from greenllm.devices.catalog import get_spec
 from scheduler.policies import load_policy
 from scheduler.sim.engine import Simulation
 from scheduler.sim.scenario import Scenario
 
 TYPES = ["H100-SXM", "A100-SXM4", "L4", "A40", "V100-SXM2"]
+DURATION_S = 12.0
 
 
-class CheckedSimulation(Simulation):
-    """Checks the applied limits each time commands land."""
-
-    def _apply_commands(self, t: float) -> None:
-        before = self._applied_w()
-        super()._apply_commands(t)
-        after = self._applied_w()
-        if after > before + 1e-6:  # something was raised
-            # it was sent at most one ack delay (plus jitter) ago, within the budget then
-            plane = self.plane
-            window = plane.ack_delay_s * (1 + plane.ack_jitter_frac) + plane.step_s
-            usable = self._max_budget_since(t - window) - self.reserve_w
-            assert after <= usable + 1e-6, (t, before, after, usable)
-
-    def _max_budget_since(self, t0: float) -> float:
-        changes = self.result.budget_changes
-        in_force = [b for t, b in changes if t <= t0][-1:]
-        return max(in_force + [b for t, b in changes if t > t0])
-
-    def _applied_w(self) -> float:
-        return sum(
-            gpu.power_limit_w()
-            for i, gpu in enumerate(self.gpus)
-            if self.node_of[i] not in self.failed
-        )
+def _floor_w(nodes: list[dict[str, Any]], refuse: dict[str, float]) -> float:
+    """Lowest usable budget the scenario can always meet: every GPU at its minimum (or its
+    refusal floor), plus one node at its maximum (stale while it is cut off)."""
+    floor = 0.0
+    worst_node = 0.0
+    for n in nodes:
+        spec = get_spec(n["gpus"][0]["type"])
+        count = n["gpus"][0]["count"]
+        low = max(spec.min_power_limit_w, refuse.get(n["name"], 0.0))
+        floor += count * low
+        worst_node = max(worst_node, count * (spec.max_power_limit_w - low))
+    return floor + worst_node
 
 
 @st.composite
@@ -51,85 +45,88 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             "name": f"n{k}",
             "gpus": [{"type": draw(st.sampled_from(TYPES)), "count": draw(st.integers(1, 3))}],
         }
-        for k in range(draw(st.integers(1, 3)))
+        for k in range(draw(st.integers(2, 3)))
     ]
     jobs = []
     for j in range(draw(st.integers(0, 3))):
         if draw(st.booleans()):
             jobs.append(
                 {
-                    "id": f"t{j}",
+                    "name": f"t{j}",
                     "kind": "train",
                     "shards": draw(st.integers(1, 3)),
-                    "arrive_s": draw(st.sampled_from([0.0, 2.0])),
+                    "train": {"seq_len": 2048},
+                    "sim": {"arrive_s": draw(st.sampled_from([0.0, 2.0]))},
                 }
             )
         else:
+            load = {"rate_per_s": draw(st.floats(0.5, 5.0)), "duration_s": DURATION_S}
             jobs.append(
                 {
-                    "id": f"i{j}",
+                    "name": f"i{j}",
                     "kind": "infer",
                     "shards": draw(st.integers(1, 2)),
-                    "model_params": 1e9,
-                    "batch": 16,
-                    "arrivals": {"rate_rps": draw(st.floats(0.5, 5.0))},
+                    "simulated_model_params": 1e9,
+                    "infer": {"batch_size": 16, "load": load},
                 }
             )
+    failures: list[dict[str, Any]] = []
+    refuse: dict[str, float] = {}
+    victim = nodes[0]["name"]
+    kind = draw(st.sampled_from(["none", "crash", "partition", "agent_restart", "refuse_lowering"]))
+    at_s = draw(st.floats(0.5, 6.0))
+    if kind in ("crash", "partition"):
+        failures.append(
+            {
+                "node": victim,
+                "kind": kind,
+                "at_s": at_s,
+                "recover_s": at_s + draw(st.floats(0.3, 5.0)),
+            }
+        )
+    elif kind == "agent_restart":
+        failures.append({"node": victim, "kind": kind, "at_s": at_s})
+    elif kind == "refuse_lowering":
+        spec = get_spec(nodes[0]["gpus"][0]["type"])
+        below = spec.min_power_limit_w + draw(st.floats(0.1, 0.6)) * (
+            spec.max_power_limit_w - spec.min_power_limit_w
+        )
+        refuse[victim] = below
+        failures.append({"node": victim, "kind": kind, "at_s": at_s, "below_w": below})
+    sum_tdp = sum(get_spec(n["gpus"][0]["type"]).tdp_w * n["gpus"][0]["count"] for n in nodes)
+    reserve = 10.0
+    lo = min(1.0, (_floor_w(nodes, refuse) + reserve) / sum_tdp + 0.01)
+    budgets = st.floats(lo, 1.0)
     schedule = [
-        {"t_s": draw(st.floats(0.5, 5.5)), "frac_of_tdp": draw(st.floats(0.35, 1.0))}
-        for _ in range(draw(st.integers(0, 2)))
+        {"t_s": draw(st.floats(0.5, 10.0)), "frac_of_tdp": draw(budgets)}
+        for _ in range(draw(st.integers(0, 3)))
     ]
-    failures = []
+    restarts = []
     if draw(st.booleans()):
-        failures.append({"node": "n0", "at_s": draw(st.sampled_from([1.0, 2.5])), "recover_s": 4.0})
+        restarts.append({"at_s": draw(st.floats(0.5, 8.0)), "down_s": draw(st.floats(0.0, 3.0))})
     return Scenario.model_validate(
         {
-            "duration_s": 6,
+            "duration_s": DURATION_S,
             "seed": draw(st.integers(0, 1000)),
             "nodes": nodes,
-            "budget": {
-                "frac_of_tdp": draw(st.floats(0.35, 1.0)),
-                "reserve_w": 10,
-                "schedule": schedule,
-            },
+            "budget": {"frac_of_tdp": draw(budgets), "reserve_w": reserve, "schedule": schedule},
             "jobs": jobs,
             "failures": failures,
+            "controller_restarts": restarts,
             "control": {
                 "ack_delay_s": draw(st.sampled_from([0.0, 0.2, 0.7, 1.3])),
-                "telemetry_delay_s": draw(st.sampled_from([0.0, 0.3])),
+                "telemetry_delay_s": draw(st.sampled_from([0.0, 0.1, 0.3])),
                 "stale_after_s": 0.8,
+                "failsafe_timeout_s": 1.0,
                 "lost_after_s": 2.0,
             },
         }
     )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios(), st.sampled_from(["uniform", "max-throughput", "min-energy", "priority"]))
-def test_applied_limits_rise_only_within_budget(sc: Scenario, policy: str) -> None:
-    sim = CheckedSimulation(sc, Path("."), load_policy(policy), policy)
-    sim.run()
-    assert sim.result.energy_j > 0
-
-
-def test_a_rebooted_node_never_needs_budget_given_to_others() -> None:
-    # found by the property above: n0 is declared down, its share goes to n1, then n0
-    # comes back; it must come back at its minimum limits, counted all along
-    sc = Scenario.model_validate(
-        {
-            "duration_s": 6,
-            "nodes": [
-                {"name": "n0", "gpus": [{"type": "H100-SXM"}]},
-                {"name": "n1", "gpus": [{"type": "H100-SXM"}]},
-            ],
-            "budget": {"frac_of_tdp": 0.5, "reserve_w": 10},
-            "jobs": [
-                {"id": "i0", "kind": "infer", "model_params": 1e9, "batch": 16, "arrivals": {}}
-            ],
-            "failures": [{"node": "n0", "at_s": 1.0, "recover_s": 4.0}],
-            "control": {"ack_delay_s": 0.7, "stale_after_s": 0.8, "lost_after_s": 2.0},
-        }
-    )
-    sim = CheckedSimulation(sc, Path("."), load_policy("uniform"), "uniform")
-    sim.run()
-    assert sim.result.budget_violation_s == 0.0
+def test_real_limits_never_exceed_the_budget(sc: Scenario, policy: str) -> None:
+    sim = Simulation(sc, Path("."), load_policy(policy), policy)
+    result = sim.run()
+    assert result.limits_over_budget_s == 0.0, (result.max_limits_over_budget_w, sim.window_s)

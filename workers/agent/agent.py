@@ -1,4 +1,8 @@
-"""The node agent's event loop: connect, register, stream telemetry, obey, fail safe."""
+"""The live node agent: :class:`~workers.agent.core.AgentCore` on a gRPC stream.
+
+The event loop connects, registers, streams telemetry and hands each controller message to
+the core; every device call runs on one thread, so each GPU sees one caller at a time.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from greenllm.proto.v1 import agent_pb2, agent_pb2_grpc
 from greenllm.rpc.auth import agent_token, bearer_metadata
 from greenllm.rpc.channel import aio_channel
 from workers.agent import devices
-from workers.agent.shards import SHARD_ACTIONS, apply_shard_command, shard_samples
+from workers.agent.core import AgentCore, ShardRunner
+from workers.agent.statefile import AgentStateFile
 from workers.shardhost import ShardHost
 
 log = logging.getLogger(__name__)
@@ -67,6 +72,7 @@ class NodeAgent:
         batch_ticks: Telemetry ticks sent per message (GPUs are still sampled every
             telemetry interval); more ticks per message cost the controller less per sample.
             None: one control period's worth, since the controller acts once per period.
+        shard_runner: Runs the shards instead of a :class:`~workers.shardhost.ShardHost`.
 
     Raises:
         ConfigError: ``node`` is not in ``config``.
@@ -82,11 +88,11 @@ class NodeAgent:
         backoff: Backoff | None = None,
         run_shards: bool = True,
         batch_ticks: int | None = None,
+        shard_runner: ShardRunner | None = None,
     ) -> None:
         self.config = config
         self.node = config.node(node).name
-        self.gpus: list[GPU] = list(gpus) if gpus is not None else get_gpus(config, node)
-        self.failsafe_limits_w = [config.failsafe_limit_w(g.gpu_type) for g in self.gpus]
+        gpus = list(gpus) if gpus is not None else get_gpus(config, node)
         self._token = token
         self._address = address or config.controller.address
         self._backoff = backoff or Backoff()
@@ -95,29 +101,52 @@ class NodeAgent:
         self.batch_ticks = max(1, batch_ticks)
         self._device_thread = ThreadPoolExecutor(1, thread_name_prefix=f"agent-{self.node}")
         #: The node's shard runners (None: shards are not run here).
-        self.shards = ShardHost(self.node, self.gpus, config.state_dir) if run_shards else None
-        self._last_contact_s = time.monotonic()
-        #: True while the GPUs are held at their fail-safe limits.
-        self.failsafe_active = False
-        #: True while registered with a controller.
-        self.registered = False
-        #: Commands applied (successfully or not) since start.
-        self.commands_applied = 0
+        self.shards: ShardRunner | None = shard_runner
+        if self.shards is None and run_shards:
+            self.shards = ShardHost(self.node, gpus, config.state_dir)
+        self.core = AgentCore(
+            node=self.node,
+            gpus=gpus,
+            failsafe_limits_w=[config.failsafe_limit_w(g.gpu_type) for g in gpus],
+            failsafe_timeout_s=config.failsafe.timeout_s,
+            state=AgentStateFile(config.state_dir / f"agent-{self.node}.json"),
+            shards=self.shards,
+            version=version("greenllm"),
+            message_interval_s=self.batch_ticks * config.telemetry_interval_s,
+        )
+
+    @property
+    def gpus(self) -> list[GPU]:
+        """The node's GPUs."""
+        return self.core.gpus
+
+    @property
+    def failsafe_limits_w(self) -> list[float]:
+        """The fail-safe limit of each GPU, watts."""
+        return self.core.failsafe_limits_w
+
+    @property
+    def failsafe_active(self) -> bool:
+        """True while the GPUs are held at their fail-safe limits."""
+        return self.core.failsafe_active
+
+    @property
+    def registered(self) -> bool:
+        """True while registered with a controller."""
+        return self.core.registered
+
+    @property
+    def commands_applied(self) -> int:
+        """Commands applied (successfully or not) since start."""
+        return self.core.commands_applied
 
     async def _on_device(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._device_thread, fn, *args)
 
     async def run(self) -> None:
-        """Run until cancelled: cap the GPUs at their fail-safe limits, then connect,
-        stream, reconnect with backoff, fail safe.
-
-        Starting capped keeps the budget invariant from the first moment: the fail-safe
-        limits are each GPU's static share of the budget, so a node that (re)joins never
-        holds more than its share before the controller has planned for it.
-        """
-        errors = await self._on_device(
-            devices.set_failsafe_limits, self.gpus, self.failsafe_limits_w
-        )
+        """Run until cancelled: boot (each GPU at most at its persisted limits), then
+        connect, stream, reconnect with backoff, fail safe."""
+        errors = await self._on_device(self.core.boot, time.monotonic())
         if errors:
             log.error("node %s: could not cap GPUs at start: %s", self.node, errors)
         watchdog = asyncio.create_task(self._watch_failsafe())
@@ -138,7 +167,7 @@ class NodeAgent:
                     log.warning("node %s: %s", self.node, exc)
                 if self.registered:
                     base_s = None
-                self.registered = False
+                self.core.stream_ended()
                 base_s = self._backoff.grow(base_s)
                 await asyncio.sleep(self._backoff.spread(base_s))
         finally:
@@ -149,18 +178,11 @@ class NodeAgent:
         token = None
         if self.config.auth.enabled:
             token = self._token or agent_token(self.config.state_dir)
-        inventory = await self._on_device(devices.inventory, self.gpus, self.failsafe_limits_w)
-        register = agent_pb2.Register(
-            node=self.node,
-            gpus=inventory,
-            agent_version=version("greenllm"),
-            failsafe_active=self.failsafe_active,
-            telemetry_message_interval_s=self.batch_ticks * self.config.telemetry_interval_s,
-        )
+        first = await self._on_device(self.core.registration)
         outbox: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue()
 
         async def requests() -> AsyncIterator[agent_pb2.AgentMessage]:
-            yield agent_pb2.AgentMessage(register=register)
+            yield first
             while True:
                 yield await outbox.get()
 
@@ -171,62 +193,16 @@ class NodeAgent:
             telemetry: asyncio.Task[None] | None = None
             try:
                 async for message in call:
-                    self._last_contact_s = time.monotonic()
-                    if self.failsafe_active:
-                        log.warning("node %s: controller is back; obeying it again", self.node)
-                        self.failsafe_active = False
-                    kind = message.WhichOneof("body")
-                    if kind == "registered" and telemetry is None:
-                        self._on_registered(message.registered)
+                    reply = await self._on_device(self.core.on_message, message, time.monotonic())
+                    if reply is not None:
+                        outbox.put_nowait(reply)
+                    if message.WhichOneof("body") == "registered" and telemetry is None:
                         telemetry = asyncio.create_task(self._stream_telemetry(outbox))
-                    elif kind == "commands":
-                        acks = await self._on_device(self._apply_all, message.commands.commands)
-                        self.commands_applied += len(acks)
-                        batch = agent_pb2.AckBatch(acks=acks)
-                        outbox.put_nowait(agent_pb2.AgentMessage(acks=batch))
             finally:
                 if telemetry is not None:
                     telemetry.cancel()
                 call.cancel()
         log.warning("node %s: the controller closed the stream", self.node)
-
-    def _apply_all(self, commands: Sequence[agent_pb2.Command]) -> list[agent_pb2.CommandAck]:
-        """Apply a batch in order (on the device thread); one ack per command."""
-        return [self._apply(c) for c in commands]
-
-    def _apply(self, command: agent_pb2.Command) -> agent_pb2.CommandAck:
-        if command.WhichOneof("action") == "set_failsafe_limits":
-            return self._set_failsafe(command)
-        if self.shards is not None and command.WhichOneof("action") in SHARD_ACTIONS:
-            return apply_shard_command(self.shards, command)
-        return devices.apply_command(self.gpus, self.node, command)
-
-    def _set_failsafe(self, command: agent_pb2.Command) -> agent_pb2.CommandAck:
-        """Adopt new fail-safe limits (they follow the budget); applied at once when the
-        GPUs are held at their fail-safe limits now."""
-        limits = list(command.set_failsafe_limits.limits_w)
-        cid = command.command_id
-        if len(limits) != len(self.gpus):
-            reason = f"set_failsafe_limits: {len(limits)} limits for {len(self.gpus)} GPUs"
-            return devices.failure(cid, grpc.StatusCode.INVALID_ARGUMENT, reason)
-        for gpu, limit_w in zip(self.gpus, limits, strict=True):
-            c = gpu.power_limit_constraints()
-            if not c.min_power_limit_w <= limit_w <= c.max_power_limit_w:
-                reason = (
-                    f"set_failsafe_limits: {limit_w:g} W outside GPU {gpu.index}'s "
-                    f"[{c.min_power_limit_w:g}, {c.max_power_limit_w:g}] W"
-                )
-                return devices.failure(cid, grpc.StatusCode.OUT_OF_RANGE, reason)
-        self.failsafe_limits_w = limits
-        if self.failsafe_active:
-            errors = devices.set_failsafe_limits(self.gpus, limits)
-            if errors:
-                return devices.failure(cid, grpc.StatusCode.INTERNAL, "; ".join(errors))
-        return agent_pb2.CommandAck(command_id=cid, success=True)
-
-    def _on_registered(self, registered: agent_pb2.Registered) -> None:
-        self.registered = True
-        log.info("node %s: registered (session %s)", self.node, registered.session_id)
 
     async def _stream_telemetry(self, outbox: asyncio.Queue[agent_pb2.AgentMessage]) -> None:
         interval_s = self.config.telemetry_interval_s
@@ -234,15 +210,15 @@ class NodeAgent:
         samples = agent_pb2.GpuSamples()
         ticks = 0
         while True:
-            samples.MergeFrom(await self._on_device(devices.sample, self.gpus))
-            ticks += 1
+            try:
+                samples.MergeFrom(await self._on_device(devices.sample, self.gpus))
+                ticks += 1
+            except Exception:  # a device error must not end the telemetry stream
+                log.exception("node %s: sampling failed", self.node)
             if ticks >= self.batch_ticks:
-                shards = shard_samples(self.shards, time.time()) if self.shards else []
                 if outbox.qsize() < MAX_QUEUED_BATCHES:
-                    batch = agent_pb2.TelemetryBatch(
-                        gpus=samples, shards=shards, failsafe_active=self.failsafe_active
-                    )
-                    outbox.put_nowait(agent_pb2.AgentMessage(telemetry=batch))
+                    message = await self._on_device(self.core.telemetry, samples, time.time())
+                    outbox.put_nowait(message)
                 samples = agent_pb2.GpuSamples()
                 ticks = 0
             next_s = max(next_s + interval_s, time.monotonic())
@@ -252,22 +228,6 @@ class NodeAgent:
         timeout_s = self.config.failsafe.timeout_s
         while True:
             await asyncio.sleep(min(0.5, timeout_s / 10))
-            silent_s = time.monotonic() - self._last_contact_s
-            if self.failsafe_active or silent_s <= timeout_s:
-                continue
-            errors = await self._on_device(
-                devices.set_failsafe_limits, self.gpus, self.failsafe_limits_w
-            )
-            if errors:
-                log.error("node %s: fail-safe limits not all applied: %s", self.node, errors)
-                continue
-            self.failsafe_active = True
-            limits = ", ".join(
-                f"{g.index}:{w:g} W" for g, w in zip(self.gpus, self.failsafe_limits_w, strict=True)
-            )
-            log.warning(
-                "node %s: no controller for %.1f s; GPUs set to their fail-safe limits (%s)",
-                self.node,
-                silent_s,
-                limits,
-            )
+            done = await self._on_device(self.core.check_failsafe, time.monotonic())
+            if done is not None:
+                log.warning("%s", done)

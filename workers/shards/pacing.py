@@ -8,8 +8,8 @@ With no GPU a shard runs its real work (training steps, decode steps) on the CPU
 where ``cpu_capacity`` is the rate the CPU just reached on that step (units / seconds it
 took), ``sim_throughput_now`` is what the shard's simulated GPU does at its current power
 limit and clocks, and ``reference_throughput`` is the **same workload, uncapped, at maximum
-clock on the fastest GPU type of the catalog** (:func:`reference_throughput`). So a CPU
-shard stands for the fastest catalog GPU running flat out; every other type and every cap
+clock on the reference type** (:data:`REFERENCE_TYPE`, :func:`reference_throughput`). So a
+CPU shard stands for that GPU running flat out; every slower type and every cap
 or clock lock slows it by exactly the ratio the physical model gives. The ratio is at most
 1, so pacing only ever adds waiting, never speeds the CPU up.
 
@@ -36,13 +36,18 @@ MIN_RATIO = 1e-9
 MIN_WAIT_S = 0.002
 
 
+#: The type a CPU shard stands for, running flat out (a faster type also runs at the CPU's
+#: pace: pacing only ever slows a shard down).
+REFERENCE_TYPE = "H100-SXM"
+
+
 def reference_throughput(workload: physics.Workload) -> float:
-    """The rate a CPU shard stands for: ``workload`` uncapped on the fastest catalog type.
+    """The rate a CPU shard stands for: ``workload`` uncapped on :data:`REFERENCE_TYPE`.
 
     Returns:
         Units per second (samples/s for training, tokens/s otherwise).
     """
-    return max(physics.peak_throughput(spec, workload) for spec in CATALOG.values())
+    return physics.peak_throughput(CATALOG[REFERENCE_TYPE], workload)
 
 
 class Pacer:

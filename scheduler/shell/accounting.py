@@ -1,0 +1,115 @@
+"""What ``decide()`` is told: every GPU counted safely, every job with its demand and SLO.
+
+The budget counts each GPU at the highest limit it may really hold:
+
+* a LIVE node's GPUs at the larger of their acked and pending limits (decide() commands
+  them, lowerings first);
+* a STALE or UNKNOWN node's (telemetry stopped, stream gone, or not registered since a
+  controller restart) at the highest limit they may hold: acked or commanded, as
+  persisted before any raise was sent; the catalog maximum when nothing is known. An agent
+  only ever lowers a limit on its own (fail-safe and boot take the lower of its limit and
+  its fail-safe limit), so it never holds more;
+* a LOST node's, silent past the lost timeout (twice the fail-safe timeout at least), at the
+  lower of that and its fail-safe limit: its agent has applied the fail-safe by then, or the
+  node is down (and boots at no more than that).
+"""
+
+from __future__ import annotations
+
+from greenllm.devices.catalog import get_spec
+from scheduler.core.lifecycle import NodePhase
+from scheduler.core.types import GPUState, JobState
+from scheduler.shell.jobs import JobMeasure, JobRecord
+from scheduler.shell.nodes import NodeRecord
+
+#: Seconds over which an inference backlog should be drained (sets its demand).
+DRAIN_HORIZON_S = 5.0
+#: Decode capacity asked for per output token/s of demand: prefill shares the replicas'
+#: time, and arrivals fluctuate around their mean.
+DEMAND_HEADROOM = 1.25
+
+
+def gpu_states(
+    nodes: dict[str, NodeRecord],
+    assigned: dict[tuple[str, int], tuple[str, int, float]],
+    reserved: set[tuple[str, int]],
+) -> list[GPUState]:
+    """Every GPU of every configured node, accounted safely.
+
+    Args:
+        nodes: The nodes, with their phases of this step.
+        assigned: ``(node, index)`` -> ``(job_id, rank, work rate)`` of running shards.
+        reserved: GPUs on which a shard is still stopping.
+    """
+    out: list[GPUState] = []
+    for node in nodes.values():
+        live = node.phase is NodePhase.LIVE
+        if not node.gpus:
+            for index, gpu_type in enumerate(node.config_gpu_types):
+                max_w = get_spec(gpu_type).max_power_limit_w
+                out.append(GPUState(node.name, index, gpu_type, 0.0, 0.0, max_w, stale=True))
+            continue
+        for g in node.gpus:
+            latest = g.latest
+            job_id, rank, rate = assigned.get((node.name, g.index), (None, None, 0.0))
+            if live:
+                acked_w, pending_w = g.acked_limit_w, g.pending_limit_w()
+            else:
+                acked_w, pending_w = g.worst_limit_w(), None
+                if node.phase is NodePhase.LOST:
+                    acked_w = min(acked_w, g.worst_failsafe_w())
+            out.append(
+                GPUState(
+                    node=node.name,
+                    index=g.index,
+                    gpu_type=g.gpu_type,
+                    power_w=latest.power_w if latest is not None and live else 0.0,
+                    sm_clock_mhz=latest.sm_clock_mhz if latest is not None and live else 0.0,
+                    acked_limit_w=acked_w,
+                    pending_limit_w=pending_w,
+                    locked_max_sm_clock_mhz=g.locked_max_sm_clock_mhz,
+                    stale=not live,
+                    job_id=job_id,
+                    shard=rank,
+                    work_rate=rate,
+                    min_limit_w=g.min_power_limit_w,
+                    max_limit_w=g.max_power_limit_w,
+                    refused_below_w=g.floor_w or 0.0,
+                    reserved=(node.name, g.index) in reserved,
+                )
+            )
+    return out
+
+
+def job_state(job: JobRecord, measure: JobMeasure, now_s: float, period_s: float) -> JobState:
+    """The job as ``decide()`` sees it: its demand and the rate its SLO needs now.
+
+    Training: a deadline sets the rate still needed to finish on time (work left over time
+    left), when the job's total work is known. Inference: demand is the measured arrival
+    rate plus draining what waits, with headroom; the SLO asks for no more than that.
+    """
+    spec = job.spec
+    slo = spec.slo.min_throughput
+    demand = None
+    if spec.kind == "train":
+        total = spec.total_work_units()
+        if spec.slo.deadline_s > 0 and total is not None:
+            left_s = max(job.submitted_s + spec.slo.deadline_s - now_s, period_s)
+            slo = max(slo, max(0.0, total - measure.work_units) / left_s)
+    elif job.shards and measure.demand_known:
+        need = measure.offered_rate + measure.queued_units / DRAIN_HORIZON_S
+        demand = DEMAND_HEADROOM * need
+        slo = min(DEMAND_HEADROOM * slo, demand)
+    return JobState(
+        job_id=job.job_id,
+        kind=spec.kind,
+        phase="pending" if not job.shards else "running",
+        workload=spec.workload(),
+        shards=spec.shards,
+        priority=float(spec.priority),
+        allowed_gpu_types=tuple(spec.gpu_types),
+        preferred_gpu_types=tuple(spec.preferred_gpu_types),
+        slo_units_per_s=slo,
+        floor_w=spec.floor_w,
+        demand_units_per_s=demand,
+    )

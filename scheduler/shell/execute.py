@@ -1,0 +1,115 @@
+"""Carrying out ``decide()``'s actions: shards started, limits and clocks set, load shared.
+
+Commands are queued per node in ``decide()``'s order (lowerings before raises) and leave
+together at the end of the step, after :class:`~scheduler.shell.persist.Persister` has put
+every raise on disk.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from greenllm.proto.v1 import agent_pb2
+from scheduler.core.lifecycle import JOB_TRANSITIONS, JobEvent, JobPhase, ShardPhase, next_phase
+from scheduler.core.reconcile import shard_id
+from scheduler.core.types import Actions, Placement
+from scheduler.shell.jobs import ShardRecord
+from scheduler.shell.ports import StoredEvent
+
+if TYPE_CHECKING:
+    from scheduler.shell.controller import ControllerShell
+
+
+def carry_out(shell: ControllerShell, actions: Actions, now_s: float) -> None:
+    """Queue the commands of ``actions``, in order."""
+    by_job: dict[str, list[Placement]] = defaultdict(list)
+    for p in actions.placements:
+        by_job[p.job_id].append(p)
+    for job_id, placements in by_job.items():
+        _place(shell, job_id, placements, now_s)
+    for lim in actions.power_limits:
+        body = agent_pb2.SetPowerLimit(gpu_index=lim.index, power_limit_w=lim.power_limit_w)
+        shell.queue(lim.node, agent_pb2.Command(set_power_limit=body), now_s)
+    for lock in actions.clock_locks:
+        body_l = agent_pb2.LockSmClocks(
+            gpu_index=lock.index,
+            min_sm_clock_mhz=lock.min_sm_clock_mhz,
+            max_sm_clock_mhz=lock.max_sm_clock_mhz,
+        )
+        shell.queue(lock.node, agent_pb2.Command(lock_sm_clocks=body_l), now_s)
+    for reset in actions.clock_resets:
+        body_r = agent_pb2.ResetSmClocks(gpu_index=reset.index)
+        shell.queue(reset.node, agent_pb2.Command(reset_sm_clocks=body_r), now_s)
+    _load_weights(shell, actions, now_s)
+    shell.unmet_slos = {s.job_id: s.reason for s in actions.unmet_slos}
+
+
+def _place(shell: ControllerShell, job_id: str, placements: list[Placement], now_s: float) -> None:
+    job = shell.jobs.jobs[job_id]
+    new = JobPhase(next_phase(JOB_TRANSITIONS, job.phase, JobEvent.PLACED))
+    where = ", ".join(f"{p.node}:{p.index}" for p in placements)
+    shell.persist.event(
+        StoredEvent(
+            shell.wall_clock(),
+            job_id,
+            new.value,
+            f"job {job_id} placed on {where}",
+            "job",
+            job_id,
+            job.phase.value,
+        )
+    )
+    job.phase, job.phase_since_s, job.reason = new, now_s, f"placed on {where}"
+    for p in placements:
+        gpus = shell.nodes[p.node].gpus
+        job.energy_start_j[(p.node, p.index)] = (
+            gpus[p.index].energy_j() if p.index < len(gpus) else None
+        )
+        start = agent_pb2.StartShard(
+            shard_id=shard_id(job_id, p.shard),
+            job_id=job_id,
+            gpu_indices=[p.index],
+            spec_json=job.spec_json,
+            generation=job.generation,
+        )
+        cid = shell.queue(p.node, agent_pb2.Command(start_shard=start), now_s)
+        shard = job.shards[p.shard] = ShardRecord(
+            job_id,
+            p.shard,
+            job.generation,
+            p.node,
+            p.index,
+            ShardPhase.STARTING,
+            now_s,
+            start_command=cid,
+        )
+        if cid is not None:
+            shell.start_commands[cid] = shard
+    shell.persist.dirty(job)
+
+
+def _load_weights(shell: ControllerShell, actions: Actions, now_s: float) -> None:
+    """Each node hosting a shard of a job gets the whole job's weights (a replica routes by
+    its slice of all of them); sent only when they change."""
+    rank_of = {
+        (s.node, s.index): (job.job_id, s.rank)
+        for job in shell.jobs.active()
+        for s in job.shards.values()
+    }
+    per_job: dict[str, dict[str, float]] = defaultdict(dict)
+    nodes_of: dict[str, set[str]] = defaultdict(set)
+    for w in actions.load_weights:
+        owner = rank_of.get((w.node, w.index))
+        if owner is not None and owner[0] == w.job_id:
+            per_job[w.job_id][shard_id(w.job_id, owner[1])] = w.weight
+            nodes_of[w.job_id].add(w.node)
+    per_node: dict[str, dict[str, float]] = defaultdict(dict)
+    for job_id, weights in per_job.items():
+        for node in nodes_of[job_id]:
+            per_node[node].update(weights)
+    for node, weights in per_node.items():
+        if shell.weights_sent.get(node) != weights:
+            body = agent_pb2.SetLoadWeights(weights=weights)
+            if shell.queue(node, agent_pb2.Command(set_load_weights=body), now_s) is not None:
+                shell.weights_sent[node] = weights

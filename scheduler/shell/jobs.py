@@ -1,0 +1,270 @@
+"""The job table: jobs with their lifecycle phase, shards, and energy/work ledger.
+
+Active jobs and the most recently ended ones live in memory; every job lives in the store
+(``ListJobs`` pages through it), so memory and status stay bounded however many jobs
+were ever submitted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import grpc
+
+from greenllm.errors import ConfigError
+from greenllm.jobspec import JobSpec, parse_job_spec
+from scheduler.core.lifecycle import JobPhase, ShardPhase
+from scheduler.core.reconcile import shard_id
+from scheduler.shell.errors import BadInput
+from scheduler.shell.nodes import NodeRecord
+from scheduler.shell.ports import StoredJob, StoredShard
+
+#: Largest job spec accepted, bytes of JSON.
+MAX_SPEC_BYTES = 64 * 1024
+#: Ended jobs kept in memory (and shown by status), newest.
+RECENT_ENDED = 50
+
+
+@dataclass
+class ShardRecord:
+    """One shard of a job's current (or a stopping earlier) generation.
+
+    Attributes:
+        job_id: Its job.
+        rank: Rank (training) or replica number (inference).
+        generation: The generation it was started for.
+        node: Its node.
+        index: Its GPU on that node.
+        phase: Its phase.
+        since_s: When it entered the phase, seconds.
+        ack: Outcome of its StartShard: None (none yet), "" (applied) or the refusal.
+        start_command: Id of its StartShard command (None: not sent).
+    """
+
+    job_id: str
+    rank: int
+    generation: int
+    node: str
+    index: int
+    phase: ShardPhase
+    since_s: float
+    ack: str | None = None
+    start_command: int | None = None
+
+    @property
+    def shard_id(self) -> str:
+        """The agents' id of this shard."""
+        return shard_id(self.job_id, self.rank)
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """``(job_id, generation, rank)``."""
+        return (self.job_id, self.generation, self.rank)
+
+
+@dataclass
+class JobRecord:
+    """One submitted job.
+
+    Attributes:
+        job_id: Controller-assigned id.
+        spec: The validated spec.
+        spec_json: The spec as submitted.
+        seq: Submission order.
+        submitted_at_s: Unix time of submission.
+        submitted_s: Submission on the controller's clock (deadlines count from it), s.
+        phase: Its lifecycle phase.
+        phase_since_s: When it entered the phase, seconds.
+        reason: Why it entered the phase.
+        generation: Placements so far minus one (each placement starts a new generation).
+        restarts: Times it was placed again.
+        shards: Its current generation's shards, by rank.
+        energy_start_j: ``(node, GPU index)`` -> that GPU's energy counter at placement.
+        carried: ``(energy_j, work_units)`` of earlier generations.
+        final: ``(energy_j, work_units)`` frozen when it ended (None while active).
+        ended_at_s: Unix time it ended (0 while active).
+    """
+
+    job_id: str
+    spec: JobSpec
+    spec_json: str
+    seq: int
+    submitted_at_s: float
+    submitted_s: float
+    phase: JobPhase = JobPhase.PENDING
+    phase_since_s: float = 0.0
+    reason: str = "submitted"
+    generation: int = 0
+    restarts: int = 0
+    shards: dict[int, ShardRecord] = field(default_factory=dict)
+    energy_start_j: dict[tuple[str, int], float | None] = field(default_factory=dict)
+    carried: tuple[float, float] = (0.0, 0.0)
+    final: tuple[float, float] | None = None
+    ended_at_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobMeasure:
+    """What telemetry says about a job.
+
+    Attributes:
+        throughput: Units of work per second, summed over its shards (None: its shards
+            report no work, e.g. a script that never calls ``greenllm.job.report``).
+        work_units: Units of work done, summed over its generations.
+        energy_j: Energy its GPUs used while it held them, joules.
+        steps: Training steps done (the furthest shard's count).
+        offered_rate: Inference: units of work asked per second (arrivals).
+        queued_units: Inference: units of work waiting now.
+        demand_known: Its shards report what is asked of them (inference replicas that
+            measure their arrivals).
+    """
+
+    throughput: float | None
+    work_units: float
+    energy_j: float
+    steps: int = 0
+    offered_rate: float = 0.0
+    queued_units: float = 0.0
+    demand_known: bool = False
+
+
+def measure_job(nodes: dict[str, NodeRecord], job: JobRecord) -> JobMeasure:
+    """Throughput and work from its shards' reports, energy from its GPUs' counters; an
+    ended job's frozen ledger."""
+    if job.final is not None:
+        return JobMeasure(None, job.final[1], job.final[0])
+    energy, work = job.carried
+    rate, offered, queued, steps, reporting, known = 0.0, 0.0, 0.0, 0, False, False
+    for shard in job.shards.values():
+        node = nodes[shard.node]
+        report = node.shards.get(shard.shard_id)
+        if report is not None and report.latest.generation == job.generation:
+            reporting = True
+            rate += report.work_rate()
+            work += report.latest.work_units
+            steps = max(steps, report.latest.steps)
+            offered += report.offered_rate()
+            queued += report.latest.queued_units
+            known = known or report.latest.offered_units > 0
+        if shard.index < len(node.gpus):
+            start_j = job.energy_start_j.get((shard.node, shard.index))
+            latest_j = node.gpus[shard.index].energy_j()
+            if start_j is not None and latest_j is not None and latest_j >= start_j:
+                energy += latest_j - start_j
+    return JobMeasure(rate if reporting else None, work, energy, steps, offered, queued, known)
+
+
+def parse_submission(spec_json: str) -> JobSpec:
+    """Validate a submitted spec (JSON).
+
+    Raises:
+        BadInput: INVALID_ARGUMENT naming the field that is wrong (or the size, or depth).
+    """
+    if len(spec_json.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        raise BadInput(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"job spec: larger than {MAX_SPEC_BYTES // 1024} KiB",
+        )
+    try:
+        data = json.loads(spec_json)
+    except RecursionError:
+        raise BadInput(grpc.StatusCode.INVALID_ARGUMENT, "job spec: nested too deeply") from None
+    except ValueError as exc:
+        raise BadInput(grpc.StatusCode.INVALID_ARGUMENT, f"job spec: not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInput(grpc.StatusCode.INVALID_ARGUMENT, "job spec: expected a mapping")
+    try:
+        return parse_job_spec(data, "job spec")
+    except RecursionError:
+        raise BadInput(grpc.StatusCode.INVALID_ARGUMENT, "job spec: nested too deeply") from None
+    except ConfigError as exc:
+        raise BadInput(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+
+
+class JobTable:
+    """Active jobs and the most recently ended ones, in submission order."""
+
+    def __init__(self) -> None:
+        self.jobs: OrderedDict[str, JobRecord] = OrderedDict()
+        self.last_seq = 0
+
+    def add(self, spec: JobSpec, spec_json: str, wall_s: float, now_s: float) -> JobRecord:
+        """A new job, with the next id."""
+        self.last_seq += 1
+        job_id = f"{spec.name}-{self.last_seq}"
+        job = JobRecord(job_id, spec, spec_json, self.last_seq, wall_s, now_s, phase_since_s=now_s)
+        self.jobs[job_id] = job
+        return job
+
+    def forget(self, job_id: str) -> None:
+        """Take a job out (a submission whose write failed)."""
+        self.jobs.pop(job_id, None)
+
+    def active(self) -> list[JobRecord]:
+        """Jobs pending, placed or running."""
+        return [j for j in self.jobs.values() if j.phase.active]
+
+    def trim(self) -> None:
+        """Drop ended jobs beyond the newest :data:`RECENT_ENDED` from memory."""
+        ended = [j.job_id for j in self.jobs.values() if not j.phase.active]
+        for job_id in ended[: max(0, len(ended) - RECENT_ENDED)]:
+            del self.jobs[job_id]
+
+
+def stored_job(job: JobRecord, measure: JobMeasure) -> StoredJob:
+    """A job as the store keeps it."""
+    return StoredJob(
+        job_id=job.job_id,
+        seq=job.seq,
+        spec_json=job.spec_json,
+        phase=job.phase.value,
+        reason=job.reason,
+        submitted_at_s=job.submitted_at_s,
+        generation=job.generation,
+        restarts=job.restarts,
+        shards=tuple(
+            StoredShard(s.rank, s.generation, s.node, s.index, s.phase.value)
+            for s in job.shards.values()
+        ),
+        energy_j=measure.energy_j,
+        work_units=measure.work_units,
+        carried=job.carried,
+        energy_start_j=dict(job.energy_start_j),
+        final=job.final is not None,
+        ended_at_s=job.ended_at_s,
+    )
+
+
+def restored_job(stored: StoredJob, now_s: float, wall_s: float) -> JobRecord:
+    """A job read back at start (phase timers restart now; its deadline keeps its wall time).
+
+    Raises:
+        ConfigError: Its stored spec no longer validates.
+    """
+    spec = parse_job_spec(json.loads(stored.spec_json), f"stored job {stored.job_id}")
+    job = JobRecord(
+        job_id=stored.job_id,
+        spec=spec,
+        spec_json=stored.spec_json,
+        seq=stored.seq,
+        submitted_at_s=stored.submitted_at_s,
+        submitted_s=now_s - max(0.0, wall_s - stored.submitted_at_s),
+        phase=JobPhase(stored.phase),
+        phase_since_s=now_s,
+        reason=stored.reason,
+        generation=stored.generation,
+        restarts=stored.restarts,
+        energy_start_j=dict(stored.energy_start_j),
+        carried=stored.carried,
+        ended_at_s=stored.ended_at_s,
+    )
+    for s in stored.shards:
+        job.shards[s.rank] = ShardRecord(
+            job.job_id, s.rank, s.generation, s.node, s.index, ShardPhase(s.phase), now_s, ack=""
+        )
+    if stored.final or not job.phase.active:
+        job.final = (stored.energy_j, stored.work_units)
+        job.shards.clear()
+    return job

@@ -1,0 +1,65 @@
+"""Refining the power model from telemetry (the live controller and the simulator alike).
+
+A reading teaches the model only once its GPU's limit has held for
+:data:`SETTLED_AFTER_S`, with no command pending, on a fresh node, while a training shard
+does work: then the measured watts and work per second belong to the settings in force.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scheduler.core.powermodel import PowerModel
+from scheduler.core.types import ObservedState
+from scheduler.shell.nodes import NodeRecord
+
+#: A GPU's readings teach the power model once its limit has held this long, seconds.
+SETTLED_AFTER_S = 3.0
+#: Readings fed to the model per control step at most (a random subset of the settled
+#: ones, so the cost stays flat on large clusters).
+LEARN_SAMPLES = 64
+
+
+def learn(
+    model: PowerModel,
+    observed: ObservedState,
+    nodes: dict[str, NodeRecord],
+    rng: np.random.Generator,
+) -> int:
+    """Feed settled training readings to ``model``; returns how many were fed."""
+    kinds = {j.job_id: j for j in observed.jobs}
+    rows = []
+    for pos, g in enumerate(observed.gpus):
+        if g.stale:
+            continue
+        record = nodes[g.node].gpus[g.index]
+        held_w, since_s = record.limit_since
+        if held_w != g.acked_limit_w:
+            record.limit_since = (g.acked_limit_w, observed.now_s)
+            continue
+        job = kinds.get(g.job_id) if g.job_id else None
+        if job is None or job.kind != "train" or g.pending_limit_w is not None:
+            continue
+        if observed.now_s - since_s < SETTLED_AFTER_S:
+            continue
+        if g.work_rate > 0:
+            rows.append(pos)
+    if len(rows) > LEARN_SAMPLES:
+        rows = rng.choice(rows, LEARN_SAMPLES, replace=False).tolist()
+    fed = 0
+    for pos in rows:
+        g = observed.gpus[pos]
+        power_w = nodes[g.node].gpus[g.index].average_power_w()
+        if power_w is None:
+            continue
+        job = kinds[str(g.job_id)]
+        model.observe(
+            g.gpu_type,
+            job.workload,
+            g.acked_limit_w,
+            g.locked_max_sm_clock_mhz,
+            power_w,
+            g.work_rate,
+        )
+        fed += 1
+    return fed

@@ -1,0 +1,384 @@
+"""The command/ack ledger: registrations, telemetry, commands in flight and their acks.
+
+Everything an agent says is checked here before it is believed: an inventory must be
+well formed and agree with the config, every telemetry value must be finite and plausible
+(a power limit inside its GPU's reported range), and an ack must answer a command sent on
+the same stream. A rejected message ends its stream with a precise status
+(:class:`~scheduler.shell.errors.BadInput`); what was already believed stays.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from greenllm.devices.catalog import get_spec
+from greenllm.errors import ConfigError
+from greenllm.proto.v1 import agent_pb2
+from scheduler.shell.errors import BadInput
+from scheduler.shell.nodes import GpuReading, GpuRecord, NodeRecord, ShardReport
+from scheduler.shell.ports import Session
+
+#: A node is stale after this many of its telemetry message intervals without one.
+STALE_MESSAGE_INTERVALS = 3
+#: Longest telemetry message interval an agent may announce, seconds.
+MAX_MESSAGE_INTERVAL_S = 60.0
+#: Slack when comparing limits, watts.
+EPS_W = 1e-6
+#: Columns of ``GpuSamples`` after ``index``, in :class:`GpuReading` order.
+COLUMNS = GpuReading._fields
+#: A reading the agent could not take (greenllm.devices.base.UNAVAILABLE).
+UNAVAILABLE = -1.0
+#: Bounds of each column (inclusive); NaN fails every bound. -1 is "unavailable" where a
+#: field may be. Power and power limit are bounded per GPU too (its absurd-power cap, its
+#: reported limit range).
+SAMPLE_BOUNDS: dict[str, tuple[float, float]] = {
+    "timestamp_s": (0.0, 1e11),
+    "power_w": (UNAVAILABLE, math.inf),
+    "power_limit_w": (UNAVAILABLE, math.inf),
+    "energy_j": (0.0, 1e18),
+    "sm_clock_mhz": (UNAVAILABLE, 10_000.0),
+    "utilization_pct": (-1.0, 100.0),
+    "temperature_c": (-50.0, 200.0),
+    "memory_used_mib": (-1.0, 1e7),
+}
+_POWER = COLUMNS.index("power_w")
+_LIMIT = COLUMNS.index("power_limit_w")
+_LO = np.array([[SAMPLE_BOUNDS[c][0]] for c in COLUMNS])
+_HI = np.array([[SAMPLE_BOUNDS[c][1]] for c in COLUMNS])
+
+
+@dataclass(frozen=True)
+class PendingCommand:
+    """A command sent and not yet acked.
+
+    Attributes:
+        node: Target node.
+        session_id: The stream it went out on.
+        gpu_index: Target GPU (-1 for node-wide commands).
+        action: The command's oneof name.
+        value: Commanded limit (W) or lock upper end (MHz); 0 when not applicable.
+        sent_s: When it was sent, seconds.
+        body: The command (shard commands are answered by their ack).
+    """
+
+    node: str
+    session_id: str
+    gpu_index: int
+    action: str
+    value: float
+    sent_s: float
+    body: agent_pb2.Command
+
+
+@dataclass(frozen=True)
+class AckResult:
+    """What an ack changed.
+
+    Attributes:
+        command: The command it answers.
+        refused_lowering: A power-limit lowering the GPU did not apply.
+    """
+
+    command: PendingCommand
+    refused_lowering: bool
+
+
+def _reject(
+    node: str, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
+) -> BadInput:
+    return BadInput(code, f"node {node}: {message}")
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+class Ledger:
+    """Nodes, their GPUs and the commands in flight to them (one event loop, no locks).
+
+    Args:
+        nodes: The configured nodes.
+    """
+
+    def __init__(self, nodes: dict[str, NodeRecord]) -> None:
+        self.nodes = nodes
+        self.pending: dict[int, PendingCommand] = {}
+        #: GPU samples ingested since start.
+        self.samples_ingested = 0
+        self._ids = itertools.count(1)
+
+    # -- registration ------------------------------------------------------------------
+    def inventory(self, node: NodeRecord, msg: agent_pb2.Register) -> list[GpuRecord]:
+        """Check a registration's GPUs and build their records (nothing is changed).
+
+        Raises:
+            BadInput: INVALID_ARGUMENT (malformed), FAILED_PRECONDITION (disagrees with the
+                config or names an unknown GPU type).
+        """
+        infos = sorted(msg.gpus, key=lambda g: g.index)
+        if not infos or [g.index for g in infos] != list(range(len(infos))):
+            raise _reject(
+                node.name, f"GPU indices must be 0..n-1, got {[g.index for g in msg.gpus]}"
+            )
+        types = [g.type for g in infos]
+        if node.config_gpu_types and types != node.config_gpu_types:
+            raise _reject(
+                node.name,
+                f"reported GPUs {types} differ from the config's {node.config_gpu_types}",
+                grpc.StatusCode.FAILED_PRECONDITION,
+            )
+        records = []
+        for g in infos:
+            try:
+                gpu_type = get_spec(g.type).name
+            except ConfigError as exc:
+                raise _reject(node.name, str(exc), grpc.StatusCode.FAILED_PRECONDITION) from None
+            lo, hi, now_w, fs_w = (
+                g.min_power_limit_w,
+                g.max_power_limit_w,
+                g.power_limit_w,
+                g.failsafe_limit_w,
+            )
+            if not (_finite(lo, hi, now_w, fs_w) and 0 < lo <= now_w <= hi < 1e5):
+                raise _reject(
+                    node.name,
+                    f"GPU {g.index}: power limit {now_w!r} W outside its range [{lo!r}, {hi!r}] W",
+                )
+            if fs_w != 0 and not lo <= fs_w <= hi:
+                raise _reject(
+                    node.name,
+                    f"GPU {g.index}: fail-safe limit {fs_w!r} W outside its range "
+                    f"[{lo!r}, {hi!r}] W",
+                )
+            records.append(
+                GpuRecord(
+                    index=g.index,
+                    gpu_type=gpu_type,
+                    uuid=g.uuid,
+                    min_power_limit_w=lo,
+                    max_power_limit_w=hi,
+                    acked_limit_w=now_w,
+                    failsafe_w=fs_w or now_w,
+                )
+            )
+        return records
+
+    def register(
+        self, msg: agent_pb2.Register, session: Session, stale_after_s: float, now_s: float
+    ) -> tuple[NodeRecord, list[str]]:
+        """Accept an agent's registration; its GPUs' records start afresh from what it reports.
+
+        Returns:
+            The node, and remarks for the event log (limits above what was commanded).
+
+        Raises:
+            BadInput: NOT_FOUND (unknown node), ALREADY_EXISTS (it has a live stream),
+                INVALID_ARGUMENT or FAILED_PRECONDITION (bad inventory or interval).
+        """
+        node = self.nodes.get(msg.node)
+        if node is None:
+            known = ", ".join(list(self.nodes)[:20])
+            raise BadInput(
+                grpc.StatusCode.NOT_FOUND,
+                f"node {msg.node[:100]!r} is not in the cluster config ({known})",
+            )
+        if node.session is not None:
+            raise BadInput(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"node {node.name} is already connected (session {node.session.session_id})",
+            )
+        gpus = self.inventory(node, msg)
+        interval_s = msg.telemetry_message_interval_s
+        if not (math.isfinite(interval_s) and 0 <= interval_s <= MAX_MESSAGE_INTERVAL_S):
+            raise _reject(
+                node.name,
+                f"telemetry_message_interval_s {interval_s!r} outside "
+                f"[0, {MAX_MESSAGE_INTERVAL_S:g}]",
+            )
+        remarks = []
+        if len(node.gpus) == len(gpus):
+            for old, new in zip(node.gpus, gpus, strict=True):
+                if new.acked_limit_w > old.worst_limit_w() + EPS_W:
+                    remarks.append(
+                        f"node {node.name} GPU {new.index} holds {new.acked_limit_w:g} W, above "
+                        f"the {old.worst_limit_w():g} W it was commanded: accounted at what it "
+                        "holds"
+                    )
+        for cid in [c for c, p in self.pending.items() if p.node == node.name]:
+            del self.pending[cid]
+        for g in gpus:
+            g.limit_since = (g.acked_limit_w, now_s)
+        node.gpus = gpus
+        node.registered = True
+        node.session = session
+        node.stale_after_s = max(stale_after_s, STALE_MESSAGE_INTERVALS * interval_s)
+        node.last_telemetry_s = None
+        node.contact_s = now_s
+        node.failsafe_active = msg.failsafe_active
+        node.shards.clear()
+        return node, remarks
+
+    def disconnect(self, session: Session) -> bool:
+        """Forget a stream that ended (its node goes stale); False if it was not current.
+
+        Its unacked limit commands stay counted (one may have landed just before the stream
+        ended) until the node registers again and reports what it holds."""
+        node = self.nodes.get(session.node)
+        if node is None or node.session is not session:
+            return False
+        node.session = None
+        for cid in [c for c, p in self.pending.items() if p.session_id == session.session_id]:
+            del self.pending[cid]
+        return True
+
+    # -- telemetry ---------------------------------------------------------------------
+    def ingest(self, session: Session, batch: agent_pb2.TelemetryBatch, now_s: float) -> None:
+        """Take in a telemetry batch: all of it, or on bad input none of it.
+
+        Raises:
+            BadInput: INVALID_ARGUMENT for an unknown GPU index or an implausible value.
+        """
+        node = self.nodes[session.node]
+        cols = batch.gpus
+        readings = 0
+        if len(cols.index):
+            index, values = _check_columns(node, cols)
+            readings = len(index)
+            rows = values.T.tolist()
+            for i, row in dict(zip(index, range(readings), strict=True)).items():
+                gpu = node.gpus[i]
+                reading = gpu.latest = GpuReading._make(rows[row])
+                gpu.energy_window.append((reading.timestamp_s, reading.energy_j))
+                limit_w = reading.power_limit_w
+                if not gpu.pending_limits_w and limit_w >= 0 and limit_w != gpu.acked_limit_w:
+                    gpu.acked_limit_w = reading.power_limit_w
+                    gpu.limit_since = (reading.power_limit_w, now_s)
+        for sh in batch.shards:
+            if not (
+                _finite(sh.work_units, sh.offered_units, sh.queued_units, sh.timestamp_s)
+                and sh.work_units >= 0
+                and sh.offered_units >= 0
+                and sh.queued_units >= 0
+            ):
+                raise _reject(node.name, f"shard {sh.shard_id[:100]!r}: implausible progress")
+            report = node.shards.get(sh.shard_id)
+            if report is None or report.latest.generation != sh.generation:
+                report = node.shards[sh.shard_id] = ShardReport(sh)
+            report.add(sh)
+        node.last_telemetry_s = node.contact_s = now_s
+        node.failsafe_active = batch.failsafe_active
+        self.samples_ingested += readings
+
+    # -- commands ----------------------------------------------------------------------
+    def send(self, node_name: str, command: agent_pb2.Command, now_s: float) -> int | None:
+        """Record ``command`` as pending and queue it on the node's stream.
+
+        Returns:
+            Its command id, or None when the node has no live stream (nothing sent).
+        """
+        node = self.nodes[node_name]
+        session = node.session
+        if session is None:
+            return None
+        cid = next(self._ids)
+        command.command_id = cid
+        action = command.WhichOneof("action") or ""
+        body = getattr(command, action)
+        index, value = -1, 0.0
+        if action == "set_power_limit":
+            index, value = body.gpu_index, body.power_limit_w
+            node.gpus[index].pending_limits_w[cid] = value
+        elif action == "lock_sm_clocks":
+            index, value = body.gpu_index, body.max_sm_clock_mhz
+        elif action == "reset_sm_clocks":
+            index = body.gpu_index
+        elif action == "set_failsafe_limits":
+            for gpu, limit_w in zip(node.gpus, body.limits_w, strict=True):
+                gpu.pending_failsafe_w[cid] = limit_w
+        self.pending[cid] = PendingCommand(
+            node_name, session.session_id, index, action, value, now_s, command
+        )
+        return cid
+
+    def on_ack(self, session: Session, ack: agent_pb2.CommandAck) -> AckResult:
+        """Apply an ack to the bookkeeping.
+
+        Raises:
+            BadInput: INVALID_ARGUMENT when no command with that id went to this stream.
+        """
+        cmd = self.pending.get(ack.command_id)
+        if cmd is None or cmd.session_id != session.session_id:
+            raise _reject(session.node, f"ack for unknown command {ack.command_id}")
+        self._drop(ack.command_id)
+        node = self.nodes[cmd.node]
+        refused = False
+        if cmd.action == "set_failsafe_limits" and ack.success:
+            for gpu, limit_w in zip(node.gpus, cmd.body.set_failsafe_limits.limits_w, strict=True):
+                gpu.failsafe_w = limit_w
+        elif cmd.action == "set_power_limit":
+            gpu = node.gpus[cmd.gpu_index]
+            if ack.success:
+                gpu.acked_limit_w = cmd.value
+            else:
+                refused = cmd.value < gpu.acked_limit_w - EPS_W
+        elif ack.success and cmd.action == "lock_sm_clocks":
+            node.gpus[cmd.gpu_index].locked_max_sm_clock_mhz = int(cmd.value)
+        elif ack.success and cmd.action == "reset_sm_clocks":
+            node.gpus[cmd.gpu_index].locked_max_sm_clock_mhz = None
+        return AckResult(cmd, refused)
+
+    def overdue(self, now_s: float, timeout_s: float) -> set[str]:
+        """Nodes with a command unacked for longer than ``timeout_s``."""
+        return {p.node for p in self.pending.values() if now_s - p.sent_s > timeout_s}
+
+    def power_commands_pending(self) -> bool:
+        """Whether any power-limit command awaits its ack."""
+        return any(p.action == "set_power_limit" for p in self.pending.values())
+
+    def _drop(self, cid: int) -> None:
+        cmd = self.pending.pop(cid)
+        node = self.nodes[cmd.node]
+        if cmd.action == "set_power_limit" and cmd.gpu_index < len(node.gpus):
+            node.gpus[cmd.gpu_index].pending_limits_w.pop(cid, None)
+        elif cmd.action == "set_failsafe_limits":
+            for gpu in node.gpus:
+                gpu.pending_failsafe_w.pop(cid, None)
+
+
+def _check_columns(node: NodeRecord, cols: agent_pb2.GpuSamples) -> tuple[list[int], np.ndarray]:
+    """A batch's GPU readings as a checked array (one row per column, one column per reading).
+
+    Raises:
+        BadInput: INVALID_ARGUMENT naming the node, GPU, field and value at fault.
+    """
+    index = list(cols.index)
+    columns = [list(getattr(cols, name)) for name in COLUMNS]
+    if any(len(c) != len(index) for c in columns):
+        lengths = {name: len(c) for name, c in zip(COLUMNS, columns, strict=True)}
+        raise _reject(
+            node.name, f"telemetry columns of unequal length ({len(index)} indices, {lengths})"
+        )
+    if max(index) >= len(node.gpus):
+        raise _reject(node.name, f"telemetry for GPU {max(index)}, which it does not have")
+    values = np.array(columns, dtype=float)
+    lo = np.repeat(_LO, len(index), axis=1)
+    hi = np.repeat(_HI, len(index), axis=1)
+    gpus = [node.gpus[i] for i in index]
+    hi[_POWER] = [g.power_cap_w for g in gpus]
+    lo[_LIMIT] = [g.min_power_limit_w - 1e-3 for g in gpus]
+    hi[_LIMIT] = [g.max_power_limit_w + 1e-3 for g in gpus]
+    ok = (values >= lo) & (values <= hi)
+    ok[_LIMIT] |= values[_LIMIT] == UNAVAILABLE
+    if not ok.all():
+        col, row = np.argwhere(~ok)[0]
+        raise _reject(
+            node.name,
+            f"GPU {index[row]}: {COLUMNS[col]} {float(values[col, row])!r} outside "
+            f"[{lo[col, row]:g}, {hi[col, row]:g}]",
+        )
+    return index, values

@@ -1,0 +1,181 @@
+"""Per-node records: GPUs with their limits, readings and commands in flight; shard reports."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from greenllm.proto.v1 import agent_pb2
+from scheduler.core.lifecycle import NodePhase
+from scheduler.shell.ports import Session
+
+#: A power reading above this multiple of the GPU's highest limit is absurd.
+ABSURD_POWER_FACTOR = 2.0
+#: Samples kept per GPU and per shard for rates, newest last.
+WINDOW_SAMPLES = 32
+
+
+class GpuReading(NamedTuple):
+    """One telemetry reading of a GPU (a row of ``GpuSamples``)."""
+
+    timestamp_s: float
+    power_w: float
+    energy_j: float
+    power_limit_w: float
+    sm_clock_mhz: float
+    utilization_pct: float
+    temperature_c: float
+    memory_used_mib: float
+
+
+@dataclass
+class GpuRecord:
+    """What the controller knows of one GPU.
+
+    Attributes:
+        index: Index on its node.
+        gpu_type: Its type.
+        uuid: The agent's identifier for it.
+        min_power_limit_w: Lowest limit it reported, watts.
+        max_power_limit_w: Highest limit it reported, watts.
+        acked_limit_w: Limit in force as last acked or reported, watts.
+        failsafe_w: Fail-safe limit its agent holds for it, as acked, watts.
+        pending_limits_w: Power-limit commands not yet acked: command id -> watts.
+        pending_failsafe_w: Fail-safe limits sent, not yet acked: command id -> watts.
+        locked_max_sm_clock_mhz: Upper end of the acked SM clock lock (None: free), MHz.
+        floor_w: After a refused lowering, the lowest limit it is planned at, watts.
+        floor_until_s: When the floor is dropped and a lowering tried again, seconds.
+        latest: Latest reading (None: none yet).
+        energy_window: Recent ``(timestamp_s, energy_j)`` pairs.
+        limit_since: ``(limit_w, since_s)``: the acked limit and since when it holds.
+    """
+
+    index: int
+    gpu_type: str
+    uuid: str
+    min_power_limit_w: float
+    max_power_limit_w: float
+    acked_limit_w: float
+    failsafe_w: float
+    pending_limits_w: dict[int, float] = field(default_factory=dict)
+    pending_failsafe_w: dict[int, float] = field(default_factory=dict)
+    locked_max_sm_clock_mhz: int | None = None
+    floor_w: float | None = None
+    floor_until_s: float = 0.0
+    latest: GpuReading | None = None
+    energy_window: deque[tuple[float, float]] = field(
+        default_factory=lambda: deque(maxlen=WINDOW_SAMPLES)
+    )
+    limit_since: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def power_cap_w(self) -> float:
+        """Power readings above this are absurd, watts."""
+        return ABSURD_POWER_FACTOR * self.max_power_limit_w
+
+    def pending_limit_w(self) -> float | None:
+        """Largest commanded, not yet acked limit, watts (None: none)."""
+        return max(self.pending_limits_w.values()) if self.pending_limits_w else None
+
+    def worst_limit_w(self) -> float:
+        """The highest limit the GPU may hold now (acked or in flight), watts."""
+        return max([self.acked_limit_w, *self.pending_limits_w.values()])
+
+    def worst_failsafe_w(self) -> float:
+        """The highest fail-safe limit its agent may hold for it (acked or in flight), W."""
+        return max([self.failsafe_w, *self.pending_failsafe_w.values()])
+
+    def average_power_w(self) -> float | None:
+        """Mean power over the energy window, watts (None: too few samples)."""
+        if len(self.energy_window) < 2:
+            return None
+        (t0, e0), (t1, e1) = self.energy_window[0], self.energy_window[-1]
+        return (e1 - e0) / (t1 - t0) if t1 > t0 else None
+
+    def energy_j(self) -> float | None:
+        """Its energy counter at the latest reading, joules (None: no reading)."""
+        return self.energy_window[-1][1] if self.energy_window else None
+
+
+@dataclass
+class ShardReport:
+    """What a node reports of one shard it runs.
+
+    Attributes:
+        latest: The latest sample.
+        work_window: Recent ``(timestamp_s, work_units)`` pairs.
+        offered_window: Recent ``(timestamp_s, offered_units)`` pairs (inference arrivals).
+    """
+
+    latest: agent_pb2.ShardSample
+    work_window: deque[tuple[float, float]] = field(
+        default_factory=lambda: deque(maxlen=WINDOW_SAMPLES)
+    )
+    offered_window: deque[tuple[float, float]] = field(
+        default_factory=lambda: deque(maxlen=WINDOW_SAMPLES)
+    )
+
+    def add(self, sample: agent_pb2.ShardSample) -> None:
+        """Take a newer sample."""
+        self.latest = sample
+        self.work_window.append((sample.timestamp_s, sample.work_units))
+        self.offered_window.append((sample.timestamp_s, sample.offered_units))
+
+    def work_rate(self) -> float:
+        """Units of work per second over the window (0 with fewer than two samples)."""
+        return _rate(self.work_window)
+
+    def offered_rate(self) -> float:
+        """Units of work arriving per second over the window (inference)."""
+        return _rate(self.offered_window)
+
+
+def _rate(window: deque[tuple[float, float]]) -> float:
+    if len(window) < 2:
+        return 0.0
+    (t0, w0), (t1, w1) = window[0], window[-1]
+    return max(0.0, (w1 - w0) / (t1 - t0)) if t1 > t0 else 0.0
+
+
+@dataclass
+class NodeRecord:
+    """One node of the config.
+
+    Attributes:
+        name: Node name.
+        config_gpu_types: GPU types the config lists, in index order (may be empty for an
+            NVML node).
+        gpus: Its GPUs as last registered (empty until it registers, or restored).
+        registered: Its agent registered with this controller at least once.
+        session: The live stream, if any.
+        phase: Its lifecycle phase.
+        phase_since_s: When it entered that phase, seconds.
+        last_telemetry_s: Time of its last telemetry (None: none since it registered).
+        contact_s: Time of its last registration or telemetry (None: neither).
+        stale_after_s: Telemetry older than this makes it stale, seconds.
+        failsafe_active: The agent reported holding its GPUs at their fail-safe limits.
+        shards: The shards it reports, by shard id.
+        last_sent_s: When a message last went to its agent (heartbeats follow it), seconds.
+    """
+
+    name: str
+    config_gpu_types: list[str]
+    gpus: list[GpuRecord] = field(default_factory=list)
+    registered: bool = False
+    session: Session | None = None
+    phase: NodePhase = NodePhase.UNKNOWN
+    phase_since_s: float = 0.0
+    last_telemetry_s: float | None = None
+    contact_s: float | None = None
+    stale_after_s: float = 1.0
+    failsafe_active: bool = False
+    shards: dict[str, ShardReport] = field(default_factory=dict)
+    last_sent_s: float = -np.inf
+
+    def fresh(self, now_s: float) -> bool:
+        """Connected, with telemetry (or its registration) younger than :attr:`stale_after_s`."""
+        last = self.contact_s
+        return self.session is not None and last is not None and now_s - last <= self.stale_after_s

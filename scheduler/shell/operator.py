@@ -1,0 +1,198 @@
+"""What operators and ML engineers ask of the controller: jobs, budget, policy.
+
+Every change is on disk before it is acknowledged. When the state directory cannot be
+written, changes are refused with UNAVAILABLE, except a budget cut: lowering is always
+safe, so a cut is enforced at once and the answer says it will not survive a restart.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import grpc
+
+from greenllm.errors import ConfigError
+from scheduler.core.lifecycle import JOB_TRANSITIONS, JobEvent, JobPhase, allows
+from scheduler.policies import load_policy
+from scheduler.shell import transitions
+from scheduler.shell.errors import BadInput
+from scheduler.shell.jobs import JobRecord, measure_job, parse_submission, restored_job, stored_job
+from scheduler.shell.ports import StoredEvent, Write
+
+if TYPE_CHECKING:
+    from scheduler.shell.controller import ControllerShell
+
+CANCELLED = "cancelled by an operator"
+#: Longest policy name accepted, characters.
+MAX_NAME_CHARS = 200
+
+
+def submit(shell: ControllerShell, spec_json: str) -> JobRecord:
+    """Validate and add a job; it is on disk when this returns.
+
+    Raises:
+        BadInput: INVALID_ARGUMENT (a bad spec, naming the field), UNAVAILABLE (not written).
+    """
+    spec = parse_submission(spec_json)
+    job = shell.jobs.add(spec, spec_json, shell.wall_clock(), shell.clock())
+    event = StoredEvent(
+        job.submitted_at_s,
+        job.job_id,
+        "submitted",
+        f"job {job.job_id} submitted",
+        "job",
+        job.job_id,
+    )
+    changes = Write(jobs=[stored_job(job, measure_job(shell.nodes, job))], events=[event])
+    try:
+        shell.persist.durable(changes, f"job {spec.name} was not submitted")
+    except BadInput:
+        shell.jobs.forget(job.job_id)
+        shell.jobs.last_seq -= 1
+        raise
+    shell.wake()
+    return job
+
+
+def cancel(shell: ControllerShell, job_id: str) -> JobRecord:
+    """Cancel an active job: its shards stop, its ledger freezes, its GPUs are freed.
+
+    Raises:
+        BadInput: NOT_FOUND, FAILED_PRECONDITION (already ended), UNAVAILABLE (not written).
+    """
+    job = get(shell, job_id)
+    if not allows(JOB_TRANSITIONS, job.phase, JobEvent.CANCEL):
+        raise BadInput(
+            grpc.StatusCode.FAILED_PRECONDITION, f"job {job.job_id} is already {job.phase.value}"
+        )
+    measure = measure_job(shell.nodes, job)
+    ended = replace(
+        stored_job(job, measure),
+        phase=JobPhase.CANCELLED.value,
+        reason=CANCELLED,
+        final=True,
+        ended_at_s=shell.wall_clock(),
+        shards=(),
+    )
+    event = StoredEvent(
+        shell.wall_clock(),
+        job.job_id,
+        JobPhase.CANCELLED.value,
+        f"job {job.job_id} cancelled: {CANCELLED}",
+        "job",
+        job.job_id,
+        job.phase.value,
+    )
+    shell.persist.durable(
+        Write(jobs=[ended], events=[event]), f"job {job.job_id} was not cancelled"
+    )
+    transitions.end(shell, job, JobPhase.CANCELLED, CANCELLED)
+    return job
+
+
+def get(shell: ControllerShell, job_id: str) -> JobRecord:
+    """A job by id, from memory or the store.
+
+    Raises:
+        BadInput: NOT_FOUND.
+    """
+    job = shell.job(job_id)
+    if job is not None:
+        return job
+    stored = shell.persist.store.job(job_id) if len(job_id) <= 200 else None
+    if stored is not None:
+        try:
+            return restored_job(stored, shell.clock(), shell.wall_clock())
+        except (ConfigError, ValueError):
+            pass
+    raise BadInput(grpc.StatusCode.NOT_FOUND, f"no job {job_id[:200]!r}")
+
+
+def set_budget(
+    shell: ControllerShell, budget_w: float, reserve_w: float | None
+) -> tuple[float, float]:
+    """Set the budget (and reserve); on disk when this returns.
+
+    Raises:
+        BadInput: INVALID_ARGUMENT / FAILED_PRECONDITION (impossible values), UNAVAILABLE
+            (not written: a cut is enforced anyway, a raise is not).
+    """
+    reserve_w = shell.reserve_w if reserve_w is None else reserve_w
+    if not (math.isfinite(budget_w) and budget_w > 0):
+        raise BadInput(grpc.StatusCode.INVALID_ARGUMENT, f"budget_w must be > 0, got {budget_w!r}")
+    if not (math.isfinite(reserve_w) and 0 <= reserve_w < budget_w):
+        raise BadInput(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"reserve_w must be in [0, budget_w), got {reserve_w!r}",
+        )
+    floor_w = min_limits_w(shell)
+    if budget_w - reserve_w < floor_w:
+        raise BadInput(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"budget {budget_w:g} W - reserve {reserve_w:g} W is below the sum of the GPUs' "
+            f"minimum power limits ({floor_w:g} W)",
+        )
+    text = (
+        f"budget {budget_w:g} W, reserve {reserve_w:g} W "
+        f"(was {shell.budget_w:g} W, {shell.reserve_w:g} W)"
+    )
+    changes = Write(
+        settings={"budget_w": budget_w, "reserve_w": reserve_w},
+        events=[StoredEvent(shell.wall_clock(), None, "settings", text)],
+    )
+    is_cut = budget_w - reserve_w < shell.usable_w
+    try:
+        shell.persist.durable(changes, "the budget was not changed")
+    except BadInput as exc:
+        if not is_cut:
+            raise
+        shell.budget_w, shell.reserve_w = budget_w, reserve_w
+        shell.wake()
+        raise BadInput(
+            grpc.StatusCode.UNAVAILABLE,
+            exc.message.replace(
+                "the budget was not changed",
+                f"the cut to {budget_w:g} W is "
+                "enforced now but will not survive a controller restart",
+            ),
+        ) from None
+    shell.budget_w, shell.reserve_w = budget_w, reserve_w
+    shell.wake()
+    return budget_w, reserve_w
+
+
+def set_policy(shell: ControllerShell, name: str) -> str:
+    """Switch the allocation policy (from the next step); on disk when this returns.
+
+    Raises:
+        BadInput: NOT_FOUND (no such policy), UNAVAILABLE (not written).
+    """
+    try:
+        if len(name) > MAX_NAME_CHARS:
+            raise ConfigError(f"unknown policy {name[:40]!r}... ({len(name)} characters)")
+        policy = load_policy(name)
+    except ConfigError as exc:
+        raise BadInput(grpc.StatusCode.NOT_FOUND, str(exc)) from None
+    changes = Write(
+        settings={"policy": name},
+        events=[StoredEvent(shell.wall_clock(), None, "settings", f"policy {name}")],
+    )
+    shell.persist.durable(changes, "the policy was not changed")
+    shell.policy, shell.policy_name = policy, name
+    shell.wake()
+    return name
+
+
+def min_limits_w(shell: ControllerShell) -> float:
+    """Sum of every GPU's lowest limit (reported, else the catalog's), watts."""
+    from greenllm.devices.catalog import get_spec
+
+    total = 0.0
+    for node in shell.nodes.values():
+        if node.gpus:
+            total += sum(g.min_power_limit_w for g in node.gpus)
+        else:
+            total += sum(get_spec(t).min_power_limit_w for t in node.config_gpu_types)
+    return total

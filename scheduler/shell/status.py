@@ -1,0 +1,156 @@
+"""Read-only views for the API: cluster status, jobs (paged), a job's event log.
+
+Status stays bounded however long the controller runs: it lists active jobs and the most
+recently ended ones, without their specs (``GetJob`` has a job's spec; ``ListJobs``
+pages through every job).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+
+from greenllm.proto.v1 import cluster_pb2
+from scheduler.shell.errors import BadInput
+from scheduler.shell.jobs import JobRecord, measure_job, restored_job
+from scheduler.shell.ports import StoredEvent, StoredJob
+
+if TYPE_CHECKING:
+    from scheduler.shell.controller import ControllerShell
+
+#: Jobs per ListJobs page by default, and at most.
+PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
+#: Events per GetJobEvents by default, and at most.
+EVENTS, MAX_EVENTS = 200, 10_000
+_JOB_PHASES = {
+    p.name.removeprefix("JOB_PHASE_").lower(): p.number
+    for p in cluster_pb2.JobPhase.DESCRIPTOR.values
+}
+_NODE_PHASES = {
+    p.name.removeprefix("NODE_PHASE_").lower(): p.number
+    for p in cluster_pb2.NodePhase.DESCRIPTOR.values
+}
+
+
+def job_proto(shell: ControllerShell, job: JobRecord, with_spec: bool = False) -> cluster_pb2.Job:
+    """A job with its measurements (its whole spec only when ``with_spec``)."""
+    m = measure_job(shell.nodes, job)
+    s = job.spec
+    summary = cluster_pb2.JobSpec(
+        name=s.name,
+        kind=s.kind,
+        model=s.model,
+        priority=s.priority,
+        shards=s.shards,
+        gpu_types=s.gpu_types,
+        min_throughput=s.slo.min_throughput,
+        deadline_s=s.slo.deadline_s,
+        spec_json=job.spec_json if with_spec else "",
+    )
+    return cluster_pb2.Job(
+        id=job.job_id,
+        spec=summary,
+        state=job.phase.value,
+        phase=_JOB_PHASES[job.phase.value],  # type: ignore[arg-type]
+        reason=job.reason,
+        throughput=m.throughput or 0.0,
+        energy_j=m.energy_j,
+        work_units=m.work_units,
+        submitted_at_s=job.submitted_at_s,
+        steps=m.steps,
+        restarts=job.restarts,
+        ended_at_s=job.ended_at_s,
+    )
+
+
+def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
+    """The whole cluster now (bounded: active and recently ended jobs, no specs)."""
+    now_s = shell.clock()
+    observed = shell.observed(now_s)
+    accounted_w = sum(g.accounted_limit_w for g in observed.gpus)
+    nodes = []
+    power_w = 0.0
+    for node in shell.nodes.values():
+        gpus = []
+        for g in node.gpus:
+            r = g.latest
+            pending = g.pending_limit_w()
+            gpus.append(
+                cluster_pb2.GpuStatus(
+                    index=g.index,
+                    type=g.gpu_type,
+                    power_limit_w=r.power_limit_w if r is not None else g.acked_limit_w,
+                    power_w=r.power_w if r is not None else 0.0,
+                    sm_clock_mhz=r.sm_clock_mhz if r is not None else 0.0,
+                    utilization_pct=r.utilization_pct if r is not None else 0.0,
+                    temperature_c=r.temperature_c if r is not None else 0.0,
+                    memory_used_mib=r.memory_used_mib if r is not None else 0.0,
+                    energy_j=r.energy_j if r is not None else 0.0,
+                    commanded_power_limit_w=g.acked_limit_w,
+                    pending_power_limit_w=pending if pending is not None else 0.0,
+                )
+            )
+            if r is not None and node.session is not None:
+                power_w += max(0.0, r.power_w)
+        last = node.last_telemetry_s
+        nodes.append(
+            cluster_pb2.NodeStatus(
+                name=node.name,
+                connected=node.session is not None,
+                stale=not node.fresh(now_s) or last is None,
+                failsafe_active=node.failsafe_active,
+                gpus=gpus,
+                telemetry_age_s=now_s - last if last is not None else -1.0,
+                phase=_NODE_PHASES[node.phase.value],  # type: ignore[arg-type]
+            )
+        )
+    store_error = shell.persist.error
+    return cluster_pb2.ClusterStatus(
+        budget_w=shell.budget_w,
+        reserve_w=shell.reserve_w,
+        power_w=power_w,
+        accounted_power_limit_w=accounted_w,
+        policy=shell.policy_name,
+        nodes=nodes,
+        jobs=[job_proto(shell, j) for j in shell.jobs.jobs.values()],
+        timestamp_s=shell.wall_clock(),
+        telemetry_samples=shell.ledger.samples_ingested,
+        jobs_total=shell.jobs.last_seq,
+        state_writable=store_error is None,
+        state_error=store_error or "",
+        refused_lowerings=shell.refused_lowerings,
+    )
+
+
+def list_jobs(
+    shell: ControllerShell, page_size: int, page_token: str
+) -> cluster_pb2.ListJobsResponse:
+    """One page of every job ever submitted, newest first.
+
+    Raises:
+        BadInput: INVALID_ARGUMENT for a malformed page token.
+    """
+    size = min(page_size or PAGE_SIZE, MAX_PAGE_SIZE)
+    if page_token and not (page_token.isdigit() and len(page_token) < 12):
+        raise BadInput(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not one this API gave")
+    offset = int(page_token or 0)
+    stored, total = shell.persist.store.jobs_page(offset, size)
+    jobs = [_job_of(shell, s) for s in stored]
+    token = str(offset + size) if offset + size < total else ""
+    return cluster_pb2.ListJobsResponse(jobs=jobs, next_page_token=token, total=total)
+
+
+def _job_of(shell: ControllerShell, stored: StoredJob) -> cluster_pb2.Job:
+    live = shell.job(stored.job_id)
+    if live is not None:
+        return job_proto(shell, live)
+    try:
+        return job_proto(shell, restored_job(stored, shell.clock(), shell.wall_clock()))
+    except ValueError:
+        return cluster_pb2.Job(id=stored.job_id, state=stored.phase, reason="spec unreadable")
+
+
+def job_events(shell: ControllerShell, job_id: str, limit: int) -> list[StoredEvent]:
+    """A job's event log, oldest first (its newest ``limit`` events)."""
+    return shell.persist.store.events(job_id, min(limit or EVENTS, MAX_EVENTS))

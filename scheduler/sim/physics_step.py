@@ -1,0 +1,170 @@
+"""One step of physics: every simulated GPU runs what the world gives it, and the world books
+the work and energy that came of it (exact integrals of the calibrated model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from greenllm.devices import physics
+from scheduler.sim.nodes import SimGPU, SimNode
+from scheduler.sim.world import JobModel, Segments, ShardModel, World
+
+OpKey = tuple[str, physics.Workload, float, int]
+
+
+@dataclass(frozen=True)
+class StepReadings:
+    """What every GPU did in one step, in the simulation's GPU order.
+
+    Attributes:
+        power_w: Mean power over the step, watts (0 on a node that is down).
+        work: Units of work done in the step.
+        sm_clock_mhz: SM clock while busy (or idle clock), MHz.
+        limit_w: Power limit at the end of the step, watts.
+        job: The name of the job whose shard ran on it ("" when idle).
+    """
+
+    power_w: np.ndarray
+    work: np.ndarray
+    sm_clock_mhz: np.ndarray
+    limit_w: np.ndarray
+    job: list[str]
+
+
+class Physics:
+    """Steps the GPUs of every node through the world's workloads.
+
+    Args:
+        nodes: The nodes, in order.
+        world: The workloads.
+    """
+
+    def __init__(self, nodes: list[SimNode], world: World) -> None:
+        self.nodes = nodes
+        self.world = world
+        self.gpus: list[tuple[SimNode, int]] = [(n, i) for n in nodes for i in range(len(n.gpus))]
+        self._ops: dict[OpKey, physics.OperatingPoint] = {}
+        self._energy = np.array([g.energy_j() for n in nodes for g in n.gpus])
+        self._work = np.array([g.work_units() for n in nodes for g in n.gpus])
+
+    def _op(self, gpu: SimGPU, wl: physics.Workload) -> physics.OperatingPoint:
+        lock = gpu.locked_sm_clocks_mhz()
+        key = (gpu.gpu_type, wl, gpu.power_limit_w(), lock[1] if lock else 0)
+        op = self._ops.get(key)
+        if op is None:
+            op = self._ops[key] = physics.operating_point(gpu.spec, wl, key[2], key[3] or None)
+        return op
+
+    def _gpu(self, s: ShardModel) -> SimGPU:
+        return self._node(s.node).gpus[s.gpu_index]
+
+    def _node(self, name: str) -> SimNode:
+        return self._by_name[name]
+
+    def _train(
+        self,
+        job: JobModel,
+        shards: list[ShardModel],
+        dt: float,
+        segs: dict[int, Segments],
+        clocks: dict[int, float],
+        pos: dict[tuple[str, int], int],
+    ) -> None:
+        spec = job.spec
+        total = spec.sim.total_samples
+        done = total is not None and job.samples_done >= total - 1e-9
+        ready = len(shards) == spec.shards and all(s.state == "running" for s in shards)
+        if done or not ready:
+            return
+        wl = spec.true_workload("train")
+        ops = {s.shard_id: self._op(self._gpu(s), wl) for s in shards}
+        pace = min(op.throughput for op in ops.values())
+        if total is not None and pace > 0:
+            pace = min(pace, (total - job.samples_done) / (spec.shards * dt))
+        for s in shards:
+            op = ops[s.shard_id]
+            frac = pace / op.throughput if op.throughput > 0 else 0.0
+            i = pos[(s.node, s.gpu_index)]
+            segs[i] = [(wl, frac * dt), (None, (1 - frac) * dt)]
+            clocks[i] = op.sm_clock_mhz
+        job.running_s += dt
+
+    def _infer(
+        self,
+        job: JobModel,
+        shards: list[ShardModel],
+        t: float,
+        dt: float,
+        segs: dict[int, Segments],
+        clocks: dict[int, float],
+        pos: dict[tuple[str, int], int],
+    ) -> None:
+        self.world.arrive(job, t, dt, shards)
+        spec = job.spec
+        wp, wd = spec.true_workload("prefill"), spec.true_workload("decode")
+        for s in shards:
+            if s.state != "running":
+                continue
+            gpu = self._gpu(s)
+            op_p, op_d = self._op(gpu, wp), self._op(gpu, wd)
+            pre_s, dec_s, decoded = s.queue.serve(dt, op_p.throughput, op_d.throughput)
+            job.served_output_tokens += decoded
+            i = pos[(s.node, s.gpu_index)]
+            segs[i] = [(wp, pre_s), (wd, dec_s), (None, dt - pre_s - dec_s)]
+            clocks[i] = op_d.sm_clock_mhz if dec_s > 0 else op_p.sm_clock_mhz
+        if shards:
+            job.running_s += dt
+
+    def step(self, t: float, dt: float) -> StepReadings:
+        """Run every GPU from ``t`` to ``t + dt``; returns what each did."""
+        self._by_name = {n.name: n for n in self.nodes}
+        pos = {(n.name, i): k for k, (n, i) in enumerate(self.gpus)}
+        segs: dict[int, Segments] = {}
+        clocks: dict[int, float] = {}
+        for job in self.world.jobs.values():
+            shards = self.world.current_shards(job)
+            if job.spec.kind == "train":
+                self._train(job, shards, dt, segs, clocks, pos)
+            elif job.arrivals is not None:
+                self._infer(job, shards, t, dt, segs, clocks, pos)
+        n = len(self.gpus)
+        power, work, clock, limit = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+        jobs = [""] * n
+        for k, (node, i) in enumerate(self.gpus):
+            gpu = node.gpus[i]
+            limit[k] = gpu.power_limit_w()
+            if not node.up:
+                continue
+            clk = node.clocks[i]
+            clk.t_s = t
+            for wl, d in segs.get(k, [(None, dt)]):
+                if d <= 1e-12:
+                    continue
+                if gpu.workload != wl:
+                    gpu.set_workload(wl)
+                clk.t_s += d
+            clk.t_s = t + dt
+            energy, units = gpu.energy_j(), gpu.work_units()
+            power[k] = (energy - self._energy[k]) / dt
+            work[k] = units - self._work[k]
+            self._energy[k], self._work[k] = energy, units
+            clock[k] = clocks.get(k, gpu.spec.min_sm_clock_mhz)
+            shard = self.world.on_gpu.get((node.name, i))
+            if shard is not None:
+                job = self.world.jobs[shard.job_id]
+                jobs[k] = job.name
+                shard.work_units += work[k]
+                job.work_units += work[k]
+                job.energy_j += power[k] * dt
+                if job.spec.kind == "train":
+                    job.samples_done += work[k]
+        return StepReadings(power, work, clock, limit, jobs)
+
+    def rebase(self, node: SimNode) -> None:
+        """A node's GPUs were reset (a reboot): their counters start again from here."""
+        for k, (n, i) in enumerate(self.gpus):
+            if n is node:
+                self._energy[k] = n.gpus[i].energy_j()
+                self._work[k] = n.gpus[i].work_units()

@@ -1,0 +1,203 @@
+"""The simulated world's workloads: what runs on each simulated GPU, and how far it got.
+
+Agents start and stop shards here (through :class:`SimShards`, their shard runner), the
+controller's load weights route requests here, and each step the world tells every busy
+GPU what it runs, for how long, and books the work and energy:
+
+* a training job's ranks of one generation advance together at the pace of the slowest
+  GPU, only while every rank runs (gang); progress is kept across generations (a restarted
+  job resumes from its last step); faster GPUs wait, idle, for the rest of the step;
+* an inference job's requests go to its running replicas in proportion to the load
+  weights (its backlog while none runs); a stopped replica's queue goes back to the job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from greenllm.devices import physics
+from greenllm.errors import GreenllmError
+from scheduler.sim.scenario import ScenarioJob
+from scheduler.sim.workloads import ArrivalStream, ReplicaQueue
+
+Segments = list[tuple[physics.Workload | None, float]]
+GpuKey = tuple[str, int]
+
+
+@dataclass
+class ShardModel:
+    """One shard as its agent reports it (the fields of a ``ShardSample``)."""
+
+    shard_id: str
+    job_id: str
+    rank: int
+    generation: int
+    node: str
+    gpu_index: int
+    state: str = "running"
+    error: str | None = None
+    work_units: float = 0.0
+    steps: int = 0
+    requests: int = 0
+    offered_units: float = 0.0
+    queued_units: float = 0.0
+    queue: ReplicaQueue = field(default_factory=ReplicaQueue)
+
+
+@dataclass
+class JobModel:
+    """A job's truth.
+
+    Attributes:
+        job_id: The controller's id.
+        name: Its name in the scenario.
+        spec: Its scenario entry.
+        submitted_s: When it was submitted, seconds.
+        samples_done: Training progress, samples (kept across generations).
+        work_units: Work done (samples, or prompt + output tokens).
+        energy_j: Energy of the GPUs while its shards held them, joules.
+        offered_output_tokens: Output tokens asked for (inference).
+        served_output_tokens: Output tokens decoded (inference).
+        running_s: Seconds during which it made progress or served.
+        finished_s: When it completed (None: not yet).
+        backlog: Requests not routed to a replica (inference).
+        weights: The controller's load weights, by shard id.
+        arrivals: Its request stream (inference).
+    """
+
+    job_id: str
+    name: str
+    spec: ScenarioJob
+    submitted_s: float
+    samples_done: float = 0.0
+    work_units: float = 0.0
+    energy_j: float = 0.0
+    offered_output_tokens: float = 0.0
+    served_output_tokens: float = 0.0
+    running_s: float = 0.0
+    finished_s: float | None = None
+    backlog: ReplicaQueue = field(default_factory=ReplicaQueue)
+    weights: dict[str, float] = field(default_factory=dict)
+    arrivals: ArrivalStream | None = None
+
+
+class World:
+    """Every job's truth, and the shards running on each GPU.
+
+    Args:
+        base_dir: Folder relative trace files are taken from.
+        seed: Seed of the world's random streams (one per job).
+    """
+
+    def __init__(self, base_dir: Path, seed: int) -> None:
+        self.base_dir = base_dir
+        self.seed = seed
+        self.jobs: dict[str, JobModel] = {}
+        self.on_gpu: dict[GpuKey, ShardModel] = {}
+        self.by_node: dict[str, dict[str, ShardModel]] = {}
+        self.by_job: dict[str, dict[tuple[str, str], ShardModel]] = {}
+
+    def add_job(
+        self, job_id: str, name: str, spec: ScenarioJob, now_s: float, index: int
+    ) -> JobModel:
+        """A job was submitted (its requests start arriving now)."""
+        job = self.jobs[job_id] = JobModel(job_id, name, spec, now_s)
+        if spec.kind == "infer":
+            infer = spec.infer_settings
+            rng = np.random.default_rng([self.seed, 7, index])
+            job.arrivals = ArrivalStream(
+                infer.load, infer.prompt_tokens, infer.max_new_tokens, self.base_dir, rng, now_s
+            )
+        return job
+
+    # -- what agents do ------------------------------------------------------------------
+    def start(
+        self, node: str, gpu_index: int, shard_id: str, generation: int, spec_json: str
+    ) -> None:
+        """Start a shard (the agent's StartShard).
+
+        Raises:
+            GreenllmError: The GPU runs another shard, or the job is unknown.
+        """
+        job_id, _, rank = shard_id.rpartition("-")
+        if job_id not in self.jobs or not rank.isdigit():
+            raise GreenllmError(f"no such job for shard {shard_id!r}")
+        json.loads(spec_json)
+        shards = self.by_node.setdefault(node, {})
+        current = shards.get(shard_id)
+        if current is not None and current.generation == generation:
+            return
+        busy = self.on_gpu.get((node, gpu_index))
+        if busy is not None and busy.shard_id != shard_id:
+            if busy.state == "running":
+                raise GreenllmError(f"GPU {gpu_index} of {node} runs shard {busy.shard_id}")
+            self.stop(node, busy.shard_id)  # it finished: its GPU is free
+        if current is not None:
+            self.stop(node, shard_id)
+        shard = ShardModel(shard_id, job_id, int(rank), generation, node, gpu_index)
+        shards[shard_id] = self.on_gpu[(node, gpu_index)] = shard
+        self.by_job.setdefault(job_id, {})[(node, shard_id)] = shard
+
+    def stop(self, node: str, shard_id: str) -> bool:
+        """Stop a shard; False when the node runs no such shard."""
+        shard = self.by_node.get(node, {}).pop(shard_id, None)
+        if shard is None:
+            return False
+        self.on_gpu.pop((node, shard.gpu_index), None)
+        self.by_job.get(shard.job_id, {}).pop((node, shard_id), None)
+        job = self.jobs.get(shard.job_id)
+        if job is not None:
+            job.backlog.take_all(shard.queue)
+        return True
+
+    def set_load_weights(self, weights: dict[str, float]) -> None:
+        """Take the controller's load weights (shard id -> weight)."""
+        for shard_id, weight in weights.items():
+            job = self.jobs.get(shard_id.rpartition("-")[0])
+            if job is not None:
+                job.weights[shard_id] = weight
+
+    def node_down(self, node: str) -> None:
+        """A node crashed: its shards are gone (their queued requests go back to the job)."""
+        for shard_id in list(self.by_node.get(node, {})):
+            self.stop(node, shard_id)
+
+    def statuses(self, node: str) -> list[ShardModel]:
+        """The shards of ``node`` as its agent reports them."""
+        shards = list(self.by_node.get(node, {}).values())
+        for s in shards:
+            s.queued_units = s.queue.backlog_output_tokens
+        return shards
+
+    # -- each step -----------------------------------------------------------------------
+    def current_shards(self, job: JobModel) -> list[ShardModel]:
+        """The running shards of the job's newest generation, by rank."""
+        mine = list(self.by_job.get(job.job_id, {}).values())
+        if not mine:
+            return []
+        newest = max(s.generation for s in mine)
+        return sorted((s for s in mine if s.generation == newest), key=lambda s: s.rank)
+
+    def arrive(self, job: JobModel, t0_s: float, dt_s: float, replicas: list[ShardModel]) -> None:
+        """Requests arriving in the step: to the replicas by load weight (else the backlog)."""
+        assert job.arrivals is not None
+        prompt, output, n = job.arrivals.take(t0_s, t0_s + dt_s)
+        job.offered_output_tokens += output
+        job.backlog.add(prompt, output)
+        live = [r for r in replicas if r.state == "running"]
+        if not live:
+            return
+        weights = np.array([max(0.0, job.weights.get(r.shard_id, 0.0)) for r in live])
+        shares = weights / weights.sum() if weights.sum() > 0 else np.full(len(live), 1 / len(live))
+        b = job.backlog
+        for r, share in zip(live, shares.tolist(), strict=True):
+            r.queue.prompt_tokens += b.prompt_tokens * share
+            r.queue.output_waiting += b.output_waiting * share
+            r.queue.output_ready += b.output_ready * share
+            r.offered_units += (b.output_waiting + b.output_ready) * share
+            r.requests += round(n * share)
+        job.backlog = ReplicaQueue()

@@ -1,0 +1,112 @@
+"""The three budget breaks found in the controller shell, each driven through the shared shell
+with the in-memory transport, checking the limits the simulated GPUs really hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from scheduler.policies import load_policy
+from scheduler.shell import operator
+from scheduler.sim.engine import Simulation
+from scheduler.sim.scenario import Scenario
+
+CONTROL = {"stale_after_s": 0.8, "failsafe_timeout_s": 1.0, "lost_after_s": 2.0, "ack_delay_s": 0.1}
+NODES = [
+    {"name": "busy", "gpus": [{"type": "H100-SXM", "count": 2}]},
+    {"name": "idle", "gpus": [{"type": "H100-SXM", "count": 2}]},
+]
+TRAIN = {
+    "name": "t",
+    "kind": "train",
+    "shards": 2,
+    "gpu_types": ["H100-SXM"],
+    "train": {"seq_len": 2048},
+}
+
+
+def sim(duration_s: float, **extra: Any) -> Simulation:
+    doc: dict[str, Any] = {
+        "duration_s": duration_s,
+        "nodes": NODES,
+        "jobs": [TRAIN],
+        "control": CONTROL,
+        "budget": {"budget_w": 2000, "reserve_w": 0},
+        **extra,
+    }
+    return Simulation(
+        Scenario.model_validate(doc), Path("."), load_policy("max-throughput"), "max-throughput"
+    )
+
+
+def run_until(s: Simulation, t_s: float) -> None:
+    while s.k * s.plane.step_s < t_s - 1e-9:
+        s.step()
+
+
+def limits(s: Simulation, node: str) -> list[float]:
+    return [g.power_limit_w() for g in s.nodes[node].gpus]
+
+
+def test_restarted_controller_counts_an_unregistered_node_at_its_persisted_limits() -> None:
+    """Break (a): a node not re-registered after a controller restart was counted at its
+    fail-safe share, not at the limits it held, and the others were raised into the gap."""
+    first = {**TRAIN, "priority": 3}  # on "busy", at its maximum
+    second = {**TRAIN, "name": "u", "priority": 1}  # on "idle", with what is left
+    control = {**CONTROL, "failsafe_timeout_s": 3.0, "lost_after_s": 5.0}
+    s = sim(
+        14.0,
+        jobs=[first, second],
+        control=control,
+        failures=[{"node": "busy", "kind": "partition", "at_s": 6.0, "recover_s": 13.0}],
+        controller_restarts=[{"at_s": 6.2, "down_s": 0.3}],
+    )
+    run_until(s, 6.0)
+    assert sum(limits(s, "busy")) > 1.2 * sum(limits(s, "idle")), "the first job holds more"
+    while s.k * s.plane.step_s < 14.0:
+        s.step()
+        assert s.real_limits_w() <= 2000 + 1e-6, (s.k, limits(s, "busy"), limits(s, "idle"))
+    assert s.result.limits_over_budget_s == 0.0
+
+
+def test_nodes_restarted_while_the_controller_is_down_boot_within_the_current_budget() -> None:
+    """Break (b): an agent restarted while the controller was down booted at its share of the
+    config's budget, not the operator's current one (here: one agent restarts, and one node
+    reboots, its GPUs back at their default limits until its agent boots)."""
+    s = sim(
+        12.0,
+        failures=[
+            {"node": "idle", "kind": "agent_restart", "at_s": 6.0},
+            {"node": "busy", "kind": "crash", "at_s": 6.5, "recover_s": 7.0},
+        ],
+        controller_restarts=[{"at_s": 4.0, "down_s": 6.0}],
+    )
+    run_until(s, 2.0)
+    assert s.shell is not None
+    operator.set_budget(s.shell, 1000.0, None)  # the operator's cut, after the config's 2000 W
+    s.result.budget_change(2.0, s.budget_w, 1000.0)
+    s.budget_w = 1000.0
+    while s.k * s.plane.step_s < 12.0:
+        s.step()
+        if s.k * s.plane.step_s > 2.0 + s.window_s:
+            assert s.real_limits_w() <= 1000 + 1e-6, (s.k, limits(s, "busy"), limits(s, "idle"))
+
+
+def test_a_refused_lowering_is_compensated_by_the_rest_of_the_cluster() -> None:
+    """Break (c): a GPU that refused a lowering was never compensated: the cluster stayed over
+    budget, every raise stayed deferred, and the loop spun on every ack."""
+    wide = {**TRAIN, "shards": 4}  # on both nodes: 500 W a GPU under 2,000 W
+    s = sim(
+        10.0,
+        jobs=[wide],
+        failures=[{"node": "busy", "kind": "refuse_lowering", "at_s": 0.0, "below_w": 400.0}],
+        budget={"budget_w": 2000, "reserve_w": 0, "schedule": [{"t_s": 4.0, "budget_w": 1500}]},
+    )
+    result = s.run()
+    assert result.limits_over_budget_s == 0.0
+    held = limits(s, "busy") + limits(s, "idle")
+    assert min(limits(s, "busy")) >= 400 and sum(held) <= 1500 + 1e-6, held
+    assert s.shell is not None and s.shell.refused_lowerings > 0
+    periods = 10.0 / s.plane.control_period_s
+    assert s.shell.steps <= 2 * periods + 5, "acks wake the loop at most once per period"
+    assert "refused" in [e.kind for e in s.store.event_log]
