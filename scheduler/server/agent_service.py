@@ -39,6 +39,15 @@ class GrpcSession:
         self.outbox.put_nowait(BadInput(grpc.StatusCode.UNAVAILABLE, reason))
 
 
+def peer_host(peer: str) -> str:
+    """The host of a gRPC peer string (``ipv4:10.0.0.2:5123``, ``ipv6:[::1]:5123``)."""
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return ""
+    host = rest.rpartition(":")[0]
+    return host.strip("[]")
+
+
 class AgentServicer(agent_pb2_grpc.AgentServicer):
     """Registers agents and passes their messages to the shell."""
 
@@ -61,7 +70,7 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
             )
         session = GrpcSession(first.register.node)
         try:
-            self._shell.register(first.register, session)
+            self._shell.register(first.register, session, peer_host(context.peer()))
         except BadInput as exc:
             await abort_with(context, exc)
         log.info("node %s registered (session %s)", session.node, session.session_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 import numpy as np
@@ -134,6 +134,8 @@ class ControllerShell:
         self._notes_logged: set[str] = set()
         #: Called when something asks for an early step (the live loop wakes on it).
         self.on_wake: Callable[[], None] = lambda: None
+        #: Receives shards' output from telemetry (node, chunks); the live server keeps it.
+        self.on_logs: Callable[[str, Sequence[agent_pb2.LogChunk]], None] = lambda _n, _c: None
 
     # -- scheduling ----------------------------------------------------------------------
     @property
@@ -158,14 +160,21 @@ class ControllerShell:
         return 0.0 if self.due(now_s) else self._last_step_s + self.period_s - now_s
 
     # -- agents --------------------------------------------------------------------------
-    def register(self, msg: agent_pb2.Register, session: Session) -> NodeRecord:
+    def register(
+        self, msg: agent_pb2.Register, session: Session, peer_address: str = ""
+    ) -> NodeRecord:
         """An agent opened its stream and registered.
+
+        Args:
+            msg: Its registration.
+            session: Its stream.
+            peer_address: The address the stream comes from (when it names none).
 
         Raises:
             BadInput: The registration is refused (see :meth:`Ledger.register`).
         """
         now_s = self.clock()
-        node, remarks = self.ledger.register(msg, session, self.stale_after_s, now_s)
+        node, remarks = self.ledger.register(msg, session, self.stale_after_s, now_s, peer_address)
         old = node.phase
         node.phase = NODE_TRANSITIONS[(old, NodeEvent.REGISTERED)]
         node.phase_since_s = now_s
@@ -204,6 +213,8 @@ class ControllerShell:
         kind = message.WhichOneof("body")
         if kind == "telemetry":
             self.ledger.ingest(session, message.telemetry, self.clock())
+            if message.telemetry.logs:
+                self.on_logs(session.node, message.telemetry.logs)
         elif kind == "acks":
             for ack in message.acks.acks:
                 self._on_ack(session, ack)

@@ -7,6 +7,7 @@ every raise on disk.
 
 from __future__ import annotations
 
+import zlib
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,17 @@ from scheduler.shell.ports import StoredEvent
 
 if TYPE_CHECKING:
     from scheduler.shell.controller import ControllerShell
+
+
+#: Rendezvous ports are drawn from [RENDEZVOUS_PORT_BASE, + RENDEZVOUS_PORTS).
+RENDEZVOUS_PORT_BASE, RENDEZVOUS_PORTS = 29500, 20000
+
+
+def rendezvous_port(job_id: str, generation: int) -> int:
+    """The TCP port a job generation's ranks meet at on rank 0's node: stable for the
+    generation, different for the next one (a port still held by a dead rank is not reused
+    at once)."""
+    return RENDEZVOUS_PORT_BASE + zlib.crc32(f"{job_id}/{generation}".encode()) % RENDEZVOUS_PORTS
 
 
 def carry_out(shell: ControllerShell, actions: Actions, now_s: float) -> None:
@@ -61,17 +73,28 @@ def _place(shell: ControllerShell, job_id: str, placements: list[Placement], now
         )
     )
     job.phase, job.phase_since_s, job.reason = new, now_s, f"placed on {where}"
+    first = min(placements, key=lambda p: p.shard)
+    master_addr = shell.nodes[first.node].address or "127.0.0.1"
+    master_port = rendezvous_port(job_id, job.generation)
     for p in placements:
         gpus = shell.nodes[p.node].gpus
         job.energy_start_j[(p.node, p.index)] = (
             gpus[p.index].energy_j() if p.index < len(gpus) else None
         )
+        peers = sorted(q.shard for q in placements if q.node == p.node)
         start = agent_pb2.StartShard(
             shard_id=shard_id(job_id, p.shard),
             job_id=job_id,
             gpu_indices=[p.index],
             spec_json=job.spec_json,
             generation=job.generation,
+            master_addr=master_addr,
+            master_port=master_port,
+            world_size=len(placements),
+            rank=p.shard,
+            local_rank=peers.index(p.shard),
+            local_world_size=len(peers),
+            gpu_uuid=gpus[p.index].uuid if p.index < len(gpus) else "",
         )
         cid = shell.queue(p.node, agent_pb2.Command(start_shard=start), now_s)
         shard = job.shards[p.shard] = ShardRecord(

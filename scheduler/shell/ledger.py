@@ -169,7 +169,12 @@ class Ledger:
         return records
 
     def register(
-        self, msg: agent_pb2.Register, session: Session, stale_after_s: float, now_s: float
+        self,
+        msg: agent_pb2.Register,
+        session: Session,
+        stale_after_s: float,
+        now_s: float,
+        peer_address: str = "",
     ) -> tuple[NodeRecord, list[str]]:
         """Accept an agent's registration; its GPUs' records start afresh from what it reports.
 
@@ -220,6 +225,7 @@ class Ledger:
         node.last_telemetry_s = None
         node.contact_s = now_s
         node.failsafe_active = msg.failsafe_active
+        node.address = msg.address[:255] or peer_address
         node.shards.clear()
         return node, remarks
 

@@ -159,6 +159,7 @@ class NodeRecord:
         failsafe_active: The agent reported holding its GPUs at their fail-safe limits.
         shards: The shards it reports, by shard id.
         last_sent_s: When a message last went to its agent (heartbeats follow it), seconds.
+        address: Where other nodes reach it (from its registration; "" unknown).
     """
 
     name: str
@@ -174,6 +175,7 @@ class NodeRecord:
     failsafe_active: bool = False
     shards: dict[str, ShardReport] = field(default_factory=dict)
     last_sent_s: float = -np.inf
+    address: str = ""
 
     def fresh(self, now_s: float) -> bool:
         """Connected, with telemetry (or its registration) younger than :attr:`stale_after_s`."""

@@ -30,6 +30,7 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "agent_version": 3,
         "failsafe_active": 4,
         "telemetry_message_interval_s": 5,
+        "address": 6,
     },
     "Registered": {"session_id": 1, "control_period_s": 2, "telemetry_interval_s": 3},
     "GpuSamples": {
@@ -56,7 +57,8 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "offered_units": 10,
         "queued_units": 11,
     },
-    "TelemetryBatch": {"gpus": 1, "shards": 2, "failsafe_active": 3},
+    "TelemetryBatch": {"gpus": 1, "shards": 2, "failsafe_active": 3, "logs": 4},
+    "LogChunk": {"shard_id": 1, "generation": 2, "offset": 3, "data": 4},
     "SetPowerLimit": {"gpu_index": 1, "power_limit_w": 2},
     "LockSmClocks": {"gpu_index": 1, "min_sm_clock_mhz": 2, "max_sm_clock_mhz": 3},
     "ResetSmClocks": {"gpu_index": 1},
@@ -66,6 +68,13 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "gpu_indices": 3,
         "spec_json": 4,
         "generation": 5,
+        "master_addr": 6,
+        "master_port": 7,
+        "world_size": 8,
+        "rank": 9,
+        "local_rank": 10,
+        "local_world_size": 11,
+        "gpu_uuid": 12,
     },
     "StopShard": {"shard_id": 1},
     "SetFailsafeLimits": {"limits_w": 1},
@@ -106,6 +115,7 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "phase": 10,
         "reason": 11,
         "ended_at_s": 12,
+        "endpoint": 13,
     },
     "SubmitJobRequest": {"spec_json": 1},
     "SubmitJobResponse": {"job": 1},
@@ -124,6 +134,8 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
     "ListJobsRequest": {"page_size": 1, "page_token": 2},
     "ListJobsResponse": {"jobs": 1, "next_page_token": 2, "total": 3},
     "GetJobRequest": {"job_id": 1},
+    "GetJobLogsRequest": {"job_id": 1, "rank": 2, "offset": 3, "max_bytes": 4},
+    "GetJobLogsResponse": {"data": 1, "next_offset": 2, "size": 3, "generation": 4},
     "GetStatusRequest": {},
     "GpuStatus": {
         "index": 1,
@@ -181,6 +193,7 @@ METHODS: dict[str, tuple[str, str, bool, bool]] = {
     "Cluster.WatchStatus": ("WatchStatusRequest", "ClusterStatus", False, True),
     "Cluster.GetJobEvents": ("GetJobEventsRequest", "GetJobEventsResponse", False, False),
     "Cluster.GetJob": ("GetJobRequest", "Job", False, False),
+    "Cluster.GetJobLogs": ("GetJobLogsRequest", "GetJobLogsResponse", False, False),
 }
 
 

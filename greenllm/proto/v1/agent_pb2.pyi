@@ -53,18 +53,20 @@ class GpuInfo(_message.Message):
     def __init__(self, index: _Optional[int] = ..., type: _Optional[str] = ..., uuid: _Optional[str] = ..., min_power_limit_w: _Optional[float] = ..., max_power_limit_w: _Optional[float] = ..., default_power_limit_w: _Optional[float] = ..., power_limit_w: _Optional[float] = ..., min_sm_clock_mhz: _Optional[int] = ..., max_sm_clock_mhz: _Optional[int] = ..., memory_total_mib: _Optional[float] = ..., failsafe_limit_w: _Optional[float] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("node", "gpus", "agent_version", "failsafe_active", "telemetry_message_interval_s")
+    __slots__ = ("node", "gpus", "agent_version", "failsafe_active", "telemetry_message_interval_s", "address")
     NODE_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     FAILSAFE_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     TELEMETRY_MESSAGE_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node: str
     gpus: _containers.RepeatedCompositeFieldContainer[GpuInfo]
     agent_version: str
     failsafe_active: bool
     telemetry_message_interval_s: float
-    def __init__(self, node: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., agent_version: _Optional[str] = ..., failsafe_active: _Optional[bool] = ..., telemetry_message_interval_s: _Optional[float] = ...) -> None: ...
+    address: str
+    def __init__(self, node: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., agent_version: _Optional[str] = ..., failsafe_active: _Optional[bool] = ..., telemetry_message_interval_s: _Optional[float] = ..., address: _Optional[str] = ...) -> None: ...
 
 class Registered(_message.Message):
     __slots__ = ("session_id", "control_period_s", "telemetry_interval_s")
@@ -124,15 +126,29 @@ class ShardSample(_message.Message):
     queued_units: float
     def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., timestamp_s: _Optional[float] = ..., work_units: _Optional[float] = ..., steps: _Optional[int] = ..., requests: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., generation: _Optional[int] = ..., offered_units: _Optional[float] = ..., queued_units: _Optional[float] = ...) -> None: ...
 
+class LogChunk(_message.Message):
+    __slots__ = ("shard_id", "generation", "offset", "data")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    generation: int
+    offset: int
+    data: bytes
+    def __init__(self, shard_id: _Optional[str] = ..., generation: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class TelemetryBatch(_message.Message):
-    __slots__ = ("gpus", "shards", "failsafe_active")
+    __slots__ = ("gpus", "shards", "failsafe_active", "logs")
     GPUS_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     FAILSAFE_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
     gpus: GpuSamples
     shards: _containers.RepeatedCompositeFieldContainer[ShardSample]
     failsafe_active: bool
-    def __init__(self, gpus: _Optional[_Union[GpuSamples, _Mapping]] = ..., shards: _Optional[_Iterable[_Union[ShardSample, _Mapping]]] = ..., failsafe_active: _Optional[bool] = ...) -> None: ...
+    logs: _containers.RepeatedCompositeFieldContainer[LogChunk]
+    def __init__(self, gpus: _Optional[_Union[GpuSamples, _Mapping]] = ..., shards: _Optional[_Iterable[_Union[ShardSample, _Mapping]]] = ..., failsafe_active: _Optional[bool] = ..., logs: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ...) -> None: ...
 
 class SetPowerLimit(_message.Message):
     __slots__ = ("gpu_index", "power_limit_w")
@@ -159,18 +175,32 @@ class ResetSmClocks(_message.Message):
     def __init__(self, gpu_index: _Optional[int] = ...) -> None: ...
 
 class StartShard(_message.Message):
-    __slots__ = ("shard_id", "job_id", "gpu_indices", "spec_json", "generation")
+    __slots__ = ("shard_id", "job_id", "gpu_indices", "spec_json", "generation", "master_addr", "master_port", "world_size", "rank", "local_rank", "local_world_size", "gpu_uuid")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     GPU_INDICES_FIELD_NUMBER: _ClassVar[int]
     SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    MASTER_ADDR_FIELD_NUMBER: _ClassVar[int]
+    MASTER_PORT_FIELD_NUMBER: _ClassVar[int]
+    WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_RANK_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    GPU_UUID_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     job_id: str
     gpu_indices: _containers.RepeatedScalarFieldContainer[int]
     spec_json: str
     generation: int
-    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., spec_json: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
+    master_addr: str
+    master_port: int
+    world_size: int
+    rank: int
+    local_rank: int
+    local_world_size: int
+    gpu_uuid: str
+    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., spec_json: _Optional[str] = ..., generation: _Optional[int] = ..., master_addr: _Optional[str] = ..., master_port: _Optional[int] = ..., world_size: _Optional[int] = ..., rank: _Optional[int] = ..., local_rank: _Optional[int] = ..., local_world_size: _Optional[int] = ..., gpu_uuid: _Optional[str] = ...) -> None: ...
 
 class SetFailsafeLimits(_message.Message):
     __slots__ = ("limits_w",)

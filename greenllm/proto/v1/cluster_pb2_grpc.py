@@ -79,6 +79,11 @@ class ClusterStub:
                 request_serializer=greenllm_dot_v1_dot_cluster__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=greenllm_dot_v1_dot_cluster__pb2.Job.FromString,
                 _registered_method=True)
+        self.GetJobLogs = channel.unary_unary(
+                '/greenllm.v1.Cluster/GetJobLogs',
+                request_serializer=greenllm_dot_v1_dot_cluster__pb2.GetJobLogsRequest.SerializeToString,
+                response_deserializer=greenllm_dot_v1_dot_cluster__pb2.GetJobLogsResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -141,6 +146,13 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobLogs(self, request, context):
+        """The output (stdout and stderr) of one rank or replica of a job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -188,6 +200,11 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.GetJob,
                     request_deserializer=greenllm_dot_v1_dot_cluster__pb2.GetJobRequest.FromString,
                     response_serializer=greenllm_dot_v1_dot_cluster__pb2.Job.SerializeToString,
+            ),
+            'GetJobLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobLogs,
+                    request_deserializer=greenllm_dot_v1_dot_cluster__pb2.GetJobLogsRequest.FromString,
+                    response_serializer=greenllm_dot_v1_dot_cluster__pb2.GetJobLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -433,6 +450,33 @@ class Cluster:
             '/greenllm.v1.Cluster/GetJob',
             greenllm_dot_v1_dot_cluster__pb2.GetJobRequest.SerializeToString,
             greenllm_dot_v1_dot_cluster__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/greenllm.v1.Cluster/GetJobLogs',
+            greenllm_dot_v1_dot_cluster__pb2.GetJobLogsRequest.SerializeToString,
+            greenllm_dot_v1_dot_cluster__pb2.GetJobLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,
