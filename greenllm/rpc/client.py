@@ -19,6 +19,9 @@ from greenllm.rpc.channel import sync_channel
 #: Deadline of a unary call, seconds.
 DEFAULT_TIMEOUT_S = 5.0
 
+#: How the controller's own UNAVAILABLE answers begin (it is up, but cannot do that now).
+SERVER_UNAVAILABLE = "state directory not writable"
+
 #: How long to try a TCP connection when checking whether a controller listens, seconds.
 PROBE_TIMEOUT_S = 1.0
 
@@ -41,7 +44,9 @@ def describe_rpc_error(exc: grpc.RpcError, address: str) -> ControllerError:
     """Turn a gRPC failure into a one-line :class:`ControllerError`."""
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
-    if code == grpc.StatusCode.UNAVAILABLE:
+    if code == grpc.StatusCode.UNAVAILABLE and details.startswith(SERVER_UNAVAILABLE):
+        msg = f"controller at {address}: {details}"
+    elif code == grpc.StatusCode.UNAVAILABLE:
         msg = f"controller at {address} is unreachable (is `greenllm controller` running?)"
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
         msg = f"controller at {address} did not answer in time"

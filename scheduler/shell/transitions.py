@@ -124,6 +124,12 @@ def reconcile_step(shell: ControllerShell, now_s: float) -> None:
             node.phase, node.phase_since_s = NodePhase(t.new.value), now_s
             if node.phase is NodePhase.LOST:
                 log.warning("node %s lost: %s", node.name, t.reason)
+            elif node.phase is NodePhase.STALE and node.session is not None:
+                # a stream that carries no telemetry is ended, so the agent's fail-safe
+                # timer runs from here: by the time the node is lost, it has failed safe
+                session = node.session
+                session.close(f"no telemetry for {node.stale_after_s:g} s")
+                shell.ledger.disconnect(session)
         elif t.kind == "shard":
             record = shards[t.key]  # type: ignore[index]
             record.phase, record.since_s = ShardPhase(t.new.value), now_s

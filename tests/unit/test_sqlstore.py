@@ -172,3 +172,10 @@ def test_a_full_disk_fails_the_write_and_nothing_half_written(tmp_path: Path) ->
     with pytest.raises(StoreError, match="full"):
         store.write(Write(settings={"budget_w": 2000.0}, jobs=big), durable=True)
     assert store.load(10).settings == {"budget_w": 1000.0} and store.load(10).jobs == []
+
+
+def test_a_read_only_database_fails_the_write(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "controller.db")
+    store._db.execute("PRAGMA query_only = ON")  # as a read-only file system would
+    with pytest.raises(StoreError, match="readonly"):
+        store.write(Write(settings={"budget_w": 2000.0}), durable=True)
