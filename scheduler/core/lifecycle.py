@@ -206,17 +206,21 @@ class Timeouts:
 
     def shard(self, phase: ShardPhase) -> float:
         """Timeout of a shard phase, seconds (inf: none)."""
-        return {
-            ShardPhase.STARTING: self.shard_starting_s,
-            ShardPhase.STARTED: self.shard_started_s,
-            ShardPhase.STOPPING: self.shard_stopping_s,
-        }.get(phase, math.inf)
+        if phase is ShardPhase.STARTING:
+            return self.shard_starting_s
+        if phase is ShardPhase.STARTED:
+            return self.shard_started_s
+        if phase is ShardPhase.STOPPING:
+            return self.shard_stopping_s
+        return math.inf
 
     def node(self, phase: NodePhase) -> float:
         """Timeout of a node phase, seconds (inf: none)."""
-        return {NodePhase.STALE: self.node_stale_s, NodePhase.UNKNOWN: self.node_unknown_s}.get(
-            phase, math.inf
-        )
+        if phase is NodePhase.STALE:
+            return self.node_stale_s
+        if phase is NodePhase.UNKNOWN:
+            return self.node_unknown_s
+        return math.inf
 
     @classmethod
     def for_failsafe(cls, failsafe_timeout_s: float, **overrides: float) -> Timeouts:

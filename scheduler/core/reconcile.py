@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 from scheduler.core.lifecycle import (
     JOB_TRANSITIONS,
@@ -46,8 +47,7 @@ REPORTED_RUNNING, REPORTED_DONE, REPORTED_FAILED, REPORTED_STOPPED = (
 )
 
 
-@dataclass(frozen=True)
-class NodeView:
+class NodeView(NamedTuple):
     """A node as the shell sees it.
 
     Attributes:
@@ -63,8 +63,7 @@ class NodeView:
     fresh: bool
 
 
-@dataclass(frozen=True)
-class ShardView:
+class ShardView(NamedTuple):
     """One shard record.
 
     Attributes:
@@ -97,8 +96,7 @@ class ShardView:
         return (self.job_id, self.generation, self.rank)
 
 
-@dataclass(frozen=True)
-class JobView:
+class JobView(NamedTuple):
     """One active job.
 
     Attributes:
@@ -107,6 +105,9 @@ class JobView:
         since_s: When it entered that phase, seconds.
         generation: Its current placement generation.
         restarts: Times it was placed again so far.
+        steady: Shards of its current generation left out of the view because nothing can
+            change for them now (running, on a live node, reporting that they run): they
+            count as running. The caller stops them too when the job restarts or ends.
     """
 
     job_id: str
@@ -114,10 +115,10 @@ class JobView:
     since_s: float
     generation: int
     restarts: int
+    steady: int = 0
 
 
-@dataclass(frozen=True)
-class ReportedShard:
+class ReportedShard(NamedTuple):
     """A shard a node says it runs.
 
     Attributes:
@@ -155,8 +156,7 @@ class LifecycleView:
     max_restarts: int = 3
 
 
-@dataclass(frozen=True)
-class Transition:
+class Transition(NamedTuple):
     """One phase change.
 
     Attributes:
@@ -178,8 +178,7 @@ class Transition:
     reason: str
 
 
-@dataclass(frozen=True)
-class StopShard:
+class StopShard(NamedTuple):
     """Stop shard ``shard_id`` (of ``generation``) on ``node``."""
 
     node: str
@@ -309,9 +308,11 @@ def _job(
             event, reason = JobEvent.RESTART, f"{reason}; placing it again"
         for s, p, _ in current:
             _stop(s, p, f"job {job.job_id}: {reason}", b)
-    elif current and all(p is ShardPhase.DONE for _, p, _ in current):
+    elif current and not job.steady and all(p is ShardPhase.DONE for _, p, _ in current):
         event, reason = JobEvent.ALL_DONE, "every shard finished"
-    elif job.phase is JobPhase.PLACED and any(p is ShardPhase.RUNNING for _, p, _ in current):
+    elif job.phase is JobPhase.PLACED and (
+        job.steady or any(p is ShardPhase.RUNNING for _, p, _ in current)
+    ):
         event, reason = JobEvent.PROGRESS, "shards report progress"
     if event is not None and allows(JOB_TRANSITIONS, job.phase, event):
         new = JOB_TRANSITIONS[(job.phase, event)]

@@ -52,11 +52,11 @@ class ShardRecord:
     since_s: float
     ack: str | None = None
     start_command: int | None = None
+    #: The agents' id of this shard.
+    shard_id: str = field(init=False)
 
-    @property
-    def shard_id(self) -> str:
-        """The agents' id of this shard."""
-        return shard_id(self.job_id, self.rank)
+    def __post_init__(self) -> None:
+        self.shard_id = shard_id(self.job_id, self.rank)
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -219,13 +219,13 @@ def stored_job(job: JobRecord, measure: JobMeasure) -> StoredJob:
         job_id=job.job_id,
         seq=job.seq,
         spec_json=job.spec_json,
-        phase=job.phase.value,
+        phase=str(job.phase),
         reason=job.reason,
         submitted_at_s=job.submitted_at_s,
         generation=job.generation,
         restarts=job.restarts,
         shards=tuple(
-            StoredShard(s.rank, s.generation, s.node, s.index, s.phase.value)
+            StoredShard(s.rank, s.generation, s.node, s.index, str(s.phase))
             for s in job.shards.values()
         ),
         energy_j=measure.energy_j,

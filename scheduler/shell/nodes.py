@@ -118,19 +118,24 @@ class ShardReport:
         default_factory=lambda: deque(maxlen=WINDOW_SAMPLES)
     )
 
+    _work_rate: float = 0.0
+    _offered_rate: float = 0.0
+
     def add(self, sample: agent_pb2.ShardSample) -> None:
         """Take a newer sample."""
         self.latest = sample
         self.work_window.append((sample.timestamp_s, sample.work_units))
         self.offered_window.append((sample.timestamp_s, sample.offered_units))
+        self._work_rate = _rate(self.work_window)
+        self._offered_rate = _rate(self.offered_window)
 
     def work_rate(self) -> float:
         """Units of work per second over the window (0 with fewer than two samples)."""
-        return _rate(self.work_window)
+        return self._work_rate
 
     def offered_rate(self) -> float:
         """Units of work arriving per second over the window (inference)."""
-        return _rate(self.offered_window)
+        return self._offered_rate
 
 
 def _rate(window: deque[tuple[float, float]]) -> float:

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 3
 #: A shard a node runs unknown to the controller is told to stop at most this often, s.
 ORPHAN_STOP_EVERY_S = 10.0
+_RUNNING, _LIVE = ShardPhase.RUNNING, NodePhase.LIVE
 
 
 def _shard_view(shell: ControllerShell, s: ShardRecord) -> ShardView:
@@ -69,24 +70,41 @@ def _shard_view(shell: ControllerShell, s: ShardRecord) -> ShardView:
     )
 
 
+def _steady(shell: ControllerShell, s: ShardRecord) -> bool:
+    """Nothing can happen to the shard now: it runs, on a live node, which says it runs."""
+    if s.phase is not _RUNNING or shell.nodes[s.node].phase is not _LIVE:
+        return False
+    report = shell.nodes[s.node].shards.get(s.shard_id)
+    latest = report.latest if report is not None else None
+    return (
+        latest is not None and latest.generation == s.generation and latest.state in ("", "running")
+    )
+
+
 def _view(shell: ControllerShell, now_s: float) -> LifecycleView:
     nodes = tuple(
         NodeView(n.name, n.phase, n.phase_since_s, n.fresh(now_s)) for n in shell.nodes.values()
     )
-    active = shell.jobs.active()
-    jobs = tuple(
-        JobView(j.job_id, j.phase, j.phase_since_s, j.generation, j.restarts) for j in active
-    )
-    records = [s for j in active for s in j.shards.values()] + list(shell.stopping.values())
+    jobs = []
+    records = list(shell.stopping.values())
+    known = {(s.shard_id, s.generation) for s in records}
+    for j in shell.jobs.active():
+        listed = [s for s in j.shards.values() if not _steady(shell, s)]
+        records.extend(listed)
+        known.update((s.shard_id, s.generation) for s in j.shards.values())
+        steady = len(j.shards) - len(listed)
+        jobs.append(JobView(j.job_id, j.phase, j.phase_since_s, j.generation, j.restarts, steady))
+    # only what the controller does not run itself: reconcile() stops what of it runs
     reported = tuple(
         ReportedShard(n.name, sid, r.latest.generation, r.latest.state or REPORTED_RUNNING)
         for n in shell.nodes.values()
         if n.session is not None
         for sid, r in n.shards.items()
+        if (sid, r.latest.generation) not in known
     )
     return LifecycleView(
         nodes=nodes,
-        jobs=jobs,
+        jobs=tuple(jobs),
         shards=tuple(_shard_view(shell, s) for s in records),
         reported=reported,
         timeouts=shell.timeouts,
@@ -158,6 +176,7 @@ def _job_transition(
     if event is JobEvent.RESTART:
         measure = measure_job(shell.nodes, job)
         job.carried = (measure.energy_j, measure.work_units)
+        job.reason = reason
         _retire_shards(shell, job)
         job.energy_start_j.clear()
         job.generation += 1
@@ -171,7 +190,25 @@ def _job_transition(
 
 
 def _retire_shards(shell: ControllerShell, job: JobRecord) -> None:
+    """Stop what of the job's current shards still runs (reconcile() stopped those it listed;
+    the steady ones are stopped here), and keep them until they have stopped."""
+    now_s = shell.clock()
     for s in job.shards.values():
+        if allows(SHARD_TRANSITIONS, s.phase, ShardEvent.STOP):
+            old = s.phase
+            s.phase, s.since_s = ShardPhase(SHARD_TRANSITIONS[(old, ShardEvent.STOP)]), now_s
+            _stop(shell, s.node, s.shard_id, s.generation, now_s)
+            shell.persist.event(
+                StoredEvent(
+                    shell.wall_clock(),
+                    job.job_id,
+                    str(s.phase),
+                    f"shard {s.job_id}/{s.generation}/{s.rank} stopping: {job.reason}",
+                    "shard",
+                    f"{s.job_id}/{s.generation}/{s.rank}",
+                    str(old),
+                )
+            )
         if not s.phase.ended:
             shell.stopping[s.key] = s
     job.shards = {}
@@ -182,12 +219,9 @@ def end(shell: ControllerShell, job: JobRecord, phase: JobPhase, reason: str) ->
     now_s = shell.clock()
     measure = measure_job(shell.nodes, job)
     job.final = (measure.energy_j, measure.work_units)
-    for s in job.shards.values():
-        if allows(SHARD_TRANSITIONS, s.phase, ShardEvent.STOP):
-            s.phase, s.since_s = ShardPhase(SHARD_TRANSITIONS[(s.phase, ShardEvent.STOP)]), now_s
-            _stop(shell, s.node, s.shard_id, s.generation, now_s)
+    job.reason = reason
     _retire_shards(shell, job)
-    job.phase, job.phase_since_s, job.reason = phase, now_s, reason
+    job.phase, job.phase_since_s = phase, now_s
     job.ended_at_s = shell.wall_clock()
     log.info("job %s %s: %s", job.job_id, phase.value, reason)
     shell.persist.dirty(job)

@@ -179,3 +179,11 @@ def test_scenarios_reject_what_cannot_work(tmp_path: Path) -> None:
         path.write_text(base + text)
         with pytest.raises(ConfigError, match=message):
             load_scenario(path)
+
+
+def test_steady_jobs_run_undisturbed() -> None:
+    sim = run(failures=[], duration_s=30)
+    for name in ("t", "i"):
+        job = _job(sim, name)
+        assert job.phase is JobPhase.RUNNING and job.restarts == 0, (name, job.reason)
+    assert sim.shell is not None and not sim.shell.stopping
