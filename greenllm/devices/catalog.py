@@ -1,8 +1,8 @@
 """GPU types: published figures, used as the physics prior (never as the enforceable range).
 
 A real GPU's power-limit range, default limit and supported clocks come from what it reports
-(its NVML inventory); the catalog supplies what NVML cannot tell (idle power, peak throughput,
-memory bandwidth) so the physical model has a prior to start from. Call
+(its NVML inventory); the catalog supplies what NVML cannot tell (idle and static power, peak
+throughput, memory bandwidth) so the physical model has a prior to start from. Call
 :func:`spec_for_inventory` with what a GPU reports: it keeps the catalog's prior for a known
 type and overrides the limits and clocks with the reported ones, and scales a prior from the
 reported range for a type the catalog does not know (:func:`spec_from_reported`).
@@ -27,6 +27,8 @@ from greenllm.errors import ConfigError
 #: SM clocks step in this many MHz on every listed type.
 SM_CLOCK_STEP_MHZ = 15
 
+#: Static power under load for a spec without a figure, fraction of the maximum limit.
+STATIC_FRACTION_OF_MAX = 0.15
 #: Where a spec's figures come from (:attr:`GPUSpec.origin`).
 ORIGIN_CATALOG = "catalog"
 ORIGIN_CATALOG_REPORTED = "catalog+reported"
@@ -53,6 +55,8 @@ class GPUSpec:
         origin: ``"catalog"`` (published figures), ``"catalog+reported"`` (catalog prior,
             limits and clocks as the GPU reports them) or ``"reported"`` (prior scaled from
             what an unknown GPU reports).
+        static_power_w: Power under load that the SM clock does not scale, watts (None:
+            unknown, :attr:`load_static_power_w` scales one from the maximum limit).
     """
 
     name: str
@@ -67,6 +71,14 @@ class GPUSpec:
     sm_clock_step_mhz: int = SM_CLOCK_STEP_MHZ
     default_power_limit_w: float | None = None
     origin: str = ORIGIN_CATALOG
+    static_power_w: float | None = None
+
+    @property
+    def load_static_power_w(self) -> float:
+        """Static power under load, watts: the type's figure, or a prior scaled from TDP."""
+        if self.static_power_w is not None:
+            return self.static_power_w
+        return STATIC_FRACTION_OF_MAX * self.max_power_limit_w
 
     @property
     def tdp_w(self) -> float:
@@ -88,16 +100,31 @@ class GPUSpec:
 
 
 # Columns: name, max (= default) limit W, min limit W, idle W, max SM MHz, min SM MHz,
-# dense bf16 TFLOP/s, memory GB/s, memory MiB.
+# dense bf16 TFLOP/s, memory GB/s, memory MiB; static W (under load). Idle/static sources:
+# [ref] shared/gpu-reference.md (`nvidia-smi -q` idle readings).
+# [plus] nvidia-smi power.draw at 0 % utilisation, UCLA PLUS Lab 2025-07-03: A100-SXM4-40GB
+#   52.5-54.3 W (4 boards), A100 80GB PCIe 43.9-47.8 W (8 boards),
+#   https://huggingface.co/spaces/seawolf2357/PLUS_Lab_GPUs (gpus.csv).
+# [park] Vadari, "The Model Parking Tax", arXiv 2605.23918: a CUDA context adds 26-50 W over
+#   bare idle on HBM boards (H100, A100), 66 W on GDDR6 (L40S): an upper bound on static.
+# [zeus] No per-type static figure is published: each is an estimate inside the window the
+#   Zeus 40%-cap point allows (0.12-0.155 of TDP; 0.13-0.18 where 40% is under the minimum
+#   limit), >= idle except on L4 (idle is 0.22 of its TDP; load power never goes under idle).
 CATALOG: dict[str, GPUSpec] = {
     spec.name: spec
     for spec in (
-        GPUSpec("H100-SXM", 700, 200, 69, 1980, 210, 989, 3350, 81559),
-        GPUSpec("A100-SXM4", 400, 100, 50, 1410, 210, 312, 1555, 40960),
-        GPUSpec("A100-PCIe", 300, 150, 40, 1410, 210, 312, 1935, 81920),
-        GPUSpec("L4", 72, 40, 16, 2040, 210, 121, 300, 23034),
-        GPUSpec("V100-SXM2", 300, 150, 43, 1530, 135, 125, 900, 16384),
-        GPUSpec("A40", 300, 100, 30, 1740, 210, 150, 696, 46068),
+        # Idle 69 W [ref]; static 104 W = idle + 35 W ([park] 26-50 W), estimate [zeus].
+        GPUSpec("H100-SXM", 700, 200, 69, 1980, 210, 989, 3350, 81559, static_power_w=104),
+        # Idle 50 W [ref], 52.5-54.3 W [plus]; static 53 W, estimate [zeus] (at most ~60 W).
+        GPUSpec("A100-SXM4", 400, 100, 50, 1410, 210, 312, 1555, 40960, static_power_w=53),
+        # Idle 45 W: 43.9-47.8 W [plus] ([ref]'s ~40 W was an estimate); static 52 W, est. [zeus].
+        GPUSpec("A100-PCIe", 300, 150, 45, 1410, 210, 312, 1935, 81920, static_power_w=52),
+        # Idle 16 W [ref]; static 12.5 W: top of the [zeus] window, estimate.
+        GPUSpec("L4", 72, 40, 16, 2040, 210, 121, 300, 23034, static_power_w=12.5),
+        # Idle 41-45 W [ref]; static 50 W = idle + 7 W, estimate [zeus].
+        GPUSpec("V100-SXM2", 300, 150, 43, 1530, 135, 125, 900, 16384, static_power_w=50),
+        # Idle ~30 W [ref] (estimate); static 45 W = idle + 15 W (GDDR6, [park] 66 W), est. [zeus].
+        GPUSpec("A40", 300, 100, 30, 1740, 210, 150, 696, 46068, static_power_w=45),
         # H200-SXM (141 GB HBM3e). Sources:
         # - 700 W max (= default) limit, 141 GB, 4.8 TB/s, 989 TFLOP/s dense bf16 (1,979
         #   with sparsity): NVIDIA H200 datasheet, https://www.nvidia.com/en-us/data-center/h200/
@@ -109,9 +136,11 @@ CATALOG: dict[str, GPUSpec] = {
         #   https://github.com/stackhpc/ansible-slurm-appliance/pull/975
         # - 1980 MHz max SM clock: `nvidia-smi -q -d CLOCK` on p5e.48xlarge (8 x H200,
         #   driver 550.90), https://github.com/awslabs/amazon-eks-ami/pull/1985
-        # - 143771 MiB, 210 MHz min clock, ~75 W idle: estimate (H100-SXM's, scaled for
-        #   HBM3e); check with scripts/gpu_probe.py.
-        GPUSpec("H200-SXM", 700, 200, 75, 1980, 210, 989, 4800, 143771),
+        # - 143771 MiB, 210 MHz min clock: estimate; check with scripts/gpu_probe.py.
+        # - 75 W idle: vendor pages report nvidia-smi idle readings of 73.7 W (RunPod H200,
+        #   https://conservemode.com/case-studies.html) and 80.3 W
+        #   (https://api.serialalice.pt/alice-benchmark); static 104 W as H100-SXM's, est.
+        GPUSpec("H200-SXM", 700, 200, 75, 1980, 210, 989, 4800, 143771, static_power_w=104),
         # H100-PCIe (80 GB HBM2e). Sources:
         # - 350 W max TDP, >2,000 GB/s: NVIDIA H100 PCIe product brief PB-11133-001_v02
         #   ("operates unconstrained up to its maximum thermal design power (TDP) level of
@@ -121,7 +150,8 @@ CATALOG: dict[str, GPUSpec] = {
         #   https://www.nvidia.com/en-us/data-center/h100/
         # - 1755 MHz max SM (boost) clock: product brief's board table; 200 W min limit,
         #   81559 MiB, ~50 W idle: estimate. Check with scripts/gpu_probe.py.
-        GPUSpec("H100-PCIe", 350, 200, 50, 1755, 210, 756, 2039, 81559),
+        # - 58 W static: estimate (idle + 8 W, in the [zeus] window).
+        GPUSpec("H100-PCIe", 350, 200, 50, 1755, 210, 756, 2039, 81559, static_power_w=58),
         # L40S (48 GB GDDR6). Sources:
         # - 350 W max power, 48 GB, 864 GB/s, 362 TFLOP/s dense bf16 (733 with sparsity):
         #   NVIDIA L40S datasheet, https://www.nvidia.com/en-us/data-center/l40s/ (table
@@ -129,8 +159,9 @@ CATALOG: dict[str, GPUSpec] = {
         # - 2520 MHz boost (max SM) clock, 1110 MHz base:
         #   https://www.itcreations.com/nvidia-gpu/nvidia-l40s-gpu-accelerator
         # - 100 W min limit (as L40/A40), 46068 MiB (as A40), ~35 W idle: estimate; check
-        #   with scripts/gpu_probe.py.
-        GPUSpec("L40S", 350, 100, 35, 2520, 210, 362, 864, 46068),
+        #   with scripts/gpu_probe.py. 50 W static: estimate (idle + 15 W, as A40; [park]
+        #   measured this GDDR6 board's context adder at 66 W), in the [zeus] window.
+        GPUSpec("L40S", 350, 100, 35, 2520, 210, 362, 864, 46068, static_power_w=50),
         # B200 (HGX B200, HBM3e). Sources:
         # - 1000 W max TDP, 8 TB/s, 2,250 TFLOP/s dense bf16 at 1,000 W (4,500 sparse): HGX
         #   B200 table at https://glennklockwood.com/garden/processors/B200 (from NVIDIA's
@@ -138,9 +169,11 @@ CATALOG: dict[str, GPUSpec] = {
         # - 179 GB visible HBM3e (nvidia-smi memory.total on an HGX B200):
         #   https://docs.vultr.com/inference-cookbook/cuda/getting-started/hardware-overview
         # - 1965 MHz max SM clock: the clock NVIDIA's Blackwell benchmark scripts lock
-        #   (`nvidia-smi -lgc 1965`); 200 W min limit, ~140 W idle: estimate. Check with
+        #   (`nvidia-smi -lgc 1965`); 200 W min limit: estimate. Check with
         #   scripts/gpu_probe.py.
-        GPUSpec("B200", 1000, 200, 140, 1965, 210, 2250, 8000, 183296),
+        # - 110 W idle, 120 W static: estimates (H200's idle per watt of TDP; the highest
+        #   static whose lowest clock still fits the 200 W minimum limit).
+        GPUSpec("B200", 1000, 200, 110, 1965, 210, 2250, 8000, 183296, static_power_w=120),
     )
 }
 
@@ -205,6 +238,9 @@ _REFERENCE = CATALOG["H100-SXM"]
 IDLE_FRACTION_OF_MAX = 0.1
 #: Idle power never above this fraction of the minimum limit.
 IDLE_FRACTION_OF_MIN_CAP = 0.5
+#: Static power never above this fraction of the minimum limit (the lowest clock must fit
+#: under it; B200: 120 / 200 W).
+STATIC_FRACTION_OF_MIN_CAP = 0.6
 #: Clock range used when an unknown GPU reports no supported clocks, MHz.
 FALLBACK_SM_CLOCKS_MHZ = (210, 1980)
 
@@ -246,9 +282,9 @@ def spec_from_reported(
 ) -> GPUSpec:
     """A prior for a GPU type the catalog does not know, scaled from what it reports.
 
-    Limits and clocks are the reported ones; idle power, peak throughput and memory
-    bandwidth scale with the maximum limit by H100-SXM's ratios (a rough prior the power
-    model refines online, or ``greenllm profile --gpu N`` measures).
+    Limits and clocks are the reported ones; idle and static power, peak throughput and
+    memory bandwidth scale with the maximum limit by H100-SXM's ratios (a rough prior the
+    power model refines online, or ``greenllm profile --gpu N`` measures).
 
     Args:
         name: The NVML product name, e.g. ``"NVIDIA Future GPU"``.
@@ -268,6 +304,8 @@ def spec_from_reported(
     idle_w = min(
         IDLE_FRACTION_OF_MAX * max_power_limit_w, IDLE_FRACTION_OF_MIN_CAP * min_power_limit_w
     )
+    static_w = STATIC_FRACTION_OF_MAX * max_power_limit_w
+    static_w = max(idle_w, min(static_w, STATIC_FRACTION_OF_MIN_CAP * min_power_limit_w))
     return GPUSpec(
         name=name,
         max_power_limit_w=float(max_power_limit_w),
@@ -281,6 +319,7 @@ def spec_from_reported(
         sm_clock_step_mhz=step,
         default_power_limit_w=float(default_power_limit_w),
         origin=ORIGIN_REPORTED,
+        static_power_w=static_w,
     )
 
 

@@ -1,22 +1,35 @@
 """The physical model of a GPU under load, used by the simulated backend.
 
-Power, as a fraction of the board's TDP, at normalised SM clock ``x = f / f_max``::
+Board power, watts, at normalised SM clock ``x = f / f_max``::
 
-    P(x) = static + mem_activity * MEM + sm_activity * DYN * x * v(x)^2,
+    P(x) = max(I, S + mem_activity * MEM * TDP + sm_activity * D * x * v(x)^2)
+    D    = (LOAD - MEM) * TDP - S                (SM power at full activity and x = 1)
     v(x) = max(V_FLOOR, x)                       (voltage, normalised to 1 at f_max)
 
-Dynamic power grows with clock and the square of voltage; below the voltage floor
-only the clock falls. Time per unit of work is ``c / x + (1 - c)`` times its
-uncapped value, where ``c`` is the compute-bound fraction of the workload: close
-to 1 for training and prefill, small for memory-bound decode.
+``I`` and ``S`` are per-type figures from the catalog, which names their sources: ``I`` is
+the idle power (what a GPU with nothing running draws), ``S`` the static power under load
+(:attr:`GPUSpec.load_static_power_w`: what a working board draws whatever its SM clock:
+leakage at load temperature, memory and I/O at working clocks). ``D`` is set so that an
+uncapped compute-bound job draws ``LOAD`` = 0.86 of TDP on every type (A40 ResNet-50
+averaged 259 W at 300 W). Dynamic power grows with clock and the square of voltage; below
+the voltage floor only the clock falls, so there power is linear in the clock and ``S`` is
+what no cap removes. Time per unit of work is ``c / x + (1 - c)`` times its uncapped
+value, where ``c`` is the compute-bound fraction of the workload: close to 1 for training
+and prefill, small for memory-bound decode.
 
-A power limit works as in the firmware: the GPU runs at the highest supported
-clock whose power fits under the limit (and under any locked clock range).
+A power limit works as in the firmware: the GPU runs at the highest supported clock whose
+power fits under the limit (and under any locked clock range).
 
-The constants were fitted to the Zeus NSDI'23 power-cap traces (V100) and the
-decode figures in ``shared/gpu-reference.md``; the unit tests check every range.
-Figures are fractions of TDP so that a workload behaves the same on every type
-at the same fraction of its maximum limit.
+Energy per unit against the limit is U-shaped. Under a cap the SMs get what the limit
+leaves after ``S``, so the closer ``S`` sits to the minimum limit the harder throughput
+collapses there, and static power over the longer run costs more than the cap saves. On
+types whose minimum limit is a third of TDP or less (H100, H200, A100-SXM4, A40, L40S),
+the minimum limit gives 0.23-0.38x throughput at 1.02-1.25x the uncapped energy per unit
+(B200, minimum 20% of TDP: 0.15x at 1.55x); narrow-range types (V100, L4, A100-PCIe,
+H100-PCIe) cannot be capped that deep and stay below uncapped energy. The Zeus NSDI'23
+40%-cap point (0.50x throughput at 0.88x energy) holds only for ``S`` within about
+0.12-0.155 of TDP, so the per-type figures stay in that window. Every range of
+``shared/gpu-reference.md`` is a unit test, as is the deep-cap collapse per type.
 """
 
 from __future__ import annotations
@@ -30,12 +43,13 @@ from greenllm.devices.catalog import GPUSpec
 WorkloadKind = Literal["train", "prefill", "decode"]
 WORKLOAD_KINDS: tuple[WorkloadKind, ...] = ("train", "prefill", "decode")
 
-#: Power drawn under load that does not scale with the SM clock, fraction of TDP.
-STATIC_FRAC = 0.143
+#: Power an uncapped compute-bound job draws, fraction of TDP (static + memory + SM).
+LOAD_FRAC = 0.86
 #: Clock-independent memory power at full memory activity, fraction of TDP.
 MEM_FRAC = 0.0143
-#: Clock-dependent SM power at full activity and maximum clock, fraction of TDP.
-DYN_FRAC = 0.7027
+#: SM power at full activity and maximum clock is never below this fraction of TDP (a
+#: guard for a spec whose reported maximum limit is far under its catalog static power).
+MIN_DYN_FRAC = 0.35
 #: Normalised voltage floor: below this fraction of f_max the voltage stops falling.
 V_FLOOR = 0.88
 #: Compute-bound fraction of training and prefill step time.
@@ -114,17 +128,23 @@ def voltage(x: float) -> float:
     return max(V_FLOOR, x)
 
 
+def dynamic_power_w(spec: GPUSpec) -> float:
+    """SM power at full activity and maximum clock, watts (``D`` in the module docstring)."""
+    tdp_w = spec.tdp_w
+    return max((LOAD_FRAC - MEM_FRAC) * tdp_w - spec.load_static_power_w, MIN_DYN_FRAC * tdp_w)
+
+
 def power_w(spec: GPUSpec, workload: Workload | None, sm_clock_mhz: float) -> float:
     """Board power at a given SM clock, watts (idle power when ``workload`` is None)."""
     if workload is None:
         return spec.idle_power_w
     x = sm_clock_mhz / spec.max_sm_clock_mhz
-    frac = (
-        STATIC_FRAC
-        + workload.mem_activity * MEM_FRAC
-        + workload.sm_activity * DYN_FRAC * x * voltage(x) ** 2
+    watts = (
+        spec.load_static_power_w
+        + workload.mem_activity * MEM_FRAC * spec.tdp_w
+        + workload.sm_activity * dynamic_power_w(spec) * x * voltage(x) ** 2
     )
-    return max(spec.idle_power_w, frac * spec.tdp_w)
+    return max(spec.idle_power_w, watts)
 
 
 def peak_throughput(spec: GPUSpec, workload: Workload) -> float:
