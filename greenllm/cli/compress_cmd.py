@@ -136,7 +136,31 @@ METHOD_HELP = (
     type=click.IntRange(min=1),
     default=5,
     show_default=True,
-    help="Timed generation runs (the median run counts).",
+    help="Timed generation runs per model: the median is reported with the spread "
+    "(max - min) / median (one run: spread unknown, marked noisy).",
+)
+@click.option(
+    "--run-s",
+    "run_s",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Each timed run generates until it lasts at least this long, seconds.",
+)
+@click.option(
+    "--max-run-s",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=4.0,
+    show_default=True,
+    help="While a spread is above --max-spread, time every model again with runs twice "
+    "as long, up to this length, seconds.",
+)
+@click.option(
+    "--max-spread",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=0.05,
+    show_default=True,
+    help="Spread above which a figure (and ratios using it) is marked noisy, fraction.",
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 def compress_command(
@@ -160,11 +184,15 @@ def compress_command(
     gen_batch: int,
     gen_tokens: int,
     repeats: int,
+    run_s: float,
+    max_run_s: float,
+    max_spread: float,
     device: str,
 ) -> None:
     """Compress MODEL by each METHOD; report size, held-out perplexity, tokens/s and J/token
-    (with its source), each also as a ratio to the uncompressed model."""
-    from transformers.utils import logging as hf_logging
+    (with its source and spread over runs), each also as a ratio to the uncompressed model,
+    which is timed interleaved with the methods and shown as the tables' first row."""
+    _quiet_transformers()
 
     from greenllm.compression.distill import DistillConfig
     from greenllm.compression.evaluate import EvalConfig
@@ -176,7 +204,6 @@ def compress_command(
         ratio_rows,
     )
 
-    hf_logging.disable_progress_bar()
     chains = parse_methods(methods)
     distill = DistillConfig(
         layers=student_layers, width_factor=student_width, alpha=alpha, temperature=temperature
@@ -196,6 +223,9 @@ def compress_command(
             gen_batch_size=gen_batch,
             new_tokens=gen_tokens,
             repeats=repeats,
+            min_run_s=run_s,
+            max_run_s=max(run_s, max_run_s),
+            max_spread=max_spread,
         ),
         device=device,
     )
@@ -204,9 +234,22 @@ def compress_command(
         emit_json(report)
         return
     print_table(f"compress {model_name} ({device})", FIGURE_COLUMNS, figure_rows(report))
-    print_table("ratio to the uncompressed model", RATIO_COLUMNS, ratio_rows(report))
+    print_table("ratio to the baseline above", RATIO_COLUMNS, ratio_rows(report))
+    click.echo(report["timing_note"])
     click.echo(report["energy_note"])
     click.echo(f"artifacts, report.json and pareto.png in {out_dir}")
+
+
+def _quiet_transformers() -> None:
+    """Keep transformers' notices (e.g. "`loss_type=None` was set in the config") and
+    progress bars out of the report."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", module=r"transformers(\.|$)")
 
 
 def register(cli: click.Group) -> None:

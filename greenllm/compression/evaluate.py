@@ -3,16 +3,19 @@ J/token from the energy meter.
 
 J/token comes from the GPU energy counters when the model runs on a GPU, plus the CPU's
 RAPL counters where readable; where RAPL is not readable it comes from the meter's labelled
-CPU-time ESTIMATE. Every figure carries its source (``nvml-counter``, ``rapl``,
-``estimate``, joined by ``+``), and ``energy_is_estimate`` says whether any part of it is
-modelled rather than measured.
+CPU-time ESTIMATE. All models of a report are timed in one interleaved session (so they
+share one baseline and the same background load), each run long enough that counter and
+clock resolution are a small part of it; every figure carries its median, min and max,
+and its source (``nvml-counter``, ``rapl``, ``estimate``, joined by ``+``);
+``energy_is_estimate`` says whether any part of it is modelled rather than measured.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,8 +38,13 @@ class EvalConfig:
         gen_batch_size: Sequences generated at once.
         prompt_tokens: Prompt length of each generated sequence.
         new_tokens: Tokens generated per sequence (greedy, never stopped early).
-        repeats: Timed generation runs per model (after one untimed warm-up run of the same
-            size); the run of median duration gives tokens/s and J/token.
+        repeats: Timed runs per model; the median gives tokens/s and J/token, and the
+            spread (max - min) / median over them is reported.
+        min_run_s: Each timed run repeats generation until it lasts at least this long,
+            seconds, so that the CPU-time clock's 10 ms tick is a small part of it.
+        max_run_s: While a figure's spread is above ``max_spread``, every model is timed
+            again with runs twice as long, up to this length, seconds.
+        max_spread: Spread above which a figure is marked noisy (fraction).
     """
 
     seq_len: int = 128
@@ -46,6 +54,69 @@ class EvalConfig:
     prompt_tokens: int = 32
     new_tokens: int = 64
     repeats: int = 5
+    min_run_s: float = 1.0
+    max_run_s: float = 4.0
+    max_spread: float = 0.05
+
+
+@dataclass(frozen=True)
+class Stat:
+    """One figure over repeated runs.
+
+    Attributes:
+        median: Median over the runs.
+        low: Smallest run.
+        high: Largest run.
+        runs: How many runs.
+    """
+
+    median: float
+    low: float
+    high: float
+    runs: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat:
+        """The median, min and max of ``values``."""
+        return cls(statistics.median(values), min(values), max(values), len(values))
+
+    @property
+    def spread(self) -> float | None:
+        """``(high - low) / median``; None from fewer than two runs."""
+        if self.runs < 2 or self.median <= 0:
+            return None
+        return (self.high - self.low) / self.median
+
+    def noisy(self, max_spread: float) -> bool:
+        """True when the spread is above ``max_spread`` or unknown (a single run)."""
+        return self.spread is None or self.spread > max_spread
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Speed and energy of one model's timed generation.
+
+    Attributes:
+        tokens_per_s: Generated tokens per second, over the runs.
+        joules_per_token: Energy per generated token over the runs, joules (None when no
+            energy source is available).
+        energy_source: Where the joules come from.
+        energy_is_estimate: True when any part of the joules is modelled.
+        tokens_per_run: Median tokens generated in a run.
+        run_s: Median length of a run, seconds.
+    """
+
+    tokens_per_s: Stat
+    joules_per_token: Stat | None
+    energy_source: str
+    energy_is_estimate: bool
+    tokens_per_run: int
+    run_s: float
+
+    def noisy(self, max_spread: float) -> bool:
+        """True when its speed or its energy figure is noisy."""
+        jpt = self.joules_per_token
+        return self.tokens_per_s.noisy(max_spread) or (jpt is not None and jpt.noisy(max_spread))
 
 
 @dataclass(frozen=True)
@@ -55,23 +126,12 @@ class Evaluation:
     Attributes:
         perplexity: exp(mean next-token cross-entropy) on the held-out split.
         eval_tokens: Tokens predicted to get it.
-        tokens_per_s: Generated tokens per second.
-        joules_per_token: Energy per generated token, joules.
-        energy_source: Where the joules come from (``estimate``, ``rapl``,
-            ``nvml-counter+rapl``...).
-        energy_is_estimate: True when any part of the joules is modelled, not measured.
-        generated_tokens: Tokens generated in the median run.
-        duration_s: Length of the median run, seconds.
+        generation: Its timed generation (None until measured).
     """
 
     perplexity: float
     eval_tokens: int
-    tokens_per_s: float
-    joules_per_token: float | None
-    energy_source: str
-    energy_is_estimate: bool
-    generated_tokens: int
-    duration_s: float
+    generation: Generation | None = None
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -143,24 +203,71 @@ def energy_source(measurement: Measurement) -> tuple[str, bool]:
 
 
 @dataclass(frozen=True)
-class Generation:
-    """Speed and energy of one model's timed generation.
-
-    Attributes:
-        tokens_per_s: Generated tokens per second (median run).
-        joules_per_token: Energy per generated token in that run, joules.
-        energy_source: Where the joules come from.
-        energy_is_estimate: True when any part of the joules is modelled.
-        generated_tokens: Tokens generated in that run.
-        duration_s: Length of that run, seconds.
-    """
-
-    tokens_per_s: float
-    joules_per_token: float | None
-    energy_source: str
-    energy_is_estimate: bool
-    generated_tokens: int
+class _Run:
     duration_s: float
+    joules: float | None
+    tokens: int
+    source: str
+    is_estimate: bool
+
+
+def _timed_run(
+    model: nn.Module,
+    batch: torch.Tensor,
+    run_s: float,
+    tokenizer: Tokenizer,
+    meter: EnergyMeter,
+    config: EvalConfig,
+) -> _Run:
+    """Generate until at least ``run_s`` seconds have passed, inside one meter window."""
+    tokens = 0
+    start_s = time.perf_counter()
+    with meter.window("generate") as window:
+        while tokens == 0 or time.perf_counter() - start_s < run_s:
+            tokens += generate(model, batch, config.new_tokens, tokenizer).numel()
+    duration_s = time.perf_counter() - start_s
+    measurement = window.result
+    assert measurement is not None
+    source, is_estimate = energy_source(measurement)
+    joules = measurement.total_energy_j if source != "none" else None
+    return _Run(duration_s, joules, tokens, source, is_estimate)
+
+
+def _time_all(
+    models: Sequence[nn.Module],
+    tokenizer: Tokenizer,
+    batch: torch.Tensor,
+    meter: EnergyMeter,
+    config: EvalConfig,
+    run_s: float,
+) -> list[Generation]:
+    """Every model's runs, interleaved: round r starts at model r (mod n)."""
+    for model in models:
+        generate(model, batch, config.new_tokens, tokenizer)  # warm-up, not measured
+    runs: list[list[_Run]] = [[] for _ in models]
+    n = len(models)
+    for r in range(config.repeats):
+        for k in range(n):
+            i = (r + k) % n
+            runs[i].append(_timed_run(models[i], batch, run_s, tokenizer, meter, config))
+    figures = []
+    for model_runs in runs:
+        first = model_runs[0]
+        joules = [run.joules for run in model_runs if run.joules is not None]
+        energy = None
+        if len(joules) == len(model_runs):
+            energy = Stat.of([j / run.tokens for j, run in zip(joules, model_runs, strict=True)])
+        figures.append(
+            Generation(
+                tokens_per_s=Stat.of([run.tokens / run.duration_s for run in model_runs]),
+                joules_per_token=energy,
+                energy_source=first.source,
+                energy_is_estimate=first.is_estimate,
+                tokens_per_run=int(statistics.median(run.tokens for run in model_runs)),
+                run_s=statistics.median(run.duration_s for run in model_runs),
+            )
+        )
+    return figures
 
 
 def measure_generation(
@@ -169,82 +276,23 @@ def measure_generation(
     heldout_ids: torch.Tensor,
     meter: EnergyMeter,
     config: EvalConfig,
+    log: Callable[[str], None] | None = None,
 ) -> list[Generation]:
-    """Timed, metered greedy generation of each model, in alternation.
+    """Timed, metered greedy generation of every model, in one interleaved session.
 
-    Each model is warmed up once; then ``repeats`` rounds run every model once in turn, so
-    models compared with each other see the same background load. Per model, the run of
-    median duration counts.
+    Each model is warmed up; then ``repeats`` rounds run every model once in turn (each
+    round starting one model later), each run generating until it lasts ``min_run_s``.
+    While any figure's spread is above ``max_spread``, all models are timed again with
+    runs twice as long, up to ``max_run_s``; figures still above it are marked noisy by
+    :meth:`Generation.noisy`.
     """
     batch = prompts(heldout_ids, config)
-    for model in models:
-        generate(model, batch, config.new_tokens, tokenizer)  # warm-up, not measured
-    runs: list[list[tuple[float, float | None, int, str, bool]]] = [[] for _ in models]
-    for _ in range(config.repeats):
-        for model, model_runs in zip(models, runs, strict=True):
-            start_s = time.perf_counter()
-            with meter.window("generate") as window:
-                generated = generate(model, batch, config.new_tokens, tokenizer).numel()
-            duration_s = time.perf_counter() - start_s
-            measurement = window.result
-            assert measurement is not None
-            source, is_estimate = energy_source(measurement)
-            joules = measurement.total_energy_j if source != "none" else None
-            model_runs.append((duration_s, joules, generated, source, is_estimate))
-    figures = []
-    for model_runs in runs:
-        duration_s, joules, generated, source, is_estimate = sorted(model_runs)[
-            len(model_runs) // 2
-        ]
-        figures.append(
-            Generation(
-                tokens_per_s=generated / duration_s,
-                joules_per_token=joules / generated if joules is not None else None,
-                energy_source=source,
-                energy_is_estimate=is_estimate,
-                generated_tokens=generated,
-                duration_s=duration_s,
-            )
-        )
-    return figures
-
-
-def evaluate(
-    model: nn.Module,
-    tokenizer: Tokenizer,
-    heldout_ids: torch.Tensor,
-    meter: EnergyMeter,
-    config: EvalConfig,
-    paired_with: nn.Module | None = None,
-) -> tuple[Evaluation, Generation | None]:
-    """Perplexity on ``heldout_ids``, then timed and metered greedy generation.
-
-    Args:
-        model: The model to evaluate.
-        tokenizer: Its tokenizer.
-        heldout_ids: Held-out token ids (perplexity and prompts).
-        meter: The energy meter.
-        config: Evaluation settings.
-        paired_with: A reference model (the uncompressed one) whose generation runs
-            alternate with ``model``'s, so their speed and energy ratio is not skewed by
-            load that changes over time.
-
-    Returns:
-        ``model``'s figures, and the reference's generation figures from the paired runs
-        (None without a reference).
-    """
-    ppl, n_tokens = perplexity(model, heldout_ids, config)
-    models = [model] if paired_with is None else [model, paired_with]
-    figures = measure_generation(models, tokenizer, heldout_ids, meter, config)
-    gen = figures[0]
-    evaluation = Evaluation(
-        perplexity=ppl,
-        eval_tokens=n_tokens,
-        tokens_per_s=gen.tokens_per_s,
-        joules_per_token=gen.joules_per_token,
-        energy_source=gen.energy_source,
-        energy_is_estimate=gen.energy_is_estimate,
-        generated_tokens=gen.generated_tokens,
-        duration_s=gen.duration_s,
-    )
-    return evaluation, figures[1] if paired_with is not None else None
+    run_s = config.min_run_s
+    while True:
+        figures = _time_all(models, tokenizer, batch, meter, config, run_s)
+        noisy = [g for g in figures if g.noisy(config.max_spread)]
+        if not noisy or config.repeats < 2 or run_s * 2 > config.max_run_s:
+            return figures
+        run_s *= 2
+        if log is not None:
+            log(f"timing: spread above {config.max_spread:.0%}; again with {run_s:g} s runs")

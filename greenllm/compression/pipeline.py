@@ -26,7 +26,7 @@ from transformers import PreTrainedModel
 from greenllm.compression import distill as distill_mod
 from greenllm.compression import lowrank, prune, quantize
 from greenllm.compression.artifacts import save_compressed
-from greenllm.compression.evaluate import EvalConfig, evaluate
+from greenllm.compression.evaluate import EvalConfig, Evaluation, measure_generation, perplexity
 from greenllm.compression.layers import conv1d_to_linear, count_parameters, target_linears
 from greenllm.compression.report import MethodResult, build_report, write_report
 from greenllm.energy import EnergyMeter
@@ -178,33 +178,30 @@ def _apply_step(
     raise GreenllmError(f"unknown method {step!r}")
 
 
-def _measure(
+def _describe(
     name: str,
     model: PreTrainedModel,
     loaded: LoadedModel,
     heldout_ids: torch.Tensor,
-    meter: EnergyMeter,
     options: CompressOptions,
     out_dir: Path,
     manifest: dict[str, Any],
     details: dict[str, Any],
 ) -> MethodResult:
+    """Save ``model`` as an artifact, move it to the device and score its perplexity (its
+    generation is timed later, with every other model's)."""
     device = torch.device(options.device)
     weight_bytes = save_compressed(model, loaded.tokenizer, out_dir / _dir_name(name), manifest)
     model.to(device)  # type: ignore[arg-type]
-    reference = None if name == "baseline" else loaded.model.to(device)  # type: ignore[arg-type]
-    ev, paired = evaluate(
-        model, loaded.tokenizer, heldout_ids, meter, options.eval, paired_with=reference
-    )
+    ppl, n_tokens = perplexity(model, heldout_ids, options.eval)
     return MethodResult(
         method=name,
         parameters=count_parameters(model),
         weight_bytes=weight_bytes,
-        evaluation=ev,
+        evaluation=Evaluation(perplexity=ppl, eval_tokens=n_tokens),
         kernels=quantize.kernels_used(model, device),
         artifact=str(out_dir / _dir_name(name)),
         details=details,
-        paired_baseline=paired,
     )
 
 
@@ -237,13 +234,13 @@ def compress(
         raise GreenllmError(f"seq_len {options.eval.seq_len} exceeds the model's {positions}")
     meter = make_meter(torch.device(options.device))
     out_dir.mkdir(parents=True, exist_ok=True)
-    say("measuring the uncompressed model")
-    baseline = _measure(
+    say("scoring the uncompressed model")
+    models = [copy.deepcopy(base)]
+    baseline = _describe(
         "baseline",
-        copy.deepcopy(base),
+        models[0],
         loaded,
         heldout_ids,
-        meter,
         options,
         out_dir,
         {"base_model": model_name, "steps": []},
@@ -258,13 +255,22 @@ def compress(
         for step in chain:
             model, detail = _apply_step(step, model, base, train_ids, options)
             steps.append({"method": step, **detail})
-        say(f"measuring {name}")
+        say(f"scoring {name}")
         manifest = {"base_model": model_name, "steps": steps}
         details = steps[0] if len(steps) == 1 else {"steps": steps}
         results.append(
-            _measure(name, model, loaded, heldout_ids, meter, options, out_dir, manifest, details)
+            _describe(name, model, loaded, heldout_ids, options, out_dir, manifest, details)
         )
-    report = build_report(model_name, options.device, baseline, results)
+        models.append(model)
+    ev = options.eval
+    say(
+        f"timing generation: {len(models)} models interleaved, {ev.repeats} runs of "
+        f">= {ev.min_run_s:g} s each"
+    )
+    generations = measure_generation(models, loaded.tokenizer, heldout_ids, meter, ev, say)
+    for result, generation in zip([baseline, *results], generations, strict=True):
+        result.evaluation = replace(result.evaluation, generation=generation)
+    report = build_report(model_name, options.device, baseline, results, ev.max_spread)
     write_report(report, out_dir)
     say(f"report written to {out_dir}")
     return report

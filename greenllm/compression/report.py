@@ -1,26 +1,39 @@
 """The compression report: per method, size, quality, speed and energy, each also as a
 ratio to the uncompressed model; as JSON, as table rows, and as a Pareto plot.
 
-A ratio below 1 means smaller/faster-per-joule for bytes, parameters and J/token, and
-better for perplexity; ``tokens_per_s_ratio`` above 1 means faster. Speed and energy ratios
-are taken against the uncompressed model's generation runs that alternated with the
-method's own (``paired_baseline``), so load from other processes that changes over the
-report's run does not skew them; size and perplexity ratios are against ``baseline``.
+One baseline per report: the uncompressed model, timed in the same interleaved session as
+every method (so all share the same background load). Every ratio is the method's figure
+divided by the baseline's figure as the table shows them. Speed and energy are medians
+over repeated runs, with their spread ``(max - min) / median``; a figure whose spread is
+above ``max_spread`` (or unknown, from a single run) is marked noisy, and so is any ratio
+that uses it. A ratio below 1 means smaller for parameters, bytes and J/token, and better
+for perplexity; ``tokens_per_s_ratio`` above 1 means faster.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from greenllm.compression.evaluate import Evaluation, Generation
+from greenllm.compression.evaluate import Evaluation, Stat
 
 REPORT_FILE = "report.json"
 PLOT_FILE = "pareto.png"
-FIGURE_COLUMNS = ("method", "params", "MB", "perplexity", "tokens/s", "J/token", "J source")
+FIGURE_COLUMNS = (
+    "method",
+    "params",
+    "MB",
+    "perplexity",
+    "tokens/s",
+    "tokens/s ±",
+    "J/token",
+    "J/token ±",
+    "J source",
+)
 RATIO_COLUMNS = ("method", "params x", "bytes x", "perplexity x", "tokens/s x", "J/token x")
+TIMED = ("tokens_per_s", "joules_per_token")
 MB = 1e6
 
 
@@ -32,12 +45,10 @@ class MethodResult:
         method: Method name (``baseline`` for the uncompressed model).
         parameters: Parameters, quantized weights included.
         weight_bytes: Size of the saved weights file, bytes.
-        evaluation: Perplexity, tokens/s, J/token and their sources.
+        evaluation: Perplexity, and timed generation (tokens/s, J/token and sources).
         kernels: Matmul paths of quantized layers (says "fake/dequantized" where so).
         artifact: Directory of the saved, loadable model.
         details: What the method did (sparsity, ranks, student shape...).
-        paired_baseline: The uncompressed model's generation figures from runs alternating
-            with this model's (None for the baseline itself).
     """
 
     method: str
@@ -47,28 +58,44 @@ class MethodResult:
     kernels: list[str] = field(default_factory=list)
     artifact: str = ""
     details: dict[str, Any] = field(default_factory=dict)
-    paired_baseline: Generation | None = None
 
-    def figures(self) -> dict[str, Any]:
-        """The absolute figures as a JSON-ready mapping."""
+    def figures(self, max_spread: float) -> dict[str, Any]:
+        """The absolute figures as a JSON-ready mapping; a timed figure ``X`` comes with
+        ``X_min``, ``X_max``, ``X_spread`` and ``X_noisy``."""
         ev = self.evaluation
-        return {
+        gen = ev.generation
+        doc: dict[str, Any] = {
             "method": self.method,
             "parameters": self.parameters,
             "bytes": self.weight_bytes,
             "perplexity": ev.perplexity,
-            "tokens_per_s": ev.tokens_per_s,
-            "joules_per_token": ev.joules_per_token,
-            "energy_source": ev.energy_source,
-            "energy_is_estimate": ev.energy_is_estimate,
             "eval_tokens": ev.eval_tokens,
-            "generated_tokens": ev.generated_tokens,
-            "generation_duration_s": ev.duration_s,
-            "kernels": self.kernels,
-            "artifact": self.artifact,
-            "details": self.details,
-            "paired_baseline": asdict(self.paired_baseline) if self.paired_baseline else None,
         }
+        stats: dict[str, Stat | None] = {
+            "tokens_per_s": gen.tokens_per_s if gen else None,
+            "joules_per_token": gen.joules_per_token if gen else None,
+        }
+        for key, stat in stats.items():
+            doc[key] = stat.median if stat else None
+            doc[f"{key}_min"] = stat.low if stat else None
+            doc[f"{key}_max"] = stat.high if stat else None
+            doc[f"{key}_spread"] = stat.spread if stat else None
+            doc[f"{key}_noisy"] = stat.noisy(max_spread) if stat else False
+        doc.update(
+            energy_source=gen.energy_source if gen else "none",
+            energy_is_estimate=gen.energy_is_estimate if gen else False,
+            repeats=gen.tokens_per_s.runs if gen else 0,
+            tokens_per_run=gen.tokens_per_run if gen else 0,
+            run_s=gen.run_s if gen else None,
+            kernels=self.kernels,
+            artifact=self.artifact,
+            details=self.details,
+        )
+        return doc
+
+
+def _g(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _ratio(value: float | None, reference: float | None) -> float | None:
@@ -78,35 +105,58 @@ def _ratio(value: float | None, reference: float | None) -> float | None:
 
 
 def build_report(
-    model: str, device: str, baseline: MethodResult, results: list[MethodResult]
+    model: str,
+    device: str,
+    baseline: MethodResult,
+    results: list[MethodResult],
+    max_spread: float = 0.05,
 ) -> dict[str, Any]:
-    """The report document: the baseline's figures and each method's, with ratios."""
-    base = baseline.figures()
+    """The report document: the baseline's figures and each method's, with ratios of the
+    same figures."""
+    base = baseline.figures(max_spread)
     rows = []
     for result in results:
-        row = result.figures()
-        for key in ("parameters", "bytes", "perplexity"):
+        row = result.figures(max_spread)
+        for key in ("parameters", "bytes", "perplexity", *TIMED):
             row[f"{key}_ratio"] = _ratio(row[key], base[key])
-        reference = row["paired_baseline"] or base
-        for key in ("tokens_per_s", "joules_per_token"):
-            row[f"{key}_ratio"] = _ratio(row[key], reference[key])
+        for key in TIMED:
+            row[f"{key}_ratio_noisy"] = row[f"{key}_noisy"] or base[f"{key}_noisy"]
         rows.append(row)
-    sources = sorted({r["energy_source"] for r in [base, *rows]})
-    estimated = any(r["energy_is_estimate"] for r in [base, *rows])
+    everything = [base, *rows]
+    sources = sorted({r["energy_source"] for r in everything})
+    estimated = any(r["energy_is_estimate"] for r in everything)
     note = (
         "J/token is an ESTIMATE (process CPU time x watts per core), not a measurement: "
         "RAPL is not readable here"
         if estimated
         else "J/token is measured by energy counters"
     )
+    timing = (
+        f"tokens/s and J/token: median of {base['repeats']} run"
+        f"{'' if base['repeats'] == 1 else 's'} of about "
+        f"{_g(base['run_s'])} s ({base['tokens_per_run']} tokens) per model, all models "
+        f"interleaved; ± is (max - min) / median over the runs, 'noisy' above "
+        f"{max_spread:.0%}; ratios divide the figures above by the baseline's"
+    )
     return {
         "model": model,
         "device": device,
         "energy_sources": sources,
         "energy_note": note,
+        "timing_note": timing,
+        "max_spread": max_spread,
         "baseline": base,
         "results": rows,
     }
+
+
+def _spread_cell(row: dict[str, Any], key: str) -> str:
+    spread = row[f"{key}_spread"]
+    if row[key] is None:
+        return "-"
+    if spread is None:
+        return "1 run (noisy)"
+    return f"{100 * spread:.1f}%" + (" noisy" if row[f"{key}_noisy"] else "")
 
 
 def figure_rows(report: dict[str, Any]) -> list[list[Any]]:
@@ -118,26 +168,35 @@ def figure_rows(report: dict[str, Any]) -> list[list[Any]]:
             r["bytes"] / MB,
             r["perplexity"],
             r["tokens_per_s"],
+            _spread_cell(r, "tokens_per_s"),
             r["joules_per_token"],
+            _spread_cell(r, "joules_per_token"),
             r["energy_source"],
         ]
         for r in [report["baseline"], *report["results"]]
     ]
 
 
+def _ratio_cell(row: dict[str, Any], key: str) -> str:
+    value = _g(row[f"{key}_ratio"])
+    return f"{value} (noisy)" if row[f"{key}_ratio_noisy"] and value != "-" else value
+
+
 def ratio_rows(report: dict[str, Any]) -> list[list[Any]]:
-    """Rows for :data:`RATIO_COLUMNS`, one per method."""
-    return [
-        [
-            r["method"],
-            r["parameters_ratio"],
-            r["bytes_ratio"],
-            r["perplexity_ratio"],
-            r["tokens_per_s_ratio"],
-            r["joules_per_token_ratio"],
-        ]
-        for r in report["results"]
-    ]
+    """Rows for :data:`RATIO_COLUMNS`: the baseline (all 1), then one per method."""
+    rows: list[list[Any]] = [["baseline", 1.0, 1.0, 1.0, 1.0, 1.0]]
+    for r in report["results"]:
+        rows.append(
+            [
+                r["method"],
+                r["parameters_ratio"],
+                r["bytes_ratio"],
+                r["perplexity_ratio"],
+                _ratio_cell(r, "tokens_per_s"),
+                _ratio_cell(r, "joules_per_token"),
+            ]
+        )
+    return rows
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -154,8 +213,18 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def plot_pareto(report: dict[str, Any], path: Path) -> None:
-    """Perplexity against J/token for every model, the Pareto front joined (PNG)."""
+def plot_pareto(
+    report: dict[str, Any], path: Path
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Perplexity against J/token for every model, from the table's figures (PNG).
+
+    Each point is a model's median J/token with a bar from its fastest to its slowest run;
+    noisy figures are drawn hollow. Both axes start at 0, so differences within the noise
+    do not look larger than they are. The Pareto front (on the medians) is joined.
+
+    Returns:
+        The x (J/token) and y (perplexity) axis limits.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,20 +236,32 @@ def plot_pareto(report: dict[str, Any], path: Path) -> None:
     points = [(r["joules_per_token"], r["perplexity"]) for r in entries]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r, (x, y) in zip(entries, points, strict=True):
-        ax.scatter([x], [y], color="black" if r["method"] == "baseline" else "tab:green")
-        ax.annotate(r["method"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        color = "black" if r["method"] == "baseline" else "tab:green"
+        err = [[x - r["joules_per_token_min"]], [r["joules_per_token_max"] - x]]
+        hollow = r["joules_per_token_noisy"]
+        ax.errorbar(
+            [x], [y], xerr=err, fmt="o", color=color, capsize=3,
+            markerfacecolor="white" if hollow else color,
+        )  # fmt: skip
+        label = r["method"] + (" (noisy)" if hollow else "")
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     front = pareto_front(points)
     if len(front) > 1:
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="gray")
+    if points:
+        ax.set_xlim(0, 1.15 * max(r["joules_per_token_max"] for r in entries))
+        ax.set_ylim(0, 1.15 * max(y for _, y in points))
     source = "+".join(report["energy_sources"])
     kind = "ESTIMATE" if "estimate" in source else "measured"
-    ax.set_xlabel(f"J/token ({kind}; source: {source})")
+    ax.set_xlabel(f"J/token, median and min-max of runs ({kind}; source: {source})")
     ax.set_ylabel("held-out perplexity")
     ax.set_title(f"{report['model']}: quality vs energy per token (lower-left is better)")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    limits = (tuple(ax.get_xlim()), tuple(ax.get_ylim()))
     plt.close(fig)
+    return limits  # type: ignore[return-value]
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> None:

@@ -62,7 +62,11 @@ def test_compress_json_report(model_dir: Path, tmp_path: Path) -> None:
         "--gen-tokens",
         "8",
         "--repeats",
-        "1",
+        "2",
+        "--run-s",
+        "0.05",
+        "--max-run-s",
+        "0.05",
         "--rank",
         "16",
         cache=tmp_path / "cache",
@@ -79,12 +83,22 @@ def test_compress_json_report(model_dir: Path, tmp_path: Path) -> None:
     assert pruned["details"]["sparsity"] == pytest.approx(0.5, abs=1e-6)
     assert chained["parameters_ratio"] < 1.0 and chained["bytes_ratio"] < int8["bytes_ratio"]
     assert (out / "pareto.png").is_file() and (out / "report.json").is_file()
-    assert "measuring int8" in proc.stderr  # progress goes to stderr
+    assert "scoring int8" in proc.stderr  # progress goes to stderr
+    base = report["baseline"]
+    for row in report["results"]:  # one baseline: every ratio is figure / baseline figure
+        for key in ("tokens_per_s", "joules_per_token", "perplexity", "bytes"):
+            assert row[f"{key}_ratio"] == pytest.approx(row[key] / base[key])
+        for key in ("tokens_per_s", "joules_per_token"):
+            assert row[f"{key}_min"] <= row[key] <= row[f"{key}_max"]
+            assert row[f"{key}_spread"] == pytest.approx(
+                (row[f"{key}_max"] - row[f"{key}_min"]) / row[key]
+            )
+        assert row["repeats"] == 2 and row["run_s"] >= 0.05
 
 
 @pytest.mark.timeout(300)
 def test_an_artifact_can_be_compressed_again(model_dir: Path, tmp_path: Path) -> None:
-    quick = ["--eval-tokens", "512", "--gen-tokens", "4", "--repeats", "1"]
+    quick = ["--eval-tokens", "512", "--gen-tokens", "4", "--repeats", "1", "--run-s", "0.02"]
     first = tmp_path / "first"
     proc = greenllm(
         "compress", "--model", str(model_dir), "--method", "prune", "--out", str(first),
@@ -92,6 +106,9 @@ def test_an_artifact_can_be_compressed_again(model_dir: Path, tmp_path: Path) ->
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "prune" in proc.stdout and "ESTIMATE" in proc.stdout  # the table, for people
+    ratio_table = proc.stdout[proc.stdout.index("ratio to the baseline above") :]
+    assert "baseline" in ratio_table and "(noisy)" in ratio_table  # one run: spread unknown
+    assert "1 run (noisy)" in proc.stdout and "median of 1 run of" in proc.stdout
     first_report = json.loads((first / "report.json").read_text())
     proc = greenllm(
         "compress", "--model", str(first / "prune"), "--method", "int8",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,11 @@ from greenllm.compression.artifacts import load_compressed, save_compressed
 from greenllm.compression.evaluate import (
     EvalConfig,
     Evaluation,
+    Generation,
+    Stat,
     energy_source,
     generate,
+    measure_generation,
     perplexity,
 )
 from greenllm.compression.layers import conv1d_to_linear, count_parameters, target_linears
@@ -30,10 +35,14 @@ from greenllm.compression.pipeline import parse_methods
 from greenllm.compression.report import (
     MethodResult,
     build_report,
+    figure_rows,
     pareto_front,
+    plot_pareto,
+    ratio_rows,
     write_report,
 )
-from greenllm.energy import Measurement
+from greenllm.energy import EnergyMeter, Measurement
+from greenllm.energy.cpu_estimate import CpuTimeEstimator
 from greenllm.errors import GreenllmError
 from greenllm.workloads import LoadedModel, corpus_ids, load_model, pretrained_builtin
 
@@ -283,8 +292,14 @@ def test_parse_methods_validates_names_and_order() -> None:
             parse_methods(bad)
 
 
-def _result(method: str, ppl: float, jpt: float, size: int) -> MethodResult:
-    ev = Evaluation(ppl, 100, 1.0 / jpt, jpt, "estimate", True, 10, 1.0)
+def _result(
+    method: str, ppl: float, jpt: float, size: int, spread: float = 0.02, runs: int = 5
+) -> MethodResult:
+    def stat(x: float) -> Stat:
+        return Stat(x, x * (1 - spread / 2), x * (1 + spread / 2), runs)
+
+    gen = Generation(stat(1.0 / jpt), stat(jpt), "estimate", True, 256, 1.0)
+    ev = Evaluation(ppl, 100, gen)
     return MethodResult(method=method, parameters=size, weight_bytes=size * 4, evaluation=ev)
 
 
@@ -302,6 +317,53 @@ def test_report_ratios_pareto_and_files(tmp_path: Path) -> None:
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "report.json").read_text())["results"][1]["method"] == "prune"
     assert pareto_front([(0.02, 10.0), (0.01, 10.1), (0.03, 11.0)]) == [1, 0]
+
+
+def test_one_baseline_per_report_and_ratios_from_the_table_figures() -> None:
+    base = _result("baseline", 10.0, 0.02, 1000)
+    results = [_result("int8", 10.1, 0.016, 1000), _result("prune", 11.0, 0.03, 500)]
+    report = build_report("m", "cpu", base, results)
+    figures, ratios = figure_rows(report), ratio_rows(report)
+    assert figures[0][0] == ratios[0][0] == "baseline"  # shown in both tables
+    assert ratios[0][1:] == [1.0] * 5
+    assert all("paired_baseline" not in row for row in report["results"])
+    for fig, ratio in zip(figures[1:], ratios[1:], strict=True):
+        assert float(ratio[4]) == pytest.approx(fig[4] / figures[0][4], rel=1e-3)  # tokens/s
+        assert float(ratio[5]) == pytest.approx(fig[6] / figures[0][6], rel=1e-3)  # J/token
+        assert ratio[3] == pytest.approx(fig[3] / figures[0][3])  # perplexity
+
+
+def test_spreads_are_shown_and_noisy_figures_marked() -> None:
+    base = _result("baseline", 10.0, 0.02, 1000, spread=0.02)
+    noisy = _result("int8", 10.0, 0.01, 1000, spread=0.12)
+    single = _result("prune", 10.0, 0.01, 1000, runs=1)
+    report = build_report("m", "cpu", base, [noisy, single], max_spread=0.05)
+    b, n, one = figure_rows(report)
+    assert b[5] == "2.0%" and b[7] == "2.0%"
+    assert n[5] == "12.0% noisy" and n[7] == "12.0% noisy"
+    assert one[5] == "1 run (noisy)"
+    row = report["results"][0]
+    assert row["joules_per_token_spread"] == pytest.approx(0.12)
+    assert row["joules_per_token_min"] < row["joules_per_token"] < row["joules_per_token_max"]
+    assert row["joules_per_token_noisy"] and row["joules_per_token_ratio_noisy"]
+    assert ratio_rows(report)[1][5].endswith("(noisy)")
+    assert not report["baseline"]["tokens_per_s_noisy"]
+
+
+def test_stat_median_and_spread() -> None:
+    s = Stat.of([1.0, 1.1, 0.9, 1.05, 1.0])
+    assert (s.median, s.low, s.high, s.runs) == (1.0, 0.9, 1.1, 5)
+    assert s.spread == pytest.approx(0.2) and s.noisy(0.05) and not s.noisy(0.25)
+    assert Stat.of([2.0]).spread is None and Stat.of([2.0]).noisy(1.0)
+
+
+def test_pareto_plot_uses_the_table_figures_with_honest_axes(tmp_path: Path) -> None:
+    base = _result("baseline", 10.0, 0.02, 1000)
+    results = [_result("int8", 10.1, 0.0199, 1000, spread=0.1)]
+    report = build_report("m", "cpu", base, results)
+    (x0, x1), (y0, y1) = plot_pareto(report, tmp_path / "p.png")
+    assert x0 == 0 and y0 == 0  # a 0.5% difference is not blown up to the whole axis
+    assert x1 >= report["results"][0]["joules_per_token_max"] and y1 >= 10.1
 
 
 def test_energy_source_labels_estimates() -> None:
@@ -344,26 +406,83 @@ def test_devices_are_checked() -> None:
             check_device("cuda:0")
 
 
-def test_speed_and_energy_ratios_use_the_paired_baseline_runs() -> None:
-    from greenllm.compression.evaluate import Generation
+class _FakeLM(nn.Module):
+    """Generates zeros; each call takes ``call_s`` seconds and adds as much to ``cpu_s``
+    (the process's CPU time, as the fake meter reads it); records its calls in ``log``."""
 
-    base = _result("baseline", 10.0, 0.02, 1000)
-    method = _result("int8", 10.0, 0.01, 1000)
-    method.paired_baseline = Generation(50.0, 0.04, "estimate", True, 10, 0.2)
-    row = build_report("m", "cpu", base, [method])["results"][0]
-    assert row["tokens_per_s_ratio"] == pytest.approx(100.0 / 50.0)
-    assert row["joules_per_token_ratio"] == pytest.approx(0.01 / 0.04)
-    assert row["paired_baseline"]["tokens_per_s"] == 50.0
-    assert row["perplexity_ratio"] == pytest.approx(1.0)
+    def __init__(self, name: str, call_s: float, log: list[str], cpu_s: list[float]) -> None:
+        super().__init__()
+        self.name, self.call_s, self.log, self.cpu_s = name, call_s, log, cpu_s
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **_: Any) -> torch.Tensor:
+        self.log.append(self.name)
+        time.sleep(self.call_s)
+        self.cpu_s[0] += self.call_s
+        new = torch.zeros(input_ids.shape[0], max_new_tokens, dtype=torch.long)
+        return torch.cat([input_ids, new], dim=1)
 
 
-def test_generation_is_measured_in_alternation(tiny: LoadedModel, heldout: torch.Tensor) -> None:
-    from greenllm.compression.evaluate import evaluate
-    from greenllm.energy import EnergyMeter
+def _ticking_meter(cpu_s: list[float]) -> EnergyMeter:
+    """The CPU-time estimate read with a 10 ms tick, as os.times() reads it."""
+    estimator = CpuTimeEstimator(
+        watts_per_core=6.25, cpu_time_s=lambda: math.floor(cpu_s[0] * 100 + 1e-9) / 100
+    )
+    return EnergyMeter(gpus=[], rapl=None, cpu_estimate=estimator)
 
-    meter = EnergyMeter(gpus=[], rapl=None, cpu_estimate=True)
-    config = EvalConfig(max_eval_tokens=512, gen_batch_size=2, new_tokens=4, repeats=3)
-    evaluation, paired = evaluate(tiny.model, tiny.tokenizer, heldout, meter, config, tiny.model)
-    assert paired is not None and paired.generated_tokens == evaluation.generated_tokens == 8
-    assert evaluation.energy_source == paired.energy_source == "estimate"
-    assert evaluation.energy_is_estimate and evaluation.tokens_per_s > 0
+
+def test_all_models_are_timed_interleaved_in_one_session(tiny: LoadedModel) -> None:
+    log: list[str] = []
+    cpu_s = [0.0]
+    models = [_FakeLM(n, 0.002, log, cpu_s) for n in ("base", "a", "b")]
+    config = EvalConfig(gen_batch_size=2, new_tokens=4, repeats=3, min_run_s=0.01, max_run_s=0.01)
+    gens = measure_generation(
+        models, tiny.tokenizer, torch.arange(100), _ticking_meter(cpu_s), config
+    )
+    assert len(gens) == 3 and all(g.tokens_per_s.runs == 3 for g in gens)
+    timed = log[3:]  # after one warm-up call per model
+    firsts = [timed[i] for i in range(len(timed)) if i == 0 or timed[i] != timed[i - 1]]
+    assert firsts == ["base", "a", "b", "a", "b", "base", "b", "base", "a"]  # rotated rounds
+
+
+def test_runs_last_long_enough_that_the_cpu_tick_does_not_step_j_per_token(
+    tiny: LoadedModel,
+) -> None:
+    cpu_s = [0.0]
+    model = _FakeLM("m", 0.013, [], cpu_s)  # one call ~ one tick: J/token would step ~100%
+    config = EvalConfig(gen_batch_size=4, new_tokens=64, repeats=4, min_run_s=0.5, max_run_s=0.5)
+    meter = _ticking_meter(cpu_s)
+    (gen,) = measure_generation([model], tiny.tokenizer, torch.arange(200), meter, config)
+    assert gen.run_s >= 0.5
+    jpt = gen.joules_per_token
+    assert jpt is not None and jpt.spread is not None
+    true_jpt = 0.013 * 6.25 / 256
+    assert 0.97 * true_jpt <= jpt.low <= jpt.high <= 1.03 * true_jpt  # within a tick per run
+    assert jpt.spread < 0.03
+
+
+def test_noisy_timing_retries_with_longer_runs(tiny: LoadedModel) -> None:
+    cpu_s = [0.0]
+    model = _FakeLM("m", 0.003, [], cpu_s)
+    messages: list[str] = []
+    config = EvalConfig(
+        gen_batch_size=1, new_tokens=2, repeats=2, min_run_s=0.01, max_run_s=0.04, max_spread=1e-9
+    )
+    (gen,) = measure_generation(
+        [model], tiny.tokenizer, torch.arange(100), _ticking_meter(cpu_s), config, messages.append
+    )
+    assert [m.split("with ")[1] for m in messages] == ["0.02 s runs", "0.04 s runs"]
+    assert gen.noisy(config.max_spread)  # still above: marked, not hidden
+
+
+def test_compress_silences_transformers_notices() -> None:
+    from transformers.utils import logging as hf_logging
+
+    from greenllm.cli.compress_cmd import _quiet_transformers
+
+    before = hf_logging.get_verbosity()
+    try:
+        _quiet_transformers()
+        assert hf_logging.get_verbosity() == hf_logging.ERROR
+    finally:
+        hf_logging.set_verbosity(before)
