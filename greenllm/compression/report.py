@@ -235,16 +235,16 @@ def plot_pareto(
     ]
     points = [(r["joules_per_token"], r["perplexity"]) for r in entries]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r, (x, y) in zip(entries, points, strict=True):
-        color = "black" if r["method"] == "baseline" else "tab:green"
+    colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
+    for i, (r, (x, y)) in enumerate(zip(entries, points, strict=True)):
+        color = "black" if r["method"] == "baseline" else colors[i % len(colors)]
         err = [[x - r["joules_per_token_min"]], [r["joules_per_token_max"] - x]]
         hollow = r["joules_per_token_noisy"]
+        label = r["method"] + (" (noisy)" if hollow else "")
         ax.errorbar(
-            [x], [y], xerr=err, fmt="o", color=color, capsize=3,
+            [x], [y], xerr=err, fmt="o", color=color, capsize=3, label=label,
             markerfacecolor="white" if hollow else color,
         )  # fmt: skip
-        label = r["method"] + (" (noisy)" if hollow else "")
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     front = pareto_front(points)
     if len(front) > 1:
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="gray")
@@ -253,10 +253,14 @@ def plot_pareto(
         ax.set_ylim(0, 1.15 * max(y for _, y in points))
     source = "+".join(report["energy_sources"])
     kind = "ESTIMATE" if "estimate" in source else "measured"
-    ax.set_xlabel(f"J/token, median and min-max of runs ({kind}; source: {source})")
+    ax.set_xlabel(
+        f"J/token: median, bar = min-max of runs, hollow = noisy ({kind}; source: {source})"
+    )
     ax.set_ylabel("held-out perplexity")
     ax.set_title(f"{report['model']}: quality vs energy per token (lower-left is better)")
     ax.grid(True, alpha=0.3)
+    if entries:
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     limits = (tuple(ax.get_xlim()), tuple(ax.get_ylim()))
