@@ -85,8 +85,9 @@ def load_sample() -> dict[str, Any]:
     return LoadReport.from_records([], 1.0, **head).to_dict()
 
 
-def sim_outputs() -> tuple[dict[str, Any], str, str]:
-    """summary.json, and the header lines of trace.csv and budget.csv, of a short run."""
+def sim_outputs() -> tuple[dict[str, Any], str, str, str]:
+    """summary.json, the header lines of trace.csv and budget.csv, and their line ending
+    (``\\n`` or ``\\r\\n``), of a short run."""
     scenario = yaml.safe_load(SCENARIO.read_text())
     scenario["duration_s"] = SIM_DURATION_S
     with tempfile.TemporaryDirectory(prefix="greenllm-docs-") as tmp:
@@ -94,8 +95,10 @@ def sim_outputs() -> tuple[dict[str, Any], str, str]:
         path.write_text(yaml.safe_dump(scenario))
         out = Path(tmp) / "out"
         summary = run_json("sim", str(path), "--out", str(out))
-        headers = [(out / f).read_text().splitlines()[0] for f in ("trace.csv", "budget.csv")]
-    return summary, headers[0], headers[1]
+        raw = [(out / f).read_bytes() for f in ("trace.csv", "budget.csv")]
+    headers = [r.decode("utf-8").splitlines()[0] for r in raw]
+    ending = "\\r\\n" if any(b"\r\n" in r for r in raw) else "\\n"
+    return summary, headers[0], headers[1], ending
 
 
 def cli_samples() -> dict[str, Any]:

@@ -236,7 +236,7 @@ def _columns(header: str, meaning: dict[str, str]) -> list[str]:
 
 def output_files() -> str:
     """docs/output-files.md."""
-    summary, trace_header, budget_header = samples.sim_outputs()
+    summary, trace_header, budget_header, ending = samples.sim_outputs()
     trace = _columns(trace_header, meanings.TRACE)
     budget = _columns(budget_header, meanings.BUDGET)
     return "\n".join(
@@ -247,7 +247,7 @@ def output_files() -> str:
             "",
             "## `greenllm sim SCENARIO --out DIR`",
             "",
-            "CSV files are UTF-8 with `\\n` line endings and a header row. With `--compare "
+            f"CSV files are UTF-8 with `{ending}` line endings and a header row. With `--compare "
             "a,b`, DIR holds one such folder per policy, `compare.json` and `compare.png`.",
             "",
             f"### `DIR/trace.csv`\n\nOne row per GPU per recorded step. Header:\n\n"
