@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from greenllm.cli.jobs_cmd import throughput_of
 from greenllm.cli.options import CONFIG_OPTION
 from greenllm.cli.output import emit_json, print_table
 from greenllm.proto.v1 import cluster_pb2
@@ -55,13 +56,17 @@ def status_document(status: cluster_pb2.ClusterStatus) -> dict[str, Any]:
                 "state": j.state,
                 "shards": j.spec.shards,
                 "priority": j.spec.priority,
-                "throughput": j.throughput,
+                "throughput": throughput_of(j),
                 "work_units": j.work_units,
                 "energy_j": j.energy_j,
             }
             for j in status.jobs
         ],
     }
+
+
+def _unknown(value: float | None) -> float | str:
+    return "unknown" if value is None else value
 
 
 def _node_state(n: cluster_pb2.NodeStatus) -> str:
@@ -101,7 +106,10 @@ def status(config_path: Path | None, as_json: bool) -> None:
     cols = ["node", "state", "gpu", "type", "limit W", "power W", "SM MHz", "util %"]
     print_table("GPUs", cols, rows)
     if st.jobs:
-        jobs = [[j.id, j.spec.kind, j.state, j.throughput, j.energy_j / 1000.0] for j in st.jobs]
+        jobs = [
+            [j.id, j.spec.kind, j.state, _unknown(throughput_of(j)), j.energy_j / 1000.0]
+            for j in st.jobs
+        ]
         print_table("Jobs", ["id", "kind", "state", "units/s", "energy kJ"], jobs)
 
 

@@ -146,6 +146,8 @@ class LifecycleView:
         reported: Shards the nodes report running.
         timeouts: State timeouts.
         max_restarts: Times a job is placed again before it fails.
+        nodes_now_s: The time nodes' phases are timed in (default: ``now_s``): the shell
+            times node contact in its listening time.
     """
 
     nodes: tuple[NodeView, ...]
@@ -154,6 +156,7 @@ class LifecycleView:
     reported: tuple[ReportedShard, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_restarts: int = 3
+    nodes_now_s: float | None = None
 
 
 class Transition(NamedTuple):
@@ -332,7 +335,10 @@ def reconcile(view: LifecycleView, now_s: float) -> Reconciliation:
         The transitions (in order) and the shards to stop.
     """
     b = _Builder(view.timeouts, now_s)
+    if view.nodes_now_s is not None:
+        b.now_s = view.nodes_now_s
     node_phase = _nodes(view, b)
+    b.now_s = now_s
     shard_phase = _shards(view, node_phase, b)
     by_job: dict[str, list[tuple[ShardView, ShardPhase, str]]] = {}
     for s in view.shards:

@@ -21,6 +21,7 @@ from greenllm.rpc.channel import GRPC_OPTIONS, server_credentials
 from scheduler.server.agent_service import AgentServicer
 from scheduler.server.auth import AuthInterceptor
 from scheduler.server.cluster_service import ClusterServicer
+from scheduler.server.logstore import LogStore
 from scheduler.server.metrics import serve_metrics
 from scheduler.server.sqlstore import SqliteStore
 from scheduler.shell.controller import ControllerShell
@@ -41,6 +42,7 @@ async def run_control_loop(shell: ControllerShell) -> None:
             except Exception:  # one bad step must not stop the controller
                 log.exception("control step failed")
         woken.clear()
+        await asyncio.sleep(0)  # what arrived during the step is taken in first
         wait_s = shell.wait_s(shell.clock())
         if wait_s > 0:
             with contextlib.suppress(TimeoutError):
@@ -67,7 +69,9 @@ class Controller:
             self.shell = ControllerShell(config, self.store)
         except StoreError as exc:
             raise GreenllmError(f"controller state: {exc.message}") from None
-        self.cluster = ClusterServicer(self.shell)
+        self.logs = LogStore(config.state_dir / "logs")
+        self.shell.on_logs = self.logs.append
+        self.cluster = ClusterServicer(self.shell, self.logs)
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._loop_task: asyncio.Task[None] | None = None

@@ -11,6 +11,7 @@ import grpc
 
 from greenllm.proto.v1 import cluster_pb2, cluster_pb2_grpc
 from scheduler.server.errors import BadInput, abort_with
+from scheduler.server.logstore import LogStore
 from scheduler.shell import operator, status
 from scheduler.shell.controller import ControllerShell
 
@@ -24,8 +25,9 @@ WATCH_INTERVAL_RANGE_S = (0.05, 3600.0)
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
     """Jobs, status, budget and policy."""
 
-    def __init__(self, shell: ControllerShell) -> None:
+    def __init__(self, shell: ControllerShell, logs: LogStore | None = None) -> None:
         self._shell = shell
+        self._logs = logs
 
     def status(self) -> cluster_pb2.ClusterStatus:
         """The cluster status now."""
@@ -112,6 +114,20 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
                 )
                 for e in events
             ]
+        )
+
+    async def GetJobLogs(
+        self, request: cluster_pb2.GetJobLogsRequest, context: Context
+    ) -> cluster_pb2.GetJobLogsResponse:
+        try:
+            operator.get(self._shell, request.job_id)
+        except BadInput as exc:
+            await abort_with(context, exc)
+        if self._logs is None:
+            return cluster_pb2.GetJobLogsResponse()
+        got = self._logs.read(request.job_id, request.rank, request.offset, request.max_bytes)
+        return cluster_pb2.GetJobLogsResponse(
+            data=got.data, next_offset=got.next_offset, size=got.size, generation=got.generation
         )
 
     async def WatchStatus(

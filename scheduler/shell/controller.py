@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 HEARTBEATS_PER_TIMEOUT = 5
 #: Telemetry older than this many telemetry intervals makes a node stale (at least 1 s).
 STALE_INTERVALS = 5
+#: Steps whose duration is kept (for the step-time percentiles in status).
+STEP_TIMES_KEPT = 40
 #: A GPU that refused a lowering is planned at its limit for this long, then tried again, s.
 REFUSAL_RETRY_S = 60.0
 
@@ -114,14 +117,18 @@ class ControllerShell:
         self.unmet_slos: dict[str, str] = {}
         #: StartShard commands awaiting their ack, by command id.
         self.start_commands: dict[int, ShardRecord] = {}
-        #: Load weights last sent to each node.
-        self.weights_sent: dict[str, dict[str, float]] = {}
+        #: Per job, the load weights last sent, and the nodes they went to.
+        self.weights_sent: dict[str, tuple[dict[str, float], set[str]]] = {}
         self.power_model = PowerModel()
         self.rng = np.random.default_rng([seed, 0x5EED])
         self.last_actions = Actions()
         self.steps = 0
         #: CPU seconds the last decide() took.
         self.decide_cpu_s = 0.0
+        #: Clock seconds spent inside control steps since start (see :meth:`listen_now`).
+        self.blocked_s = 0.0
+        #: Wall seconds of the recent steps.
+        self.step_wall_s: deque[float] = deque(maxlen=STEP_TIMES_KEPT)
         self.refused_lowerings = 0
         #: Commands of this step per node, sent together by :meth:`flush`.
         self.outbox: dict[str, list[agent_pb2.Command]] = {}
@@ -173,13 +180,16 @@ class ControllerShell:
         Raises:
             BadInput: The registration is refused (see :meth:`Ledger.register`).
         """
-        now_s = self.clock()
-        node, remarks = self.ledger.register(msg, session, self.stale_after_s, now_s, peer_address)
+        now_s, listen_s = self.clock(), self.listen_now()
+        node, remarks = self.ledger.register(
+            msg, session, self.stale_after_s, now_s, peer_address, listen_s
+        )
         old = node.phase
         node.phase = NODE_TRANSITIONS[(old, NodeEvent.REGISTERED)]
-        node.phase_since_s = now_s
+        node.phase_since_s = listen_s
         node.last_sent_s = now_s
-        self.weights_sent.pop(node.name, None)
+        for _, nodes in self.weights_sent.values():
+            nodes.discard(node.name)
         self.persist.event(
             StoredEvent(
                 self.wall_clock(),
@@ -212,7 +222,7 @@ class ControllerShell:
         """
         kind = message.WhichOneof("body")
         if kind == "telemetry":
-            self.ledger.ingest(session, message.telemetry, self.clock())
+            self.ledger.ingest(session, message.telemetry, self.clock(), self.listen_now())
             if message.telemetry.logs:
                 self.on_logs(session.node, message.telemetry.logs)
         elif kind == "acks":
@@ -250,14 +260,28 @@ class ControllerShell:
             log.debug("node %s: %s failed: %s", cmd.node, cmd.action, ack.reason)
 
     # -- the step ------------------------------------------------------------------------
+    def listen_now(self) -> float:
+        """The controller's listening time: its clock, less the time spent in control steps
+        (messages wait while a step runs). Node contact and node timeouts are measured in
+        it, so a slow step never makes healthy nodes look silent."""
+        return self.clock() - self.blocked_s
+
     def step(self) -> Actions:
         """One control step (see the module docstring)."""
+        started, clock_s = time.perf_counter(), self.clock()
+        try:
+            return self._step()
+        finally:
+            self.step_wall_s.append(time.perf_counter() - started)
+            self.blocked_s += max(0.0, self.clock() - clock_s)
+
+    def _step(self) -> Actions:
         now_s = self.clock()
         early = now_s - self._last_step_s < self.period_s - 1e-9
         self._early_step_used = early
         self._wake = False
         self._last_step_s = now_s
-        for name in self.ledger.overdue(now_s, self.ack_timeout_s):
+        for name in self.ledger.overdue(self.listen_now(), self.ack_timeout_s):
             session = self.nodes[name].session
             if session is not None:
                 log.warning(
@@ -330,7 +354,7 @@ class ControllerShell:
         Returns:
             Its command id (None: the node has no stream; nothing was queued).
         """
-        cid = self.ledger.send(node, command, now_s)
+        cid = self.ledger.send(node, command, self.listen_now())
         if cid is not None:
             self.outbox.setdefault(node, []).append(command)
         return cid

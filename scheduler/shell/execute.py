@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from scheduler.shell.controller import ControllerShell
 
 
+#: Load weights are rounded to this many decimals (smaller changes are not sent).
+WEIGHT_DIGITS = 4
 #: Rendezvous ports are drawn from [RENDEZVOUS_PORT_BASE, + RENDEZVOUS_PORTS).
 RENDEZVOUS_PORT_BASE, RENDEZVOUS_PORTS = 29500, 20000
 
@@ -114,25 +116,36 @@ def _place(shell: ControllerShell, job_id: str, placements: list[Placement], now
 
 def _load_weights(shell: ControllerShell, actions: Actions, now_s: float) -> None:
     """Each node hosting a shard of a job gets the whole job's weights (a replica routes by
-    its slice of all of them); sent only when they change."""
-    rank_of = {
-        (s.node, s.index): (job.job_id, s.rank)
-        for job in shell.jobs.active()
-        for s in job.shards.values()
-    }
-    per_job: dict[str, dict[str, float]] = defaultdict(dict)
+    its slice of all of them), when they changed (beyond rounding) or the node has not got
+    them yet."""
+    per_job: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)
     nodes_of: dict[str, set[str]] = defaultdict(set)
     for w in actions.load_weights:
-        owner = rank_of.get((w.node, w.index))
-        if owner is not None and owner[0] == w.job_id:
-            per_job[w.job_id][shard_id(w.job_id, owner[1])] = w.weight
-            nodes_of[w.job_id].add(w.node)
+        if w.job_id in shell.jobs.jobs:
+            per_job[w.job_id][(w.node, w.index)] = round(w.weight, WEIGHT_DIGITS)
+    for gone in set(shell.weights_sent) - set(per_job):
+        del shell.weights_sent[gone]
     per_node: dict[str, dict[str, float]] = defaultdict(dict)
-    for job_id, weights in per_job.items():
-        for node in nodes_of[job_id]:
+    for job_id, by_gpu in per_job.items():
+        job = shell.jobs.jobs[job_id]
+        weights = {
+            s.shard_id: by_gpu[(s.node, s.index)]
+            for s in job.shards.values()
+            if (s.node, s.index) in by_gpu
+        }
+        nodes = {s.node for s in job.shards.values()}
+        sent = shell.weights_sent.get(job_id)
+        if sent is not None and sent[0] == weights:
+            nodes = nodes - sent[1]
+        else:
+            shell.weights_sent[job_id] = (weights, set())
+        for node in nodes:
             per_node[node].update(weights)
+        nodes_of[job_id] = nodes
     for node, weights in per_node.items():
-        if shell.weights_sent.get(node) != weights:
-            body = agent_pb2.SetLoadWeights(weights=weights)
-            if shell.queue(node, agent_pb2.Command(set_load_weights=body), now_s) is not None:
-                shell.weights_sent[node] = weights
+        body = agent_pb2.SetLoadWeights(weights=weights)
+        if shell.queue(node, agent_pb2.Command(set_load_weights=body), now_s) is None:
+            continue
+        for job_id, nodes in nodes_of.items():
+            if node in nodes:
+                shell.weights_sent[job_id][1].add(node)

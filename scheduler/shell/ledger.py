@@ -175,6 +175,7 @@ class Ledger:
         stale_after_s: float,
         now_s: float,
         peer_address: str = "",
+        contact_s: float | None = None,
     ) -> tuple[NodeRecord, list[str]]:
         """Accept an agent's registration; its GPUs' records start afresh from what it reports.
 
@@ -223,7 +224,7 @@ class Ledger:
         node.session = session
         node.stale_after_s = max(stale_after_s, STALE_MESSAGE_INTERVALS * interval_s)
         node.last_telemetry_s = None
-        node.contact_s = now_s
+        node.contact_s = now_s if contact_s is None else contact_s
         node.failsafe_active = msg.failsafe_active
         node.address = msg.address[:255] or peer_address
         node.shards.clear()
@@ -243,8 +244,17 @@ class Ledger:
         return True
 
     # -- telemetry ---------------------------------------------------------------------
-    def ingest(self, session: Session, batch: agent_pb2.TelemetryBatch, now_s: float) -> None:
+    def ingest(
+        self,
+        session: Session,
+        batch: agent_pb2.TelemetryBatch,
+        now_s: float,
+        contact_s: float | None = None,
+    ) -> None:
         """Take in a telemetry batch: all of it, or on bad input none of it.
+
+        ``contact_s`` is when the node counts as last heard from (default ``now_s``): the
+        controller's listening time, which stands still while a control step runs.
 
         Raises:
             BadInput: INVALID_ARGUMENT for an unknown GPU index or an implausible value.
@@ -253,12 +263,11 @@ class Ledger:
         cols = batch.gpus
         readings = 0
         if len(cols.index):
-            index, values = _check_columns(node, cols)
-            readings = len(index)
-            rows = values.T.tolist()
-            for i, row in dict(zip(index, range(readings), strict=True)).items():
+            gpu_indices, values = _check_columns(node, cols)
+            readings = len(cols.index)
+            for i, row in zip(gpu_indices, values.T.tolist(), strict=True):
                 gpu = node.gpus[i]
-                reading = gpu.latest = GpuReading._make(rows[row])
+                reading = gpu.latest = GpuReading._make(row)
                 gpu.energy_window.append((reading.timestamp_s, reading.energy_j))
                 limit_w = reading.power_limit_w
                 if not gpu.pending_limits_w and limit_w >= 0 and limit_w != gpu.acked_limit_w:
@@ -276,7 +285,8 @@ class Ledger:
             if report is None or report.latest.generation != sh.generation:
                 report = node.shards[sh.shard_id] = ShardReport(sh)
             report.add(sh)
-        node.last_telemetry_s = node.contact_s = now_s
+        node.last_telemetry_s = now_s
+        node.contact_s = now_s if contact_s is None else contact_s
         node.failsafe_active = batch.failsafe_active
         self.samples_ingested += readings
 
@@ -357,34 +367,40 @@ class Ledger:
 
 
 def _check_columns(node: NodeRecord, cols: agent_pb2.GpuSamples) -> tuple[list[int], np.ndarray]:
-    """A batch's GPU readings as a checked array (one row per column, one column per reading).
+    """The newest reading of each GPU in a batch, checked, as an array (one row per column,
+    one column per GPU). Older ticks of the batch are not kept, so they are not read.
+
+    Returns:
+        The GPU index of each column, and the array.
 
     Raises:
         BadInput: INVALID_ARGUMENT naming the node, GPU, field and value at fault.
     """
     index = list(cols.index)
-    columns = [list(getattr(cols, name)) for name in COLUMNS]
-    if any(len(c) != len(index) for c in columns):
-        lengths = {name: len(c) for name, c in zip(COLUMNS, columns, strict=True)}
+    sizes = [len(getattr(cols, name)) for name in COLUMNS]
+    if any(n != len(index) for n in sizes):
+        lengths = dict(zip(COLUMNS, sizes, strict=True))
         raise _reject(
             node.name, f"telemetry columns of unequal length ({len(index)} indices, {lengths})"
         )
     if max(index) >= len(node.gpus):
         raise _reject(node.name, f"telemetry for GPU {max(index)}, which it does not have")
-    values = np.array(columns, dtype=float)
-    lo = np.repeat(_LO, len(index), axis=1)
-    hi = np.repeat(_HI, len(index), axis=1)
-    gpus = [node.gpus[i] for i in index]
-    hi[_POWER] = [g.power_cap_w for g in gpus]
-    lo[_LIMIT] = [g.min_power_limit_w - 1e-3 for g in gpus]
-    hi[_LIMIT] = [g.max_power_limit_w + 1e-3 for g in gpus]
+    last = {i: pos for pos, i in enumerate(index)}  # the newest row of each GPU wins
+    gpus, rows = list(last), list(last.values())
+    values = np.array([[col[r] for r in rows] for col in (getattr(cols, n) for n in COLUMNS)])
+    lo = np.repeat(_LO, len(rows), axis=1)
+    hi = np.repeat(_HI, len(rows), axis=1)
+    records = [node.gpus[i] for i in gpus]
+    hi[_POWER] = [g.power_cap_w for g in records]
+    lo[_LIMIT] = [g.min_power_limit_w - 1e-3 for g in records]
+    hi[_LIMIT] = [g.max_power_limit_w + 1e-3 for g in records]
     ok = (values >= lo) & (values <= hi)
     ok[_LIMIT] |= values[_LIMIT] == UNAVAILABLE
     if not ok.all():
         col, row = np.argwhere(~ok)[0]
         raise _reject(
             node.name,
-            f"GPU {index[row]}: {COLUMNS[col]} {float(values[col, row])!r} outside "
+            f"GPU {gpus[row]}: {COLUMNS[col]} {float(values[col, row])!r} outside "
             f"[{lo[col, row]:g}, {hi[col, row]:g}]",
         )
-    return index, values
+    return gpus, values

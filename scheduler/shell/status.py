@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import grpc
+import numpy as np
 
 from greenllm.proto.v1 import cluster_pb2
 from scheduler.shell.errors import BadInput
@@ -98,7 +99,7 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
             cluster_pb2.NodeStatus(
                 name=node.name,
                 connected=node.session is not None,
-                stale=not node.fresh(now_s) or last is None,
+                stale=not node.fresh(shell.listen_now()) or last is None,
                 failsafe_active=node.failsafe_active,
                 gpus=gpus,
                 telemetry_age_s=now_s - last if last is not None else -1.0,
@@ -106,6 +107,7 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
             )
         )
     store_error = shell.persist.error
+    steps = np.array(shell.step_wall_s) if shell.step_wall_s else np.zeros(1)
     return cluster_pb2.ClusterStatus(
         budget_w=shell.budget_w,
         reserve_w=shell.reserve_w,
@@ -120,6 +122,8 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
         state_writable=store_error is None,
         state_error=store_error or "",
         refused_lowerings=shell.refused_lowerings,
+        control_step_p50_s=float(np.percentile(steps, 50)),
+        control_step_p99_s=float(np.percentile(steps, 99)),
     )
 
 

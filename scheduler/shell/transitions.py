@@ -82,8 +82,9 @@ def _steady(shell: ControllerShell, s: ShardRecord) -> bool:
 
 
 def _view(shell: ControllerShell, now_s: float) -> LifecycleView:
+    listen_s = shell.listen_now()
     nodes = tuple(
-        NodeView(n.name, n.phase, n.phase_since_s, n.fresh(now_s)) for n in shell.nodes.values()
+        NodeView(n.name, n.phase, n.phase_since_s, n.fresh(listen_s)) for n in shell.nodes.values()
     )
     jobs = []
     records = list(shell.stopping.values())
@@ -109,6 +110,7 @@ def _view(shell: ControllerShell, now_s: float) -> LifecycleView:
         reported=reported,
         timeouts=shell.timeouts,
         max_restarts=MAX_RESTARTS,
+        nodes_now_s=listen_s,
     )
 
 
@@ -139,7 +141,7 @@ def reconcile_step(shell: ControllerShell, now_s: float) -> None:
         _event(shell, t)
         if t.kind == "node":
             node = shell.nodes[str(t.key)]
-            node.phase, node.phase_since_s = NodePhase(t.new.value), now_s
+            node.phase, node.phase_since_s = NodePhase(t.new.value), shell.listen_now()
             if node.phase is NodePhase.LOST:
                 log.warning("node %s lost: %s", node.name, t.reason)
             elif node.phase is NodePhase.STALE and node.session is not None:

@@ -173,6 +173,8 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "state_writable": 11,
         "state_error": 12,
         "refused_lowerings": 13,
+        "control_step_p50_s": 14,
+        "control_step_p99_s": 15,
     },
     "SetBudgetRequest": {"budget_w": 1, "reserve_w": 2},
     "SetBudgetResponse": {"budget_w": 1, "reserve_w": 2},

@@ -210,7 +210,7 @@ class NodeStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., stale: _Optional[bool] = ..., failsafe_active: _Optional[bool] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ..., telemetry_age_s: _Optional[float] = ..., phase: _Optional[_Union[NodePhase, str]] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples", "jobs_total", "state_writable", "state_error", "refused_lowerings")
+    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples", "jobs_total", "state_writable", "state_error", "refused_lowerings", "control_step_p50_s", "control_step_p99_s")
     BUDGET_W_FIELD_NUMBER: _ClassVar[int]
     RESERVE_W_FIELD_NUMBER: _ClassVar[int]
     POWER_W_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +224,8 @@ class ClusterStatus(_message.Message):
     STATE_WRITABLE_FIELD_NUMBER: _ClassVar[int]
     STATE_ERROR_FIELD_NUMBER: _ClassVar[int]
     REFUSED_LOWERINGS_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_STEP_P50_S_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_STEP_P99_S_FIELD_NUMBER: _ClassVar[int]
     budget_w: float
     reserve_w: float
     power_w: float
@@ -237,7 +239,9 @@ class ClusterStatus(_message.Message):
     state_writable: bool
     state_error: str
     refused_lowerings: int
-    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ..., telemetry_samples: _Optional[int] = ..., jobs_total: _Optional[int] = ..., state_writable: _Optional[bool] = ..., state_error: _Optional[str] = ..., refused_lowerings: _Optional[int] = ...) -> None: ...
+    control_step_p50_s: float
+    control_step_p99_s: float
+    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ..., telemetry_samples: _Optional[int] = ..., jobs_total: _Optional[int] = ..., state_writable: _Optional[bool] = ..., state_error: _Optional[str] = ..., refused_lowerings: _Optional[int] = ..., control_step_p50_s: _Optional[float] = ..., control_step_p99_s: _Optional[float] = ...) -> None: ...
 
 class SetBudgetRequest(_message.Message):
     __slots__ = ("budget_w", "reserve_w")
