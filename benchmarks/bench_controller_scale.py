@@ -212,9 +212,8 @@ def _print(r: dict[str, float]) -> None:
         return
     gpus = n * GPUS_PER_NODE
     rate = gpus * TICKS / PERIOD_S
-    print(
-        f"  {n:>5} agents ({gpus} GPUs, {rate:,.0f} samples/s), registered in {r['register_s']:.1f} s"
-    )
+    took = r["register_s"]
+    print(f"  {n:>5} agents ({gpus} GPUs, {rate:,.0f} samples/s), registered in {took:.1f} s")
     p50, p99 = r["step_p50_s"], r["step_p99_s"]
     print(
         f"        control step p50 {p50 * 1e3:6.1f} ms, p99 {p99 * 1e3:6.1f} ms = "
