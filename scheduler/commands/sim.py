@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,8 @@ from greenllm.config import registered_policies
 from greenllm.errors import GreenllmError
 from scheduler.sim.compare import comparison_rows, plot_power, run_policy, run_unbounded
 from scheduler.sim.oracle import ORACLE_NAME
-from scheduler.sim.results import SimResult, finite
-from scheduler.sim.scenario import load_scenario
+from scheduler.sim.results import NO_SLO, SimResult, finite
+from scheduler.sim.scenario import Scenario, load_scenario
 
 #: GPU-steps above which progress is reported on stderr.
 PROGRESS_MIN_GPU_STEPS = 200_000
@@ -47,10 +48,33 @@ def _single_rows(summary: dict[str, Any]) -> list[list[Any]]:
                 summary["units"][job],
                 summary["joules_per_unit"][job],
                 summary["throughput_vs_unbounded"][job],
-                "yes" if summary["slo_met"][job] else "NO",
+                slo_cell(summary, job),
             ]
         )
     return rows
+
+
+def slo_cell(summary: dict[str, Any], job: str) -> str:
+    """``yes``, ``NO``, or ``n/a`` for a job without an SLO."""
+    if summary["slo_detail"].get(job) == NO_SLO:
+        return "n/a"
+    return "yes" if summary["slo_met"][job] else "NO"
+
+
+def compliance(summary: dict[str, Any]) -> str:
+    """The budget figures in words: the transition after a cut is named as such."""
+    window_s = summary["transition_window_s"]
+    over_s = summary["budget_violation_s"]
+    after_s = summary["budget_violation_after_transition_s"]
+    text = f"Power over the budget {over_s:g} s"
+    if over_s > 0:
+        text += (
+            f" (up to {summary['max_overshoot_w']:.4g} W), {over_s - after_s:g} s of it within "
+            f"the {window_s:.2g} s transition after a cut"
+        )
+    limits_s = summary["limits_over_budget_s"]
+    text += f"; limits over budget - reserve outside transitions: {limits_s:g} s"
+    return text
 
 
 def _more(jobs: int) -> None:
@@ -84,6 +108,9 @@ def register(cli: click.Group) -> None:
         help="Record every N-th step in trace.csv.",
     )
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+    @click.option(
+        "--verbose", is_flag=True, help="Show the simulated controller's and agents' log."
+    )
     def sim(
         scenario: Path,
         out_dir: Path,
@@ -91,6 +118,7 @@ def register(cli: click.Group) -> None:
         compare: str | None,
         trace_every: int,
         as_json: bool,
+        verbose: bool,
     ) -> None:
         """Simulate SCENARIO.yaml in virtual time with the controller's decide().
 
@@ -100,7 +128,13 @@ def register(cli: click.Group) -> None:
         """
         if policy is not None and compare is not None:
             raise click.UsageError("give --policy or --compare, not both")
-        sc, base_dir = load_scenario(scenario)
+        if not verbose:  # the controller's own warnings would drown the results
+            for name in ("scheduler", "workers"):
+                logging.getLogger(name).setLevel(logging.ERROR)
+        notes: list[str] = []
+        sc, base_dir = load_scenario(scenario, notes)
+        for note in notes:
+            click.echo(f"greenllm: {note}", err=True)
         names = [_known(p.strip()) for p in compare.split(",")] if compare else []
         if compare is not None and not names:
             raise click.BadParameter("no policies given", param_hint="--compare")
@@ -110,41 +144,55 @@ def register(cli: click.Group) -> None:
             raise GreenllmError(f"{out_dir}: cannot create: {exc.strerror}") from None
         gpu_count = sum(n.count * len(n.gpu_types()) for n in sc.nodes)
         big = gpu_count * sc.duration_s / sc.control.step_s >= PROGRESS_MIN_GPU_STEPS
-        unbounded: SimResult = run_unbounded(sc, base_dir, _progress("unbounded reference", big))
-        if not names:
-            name = _known(policy or sc.policy)
-            _, summary = run_policy(
-                sc, base_dir, name, out_dir, unbounded, trace_every, _progress(name, big)
-            )
-            if as_json:
-                emit_json(finite(summary))
-                return
-            print_table(
-                f"{sc.name} under {name}: {summary['energy_j'] / 1e3:.4g} kJ, budget "
-                f"violation {summary['budget_violation_s']:g} s, max overshoot "
-                f"{summary['max_overshoot_w']:.4g} W",
-                ["job", "work", "unit", "J/unit", "vs unbounded", "SLO met"],
-                _single_rows(summary),
-            )
-            _more(len(summary["work"]))
-            click.echo(f"wrote {out_dir}/trace.csv, budget.csv, summary.json")
-            return
-        results: dict[str, SimResult] = {}
-        summaries: dict[str, dict[str, Any]] = {}
-        for name in names:
-            res, summary = run_policy(
-                sc, base_dir, name, out_dir / name, unbounded, trace_every, _progress(name, big)
-            )
-            results[name], summaries[name] = res, summary
-        plot_power(results, out_dir / "compare.png")
-        doc = {"scenario": sc.name, "policies": summaries}
-        (out_dir / "compare.json").write_text(
-            json.dumps(finite(doc), indent=2) + "\n", encoding="utf-8"
+        try:
+            _run(sc, base_dir, out_dir, policy, names, trace_every, as_json, big)
+        except OSError as exc:
+            raise GreenllmError(f"{out_dir}: cannot write: {exc.strerror or exc}") from None
+
+
+def _run(
+    sc: Scenario,
+    base_dir: Path,
+    out_dir: Path,
+    policy: str | None,
+    names: list[str],
+    trace_every: int,
+    as_json: bool,
+    big: bool,
+) -> None:
+    unbounded: SimResult = run_unbounded(sc, base_dir, _progress("unbounded reference", big))
+    if not names:
+        name = _known(policy or sc.policy)
+        _, summary = run_policy(
+            sc, base_dir, name, out_dir, unbounded, trace_every, _progress(name, big)
         )
         if as_json:
-            emit_json(finite(doc))
+            emit_json(finite(summary))
             return
-        columns, rows = comparison_rows(summaries, MAX_TABLE_JOBS)
-        print_table(f"{sc.name}: policies side by side", columns, rows)
-        _more(len(next(iter(summaries.values()))["work"]))
-        click.echo(f"wrote {out_dir}/compare.png and one folder per policy")
+        print_table(
+            f"{sc.name} under {name}: {summary['energy_j'] / 1e3:.4g} kJ. {compliance(summary)}",
+            ["job", "work", "unit", "J/unit", "vs unbounded", "SLO met"],
+            _single_rows(summary),
+        )
+        _more(len(summary["work"]))
+        click.echo(f"wrote {out_dir}/trace.csv, budget.csv, summary.json")
+        return
+    results: dict[str, SimResult] = {}
+    summaries: dict[str, dict[str, Any]] = {}
+    for name in names:
+        res, summary = run_policy(
+            sc, base_dir, name, out_dir / name, unbounded, trace_every, _progress(name, big)
+        )
+        results[name], summaries[name] = res, summary
+    plot_power(results, out_dir / "compare.png")
+    doc = {"scenario": sc.name, "policies": summaries}
+    (out_dir / "compare.json").write_text(
+        json.dumps(finite(doc), indent=2) + "\n", encoding="utf-8"
+    )
+    if as_json:
+        emit_json(finite(doc))
+        return
+    columns, rows = comparison_rows(summaries, MAX_TABLE_JOBS)
+    print_table(f"{sc.name}: policies side by side", columns, rows)
+    _more(len(next(iter(summaries.values()))["work"]))
+    click.echo(f"wrote {out_dir}/compare.png and one folder per policy")

@@ -10,7 +10,7 @@ from scheduler.core.problem import Policy
 from scheduler.policies import load_policy
 from scheduler.sim.engine import Simulation
 from scheduler.sim.oracle import ORACLE_NAME, OraclePolicy
-from scheduler.sim.results import SimResult, TraceWriter, write_outputs
+from scheduler.sim.results import NO_SLO, SimResult, TraceWriter, write_outputs
 from scheduler.sim.scenario import Scenario
 
 #: Policy the unbounded reference run uses (with no budget every policy runs uncapped).
@@ -79,7 +79,17 @@ def comparison_rows(
             ]
         )
         rows.append(
-            [f"{job} SLO met", *("yes" if s["slo_met"][job] else "NO" for s in summaries.values())]
+            [
+                f"{job} SLO met",
+                *(
+                    "n/a"
+                    if s["slo_detail"][job] == NO_SLO
+                    else "yes"
+                    if s["slo_met"][job]
+                    else "NO"
+                    for s in summaries.values()
+                ),
+            ]
         )
     rows.append(
         [
