@@ -24,7 +24,6 @@ import httpx
 from greenllm.errors import GreenllmError
 from greenllm.serving.arrivals import Arrival
 from greenllm.serving.report import LoadReport, RequestRecord
-from greenllm.workloads.corpus import corpus_text
 
 #: Seconds between progress lines on long runs.
 PROGRESS_EVERY_S = 5.0
@@ -63,6 +62,8 @@ def base_url(endpoint: str) -> str:
 
 def prompt_text(tokens: int) -> str:
     """ASCII text of ``tokens`` bytes cut from the shipped corpus (repeated as needed)."""
+    from greenllm.workloads.corpus import corpus_text  # the package imports torch: only here
+
     source = "".join(c for c in corpus_text("heldout") if c.isascii()) or "power "
     return (source * (tokens // len(source) + 1))[:tokens]
 

@@ -8,7 +8,6 @@ import click
 
 from greenllm.config import default_config_path, load_cluster_config
 from greenllm.rpc.foreground import configure_logging, run_foreground
-from scheduler.server.app import Controller
 
 
 @click.command("controller")
@@ -24,6 +23,8 @@ def controller(config_path: Path | None, verbose: bool) -> None:
     power budget, and export Prometheus metrics."""
     config = load_cluster_config(config_path or default_config_path())
     configure_logging(verbose)
+    from scheduler.server.app import Controller  # the server's imports: only when it runs
+
     run_foreground(Controller(config).serve())
 
 

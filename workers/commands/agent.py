@@ -8,7 +8,6 @@ import click
 
 from greenllm.config import default_config_path, load_cluster_config
 from greenllm.rpc.foreground import configure_logging, run_foreground
-from workers.agent.agent import NodeAgent
 
 
 @click.command("agent")
@@ -31,6 +30,8 @@ def agent(config_path: Path | None, node: str, batch_ticks: int | None, verbose:
     """Run the node agent: stream telemetry to the controller, apply its commands, and
     fall back to the fail-safe power limits when the controller is gone."""
     config = load_cluster_config(config_path or default_config_path())
+    from workers.agent.agent import NodeAgent  # the agent's imports: only when it runs
+
     node_agent = NodeAgent(config, node, batch_ticks=batch_ticks)
     configure_logging(verbose)
     run_foreground(node_agent.run())
