@@ -168,7 +168,11 @@ class ControllerShell:
 
     # -- agents --------------------------------------------------------------------------
     def register(
-        self, msg: agent_pb2.Register, session: Session, peer_address: str = ""
+        self,
+        msg: agent_pb2.Register,
+        session: Session,
+        peer_address: str = "",
+        identity: str | None = None,
     ) -> NodeRecord:
         """An agent opened its stream and registered.
 
@@ -176,10 +180,18 @@ class ControllerShell:
             msg: Its registration.
             session: Its stream.
             peer_address: The address the stream comes from (when it names none).
+            identity: The node its credential belongs to (None: the credential names no
+                node); an agent may register only as itself.
 
         Raises:
-            BadInput: The registration is refused (see :meth:`Ledger.register`).
+            BadInput: The registration is refused (see :meth:`Ledger.register`);
+                PERMISSION_DENIED when the credential belongs to another node.
         """
+        if identity is not None and identity != msg.node:
+            raise BadInput(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the credential of node {identity[:100]!r} cannot register node {msg.node[:100]!r}",
+            )
         now_s, listen_s = self.clock(), self.listen_now()
         node, remarks = self.ledger.register(
             msg, session, self.stale_after_s, now_s, peer_address, listen_s
