@@ -193,6 +193,7 @@ COMPRESS = {
     "energy_note": "Whether J/token is measured or an estimate.",
     "timing_note": "How tokens/s and J/token were timed.",
     "max_spread": "Spread above which a figure is marked noisy, fraction.",
+    "cpu_threads": "Torch CPU threads while timing (null: torch's default).",
     "baseline": "The uncompressed model's figures (the one baseline of every ratio).",
     **{f"baseline.{k}": v for k, v in _FIGURES.items()},
     "results": "One entry per method.",

@@ -162,6 +162,15 @@ METHOD_HELP = (
     show_default=True,
     help="Spread above which a figure (and ratios using it) is marked noisy, fraction.",
 )
+@click.option(
+    "--threads",
+    "cpu_threads",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Torch CPU threads while timing generation (0: torch's default). One thread keeps "
+    "speed and CPU time per token steady when other processes share the cores.",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 def compress_command(
     model_name: str,
@@ -187,6 +196,7 @@ def compress_command(
     run_s: float,
     max_run_s: float,
     max_spread: float,
+    cpu_threads: int,
     device: str,
 ) -> None:
     """Compress MODEL by each METHOD; report size, held-out perplexity, tokens/s and J/token
@@ -226,6 +236,7 @@ def compress_command(
             min_run_s=run_s,
             max_run_s=max(run_s, max_run_s),
             max_spread=max_spread,
+            cpu_threads=cpu_threads or None,
         ),
         device=device,
     )

@@ -45,6 +45,9 @@ class EvalConfig:
         max_run_s: While a figure's spread is above ``max_spread``, every model is timed
             again with runs twice as long, up to this length, seconds.
         max_spread: Spread above which a figure is marked noisy (fraction).
+        cpu_threads: Torch CPU threads while timing (None: torch's default). One thread
+            by default: with several, threads spin-waiting on each other make speed and
+            CPU time per token swing by 10x when other processes share the cores.
     """
 
     seq_len: int = 128
@@ -57,6 +60,7 @@ class EvalConfig:
     min_run_s: float = 1.0
     max_run_s: float = 4.0
     max_spread: float = 0.05
+    cpu_threads: int | None = 1
 
 
 @dataclass(frozen=True)
@@ -288,11 +292,17 @@ def measure_generation(
     """
     batch = prompts(heldout_ids, config)
     run_s = config.min_run_s
-    while True:
-        figures = _time_all(models, tokenizer, batch, meter, config, run_s)
-        noisy = [g for g in figures if g.noisy(config.max_spread)]
-        if not noisy or config.repeats < 2 or run_s * 2 > config.max_run_s:
-            return figures
-        run_s *= 2
-        if log is not None:
-            log(f"timing: spread above {config.max_spread:.0%}; again with {run_s:g} s runs")
+    threads = torch.get_num_threads()
+    if config.cpu_threads:
+        torch.set_num_threads(config.cpu_threads)
+    try:
+        while True:
+            figures = _time_all(models, tokenizer, batch, meter, config, run_s)
+            noisy = [g for g in figures if g.noisy(config.max_spread)]
+            if not noisy or config.repeats < 2 or run_s * 2 > config.max_run_s:
+                return figures
+            run_s *= 2
+            if log is not None:
+                log(f"timing: spread above {config.max_spread:.0%}; again with {run_s:g} s runs")
+    finally:
+        torch.set_num_threads(threads)

@@ -270,7 +270,9 @@ def compress(
     generations = measure_generation(models, loaded.tokenizer, heldout_ids, meter, ev, say)
     for result, generation in zip([baseline, *results], generations, strict=True):
         result.evaluation = replace(result.evaluation, generation=generation)
-    report = build_report(model_name, options.device, baseline, results, ev.max_spread)
+    report = build_report(
+        model_name, options.device, baseline, results, ev.max_spread, ev.cpu_threads
+    )
     write_report(report, out_dir)
     say(f"report written to {out_dir}")
     return report

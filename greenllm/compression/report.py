@@ -110,9 +110,11 @@ def build_report(
     baseline: MethodResult,
     results: list[MethodResult],
     max_spread: float = 0.05,
+    cpu_threads: int | None = None,
 ) -> dict[str, Any]:
     """The report document: the baseline's figures and each method's, with ratios of the
-    same figures."""
+    same figures (``cpu_threads``: torch CPU threads during timing, None: torch's
+    default)."""
     base = baseline.figures(max_spread)
     rows = []
     for result in results:
@@ -135,8 +137,9 @@ def build_report(
         f"tokens/s and J/token: median of {base['repeats']} run"
         f"{'' if base['repeats'] == 1 else 's'} of about "
         f"{_g(base['run_s'])} s ({base['tokens_per_run']} tokens) per model, all models "
-        f"interleaved; ± is (max - min) / median over the runs, 'noisy' above "
-        f"{max_spread:.0%}; ratios divide the figures above by the baseline's"
+        f"interleaved, {cpu_threads or 'default'} CPU thread"
+        f"{'' if cpu_threads == 1 else 's'}; ± is (max - min) / median over the runs, "
+        f"'noisy' above {max_spread:.0%}; ratios divide the figures above by the baseline's"
     )
     return {
         "model": model,
@@ -145,6 +148,7 @@ def build_report(
         "energy_note": note,
         "timing_note": timing,
         "max_spread": max_spread,
+        "cpu_threads": cpu_threads,
         "baseline": base,
         "results": rows,
     }

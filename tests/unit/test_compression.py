@@ -475,6 +475,29 @@ def test_noisy_timing_retries_with_longer_runs(tiny: LoadedModel) -> None:
     assert gen.noisy(config.max_spread)  # still above: marked, not hidden
 
 
+def test_timing_runs_on_one_cpu_thread_and_restores_the_setting(tiny: LoadedModel) -> None:
+    seen: list[int] = []
+
+    class Probe(_FakeLM):
+        def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **k: Any) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return super().generate(input_ids, max_new_tokens, **k)
+
+    cpu_s = [0.0]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        config = EvalConfig(gen_batch_size=1, new_tokens=2, repeats=2, min_run_s=0.01)
+        meter = _ticking_meter(cpu_s)
+        measure_generation(
+            [Probe("m", 0.001, [], cpu_s)], tiny.tokenizer, torch.arange(50), meter, config
+        )
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_compress_silences_transformers_notices() -> None:
     from transformers.utils import logging as hf_logging
 
