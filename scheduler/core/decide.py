@@ -26,9 +26,9 @@ from scheduler.core.types import (
     LoadWeight,
     LockClocks,
     ObservedState,
-    Placement,
     ResetClocks,
     SetPowerLimit,
+    SLOReport,
 )
 
 _DEFAULT_MODEL = PowerModel()
@@ -128,7 +128,7 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
     gpus = observed.gpus
     usable_w = observed.usable_budget_w
     jobs = {j.job_id: j for j in observed.jobs if j.phase in ("pending", "running")}
-    placements: list[Placement] = place(gpus, observed.jobs, model, usable_w)
+    placements, unplaceable = place(gpus, observed.jobs, model, usable_w)
     placed = {(p.node, p.index): p.job_id for p in placements}
 
     specs = [spec_of(g.gpu_type) for g in gpus]
@@ -199,6 +199,7 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
         clock_resets=tuple(resets),
         load_weights=tuple(_load_weights(groups, live, effective)),
         unmet_slos=tuple(alloc.unmet_slos),
+        unplaceable=tuple(SLOReport(u.job_id, u.reason) for u in unplaceable),
         raises_deferred=plan.raises_deferred,
         notes=tuple(notes),
     )

@@ -7,8 +7,12 @@ Rules:
 * Only allowed GPU types; preferred types first, then the type doing the job's workload
   at the least joules per unit at the power it can expect (its TDP-proportional share of
   the budget), as the power model predicts.
-* A training job (synchronous data-parallel) uses one GPU type for all its shards, so no
-  shard waits on a slower kind; inference replicas may span types.
+* A training job (synchronous data-parallel) uses one GPU type when one has enough free
+  GPUs; when none has, it spans its allowed types, most efficient first (its shards then get
+  micro-batch shares that equalise their step times, see ``decide()``'s load weights).
+  Inference replicas may always span types.
+* A job that can never be placed (its allowed types have fewer GPUs in the whole cluster
+  than it has shards) is reported with the reason; one that waits for busy GPUs is not.
 * Within a type, GPUs on the nodes with the most free GPUs of that type come first, so
   shards pack onto few nodes.
 """
@@ -16,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,29 +53,42 @@ def _free_by_type(gpus: tuple[GPUState, ...]) -> dict[str, list[tuple[str, int]]
     return ordered
 
 
+@dataclass(frozen=True)
+class Unplaceable:
+    """A pending job no placement can hold, and why."""
+
+    job_id: str
+    reason: str
+
+
 def place(
     gpus: tuple[GPUState, ...],
     jobs: tuple[JobState, ...],
     model: PowerModel,
     usable_budget_w: float,
-) -> list[Placement]:
+) -> tuple[list[Placement], list[Unplaceable]]:
     """Place pending jobs whole on free GPUs.
 
     Args:
-        gpus: Every GPU (busy and stale ones are skipped).
+        gpus: Every GPU (busy, reserved and stale ones are skipped).
         jobs: Jobs; only ``phase == "pending"`` ones are placed.
         model: Power model used to rank GPU types by energy efficiency.
         usable_budget_w: Budget minus reserve, watts (sets each type's expected share).
 
     Returns:
-        One placement per shard of each job that fits.
+        One placement per shard of each job that fits, and the pending jobs that can never
+        fit with the reason.
     """
     pending = [j for j in jobs if j.phase == "pending" and j.shards > 0]
     if not pending:
-        return []
+        return [], []
+    counts = Counter(g.gpu_type for g in gpus)
+    unplaceable = _unplaceable(pending, counts)
+    never = {u.job_id for u in unplaceable}
+    pending = [j for j in pending if j.job_id not in never]
     free = _free_by_type(gpus)
-    if not free:
-        return []
+    if not free or not pending:
+        return [], unplaceable
     used = dict.fromkeys(free, 0)  # GPUs of each type taken so far, from the front
 
     def left(t: str) -> int:
@@ -81,7 +99,6 @@ def place(
         used[t] += n
         return got
 
-    counts = Counter(g.gpu_type for g in gpus)
     total_tdp = sum(spec_of(t).tdp_w * n for t, n in counts.items()) or 1.0
     order = sorted(range(len(pending)), key=lambda i: (-pending[i].priority, i))
     efficiency: dict[tuple[str, Workload], float] = {}
@@ -101,15 +118,31 @@ def place(
 
         types.sort(key=rank)
         chosen: list[tuple[str, int]] = []
-        if job.kind == "train":
-            for t in types:
-                if left(t) >= job.shards:
-                    chosen = take(t, job.shards)
-                    break
+        single = [t for t in types if left(t) >= job.shards] if job.kind == "train" else []
+        if single:
+            chosen = take(single[0], job.shards)
         elif sum(left(t) for t in types) >= job.shards:
             for t in types:
                 chosen.extend(take(t, min(job.shards - len(chosen), left(t))))
         placements.extend(
             Placement(job.job_id, shard, node, index) for shard, (node, index) in enumerate(chosen)
         )
-    return placements
+    return placements, unplaceable
+
+
+def _unplaceable(pending: list[JobState], counts: Counter[str]) -> list[Unplaceable]:
+    """Pending jobs whose allowed types have fewer GPUs in the cluster than they need."""
+    out = []
+    for job in pending:
+        allowed = job.allowed_gpu_types or tuple(counts)
+        have = sum(counts.get(t, 0) for t in allowed)
+        if have >= job.shards:
+            continue
+        which = ", ".join(allowed) if job.allowed_gpu_types else "any type"
+        out.append(
+            Unplaceable(
+                job.job_id,
+                f"unplaceable: {job.shards} shards, but the cluster has {have} GPUs of {which}",
+            )
+        )
+    return out

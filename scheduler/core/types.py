@@ -256,6 +256,8 @@ class Actions:
             job only when its shards are predicted to differ in speed (otherwise equal
             micro-batch shares).
         unmet_slos: Jobs whose SLO cannot be met under the budget, with the reason.
+        unplaceable: Pending jobs no placement can ever hold (too few GPUs of their allowed
+            types in the cluster), with the reason.
         raises_deferred: True when raises were held back until lowerings are acked.
         notes: Human-readable remarks (e.g. an infeasible budget).
     """
@@ -266,5 +268,6 @@ class Actions:
     clock_resets: tuple[ResetClocks, ...] = ()
     load_weights: tuple[LoadWeight, ...] = ()
     unmet_slos: tuple[SLOReport, ...] = ()
+    unplaceable: tuple[SLOReport, ...] = ()
     raises_deferred: bool = False
     notes: tuple[str, ...] = field(default=())

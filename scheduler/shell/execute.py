@@ -57,6 +57,21 @@ def carry_out(shell: ControllerShell, actions: Actions, now_s: float) -> None:
         shell.queue(reset.node, agent_pb2.Command(reset_sm_clocks=body_r), now_s)
     _load_weights(shell, actions, now_s)
     shell.unmet_slos = {s.job_id: s.reason for s in actions.unmet_slos}
+    for u in actions.unplaceable:
+        job = shell.jobs.jobs.get(u.job_id)
+        if job is not None and job.reason != u.reason:
+            job.reason = u.reason
+            shell.persist.event(
+                StoredEvent(
+                    shell.wall_clock(),
+                    job.job_id,
+                    "unplaceable",
+                    f"job {job.job_id}: {u.reason}",
+                    "job",
+                    job.job_id,
+                )
+            )
+            shell.persist.dirty(job)
 
 
 def _place(shell: ControllerShell, job_id: str, placements: list[Placement], now_s: float) -> None:

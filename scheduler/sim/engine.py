@@ -397,7 +397,16 @@ class Simulation:
             self.result.unmet_slo_reports.update(
                 {self.ids.get(j, j): why for j, why in self.shell.unmet_slos.items()}
             )
-        self.result.finish(self.world.jobs.values(), slo_met(self.world.jobs.values(), self.sc))
+        why: dict[str, str] = {}
+        if self.shell is not None:
+            why = {
+                self.ids[j.job_id]: j.reason
+                for j in self.shell.jobs.jobs.values()
+                if j.job_id in self.ids and j.reason.startswith("unplaceable")
+            }
+        self.result.finish(
+            self.world.jobs.values(), slo_met(self.world.jobs.values(), self.sc, why)
+        )
         return self.result
 
     def _finish_jobs(self, t: float) -> None:

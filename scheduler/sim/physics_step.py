@@ -79,13 +79,18 @@ class Physics:
         if done or not ready:
             return
         wl = spec.true_workload("train")
-        ops = {s.shard_id: self._op(self._gpu(s), wl) for s in shards}
-        pace = min(op.throughput for op in ops.values())
-        if total is not None and pace > 0:
-            pace = min(pace, (total - job.samples_done) / (spec.shards * dt))
-        for s in shards:
-            op = ops[s.shard_id]
-            frac = pace / op.throughput if op.throughput > 0 else 0.0
+        ops = [self._op(self._gpu(s), wl) for s in shards]
+        rates = np.array([op.throughput for op in ops])
+        shares = np.array([max(0.0, job.weights.get(s.shard_id, 0.0)) for s in shards])
+        if not (shares > 0).all():  # no (or incomplete) micro-batch shares: equal ones
+            shares = np.ones(len(shards))
+        shares = shares / shares.sum()
+        # a step takes as long as its slowest share: max(share_i / rate_i) per sample
+        job_rate = float(np.min(rates / shares)) if (rates > 0).all() else 0.0
+        if total is not None:
+            job_rate = min(job_rate, (total - job.samples_done) / dt)
+        for s, op, share in zip(shards, ops, shares.tolist(), strict=True):
+            frac = min(1.0, share * job_rate / op.throughput) if op.throughput > 0 else 0.0
             i = pos[(s.node, s.gpu_index)]
             segs[i] = [(wl, frac * dt), (None, (1 - frac) * dt)]
             clocks[i] = op.sm_clock_mhz

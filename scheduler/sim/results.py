@@ -90,15 +90,18 @@ class TraceWriter:
         self._fh.close()
 
 
-def slo_met(jobs: Iterable[JobModel], sc: Scenario) -> dict[str, tuple[bool, str]]:
+def slo_met(
+    jobs: Iterable[JobModel], sc: Scenario, why_not_placed: dict[str, str] | None = None
+) -> dict[str, tuple[bool, str]]:
     """Per job, whether its SLO was met and how it was judged (a job that never ran did not
-    meet it, whatever its SLO)."""
+    meet it, whatever its SLO; ``why_not_placed`` gives the controller's reason by name)."""
     out: dict[str, tuple[bool, str]] = {}
     for job in jobs:
         spec = job.spec
         name = job.name
         if job.work_units <= 0 and job.running_s <= 0:
-            out[name] = (False, "never ran: no placement for it")
+            why = (why_not_placed or {}).get(name, "never placed (no GPUs free for it)")
+            out[name] = (False, f"never ran: {why}")
             continue
         if spec.kind == "train":
             total = spec.sim.total_samples
