@@ -13,6 +13,15 @@ Example (training)::
     priority: 2
     slo: {min_throughput: 20}
     train: {batch_size: 8, seq_len: 128, steps: 400, checkpoint_interval_steps: 50}
+
+A user's own script (each rank runs it with torchrun's environment)::
+
+    name: my-run
+    kind: train
+    shards: 2
+    train:
+      entrypoint: [python, train.py, --epochs, "2"]
+      working_dir: ./my-project
 """
 
 from __future__ import annotations
@@ -20,12 +29,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from greenllm.config import load_yaml_mapping, validate
 from greenllm.devices.catalog import get_spec
 from greenllm.devices.physics import Workload
-from greenllm.errors import GreenllmError
+from greenllm.errors import ConfigError, GreenllmError
 
 
 def _known_type(value: str) -> str:
@@ -52,17 +61,43 @@ class SLO(_Strict):
             training, tokens/s for inference).
         deadline_s: Training must finish within this many seconds of submission.
         p99_latency_s: Inference: 99th-percentile request latency, seconds.
+        p99_ttft_s: Inference: 99th-percentile time to first token, seconds.
+        p99_tpot_s: Inference: 99th-percentile time per output token, seconds.
     """
 
     min_throughput: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     deadline_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     p99_latency_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    p99_ttft_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    p99_tpot_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+#: One word of an entrypoint command.
+EntrypointWord = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_no_nul)]
+#: Most words in an entrypoint command.
+MAX_ENTRYPOINT_WORDS = 64
+#: Longest working directory (path or package URI), characters.
+MAX_WORKING_DIR_CHARS = 4096
 
 
 class TrainSection(_Strict):
     """Training settings (data-parallel, synchronous).
 
     Attributes:
+        entrypoint: The command each rank runs, as a list of words (``["python",
+            "train.py", "--epochs", "2"]``), with torchrun's environment (RANK, WORLD_SIZE,
+            MASTER_ADDR, ...); a first word ``python`` is the interpreter the cluster runs
+            on, as with Ray Jobs. None: the built-in trainer
+            (``examples/train/train_gpt2.py``) with the settings below.
+        working_dir: The folder the command runs in: a local path (relative to the spec
+            file when loaded from one), or a Ray package URI (``gcs://...``; ``greenllm
+            submit`` uploads a local folder when the cluster runs on Ray).
         batch_size: Sequences per step per shard.
         seq_len: Tokens per sequence.
         steps: Optimizer steps to run.
@@ -72,12 +107,28 @@ class TrainSection(_Strict):
             the rate it needs from it); default ``steps x batch_size x shards``.
     """
 
+    entrypoint: list[EntrypointWord] | None = Field(
+        default=None, min_length=1, max_length=MAX_ENTRYPOINT_WORDS
+    )
+    working_dir: str | None = Field(default=None, min_length=1, max_length=MAX_WORKING_DIR_CHARS)
     batch_size: int = Field(default=8, ge=1, le=4096)
     seq_len: int = Field(default=128, ge=8, le=1_000_000)
     steps: int = Field(default=200, ge=1, le=10**9)
     checkpoint_interval_steps: int = Field(default=50, ge=1, le=10**9)
     learning_rate: float = Field(default=3e-4, gt=0, lt=1)
     total_samples: float | None = Field(default=None, gt=0, le=1e15, allow_inf_nan=False)
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, value: str | None) -> str | None:
+        return None if value is None else _no_nul(value)
+
+
+def is_package_uri(working_dir: str) -> bool:
+    """True when ``working_dir`` names a Ray package (``gcs://...``, ``s3://...``), not a
+    local path."""
+    scheme, sep, _ = working_dir.partition("://")
+    return bool(sep) and scheme.isalnum()
 
 
 class LoadSection(_Strict):
@@ -223,13 +274,21 @@ def parse_job_spec(data: dict[str, Any], source: str = "<job>") -> JobSpec:
 
 
 def load_job_spec(path: str | Path) -> JobSpec:
-    """Load and validate JOB.yaml (a relative ``trace_file`` is taken from its folder).
+    """Load and validate JOB.yaml (a relative ``trace_file`` or ``train.working_dir`` is
+    taken from its folder).
 
     Raises:
         ConfigError: ``FILE: field.path: what is wrong``.
     """
     path = Path(path)
     spec = parse_job_spec(load_yaml_mapping(path), str(path))
+    train = spec.train
+    if train is not None and train.working_dir and not is_package_uri(train.working_dir):
+        folder = (path.parent / train.working_dir).resolve()
+        if not folder.is_dir():
+            raise ConfigError(f"{path}: train.working_dir: {folder} is not a folder")
+        train = train.model_copy(update={"working_dir": str(folder)})
+        spec = spec.model_copy(update={"train": train})
     infer = spec.infer
     if infer is not None and infer.load.trace_file and not infer.load.trace_file.is_absolute():
         load = infer.load.model_copy(update={"trace_file": path.parent / infer.load.trace_file})

@@ -422,8 +422,8 @@ class Simulation:
                 finished = (
                     arrivals is not None
                     and arrivals.ended(t)
-                    and job.backlog.empty
-                    and all(s.queue.empty for s in shards)
+                    and not job.backlog
+                    and all(s.replica.empty for s in shards)
                 )
             if finished:
                 job.finished_s = t

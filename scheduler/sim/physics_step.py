@@ -3,7 +3,7 @@ the work and energy that came of it (exact integrals of the calibrated model).""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -108,17 +108,32 @@ class Physics:
     ) -> None:
         self.world.arrive(job, t, dt, shards)
         spec = job.spec
-        wp, wd = spec.true_workload("prefill"), spec.true_workload("decode")
+        wp = spec.true_workload("prefill")
+        wd = spec.true_workload("decode")
         for s in shards:
             if s.state != "running":
                 continue
             gpu = self._gpu(s)
-            op_p, op_d = self._op(gpu, wp), self._op(gpu, wd)
-            pre_s, dec_s, decoded = s.queue.serve(dt, op_p.throughput, op_d.throughput)
-            job.served_output_tokens += decoded
+
+            def decode(b: int, wd: physics.Workload = wd) -> physics.Workload:
+                return replace(wd, batch=b)
+
+            segments, _ = s.replica.serve(
+                t,
+                dt,
+                lambda gpu=gpu: self._op(gpu, wp).throughput,  # type: ignore[misc]
+                lambda b, gpu=gpu: self._op(gpu, decode(b)).throughput,  # type: ignore[misc]
+                wp,
+                decode,
+            )
+            for f in s.replica.done:
+                job.served_output_tokens += f.tokens
+            job.finished.extend(s.replica.done)
+            s.replica.done.clear()
             i = pos[(s.node, s.gpu_index)]
-            segs[i] = [(wp, pre_s), (wd, dec_s), (None, dt - pre_s - dec_s)]
-            clocks[i] = op_d.sm_clock_mhz if dec_s > 0 else op_p.sm_clock_mhz
+            segs[i] = segments
+            busy = [wl for wl, d in segments if wl is not None and d > 0]
+            clocks[i] = self._op(gpu, busy[-1]).sm_clock_mhz if busy else gpu.spec.min_sm_clock_mhz
         if shards:
             job.running_s += dt
 

@@ -116,16 +116,39 @@ def slo_met(
             else:
                 out[name] = (True, NO_SLO)
             continue
-        if spec.slo.min_throughput <= 0:
-            out[name] = (True, NO_SLO)
-            continue
-        load = spec.infer_settings.load
+        out[name] = _infer_slo(job, sc)
+    return out
+
+
+def _infer_slo(job: JobModel, sc: Scenario) -> tuple[bool, str]:
+    slo = job.spec.slo
+    checks: list[tuple[bool, str]] = []
+    if slo.min_throughput > 0:
+        load = job.spec.infer_settings.load
         end = min(job.submitted_s + load.duration_s, sc.duration_s)
         active_s = max(0.0, end - job.submitted_s)
-        owed = min(job.offered_output_tokens, spec.slo.min_throughput * active_s)
+        owed = min(job.offered_output_tokens, slo.min_throughput * active_s)
         ok = job.served_output_tokens >= INFER_SLO_SHARE * owed
-        out[name] = (ok, f"served {job.served_output_tokens:.4g} of {owed:.4g} output tokens owed")
-    return out
+        checks.append(
+            (ok, f"served {job.served_output_tokens:.4g} of {owed:.4g} output tokens owed")
+        )
+    for target, measured, what in (
+        (slo.p99_ttft_s, p99(f.ttft_s for f in job.finished), "p99 TTFT"),
+        (slo.p99_tpot_s, p99(f.tpot_s for f in job.finished), "p99 TPOT"),
+    ):
+        if target > 0:
+            ok = measured is not None and measured <= target
+            shown = "no request finished" if measured is None else f"{measured:.3g} s"
+            checks.append((ok, f"{what} {shown} (SLO {target:g} s)"))
+    if not checks:
+        return (True, NO_SLO)
+    return (all(ok for ok, _ in checks), "; ".join(why for _, why in checks))
+
+
+def p99(values: Iterable[float]) -> float | None:
+    """The 99th percentile of ``values`` (None: none)."""
+    arr = np.fromiter(values, dtype=float)
+    return float(np.percentile(arr, 99)) if arr.size else None
 
 
 @dataclass
@@ -162,6 +185,8 @@ class SimResult:
     job_energy_j: dict[str, float] = field(default_factory=dict)
     slo: dict[str, tuple[bool, str]] = field(default_factory=dict)
     unmet_slo_reports: dict[str, str] = field(default_factory=dict)
+    p99_ttft_s: dict[str, float | None] = field(default_factory=dict)
+    p99_tpot_s: dict[str, float | None] = field(default_factory=dict)
     _open_cut: tuple[float, float] | None = None
 
     @classmethod
@@ -235,6 +260,9 @@ class SimResult:
         for job in jobs:
             self.work[job.name] = job.work_units
             self.job_energy_j[job.name] = job.energy_j
+            if job.spec.kind == "infer":
+                self.p99_ttft_s[job.name] = p99(f.ttft_s for f in job.finished)
+                self.p99_tpot_s[job.name] = p99(f.tpot_s for f in job.finished)
         for name in self.units:
             slo.setdefault(name, (False, "never submitted before the scenario ended"))
         self.slo = slo
@@ -268,6 +296,8 @@ class SimResult:
             "slo_met": {j: ok for j, (ok, _) in self.slo.items()},
             "slo_detail": {j: why for j, (_, why) in self.slo.items()},
             "unmet_slo_reports": self.unmet_slo_reports,
+            "p99_ttft_s": self.p99_ttft_s,
+            "p99_tpot_s": self.p99_tpot_s,
             "throughput_vs_unbounded": vs,
             "weighted_throughput_vs_unbounded": weighted_score(vs, self.priority),
             "cut_response_s": self.cut_response_s,

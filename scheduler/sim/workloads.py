@@ -1,16 +1,10 @@
-"""Modelled request arrivals and inference replica queues.
-
-Inference requests (prompt and output tokens) arrive by the job spec's ``infer.load``: a
-Poisson process, a periodic burst, or a trace file; routed to replicas by the controller's
-load weights, each replica spends each step first on prefill (compute-bound), then on
-decode of the requests whose prefill is done (memory-bound), batching ``batch_size``
-sequences; the rest of the step it idles.
-"""
+"""Modelled request arrivals: the job spec's ``infer.load`` (a Poisson process, a periodic
+burst, or a trace file of requests with their prompt and output lengths). Each request is
+served by a replica (:mod:`scheduler.sim.replica`)."""
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +12,7 @@ import numpy as np
 from greenllm.errors import ConfigError
 from greenllm.jobspec import LoadSection
 from greenllm.serving.arrivals import TRACE_COLUMNS, read_trace
+from scheduler.sim.replica import Request
 
 
 def load_request_trace(
@@ -108,80 +103,26 @@ class ArrivalStream:
             return a.rate_per_s * a.burst_factor
         return a.rate_per_s
 
-    def take(self, t0_s: float, t1_s: float) -> tuple[float, float, int]:
-        """Prompt tokens, output tokens and number of the requests arriving in ``[t0, t1)``."""
+    def take(self, t0_s: float, t1_s: float) -> list[Request]:
+        """The requests arriving in ``[t0_s, t1_s)``, in order."""
         t0_s, t1_s = max(t0_s, self.start_s), min(t1_s, self.end_s)
         if t1_s <= t0_s:
-            return 0.0, 0.0, 0
+            return []
         if self._trace is not None:
             times, prompts, outputs = self._trace
             end = int(np.searchsorted(times, t1_s - self.start_s, side="left"))
             sl = slice(self._cursor, end)
             self._cursor = end
-            return float(np.sum(prompts[sl])), float(np.sum(outputs[sl])), end - sl.start
+            return [
+                Request(self.start_s + float(t), float(p), float(o))
+                for t, p, o in zip(times[sl], prompts[sl], outputs[sl], strict=True)
+            ]
         n = int(self._rng.poisson(self.rate_per_s(t0_s) * (t1_s - t0_s)))
-        return float(n * self.prompt_tokens), float(n * self.output_tokens), n
+        times = np.sort(self._rng.uniform(t0_s, t1_s, n))
+        return [
+            Request(float(t), float(self.prompt_tokens), float(self.output_tokens)) for t in times
+        ]
 
     def ended(self, t_s: float) -> bool:
         """No request arrives after ``t_s``."""
         return t_s >= self.end_s
-
-
-@dataclass
-class ReplicaQueue:
-    """Tokens waiting at one inference replica.
-
-    Attributes:
-        prompt_tokens: Prompt tokens waiting for prefill.
-        output_waiting: Output tokens of requests still waiting for prefill.
-        output_ready: Output tokens of prefilled requests, waiting for decode.
-    """
-
-    prompt_tokens: float = 0.0
-    output_waiting: float = 0.0
-    output_ready: float = 0.0
-
-    def add(self, prompt_tokens: float, output_tokens: float) -> None:
-        """Enqueue requests."""
-        self.prompt_tokens += prompt_tokens
-        self.output_waiting += output_tokens
-
-    def take_all(self, other: ReplicaQueue) -> None:
-        """Move everything waiting in ``other`` here."""
-        self.prompt_tokens += other.prompt_tokens
-        self.output_waiting += other.output_waiting + other.output_ready
-        other.prompt_tokens = other.output_waiting = other.output_ready = 0.0
-
-    def serve(
-        self, step_s: float, prefill_rate: float, decode_rate: float
-    ) -> tuple[float, float, float]:
-        """Spend up to ``step_s`` on prefill then decode.
-
-        Returns:
-            Seconds of prefill, seconds of decode, output tokens decoded.
-        """
-        prefill_s = min(step_s, self.prompt_tokens / prefill_rate) if prefill_rate > 0 else 0.0
-        done = prefill_s * prefill_rate
-        released = (
-            self.output_waiting * min(1.0, done / self.prompt_tokens)
-            if self.prompt_tokens > 0
-            else 0.0
-        )
-        self.prompt_tokens = max(0.0, self.prompt_tokens - done)
-        self.output_waiting -= released
-        self.output_ready += released
-        left = step_s - prefill_s
-        decode_s = min(left, self.output_ready / decode_rate) if decode_rate > 0 else 0.0
-        decoded = decode_s * decode_rate
-        self.output_ready = max(0.0, self.output_ready - decoded)
-        return prefill_s, decode_s, decoded
-
-    @property
-    def backlog_output_tokens(self) -> float:
-        """Output tokens not yet decoded."""
-        return self.output_waiting + self.output_ready
-
-    @property
-    def empty(self) -> bool:
-        """Nothing waits here."""
-        return self.prompt_tokens < 1e-6 and self.backlog_output_tokens < 1e-6

@@ -7,13 +7,15 @@ GPU what it runs, for how long, and books the work and energy:
 * a training job's ranks of one generation advance together at the pace of the slowest
   GPU, only while every rank runs (gang); progress is kept across generations (a restarted
   job resumes from its last step); faster GPUs wait, idle, for the rest of the step;
-* an inference job's requests go to its running replicas in proportion to the load
-  weights (its backlog while none runs); a stopped replica's queue goes back to the job.
+* an inference job's requests go, one by one, to the running replica with the least
+  backlog per unit of load weight (a replica weighted 0 is drained: it gets none); they wait
+  in the job's backlog while no replica runs; a stopped replica's requests go back to it.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +23,9 @@ import numpy as np
 
 from greenllm.devices import physics
 from greenllm.errors import GreenllmError
+from scheduler.sim.replica import Finished, ReplicaModel, Request
 from scheduler.sim.scenario import ScenarioJob
-from scheduler.sim.workloads import ArrivalStream, ReplicaQueue
+from scheduler.sim.workloads import ArrivalStream
 
 Segments = list[tuple[physics.Workload | None, float]]
 GpuKey = tuple[str, int]
@@ -45,7 +48,7 @@ class ShardModel:
     requests: int = 0
     offered_units: float = 0.0
     queued_units: float = 0.0
-    queue: ReplicaQueue = field(default_factory=ReplicaQueue)
+    replica: ReplicaModel = field(default_factory=lambda: ReplicaModel(1))
 
 
 @dataclass
@@ -65,6 +68,7 @@ class JobModel:
         running_s: Seconds during which it made progress or served.
         finished_s: When it completed (None: not yet).
         backlog: Requests not routed to a replica (inference).
+        finished: TTFT and TPOT of each finished request (inference).
         weights: The controller's load weights, by shard id.
         arrivals: Its request stream (inference).
     """
@@ -80,7 +84,8 @@ class JobModel:
     served_output_tokens: float = 0.0
     running_s: float = 0.0
     finished_s: float | None = None
-    backlog: ReplicaQueue = field(default_factory=ReplicaQueue)
+    backlog: deque[Request] = field(default_factory=deque)
+    finished: list[Finished] = field(default_factory=list)
     weights: dict[str, float] = field(default_factory=dict)
     arrivals: ArrivalStream | None = None
 
@@ -139,6 +144,9 @@ class World:
         if current is not None:
             self.stop(node, shard_id)
         shard = ShardModel(shard_id, job_id, int(rank), generation, node, gpu_index)
+        spec = self.jobs[job_id].spec
+        if spec.kind == "infer":
+            shard.replica = ReplicaModel(spec.infer_settings.batch_size)
         shards[shard_id] = self.on_gpu[(node, gpu_index)] = shard
         self.by_job.setdefault(job_id, {})[(node, shard_id)] = shard
 
@@ -151,7 +159,7 @@ class World:
         self.by_job.get(shard.job_id, {}).pop((node, shard_id), None)
         job = self.jobs.get(shard.job_id)
         if job is not None:
-            job.backlog.take_all(shard.queue)
+            job.backlog.extendleft(reversed(shard.replica.take_all()))
         return True
 
     def set_load_weights(self, weights: dict[str, float]) -> None:
@@ -170,7 +178,8 @@ class World:
         """The shards of ``node`` as its agent reports them."""
         shards = list(self.by_node.get(node, {}).values())
         for s in shards:
-            s.queued_units = s.queue.backlog_output_tokens
+            s.queued_units = s.replica.backlog_output_tokens()
+            s.offered_units = s.replica.offered_units
         return shards
 
     # -- each step -----------------------------------------------------------------------
@@ -183,21 +192,23 @@ class World:
         return sorted((s for s in mine if s.generation == newest), key=lambda s: s.rank)
 
     def arrive(self, job: JobModel, t0_s: float, dt_s: float, replicas: list[ShardModel]) -> None:
-        """Requests arriving in the step: to the replicas by load weight (else the backlog)."""
+        """Requests arriving in the step go, with the backlog, to the running replicas: each to
+        the one with the least backlog per unit of load weight (weight 0: drained)."""
         assert job.arrivals is not None
-        prompt, output, n = job.arrivals.take(t0_s, t0_s + dt_s)
-        job.offered_output_tokens += output
-        job.backlog.add(prompt, output)
+        for req in job.arrivals.take(t0_s, t0_s + dt_s):
+            job.offered_output_tokens += req.output_tokens
+            job.backlog.append(req)
         live = [r for r in replicas if r.state == "running"]
+        weights = {r.shard_id: job.weights.get(r.shard_id, 0.0) for r in live}
+        if live and not any(w > 0 for w in weights.values()):
+            weights = dict.fromkeys(weights, 1.0)  # no weights yet: all alike
+        live = [r for r in live if weights[r.shard_id] > 0]
         if not live:
             return
-        weights = np.array([max(0.0, job.weights.get(r.shard_id, 0.0)) for r in live])
-        shares = weights / weights.sum() if weights.sum() > 0 else np.full(len(live), 1 / len(live))
-        b = job.backlog
-        for r, share in zip(live, shares.tolist(), strict=True):
-            r.queue.prompt_tokens += b.prompt_tokens * share
-            r.queue.output_waiting += b.output_waiting * share
-            r.queue.output_ready += b.output_ready * share
-            r.offered_units += (b.output_waiting + b.output_ready) * share
-            r.requests += round(n * share)
-        job.backlog = ReplicaQueue()
+        load = {r.shard_id: r.replica.backlog_output_tokens() for r in live}
+        while job.backlog:
+            req = job.backlog.popleft()
+            best = min(live, key=lambda r: load[r.shard_id] / weights[r.shard_id])
+            best.replica.add(req)
+            best.requests += 1
+            load[best.shard_id] += req.output_tokens

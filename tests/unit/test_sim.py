@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from greenllm.devices.physics import Workload
 from greenllm.errors import ConfigError
 from greenllm.jobspec import LoadSection
 from scheduler.core.lifecycle import JobPhase
 from scheduler.policies import load_policy
 from scheduler.sim.engine import Simulation
 from scheduler.sim.legacy import upgrade_scenario
+from scheduler.sim.replica import ReplicaModel, Request
 from scheduler.sim.scenario import Scenario, load_scenario
-from scheduler.sim.workloads import ArrivalStream, ReplicaQueue
+from scheduler.sim.workloads import ArrivalStream
 
 BASE = {
     "duration_s": 20,
@@ -82,19 +84,16 @@ def test_scenario_errors_name_file_and_field(tmp_path: Path) -> None:
         load_scenario(path)
 
 
-def test_trace_arrivals_and_queue(tmp_path: Path) -> None:
+def test_trace_arrivals(tmp_path: Path) -> None:
     trace = tmp_path / "req.csv"
     trace.write_text("t_s,prompt_tokens,output_tokens\n0.5,100,10\n0.7,50,5\n2.0,10,1\n")
     load = LoadSection(process="trace", trace_file=Path("req.csv"), duration_s=100)
     stream = ArrivalStream(load, 1, 1, tmp_path, np.random.default_rng(0))
-    assert stream.take(0.0, 1.0) == (150.0, 15.0, 2)
-    assert stream.take(1.0, 3.0) == (10.0, 1.0, 1)
-    q = ReplicaQueue()
-    q.add(100.0, 40.0)
-    prefill_s, decode_s, decoded = q.serve(1.0, prefill_rate=200.0, decode_rate=10.0)
-    assert prefill_s == pytest.approx(0.5) and decoded == pytest.approx(5.0)
-    assert decode_s == pytest.approx(0.5)
-    assert q.backlog_output_tokens == pytest.approx(35.0)
+    assert [(r.arrive_s, r.prompt_tokens, r.output_tokens) for r in stream.take(0.0, 1.0)] == [
+        (0.5, 100.0, 10.0),
+        (0.7, 50.0, 5.0),
+    ]
+    assert [r.output_tokens for r in stream.take(1.0, 3.0)] == [1.0]
 
 
 def test_azure_trace_with_time_scale(tmp_path: Path) -> None:
@@ -105,8 +104,27 @@ def test_azure_trace_with_time_scale(tmp_path: Path) -> None:
     )
     load = LoadSection(process="trace", trace_file=trace, time_scale=10.0, duration_s=100)
     stream = ArrivalStream(load, 1, 1, tmp_path, np.random.default_rng(0), start_s=5.0)
-    assert stream.take(0.0, 5.5) == (374.0, 44.0, 1)
-    assert stream.take(5.5, 6.5) == (10.0, 2.0, 1)  # 10 s apart, replayed 10x faster
+    first = stream.take(0.0, 5.5)
+    assert [(r.arrive_s, r.prompt_tokens, r.output_tokens) for r in first] == [(5.0, 374.0, 44.0)]
+    later = stream.take(5.5, 6.5)  # 10 s apart, replayed 10x faster
+    assert [r.arrive_s for r in later] == pytest.approx([6.0])
+
+
+def test_a_replica_batches_requests_and_measures_ttft_and_tpot() -> None:
+    rep = ReplicaModel(max_batch=2)
+    for t in (0.0, 0.0, 0.0):
+        rep.add(Request(t, prompt_tokens=100, output_tokens=11))
+    wl = Workload("decode", batch=1)
+    pre = Workload("prefill", batch=1)
+    # prefill 1,000 tokens/s; a batch of b decodes 10 * b tokens/s (10 per sequence)
+    segments, tokens = rep.serve(0.0, 10.0, lambda: 1000.0, lambda b: 10.0 * b, pre, lambda b: wl)
+    assert len(rep.done) == 3 and rep.empty
+    ttft = sorted(f.ttft_s for f in rep.done)
+    assert ttft[:2] == pytest.approx([0.1, 0.2])  # two fit in the batch at once
+    assert ttft[2] > 1.0  # the third waits for a slot
+    assert all(0.1 - 1e-9 <= f.tpot_s <= 0.12 for f in rep.done)  # prefills pause the decode
+    busy = sum(d for w, d in segments if w is not None)
+    assert tokens == pytest.approx(3 * 100 + 3 * 11) and busy < 10.0
 
 
 def _job(sim: Simulation, name: str):  # type: ignore[no-untyped-def]
