@@ -191,6 +191,9 @@ class JobSpec(_Strict):
         model: Built-in config (``tiny``, ``small``), ``smollm2-135m``, or a local model
             or compressed-artifact directory.
         shards: Training shards or inference replicas, one GPU each, placed together.
+        min_shards: Inference: the fewest replicas kept serving; a policy that follows the
+            load (min-energy) drains the others when the load is low (default: ``shards``,
+            no scaling).
         gpu_types: GPU types allowed (empty: any).
         preferred_gpu_types: Types to use first, in order.
         priority: Higher keeps its power longer under a tight budget.
@@ -206,6 +209,7 @@ class JobSpec(_Strict):
     kind: Literal["train", "infer"]
     model: str = Field(default="tiny", min_length=1, max_length=MAX_MODEL_CHARS)
     shards: int = Field(default=1, ge=1, le=100_000)
+    min_shards: int | None = Field(default=None, ge=1, le=100_000)
     gpu_types: list[GPUTypeName] = Field(default_factory=list, max_length=64)
     preferred_gpu_types: list[GPUTypeName] = Field(default_factory=list, max_length=64)
     priority: int = Field(default=1, ge=0, le=1000)
@@ -222,6 +226,11 @@ class JobSpec(_Strict):
             raise ValueError(f"a {self.kind} job takes no '{wrong}' section")
         if self.gpu_types and any(p not in self.gpu_types for p in self.preferred_gpu_types):
             raise ValueError("preferred_gpu_types must be among gpu_types")
+        if self.min_shards is not None:
+            if self.kind != "infer":
+                raise ValueError("min_shards is for inference jobs (replicas)")
+            if self.min_shards > self.shards:
+                raise ValueError(f"min_shards {self.min_shards} is more than shards {self.shards}")
         return self
 
     @property

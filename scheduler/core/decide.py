@@ -90,14 +90,17 @@ def _groups(
 
 
 def _load_weights(
-    groups: list[Group], live: list[GPUState], limits_w: np.ndarray
+    groups: list[Group], live: list[GPUState], limits_w: np.ndarray, parked: np.ndarray | None
 ) -> list[LoadWeight]:
     """Shares proportional to predicted rates: every inference job's replicas (request
-    routing), and training jobs whose shards' speeds differ (micro-batch shares)."""
+    routing; a parked replica gets 0: drained), and training jobs whose shards' speeds
+    differ (micro-batch shares)."""
     per_job: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
     kinds: dict[str, str] = {}
     for g in groups:
         rates = np.interp(limits_w[g.rows], g.curve.limits_w, g.curve.rate)
+        if parked is not None:
+            rates = np.where(parked[g.rows], 0.0, rates)
         per_job[g.job.job_id].append((g.rows, rates))
         kinds[g.job.job_id] = g.job.kind
     out = []
@@ -197,7 +200,8 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
         power_limits=tuple(limits),
         clock_locks=tuple(locks),
         clock_resets=tuple(resets),
-        load_weights=tuple(_load_weights(groups, live, effective)),
+        load_weights=tuple(_load_weights(groups, live, effective, alloc.parked)),
+        active_replicas=tuple(alloc.active_replicas.items()),
         unmet_slos=tuple(alloc.unmet_slos),
         unplaceable=tuple(SLOReport(u.job_id, u.reason) for u in unplaceable),
         raises_deferred=plan.raises_deferred,

@@ -92,11 +92,17 @@ class Allocation:
         limits_w: Per GPU of the problem, the power limit, watts.
         lock_max_sm_clock_mhz: Per GPU, SM clock lock upper end, MHz (0: clocks free).
         unmet_slos: Jobs whose SLO cannot be met, and why.
+        parked: Per GPU, True for an inference replica taken out of service (drained: no
+            new requests; its limit and clock lock are the policy's parking ones). None: none.
+        active_replicas: Per inference job whose replica count the policy chose, how many
+            serve.
     """
 
     limits_w: np.ndarray
     lock_max_sm_clock_mhz: np.ndarray
     unmet_slos: list[SLOReport] = field(default_factory=list)
+    parked: np.ndarray | None = None
+    active_replicas: dict[str, int] = field(default_factory=dict)
 
 
 class Policy(Protocol):

@@ -128,6 +128,8 @@ class JobState:
         floor_w: Lowest power limit any of its GPUs may be capped to, watts (0: none).
         demand_units_per_s: Work the job can use per second (inference arrival rate),
             None when unbounded (training, or a backlog).
+        min_shards: Inference: fewest replicas kept serving (``shards``: no scaling).
+        active_shards: Inference: replicas serving now (None: all of them).
     """
 
     job_id: str
@@ -141,6 +143,8 @@ class JobState:
     slo_units_per_s: float = 0.0
     floor_w: float = 0.0
     demand_units_per_s: float | None = None
+    min_shards: int | None = None
+    active_shards: int | None = None
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,7 @@ class Actions:
         unmet_slos: Jobs whose SLO cannot be met under the budget, with the reason.
         unplaceable: Pending jobs no placement can ever hold (too few GPUs of their allowed
             types in the cluster), with the reason.
+        active_replicas: Inference jobs whose serving replica count was chosen: (job, count).
         raises_deferred: True when raises were held back until lowerings are acked.
         notes: Human-readable remarks (e.g. an infeasible budget).
     """
@@ -269,5 +274,6 @@ class Actions:
     load_weights: tuple[LoadWeight, ...] = ()
     unmet_slos: tuple[SLOReport, ...] = ()
     unplaceable: tuple[SLOReport, ...] = ()
+    active_replicas: tuple[tuple[str, int], ...] = ()
     raises_deferred: bool = False
     notes: tuple[str, ...] = field(default=())

@@ -19,6 +19,7 @@ import numpy as np
 
 from scheduler.core.problem import Allocation, Group, Problem
 from scheduler.core.types import JobState, SLOReport
+from scheduler.policies.scaling import replica_count, serving_subset
 
 #: Limit margin above the power a locked clock draws, fraction.
 LIMIT_MARGIN_FRAC = 0.02
@@ -79,9 +80,20 @@ def _meet_slo(groups: list[Group], slo: float, clocks: _Clocks) -> tuple[list[in
 
 
 class MinEnergyPolicy:
-    """Least energy per unit subject to SLOs, with priorities deciding under scarcity."""
+    """Least energy per unit subject to SLOs, with priorities deciding under scarcity.
+
+    Args:
+        scale_replicas: Choose how many replicas of each inference job serve (jobs with
+            ``min_shards`` below ``shards``; see :mod:`scheduler.policies.scaling`).
+        lock_clocks: Lock SM clocks (else only power limits are set, at the power the
+            chosen clock would draw).
+    """
 
     name = "min-energy"
+
+    def __init__(self, scale_replicas: bool = True, lock_clocks: bool = True) -> None:
+        self.scale_replicas = scale_replicas
+        self.lock_clocks = lock_clocks
 
     def allocate(self, problem: Problem) -> Allocation:
         """Clock locks and the limits they need; SLO shortfalls reported."""
@@ -96,6 +108,18 @@ class MinEnergyPolicy:
         plan: dict[str, list[int]] = {}
         met: dict[str, bool] = {}
         unmet: list[SLOReport] = []
+        parked = np.zeros(n, dtype=bool)
+        active: dict[str, int] = {}
+        for job in jobs:
+            count = replica_count(job, by_job[job.job_id]) if self.scale_replicas else None
+            if count is not None:
+                by_job[job.job_id], idle_rows = serving_subset(by_job[job.job_id], count)
+                parked[idle_rows] = True
+                active[job.job_id] = count
+        for g in problem.groups:  # parked replicas: lowest limit, clock locked lowest
+            rows = g.rows[parked[g.rows]]
+            limits[rows] = g.lo_w
+            locks[rows] = int(g.clock_curve.sm_clock_mhz[0])
         for job in jobs:
             plan[job.job_id], met[job.job_id] = _meet_slo(
                 by_job[job.job_id], job.slo_units_per_s, clocks
@@ -142,5 +166,5 @@ class MinEnergyPolicy:
         for job in jobs:
             for g, k in zip(by_job[job.job_id], plan[job.job_id], strict=True):
                 limits[g.rows] = clocks.limits(g)[k]
-                locks[g.rows] = int(g.clock_curve.sm_clock_mhz[k])
-        return Allocation(limits, locks, unmet)
+                locks[g.rows] = int(g.clock_curve.sm_clock_mhz[k]) if self.lock_clocks else 0
+        return Allocation(limits, locks, unmet, parked if parked.any() else None, active)

@@ -112,4 +112,6 @@ def job_state(job: JobRecord, measure: JobMeasure, now_s: float, period_s: float
         slo_units_per_s=slo,
         floor_w=spec.floor_w,
         demand_units_per_s=demand,
+        min_shards=spec.min_shards,
+        active_shards=job.active_replicas,
     )

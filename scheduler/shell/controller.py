@@ -190,7 +190,8 @@ class ControllerShell:
         if identity is not None and identity != msg.node:
             raise BadInput(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"the credential of node {identity[:100]!r} cannot register node {msg.node[:100]!r}",
+                f"the credential of node {identity[:100]!r} cannot register node "
+                f"{msg.node[:100]!r}",
             )
         now_s, listen_s = self.clock(), self.listen_now()
         node, remarks = self.ledger.register(

@@ -57,6 +57,21 @@ def carry_out(shell: ControllerShell, actions: Actions, now_s: float) -> None:
         shell.queue(reset.node, agent_pb2.Command(reset_sm_clocks=body_r), now_s)
     _load_weights(shell, actions, now_s)
     shell.unmet_slos = {s.job_id: s.reason for s in actions.unmet_slos}
+    for job_id, count in actions.active_replicas:
+        job = shell.jobs.jobs.get(job_id)
+        if job is not None and job.active_replicas != count:
+            before = job.active_replicas if job.active_replicas is not None else len(job.shards)
+            job.active_replicas = count
+            shell.persist.event(
+                StoredEvent(
+                    shell.wall_clock(),
+                    job_id,
+                    "replicas",
+                    f"job {job_id}: {count} of {len(job.shards)} replicas serve (was {before})",
+                    "job",
+                    job_id,
+                )
+            )
     for u in actions.unplaceable:
         job = shell.jobs.jobs.get(u.job_id)
         if job is not None and job.reason != u.reason:

@@ -85,6 +85,7 @@ class JobRecord:
         carried: ``(energy_j, work_units)`` of earlier generations.
         final: ``(energy_j, work_units)`` frozen when it ended (None while active).
         ended_at_s: Unix time it ended (0 while active).
+        active_replicas: Inference: replicas the policy keeps serving (None: all).
     """
 
     job_id: str
@@ -103,6 +104,7 @@ class JobRecord:
     carried: tuple[float, float] = (0.0, 0.0)
     final: tuple[float, float] | None = None
     ended_at_s: float = 0.0
+    active_replicas: int | None = None
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,7 @@ def _job_transition(
         job.reason = reason
         _retire_shards(shell, job)
         job.energy_start_j.clear()
+        job.active_replicas = None
         job.generation += 1
         job.restarts += 1
         log.warning("job %s: %s", job.job_id, reason)
