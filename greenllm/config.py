@@ -172,6 +172,17 @@ class ClusterConfig(_Strict):
     telemetry_interval_s: float = Field(default=0.1, gt=0, le=60, allow_inf_nan=False)
     failsafe: FailsafeConfig = FailsafeConfig()
     state_dir: Path = Path(".greenllm")
+    storage_path: Path | None = Field(
+        default=None,
+        description=(
+            "Where training jobs keep their checkpoints: GREENLLM_CHECKPOINT_DIR is "
+            "<storage_path>/<job id> (default <state_dir>/checkpoints; relative paths are "
+            "taken from the file's folder). As with Ray Train's storage_path: a local path "
+            "works on one machine; across machines it must be shared storage mounted at the "
+            "same path on every node (e.g. NFS), so a job placed again elsewhere finds its "
+            "checkpoints."
+        ),
+    )
     auth: AuthConfig = AuthConfig()
     controller: ControllerConfig = ControllerConfig()
     carbon: CarbonConfig = CarbonConfig()
@@ -308,7 +319,8 @@ def parse_cluster_config(data: dict[str, Any], source: str = "<config>") -> Clus
 
 
 def load_cluster_config(path: str | Path) -> ClusterConfig:
-    """Load and validate cluster.yaml; relative ``state_dir`` is taken from the file's folder.
+    """Load and validate cluster.yaml; relative ``state_dir`` and ``storage_path`` are taken
+    from the file's folder.
 
     Raises:
         ConfigError: ``FILE: field.path: what is wrong``.
@@ -317,6 +329,9 @@ def load_cluster_config(path: str | Path) -> ClusterConfig:
     config = parse_cluster_config(load_yaml_mapping(path), str(path))
     if not config.state_dir.is_absolute():
         config = config.model_copy(update={"state_dir": path.parent.resolve() / config.state_dir})
+    if config.storage_path is not None and not config.storage_path.is_absolute():
+        storage = path.parent.resolve() / config.storage_path
+        config = config.model_copy(update={"storage_path": storage})
     return config
 
 

@@ -2,12 +2,16 @@
 
 A shard occupies one GPU. On a simulated GPU, the GPU is set to the job's workload (so its
 telemetry shows the draw) and the shard's real CPU work is paced by the GPU's throughput
-at its current power limit and clocks. A training shard is one rank of a data-parallel job
-(rank and world size from the shard id ``<job>-<rank>`` and the spec; rendezvous through a
-file in the state directory). An inference replica serves its share of the job's request
-load: every replica draws the same seeded arrivals and takes those whose routing draw falls
-in its slice of the job's load weights, so requests are routed in proportion to the
-weights with no central frontend.
+at its current power limit and clocks. A training shard is one rank of a data-parallel job:
+the job's entrypoint (or the built-in trainer) run as its own process with torchrun's
+environment, the rendezvous the controller sent (rank 0's node address and port, ranks),
+the job's checkpoint folder under ``storage_path``, and its working directory: a local
+folder, or a Ray package unpacked on this node by Ray (:mod:`workers.shards.rankenv`,
+:mod:`workers.shards.rayrank`). Its output is kept in a file and shipped to the controller
+in telemetry (:meth:`ShardHost.log_chunks`). An inference replica serves its share of the
+job's request load: every replica draws the same seeded arrivals and takes those whose
+routing draw falls in its slice of the job's load weights, so requests are routed in
+proportion to the weights with no central frontend.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,12 @@ from greenllm.devices.base import GPU
 from greenllm.devices.simulated import SimulatedGPU
 from greenllm.errors import ConfigError, GreenllmError
 from greenllm.jobspec import JobSpec, parse_job_spec
+from greenllm.proto.v1 import agent_pb2
+from workers.shards.logtail import LogTail, collect
+from workers.shards.rankenv import Rendezvous
+from workers.shards.status import ShardStatus, route_slice, split_shard_id
+
+__all__ = ["ShardHost", "ShardStatus", "route_slice", "split_shard_id"]
 
 log = logging.getLogger(__name__)
 
@@ -34,65 +43,6 @@ log = logging.getLogger(__name__)
 _MODEL_LOAD_LOCK = threading.Lock()
 #: How long a shard waits for the one stopping on its GPU before starting anyway, seconds.
 PREDECESSOR_WAIT_S = 60.0
-
-
-@dataclass
-class ShardStatus:
-    """Cumulative progress of one shard (what the agent streams as a ShardSample).
-
-    Attributes:
-        shard_id: ``<job>-<rank>``.
-        job_id: The job.
-        work_units: Samples (training) or tokens (inference) done by this shard.
-        steps: Training steps done by the job.
-        requests: Inference requests answered by this replica.
-        failed_requests: Of those, answered with an error.
-        state: ``running``, ``done``, ``stopped`` or ``failed``.
-        error: Why it failed.
-        generation: Placement generation of the job it was started with.
-        offered_units: Inference: output tokens of the requests that reached it.
-        queued_units: Inference: output tokens waiting at it now.
-        extra: Latest figures (loss, latency percentiles, ...).
-    """
-
-    shard_id: str
-    job_id: str
-    work_units: float = 0.0
-    steps: int = 0
-    requests: int = 0
-    failed_requests: int = 0
-    state: str = "running"
-    error: str | None = None
-    generation: int = 0
-    offered_units: float = 0.0
-    queued_units: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def split_shard_id(shard_id: str) -> tuple[str, int]:
-    """``"<job>-<rank>"`` -> ``(job, rank)``.
-
-    Raises:
-        GreenllmError: The id does not end in ``-<rank>``.
-    """
-    job, _, rank = shard_id.rpartition("-")
-    if not job or not rank.isdigit():
-        raise GreenllmError(f"shard id {shard_id!r} is not <job>-<rank>")
-    return job, int(rank)
-
-
-def route_slice(weights: dict[str, float], shard_id: str) -> tuple[float, float]:
-    """This replica's slice of [0, 1) under the job's load weights (sorted by shard id)."""
-    total = sum(w for w in weights.values() if w > 0)
-    if total <= 0 or weights.get(shard_id, 0.0) <= 0:
-        return (0.0, 0.0)
-    low = 0.0
-    for sid in sorted(weights):
-        share = max(0.0, weights[sid]) / total
-        if sid == shard_id:
-            return (low, low + share)
-        low += share
-    return (0.0, 0.0)
 
 
 class _Shard:
@@ -105,6 +55,7 @@ class _Shard:
         self.runner: Any = None
         self.weights: dict[str, float] = {}
         self.lock = threading.Lock()
+        self.rendezvous: Rendezvous | None = None
 
 
 class ShardHost:
@@ -113,9 +64,12 @@ class ShardHost:
     Args:
         node: Node name.
         gpus: The node's GPUs.
-        state_dir: Holds ``checkpoints/<job>`` and ``rendezvous/`` (shared by the node's
-            shards, and on one machine by every node).
-        world_size_of: Ranks in a training job (default: the spec's ``shards``).
+        state_dir: Holds ``ranks/<job>/<rank>-g<generation>/`` (each rank's output,
+            progress, share and pace files).
+        world_size_of: Ranks in a training job started without a rendezvous (default:
+            the spec's ``shards``; those ranks meet on 127.0.0.1).
+        storage_path: Holds ``<job>/``, each training job's ``GREENLLM_CHECKPOINT_DIR``
+            (default ``<state_dir>/checkpoints``; shared storage across machines).
     """
 
     def __init__(
@@ -124,20 +78,43 @@ class ShardHost:
         gpus: Sequence[GPU],
         state_dir: Path,
         world_size_of: Callable[[JobSpec], int] | None = None,
+        storage_path: Path | None = None,
     ) -> None:
         self.node = node
         self.gpus = {g.index: g for g in gpus}
         self.state_dir = Path(state_dir)
+        self.storage_path = Path(storage_path or self.state_dir / "checkpoints")
         self._world_size_of = world_size_of or (lambda spec: spec.shards)
         self._shards: dict[str, _Shard] = {}
+        self._tails: dict[tuple[str, int], LogTail] = {}
         self._lock = threading.Lock()
 
     # -- commands ---------------------------------------------------------------------
-    def start(self, shard_id: str, gpu_index: int, spec_json: str, generation: int = 0) -> None:
+    def start_rank(self, body: agent_pb2.StartShard) -> None:
+        """Start the shard a StartShard command names, with its rendezvous when it is a
+        training rank (see :meth:`start`).
+
+        Raises:
+            GreenllmError: As :meth:`start`, or a training rank without a rendezvous.
+        """
+        if len(body.gpu_indices) != 1:
+            raise GreenllmError(f"a shard takes one GPU, not {len(body.gpu_indices)}")
+        rdzv = Rendezvous.from_start(body) if body.world_size else None
+        self.start(body.shard_id, body.gpu_indices[0], body.spec_json, body.generation, rdzv)
+
+    def start(
+        self,
+        shard_id: str,
+        gpu_index: int,
+        spec_json: str,
+        generation: int = 0,
+        rendezvous: Rendezvous | None = None,
+    ) -> None:
         """Start a shard on GPU ``gpu_index`` (a no-op when it already runs).
 
         ``generation`` counts the job's placements: ranks of one generation meet at their
-        own rendezvous, so a job placed again after a failure starts clean.
+        own rendezvous, so a job placed again after a failure starts clean. A training
+        rank started without ``rendezvous`` meets the others on 127.0.0.1.
 
         Raises:
             GreenllmError: Bad shard id, unknown GPU, GPU busy, or a bad job spec.
@@ -161,6 +138,7 @@ class ShardHost:
             if working:
                 raise GreenllmError(f"GPU {gpu_index} already runs {working[0].status.shard_id}")
             shard = _Shard(ShardStatus(shard_id, job_id, generation=generation), spec, gpu)
+            shard.rendezvous = rendezvous
             self._shards[shard_id] = shard
         target = self._run_train if spec.kind == "train" else self._run_infer
         shard.thread = threading.Thread(
@@ -209,8 +187,9 @@ class ShardHost:
             stopper()
 
     def set_load_weights(self, weights: dict[str, float]) -> None:
-        """Record the load weights of each job's shards and pass this node's shares on."""
-        for shard in self._shards.values():
+        """Record the load weights of each job's shards and pass this node's shares on
+        (a training rank gets its fraction of the job's weights as its batch share)."""
+        for shard in list(self._shards.values()):
             job_weights = {
                 sid: w
                 for sid, w in weights.items()
@@ -220,10 +199,30 @@ class ShardHost:
                 continue
             with shard.lock:
                 shard.weights.update(job_weights)
+                total = sum(w for w in shard.weights.values() if w > 0)
             mine = job_weights.get(shard.status.shard_id)
+            set_share = getattr(shard.runner, "set_share", None)
+            if mine is not None and mine > 0 and callable(set_share):
+                set_share(mine / total)
+                continue
             setter = getattr(shard.runner, "set_load_weight", None)
             if mine is not None and mine > 0 and callable(setter):
                 setter(mine)
+
+    def log_chunks(self) -> list[agent_pb2.LogChunk]:
+        """New output of the node's training ranks, at most 64 KiB in all (the rest
+        follows in the next calls); tails of ended shards are dropped once shipped."""
+        with self._lock:
+            tails = list(self._tails.values())
+        chunks = collect(tails)
+        with self._lock:
+            for key, tail in list(self._tails.items()):
+                shard = self._shards.get(tail.shard_id)
+                ended = shard is None or shard.status.generation != tail.generation
+                ended = ended or (shard is not None and shard.status.state != "running")
+                if ended and tail.pending() == 0:
+                    del self._tails[key]
+        return chunks
 
     def statuses(self) -> list[ShardStatus]:
         """A snapshot of every shard's progress."""
@@ -270,42 +269,43 @@ class ShardHost:
         return gpu.throughput if isinstance(gpu, SimulatedGPU) else None
 
     def _run_train(self, shard: _Shard, rank: int) -> None:
-        from workers.trainproc import TrainProcess
+        from workers.shards.rankrun import exit_reason, launch
 
-        job_id = shard.status.job_id
-        rdzv = self.state_dir / "rendezvous"
-        rdzv.mkdir(parents=True, exist_ok=True)
-        proc = TrainProcess(
-            shard.spec.model_dump_json(),
-            rank=rank,
-            world_size=self._world_size_of(shard.spec),
-            init_method=f"file://{rdzv / f'{job_id}-g{shard.status.generation}'}",
-            checkpoint_dir=self.state_dir / "checkpoints" / job_id,
-            sim_throughput=self._sim_throughput(shard.gpu),
+        job_id, generation = shard.status.job_id, shard.status.generation
+        rdzv = shard.rendezvous or Rendezvous.local(
+            job_id, generation, rank, self._world_size_of(shard.spec)
         )
-        shard.runner = proc
-        proc.start()
-        while proc.alive() or proc.outcome is None:
-            for report in proc.poll(0.2):
-                self._on_train_progress(shard, report)
-            if not proc.alive() and proc.outcome is None:
-                for report in proc.poll(0.5):
-                    self._on_train_progress(shard, report)
-                break
-        code = proc.join(30)
-        if proc.outcome is None:
-            raise GreenllmError(f"training rank {rank} exited with status {code}")
+        runner = launch(
+            shard.spec,
+            shard.status.shard_id,
+            generation,
+            rdzv,
+            shard.gpu,
+            self.state_dir,
+            self.storage_path / job_id,
+            lambda doc: self._on_progress(shard, doc),
+            shard.stop_event,
+        )
+        with self._lock:
+            key = (shard.status.shard_id, generation)
+            self._tails[key] = LogTail(shard.status.shard_id, generation, runner.files.log)
         with shard.lock:
-            shard.status.steps = proc.outcome["step"]
-            shard.status.extra["resumed_from_step"] = proc.outcome["resumed_from_step"]
+            shard.runner = runner
+            weights = dict(shard.weights)
+        mine = weights.get(shard.status.shard_id, 0.0)
+        if mine > 0:
+            runner.set_share(mine / sum(w for w in weights.values() if w > 0))
+        code = runner.run()
+        if code != 0 and not runner.stop_requested:
+            raise GreenllmError(runner.failure() or exit_reason(code, runner.files))
 
     @staticmethod
-    def _on_train_progress(shard: _Shard, report: dict[str, Any]) -> None:
+    def _on_progress(shard: _Shard, doc: dict[str, Any]) -> None:
         with shard.lock:
             s = shard.status
-            s.work_units += report["local_samples"]
-            s.steps = report["step"]
-            s.extra.update(loss=report["loss"], step_s=report["step_s"])
+            s.work_units = float(doc.get("samples") or 0.0)
+            s.steps = int(doc.get("steps") or 0)
+            s.extra["tokens"] = float(doc.get("tokens") or 0.0)
 
     def _run_infer(self, shard: _Shard, rank: int) -> None:
         import torch

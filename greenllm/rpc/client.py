@@ -166,6 +166,21 @@ class ClusterClient:
         request = cluster_pb2.GetJobEventsRequest(job_id=job_id, limit=limit)
         return list(self._call(self._stub.GetJobEvents, request).events)
 
+    def get_job(self, job_id: str) -> cluster_pb2.Job:
+        """One job, with its whole spec."""
+        return self._call(self._stub.GetJob, cluster_pb2.GetJobRequest(job_id=job_id))
+
+    def get_job_logs(
+        self, job_id: str, rank: int = 0, offset: int = 0, max_bytes: int = 0
+    ) -> cluster_pb2.GetJobLogsResponse:
+        """Output of one rank (or replica) of a job from byte ``offset`` (negative: from the
+        end), at most ``max_bytes`` (0: the server's default); read on from its
+        ``next_offset``."""
+        request = cluster_pb2.GetJobLogsRequest(
+            job_id=job_id, rank=rank, offset=offset, max_bytes=max_bytes
+        )
+        return self._call(self._stub.GetJobLogs, request)
+
     def watch_status(self, interval_s: float = 0.0) -> Iterator[cluster_pb2.ClusterStatus]:
         """Status updates until the caller stops iterating (no deadline)."""
         stream = self._stub.WatchStatus(

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from greenllm.cli.jobs_cmd import ship_working_dir
 from greenllm.config import ClusterConfig, load_cluster_config
 from greenllm.energy.carbon import GridIntensity, carbon_g
 from greenllm.jobspec import JobSpec, load_job_spec
@@ -96,7 +97,8 @@ def run_demo(
     try:
         with ClusterClient(config) as client:
             for spec in specs:
-                job = client.submit_job(spec.model_dump_json())
+                # As `greenllm submit` does: a training job's folder is shipped through Ray.
+                job = client.submit_job(ship_working_dir(spec, config).model_dump_json())
                 log(f"submitted {job.id} ({spec.kind}, {spec.shards} shards)")
             t0 = time.monotonic()
             cut = False

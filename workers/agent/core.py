@@ -171,8 +171,12 @@ class AgentCore:
     def telemetry(self, samples: agent_pb2.GpuSamples, now_wall_s: float) -> agent_pb2.AgentMessage:
         """A telemetry message with ``samples`` and every shard's progress."""
         shards = shard_samples(self.shards, now_wall_s) if self.shards is not None else []
+        log_chunks = getattr(self.shards, "log_chunks", None)  # runners that keep output
         batch = agent_pb2.TelemetryBatch(
-            gpus=samples, shards=shards, failsafe_active=self.failsafe_active
+            gpus=samples,
+            shards=shards,
+            failsafe_active=self.failsafe_active,
+            logs=log_chunks() if callable(log_chunks) else [],
         )
         return agent_pb2.AgentMessage(telemetry=batch)
 
@@ -325,6 +329,10 @@ def apply_shard_command(
     try:
         if action == "start_shard":
             body = command.start_shard
+            start_rank = getattr(runner, "start_rank", None)  # runners that take a rendezvous
+            if callable(start_rank):
+                start_rank(body)
+                return agent_pb2.CommandAck(command_id=cid, success=True)
             if len(body.gpu_indices) != 1:
                 raise GreenllmError(f"a shard takes one GPU, not {len(body.gpu_indices)}")
             runner.start(body.shard_id, body.gpu_indices[0], body.spec_json, body.generation)

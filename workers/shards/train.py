@@ -1,5 +1,9 @@
 """A training shard: one rank of synchronous data-parallel training with checkpoints.
 
+No longer what jobs run (they run ``examples/train/train_gpt2.py``, a DDP script, as a
+subprocess per rank: :mod:`workers.shards.rankrun`); kept for ``benchmarks/bench_shards.py``
+and its tests.
+
 Every step the ranks agree (one small all-reduce) on each rank's load weight and on
 whether to stop. The global batch, ``batch_size x world_size`` windows of the shipped
 corpus drawn with a generator seeded by the step, is split between ranks in proportion
