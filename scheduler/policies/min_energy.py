@@ -85,15 +85,19 @@ class MinEnergyPolicy:
     Args:
         scale_replicas: Choose how many replicas of each inference job serve (jobs with
             ``min_shards`` below ``shards``; see :mod:`scheduler.policies.scaling`).
-        lock_clocks: Lock SM clocks (else only power limits are set, at the power the
-            chosen clock would draw).
+        tune_power: ``clocks``: lock each GPU at the clock of fewest joules per unit that
+            meets the SLO (with the limit that clock needs); ``limits``: set only that
+            limit (the firmware picks the clock); ``none``: serve at the maximum limit with
+            free clocks (only the replica count saves energy).
     """
 
     name = "min-energy"
 
-    def __init__(self, scale_replicas: bool = True, lock_clocks: bool = True) -> None:
+    def __init__(self, scale_replicas: bool = True, tune_power: str = "clocks") -> None:
+        if tune_power not in ("clocks", "limits", "none"):
+            raise ValueError(f"tune_power must be clocks, limits or none, not {tune_power!r}")
         self.scale_replicas = scale_replicas
-        self.lock_clocks = lock_clocks
+        self.tune_power = tune_power
 
     def allocate(self, problem: Problem) -> Allocation:
         """Clock locks and the limits they need; SLO shortfalls reported."""
@@ -165,6 +169,10 @@ class MinEnergyPolicy:
                 )
         for job in jobs:
             for g, k in zip(by_job[job.job_id], plan[job.job_id], strict=True):
+                if self.tune_power == "none":
+                    limits[g.rows] = g.hi_w
+                    continue
                 limits[g.rows] = clocks.limits(g)[k]
-                locks[g.rows] = int(g.clock_curve.sm_clock_mhz[k]) if self.lock_clocks else 0
+                if self.tune_power == "clocks":
+                    locks[g.rows] = int(g.clock_curve.sm_clock_mhz[k])
         return Allocation(limits, locks, unmet, parked if parked.any() else None, active)
