@@ -216,8 +216,22 @@ def get_spec(gpu_type: str) -> GPUSpec:
 
 
 def find_spec(gpu_type: str) -> GPUSpec | None:
-    """The catalog spec of ``gpu_type`` (case-insensitive), or None when it is unknown."""
-    return _BY_LOWER_NAME.get(gpu_type.lower())
+    """The catalog spec of ``gpu_type`` (case-insensitive), else the spec registered for a
+    type a GPU reported (:func:`register_reported_spec`), or None when it is unknown."""
+    key = gpu_type.lower()
+    return _BY_LOWER_NAME.get(key) or _REPORTED.get(key)
+
+
+#: Specs of types the catalog does not know, built from what their GPUs reported.
+_REPORTED: dict[str, GPUSpec] = {}
+
+
+def register_reported_spec(spec: GPUSpec) -> None:
+    """Make a type the catalog does not know (a spec from :func:`spec_from_reported`) known to
+    :func:`get_spec` in this process, so the planner can use its prior. A catalog type is
+    never replaced."""
+    if spec.name.lower() not in _BY_LOWER_NAME:
+        _REPORTED[spec.name.lower()] = spec
 
 
 def catalog_type_for_nvml_name(product_name: str) -> str | None:

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from greenllm.devices.catalog import get_spec
-from greenllm.errors import ConfigError
+from greenllm.devices.catalog import find_spec, register_reported_spec, spec_for_inventory
 from greenllm.proto.v1 import agent_pb2
 from scheduler.shell.errors import BadInput
 from scheduler.shell.nodes import GpuReading, GpuRecord, NodeRecord, ShardReport
@@ -94,6 +93,34 @@ def _reject(
     return BadInput(code, f"node {node}: {message}")
 
 
+def _gpu_type(node: str, g: agent_pb2.GpuInfo) -> str:
+    """The type a reported GPU is planned as: its catalog type, or, for a type the catalog
+    does not know, one whose prior is scaled from what it reported (registered for the
+    planner).
+
+    Raises:
+        BadInput: INVALID_ARGUMENT when an unknown type's report cannot make a prior.
+    """
+    spec = find_spec(g.type)
+    if spec is not None:
+        return spec.name
+    if not g.type or len(g.type) > 128:
+        raise _reject(node, f"GPU {g.index}: type {g.type[:40]!r} is empty or too long")
+    try:
+        spec = spec_for_inventory(
+            g.type,
+            g.min_power_limit_w,
+            g.max_power_limit_w,
+            g.default_power_limit_w or g.max_power_limit_w,
+            [c for c in (g.min_sm_clock_mhz, g.max_sm_clock_mhz) if c > 0],
+            g.memory_total_mib,
+        )
+    except ValueError as exc:
+        raise _reject(node, f"GPU {g.index} ({g.type}): {exc}") from None
+    register_reported_spec(spec)
+    return spec.name
+
+
 def _finite(*values: float) -> bool:
     return all(math.isfinite(v) for v in values)
 
@@ -134,10 +161,6 @@ class Ledger:
             )
         records = []
         for g in infos:
-            try:
-                gpu_type = get_spec(g.type).name
-            except ConfigError as exc:
-                raise _reject(node.name, str(exc), grpc.StatusCode.FAILED_PRECONDITION) from None
             lo, hi, now_w, fs_w = (
                 g.min_power_limit_w,
                 g.max_power_limit_w,
@@ -158,7 +181,7 @@ class Ledger:
             records.append(
                 GpuRecord(
                     index=g.index,
-                    gpu_type=gpu_type,
+                    gpu_type=_gpu_type(node.name, g),
                     uuid=g.uuid,
                     min_power_limit_w=lo,
                     max_power_limit_w=hi,
