@@ -285,6 +285,9 @@ SUMMARY = {
     "throughput_vs_unbounded": "Per job: work done / the same scenario's work with no budget.",
     "weighted_throughput_vs_unbounded": "Priority-weighted mean of throughput_vs_unbounded.",
     "cut_response_s": "For each budget cut, seconds until power was under the new budget.",
+    "p99_ttft_s": "Per inference job: 99th-percentile time to first token, seconds.",
+    "p99_tpot_s": "Per inference job: 99th-percentile time per output token after the "
+    "first, seconds.",
     "decide_cpu_ms_mean": "Mean CPU time of one decide() call, milliseconds.",
     "decide_cpu_ms_max": "Largest CPU time of one decide() call, milliseconds.",
 }
@@ -298,6 +301,8 @@ SUMMARY_MAPS = frozenset(
         "slo_detail",
         "unmet_slo_reports",
         "throughput_vs_unbounded",
+        "p99_ttft_s",
+        "p99_tpot_s",
     }
 )
 

@@ -45,7 +45,6 @@ CLUSTER_KEYS = {
         "failsafe": "What an agent does when it loses the controller.",
         "state_dir": "Folder for the controller's state (jobs, ledger, tokens); relative "
         "paths are taken from the file's folder.",
-        "storage_path": "Where the controller's database lives (default: under state_dir).",
         "auth": "Bearer-token auth and optional TLS.",
         "controller": "Where the controller listens.",
         "carbon": "Carbon accounting.",
