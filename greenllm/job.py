@@ -17,10 +17,10 @@ it does, and ask for its share of the global batch::
 - :func:`share` is this rank's fraction of the job's global batch (0 to 1): on mixed GPU
   types the controller gives faster ranks a larger share so that no rank waits at the
   gradient exchange. Equal shares (``1 / WORLD_SIZE``) until it says otherwise.
-- On a simulated GPU (no NVIDIA GPU present) :func:`report` also paces the script: it
-  waits as long as the simulated GPU, at its current power limit and clocks, would take
-  longer than the CPU did for the work since the previous call, so power limits change
-  the script's real speed.
+- On a simulated GPU (no NVIDIA GPU present) :func:`report` also paces the script: the
+  CPU time it used since the previous call stands for the GPU running flat out, and
+  ``report`` waits as long as the simulated GPU, at its current power limit and clocks,
+  would take longer than that, so power limits change the script's real speed.
 
 Outside a greenllm job (no ``GREENLLM_PROGRESS_FILE`` in the environment) every call
 returns at once: :func:`report` does nothing and :func:`share` returns 1.0. Importing
@@ -96,6 +96,7 @@ class _Reporter:
         self.reports = 0
         self.step: int | None = None
         self.mark_s = time.monotonic()
+        self.mark_cpu_s = time.process_time()
         self.owed_s = 0.0
         self.last_ratio = 1.0
 
@@ -123,10 +124,14 @@ class _Reporter:
         return self.last_ratio
 
     def pace(self, pace_file: str | None) -> None:
-        """Wait for the simulated GPU: the time since the previous report counts as work
-        at full speed; at pace ``r`` it takes ``1 / r`` times as long."""
-        now_s = time.monotonic()
-        step_s, self.mark_s = now_s - self.mark_s, now_s
+        """Wait for the simulated GPU: the CPU time this process used since the previous
+        report (at most the wall time) counts as work at full speed; at pace ``r`` it takes
+        ``1 / r`` times as long. Time spent blocked (waiting for the other ranks at the
+        gradient exchange, I/O, sleeps) is not work: counting it would make every rank
+        wait for the others' waits too."""
+        now_s, now_cpu_s = time.monotonic(), time.process_time()
+        step_s = min(now_s - self.mark_s, now_cpu_s - self.mark_cpu_s)
+        self.mark_s, self.mark_cpu_s = now_s, now_cpu_s
         if not pace_file:
             return
         self.owed_s += step_s * (1.0 - self.ratio(pace_file))
@@ -142,7 +147,7 @@ class _Reporter:
             time.sleep(min(PACE_SLICE_S, wait_s))
             self.owed_s -= (time.monotonic() - before_s) * ratio
         self.owed_s = max(self.owed_s, -PACE_SLICE_S)
-        self.mark_s = time.monotonic()
+        self.mark_s, self.mark_cpu_s = time.monotonic(), time.process_time()
 
 
 _lock = threading.Lock()

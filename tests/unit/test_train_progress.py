@@ -67,14 +67,25 @@ def test_report_waits_for_the_simulated_gpu(in_job: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv(job.PACE_FILE_ENV, str(pace))
     job.write_json_atomic(pace, {"ratio": 0.5})
     job.report(samples=1)  # starts the clock
-    busy_s = 0.2
-    time.sleep(busy_s)  # the "step": at half speed it takes twice as long
+    busy_s = spin(0.2)  # the "step": at half speed it takes twice as long
     start = time.monotonic()
     job.report(samples=1)
     waited_s = time.monotonic() - start
-    assert busy_s * 0.8 < waited_s < busy_s * 1.6
+    assert busy_s * 0.7 < waited_s < busy_s * 1.6
+    time.sleep(0.3)  # blocked, e.g. at the other ranks' gradient exchange: not work
+    start = time.monotonic()
+    job.report(samples=1)
+    assert time.monotonic() - start < 0.05
     job.write_json_atomic(pace, {"ratio": 1.0})
-    time.sleep(0.1)
+    spin(0.1)
     start = time.monotonic()
     job.report(samples=1)
     assert time.monotonic() - start < 0.05  # full speed: no wait
+
+
+def spin(cpu_s: float) -> float:
+    """Burn ``cpu_s`` of this process's CPU time; returns the CPU seconds used."""
+    start = time.process_time()
+    while time.process_time() - start < cpu_s:
+        sum(i * i for i in range(1000))
+    return time.process_time() - start
