@@ -231,7 +231,7 @@ def _shown(value: Any) -> str:
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(one_line(str(p), MAX_SHOWN_CHARS) for p in loc) or "(top level)"
+    return ".".join(one_line(str(p), MAX_SHOWN_CHARS) for p in loc)
 
 
 def format_validation_error(
@@ -274,7 +274,8 @@ def format_validation_error(
         1 for e in errors[1:] if not (e["type"] == "missing" and tuple(e["loc"]) in explained)
     )
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{one_line(source)}: {_loc(loc)}: {one_line(msg, 400)}{suffix}"
+    where = f"{_loc(loc)}: " if loc else ""
+    return f"{one_line(source)}: {where}{one_line(msg, 400)}{suffix}"
 
 
 def validate(model: type[M], data: dict[str, Any], source: str) -> M:

@@ -11,9 +11,10 @@ from typing import Any
 import click
 
 from greenllm.cli.output import emit_json, print_table, progress_console
-from greenllm.config import registered_policies
+from greenllm.config import default_config_path, load_cluster_config, registered_policies
 from greenllm.errors import GreenllmError
 from scheduler.sim.compare import comparison_rows, plot_power, run_policy, run_unbounded
+from scheduler.sim.from_cluster import build_scenario, cluster_now, load_job_files, parse_schedule
 from scheduler.sim.oracle import ORACLE_NAME
 from scheduler.sim.results import NO_SLO, SimResult, finite
 from scheduler.sim.scenario import Scenario, load_scenario
@@ -86,7 +87,40 @@ def register(cli: click.Group) -> None:
     """Add ``sim`` to the CLI."""
 
     @cli.command("sim")
-    @click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
+    @click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path), required=False)
+    @click.option(
+        "--from-cluster",
+        is_flag=True,
+        help="Build the scenario from cluster.yaml (--config) and job specs (--jobs) instead "
+        "of SCENARIO; with its controller up, its budget, policy and active jobs now.",
+    )
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="cluster.yaml for --from-cluster (default: $GREENLLM_CONFIG, ./cluster.yaml, or "
+        "the embedded default).",
+    )
+    @click.option(
+        "--jobs",
+        "job_files",
+        multiple=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A job spec (JOB.yaml, as greenllm submit takes) to run, with --from-cluster; "
+        "give it again for more jobs.",
+    )
+    @click.option(
+        "--budget-schedule",
+        default="",
+        help="With --from-cluster: budget changes to try, T_S:BUDGET_W[,T_S:BUDGET_W...].",
+    )
+    @click.option(
+        "--duration-s",
+        type=click.FloatRange(min=1.0, max=1e6),
+        default=300.0,
+        show_default=True,
+        help="With --from-cluster: seconds of virtual time to simulate.",
+    )
     @click.option(
         "--out",
         "out_dir",
@@ -112,7 +146,12 @@ def register(cli: click.Group) -> None:
         "--verbose", is_flag=True, help="Show the simulated controller's and agents' log."
     )
     def sim(
-        scenario: Path,
+        scenario: Path | None,
+        from_cluster: bool,
+        config_path: Path | None,
+        job_files: tuple[Path, ...],
+        budget_schedule: str,
+        duration_s: float,
         out_dir: Path,
         policy: str | None,
         compare: str | None,
@@ -131,10 +170,17 @@ def register(cli: click.Group) -> None:
         if not verbose:  # the controller's own warnings would drown the results
             for name in ("scheduler", "workers"):
                 logging.getLogger(name).setLevel(logging.ERROR)
-        notes: list[str] = []
-        sc, base_dir = load_scenario(scenario, notes)
-        for note in notes:
-            click.echo(f"greenllm: {note}", err=True)
+        if from_cluster == (scenario is not None):
+            raise click.UsageError("give SCENARIO or --from-cluster (not both)")
+        if scenario is None:
+            sc, base_dir = _from_cluster(
+                config_path, job_files, budget_schedule, duration_s, policy
+            )
+        else:
+            notes: list[str] = []
+            sc, base_dir = load_scenario(scenario, notes)
+            for note in notes:
+                click.echo(f"greenllm: {note}", err=True)
         names = [_known(p.strip()) for p in compare.split(",")] if compare else []
         if compare is not None and not names:
             raise click.BadParameter("no policies given", param_hint="--compare")
@@ -148,6 +194,28 @@ def register(cli: click.Group) -> None:
             _run(sc, base_dir, out_dir, policy, names, trace_every, as_json, big)
         except OSError as exc:
             raise GreenllmError(f"{out_dir}: cannot write: {exc.strerror or exc}") from None
+
+
+def _from_cluster(
+    config_path: Path | None,
+    job_files: tuple[Path, ...],
+    schedule: str,
+    duration_s: float,
+    policy: str | None,
+) -> tuple[Scenario, Path]:
+    """The what-if scenario of the cluster (``--from-cluster``)."""
+    path = config_path or default_config_path()
+    config = load_cluster_config(path)
+    now = cluster_now(path)
+    if now is not None:
+        click.echo(
+            f"greenllm: the cluster now: budget {now.budget_w:g} W, policy {now.policy}, "
+            f"{len(now.job_specs)} active jobs",
+            err=True,
+        )
+    jobs = load_job_files(job_files)
+    sc = build_scenario(config, jobs, duration_s, parse_schedule(schedule), now, policy)
+    return sc, Path.cwd()
 
 
 def _run(

@@ -1,0 +1,45 @@
+"""``greenllm sim --from-cluster``: the scenario of the cluster.yaml and job specs given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from greenllm.config import load_cluster_config
+from greenllm.errors import ConfigError
+from scheduler.sim.from_cluster import ClusterNow, build_scenario, parse_schedule
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_cluster_and_its_jobs_become_a_scenario() -> None:
+    config = load_cluster_config(REPO / "cluster.yaml")
+    jobs = [REPO / "examples/jobs/train-tiny.yaml", REPO / "examples/jobs/infer-tiny.yaml"]
+    sc = build_scenario(config, jobs, 100.0, parse_schedule("30:1600, 60:2800"))
+    assert [n.name for n in sc.nodes] == config.names()
+    assert sc.budget.budget_w == config.budget.budget_w and sc.budget.reserve_w == 100
+    assert [(c.t_s, c.budget_w) for c in sc.budget.schedule] == [(30, 1600), (60, 2800)]
+    train, infer = sc.jobs
+    spec = train.train_settings
+    assert train.sim.total_samples == spec.steps * spec.batch_size * train.shards
+    assert infer.infer_settings.max_new_tokens == 32  # the same job, the same tokens
+    assert sc.control.control_period_s == config.control_period_s
+
+
+def test_what_the_controller_says_wins() -> None:
+    config = load_cluster_config(REPO / "cluster.yaml")
+    now = ClusterNow(1500.0, 50.0, "min-energy", [{"name": "live", "kind": "infer", "shards": 2}])
+    sc = build_scenario(config, [], 60.0, (), now)
+    assert sc.budget.budget_w == 1500 and sc.policy == "min-energy"
+    assert [j.name for j in sc.jobs] == ["live"]
+
+
+def test_bad_input_is_one_line() -> None:
+    with pytest.raises(ConfigError, match="'30-1600' is not T_S:BUDGET_W"):
+        parse_schedule("30-1600")
+    config = load_cluster_config(REPO / "cluster.yaml")
+    with pytest.raises(ConfigError, match="below the sum of the GPUs' minimum power limits"):
+        build_scenario(config, [], 60.0, [(10.0, 400.0)])
+    with pytest.raises(ConfigError, match="reserve_w 100 W is not below the budget 100 W"):
+        build_scenario(config, [], 60.0, [(10.0, 100.0)])
