@@ -42,7 +42,13 @@ from greenllm.profiling import (
     required=True,
     help="train and prefill are compute-bound; decode is memory-bound.",
 )
-@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Sequences per step (the simulated profile's batch size).",
+)
 @click.option(
     "--model-params",
     type=click.FloatRange(min=1e6),
@@ -52,8 +58,20 @@ from greenllm.profiling import (
 )
 @click.option("--power-limits", metavar="START:STOP:STEP", help="Power limits to visit, watts.")
 @click.option("--sm-clocks", metavar="START:STOP:STEP", help="SM clocks to lock, MHz.")
-@click.option("--warmup-s", type=click.FloatRange(min=0), default=2.0, show_default=True)
-@click.option("--measure-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option(
+    "--warmup-s",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    help="Seconds run at each setting before measuring (power and clocks settle).",
+)
+@click.option(
+    "--measure-s",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds measured at each setting.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows.")
 def profile(
     gpu_type: str | None,

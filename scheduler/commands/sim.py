@@ -128,11 +128,16 @@ def register(cli: click.Group) -> None:
         type=click.Path(file_okay=False, path_type=Path),
         help="Folder for trace.csv, budget.csv, summary.json.",
     )
-    @click.option("--policy", default=None, help="Policy (default: the scenario's).")
+    @click.option(
+        "--policy",
+        default=None,
+        help="Policy (default: the scenario's); 'greenllm policy list' names them.",
+    )
     @click.option(
         "--compare",
         default=None,
-        help="Comma-separated policies to run side by side (oracle allowed).",
+        help="Comma-separated policies to run side by side, and 'oracle' (the best split "
+        "found with hindsight); 'greenllm policy list' names the policies.",
     )
     @click.option(
         "--trace-every",
