@@ -56,6 +56,26 @@ class GPUGroup(_Strict):
             raise ValueError(str(exc)) from None
 
 
+class NodeMatch(_Strict):
+    """Which machine of a joined Ray cluster a node entry describes (``greenllm up
+    --address``); given both, a machine must match both.
+
+    Attributes:
+        address: The Ray node's IP address (what ``ray start --node-ip-address`` gave, or
+            Ray found).
+        hostname: The Ray node's host name.
+    """
+
+    address: str | None = Field(default=None, min_length=1, pattern=r"^[^\s/]+$")
+    hostname: str | None = Field(default=None, min_length=1, pattern=r"^[^\s/]+$")
+
+    @model_validator(mode="after")
+    def _something(self) -> NodeMatch:
+        if self.address is None and self.hostname is None:
+            raise ValueError("give 'address', 'hostname' or both")
+        return self
+
+
 class NodeConfig(_Strict):
     """One node.
 
@@ -64,11 +84,15 @@ class NodeConfig(_Strict):
         backend: ``"simulated"`` (GPUs modelled from ``gpus``) or ``"nvml"`` (real GPUs,
             discovered; ``gpus`` then states the expected inventory, if given).
         gpus: GPU groups on the node.
+        match: On a joined Ray cluster, the machine this entry describes (by IP address
+            and/or host name); without it, the machine whose host name or IP address is
+            ``name``. Machines no entry describes get an NVML node named after them.
     """
 
     name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     backend: Literal["simulated", "nvml"] = "simulated"
     gpus: list[GPUGroup] = Field(default_factory=list)
+    match: NodeMatch | None = None
 
     @model_validator(mode="after")
     def _has_gpus(self) -> NodeConfig:

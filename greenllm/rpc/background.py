@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class BackgroundService:
@@ -41,6 +43,19 @@ class BackgroundService:
             self.error = exc
         finally:
             self._loop.close()
+
+    def call(self, fn: Callable[[], T], timeout_s: float = 10.0) -> T:
+        """Run ``fn`` on the service's event loop (where its objects may be touched) and
+        return its result.
+
+        Raises:
+            TimeoutError: It did not run within ``timeout_s``.
+        """
+
+        async def run() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout_s)
 
     def alive(self) -> bool:
         """True while the coroutine runs."""

@@ -47,18 +47,37 @@ def channel_credentials(tls: TLSConfig) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(root_certificates=root)
 
 
-def aio_channel(config: ClusterConfig, address: str | None = None) -> grpc.aio.Channel:
-    """An asyncio channel to the controller named in ``config`` (TLS when configured)."""
-    target = address or config.controller.address
+def _client_credentials(
+    config: ClusterConfig, root_pem: bytes | None
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials trusting ``root_pem`` (a CA handed over at start), else the config's
+    TLS settings; None for a plaintext channel."""
+    if root_pem is not None:
+        return grpc.ssl_channel_credentials(root_certificates=root_pem)
     if config.auth.tls is not None:
-        creds = channel_credentials(config.auth.tls)
+        return channel_credentials(config.auth.tls)
+    return None
+
+
+def aio_channel(
+    config: ClusterConfig, address: str | None = None, root_pem: bytes | None = None
+) -> grpc.aio.Channel:
+    """An asyncio channel to the controller named in ``config`` (TLS when configured, or
+    when ``root_pem``, the CA certificate to trust, is given)."""
+    target = address or config.controller.address
+    creds = _client_credentials(config, root_pem)
+    if creds is not None:
         return grpc.aio.secure_channel(target, creds, options=GRPC_OPTIONS)
     return grpc.aio.insecure_channel(target, options=GRPC_OPTIONS)
 
 
-def sync_channel(config: ClusterConfig, address: str | None = None) -> grpc.Channel:
-    """A blocking channel to the controller named in ``config`` (TLS when configured)."""
+def sync_channel(
+    config: ClusterConfig, address: str | None = None, root_pem: bytes | None = None
+) -> grpc.Channel:
+    """A blocking channel to the controller named in ``config`` (TLS when configured, or
+    when ``root_pem``, the CA certificate to trust, is given)."""
     target = address or config.controller.address
-    if config.auth.tls is not None:
-        return grpc.secure_channel(target, channel_credentials(config.auth.tls), GRPC_OPTIONS)
+    creds = _client_credentials(config, root_pem)
+    if creds is not None:
+        return grpc.secure_channel(target, creds, GRPC_OPTIONS)
     return grpc.insecure_channel(target, options=GRPC_OPTIONS)

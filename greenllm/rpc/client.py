@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,15 +14,13 @@ from greenllm.errors import GreenllmError
 from greenllm.proto.v1 import cluster_pb2, cluster_pb2_grpc
 from greenllm.rpc.auth import OPERATOR_TOKEN_ENV, bearer_metadata, operator_token, tokens_path
 from greenllm.rpc.channel import sync_channel
+from greenllm.rpc.locate import PROBE_TIMEOUT_S, find_controller, listening
 
 #: Deadline of a unary call, seconds.
 DEFAULT_TIMEOUT_S = 5.0
 
 #: How the controller's own UNAVAILABLE answers begin (it is up, but cannot do that now).
 SERVER_UNAVAILABLE = "state directory not writable"
-
-#: How long to try a TCP connection when checking whether a controller listens, seconds.
-PROBE_TIMEOUT_S = 1.0
 
 T = TypeVar("T")
 
@@ -59,12 +56,7 @@ def describe_rpc_error(exc: grpc.RpcError, address: str) -> ControllerError:
 
 def controller_listening(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
     """Whether something accepts TCP connections at ``address`` (``host:port``)."""
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            return True
-    except (OSError, ValueError):
-        return False
+    return listening(address, timeout_s)
 
 
 def no_token_error(address: str, state_dir: Path) -> ControllerError:
@@ -89,12 +81,14 @@ class ClusterClient:
         config: The cluster config naming the controller (address, TLS, state_dir).
         token: Operator token; by default ``$GREENLLM_TOKEN`` or the state directory's,
             and none at all when the config disables auth.
+        timeout_s: Deadline of each unary call, seconds.
+        address: Where the controller listens; by default where it publishes its address
+            (:func:`greenllm.rpc.locate.find_controller`: the state directory, the config,
+            or the Ray cluster), with the CA it publishes beside it.
 
     Raises:
         ControllerError: There is no operator token: "no controller running at ADDR"
             when nothing listens there.
-        timeout_s: Deadline of each unary call, seconds.
-        address: Override of ``config.controller.address``.
     """
 
     def __init__(
@@ -104,7 +98,11 @@ class ClusterClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         address: str | None = None,
     ) -> None:
-        self.address = address or config.controller.address
+        root_pem = None
+        if address is None:
+            endpoint = find_controller(config)
+            address, root_pem = endpoint.address, endpoint.ca_pem
+        self.address = address
         if token is None and config.auth.enabled:
             no_env = not os.environ.get(OPERATOR_TOKEN_ENV)
             if no_env and not tokens_path(config.state_dir).exists():
@@ -112,7 +110,7 @@ class ClusterClient:
             token = operator_token(config.state_dir)
         self._metadata = bearer_metadata(token)
         self._timeout_s = timeout_s
-        self._channel = sync_channel(config, self.address)
+        self._channel = sync_channel(config, self.address, root_pem)
         self._stub = cluster_pb2_grpc.ClusterStub(self._channel)
 
     def close(self) -> None:

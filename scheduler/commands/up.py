@@ -14,7 +14,12 @@ from scheduler.runtime import lifecycle
 
 @click.command("up")
 @CONFIG_OPTION
-@click.option("--address", help="Join this Ray cluster (host:port) instead of starting one.")
+@click.option(
+    "--address",
+    help="Join this running Ray cluster (HEAD:6379, after `ray start --head` there and "
+    "`ray start --address` on the other machines) instead of starting one: one agent per Ray "
+    "node, the controller on this machine with TLS.",
+)
 @click.option(
     "--timeout-s",
     type=click.FloatRange(min=1),
@@ -27,8 +32,8 @@ def up_command(
     config_path: Path | None, address: str | None, timeout_s: float, as_json: bool
 ) -> None:
     """Start the cluster: Ray nodes (one per node of the config, or join --address), the
-    controller as a detached Ray actor, and one agent per node. Returns when every agent
-    has registered."""
+    controller as a detached Ray actor, and one agent per Ray node. Returns when every
+    agent has registered."""
     path = config_path or default_config_path()
     config = load_cluster_config(path)
     console = progress_console()
@@ -40,16 +45,19 @@ def up_command(
         "ray_dashboard": None,
         "started_ray": result.started_ray,
         "startup_s": round(result.startup_s, 2),
-        "nodes": config.names(),
+        "nodes": result.nodes,
+        "notes": result.notes,
     }
     if as_json:
         emit_json(doc)
         return
-    click.echo(f"greenllm is up in {result.startup_s:.1f} s ({len(config.nodes)} nodes)")
+    click.echo(f"greenllm is up in {result.startup_s:.1f} s ({len(result.nodes)} nodes)")
     click.echo(f"  controller:     {result.controller_address}")
     click.echo(f"  metrics:        {result.metrics_url or 'disabled'}")
     click.echo(f"  Ray:            {result.ray_address}")
-    click.echo("  Ray dashboard:  not started (it costs a core on small machines)")
+    click.echo(f"  nodes:          {', '.join(result.nodes)}")
+    if result.started_ray:
+        click.echo("  Ray dashboard:  not started (it costs a core on small machines)")
     click.echo("Next: greenllm status, greenllm submit JOB.yaml, greenllm down")
 
 

@@ -9,8 +9,9 @@ pid) and shuts the whole cluster down on SIGTERM; ``greenllm down`` signals exac
 process, never another user's Ray.
 
 Settings that make this reliable on 2 cores (shared/ENVIRONMENT.md): one CPU and 100 MB
-of object store per node, no dashboard, every process on 127.0.0.1, and fast health
-checks on the head (node loss noticed in about 3 s instead of 15 s).
+of object store per node, no dashboard, every process on 127.0.0.1 (only for this local
+cluster: :func:`use_local_ray_env`; a joined cluster keeps Ray's own settings), and fast
+health checks on the head (node loss noticed in about 3 s instead of 15 s).
 """
 
 from __future__ import annotations
@@ -28,16 +29,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Ray reads this when imported: with it every Ray process of ours keeps to 127.0.0.1.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 from greenllm.config import ClusterConfig, load_cluster_config
 from greenllm.errors import GreenllmError
+from greenllm.rpc.locate import RAY_NAMESPACE
 
 HEAD_NODE = "greenllm-head"
-NAMESPACE = "greenllm"
+NAMESPACE = RAY_NAMESPACE
+#: Ray reads this when it is imported: "0" keeps every Ray process on 127.0.0.1. Right for
+#: the local cluster; wrong for a cluster across machines (its nodes would be unreachable).
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def use_local_ray_env() -> None:
+    """Set :data:`LOCAL_RAY_ENV` in this process (unless already set), before Ray is
+    imported, to start or join the local cluster."""
+    for key, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 OBJECT_STORE_BYTES = 100 * 1024 * 1024
 HEAD_SYSTEM_CONFIG = {
     "health_check_period_ms": 1000,
@@ -73,12 +85,14 @@ class RuntimeRecord:
     Attributes:
         address: Ray GCS address (``host:port``).
         host_pid: The host process holding the cluster (0: greenllm joined a cluster).
+        controller_address: Where the controller listens (published through Ray too).
         raylet_pids: Raylet pid of each greenllm node.
         log_file: The host's log.
     """
 
     address: str
     host_pid: int = 0
+    controller_address: str = ""
     raylet_pids: dict[str, int] = field(default_factory=dict)
     log_file: str = ""
 
@@ -143,6 +157,7 @@ def spawn_host(
     with log_file.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "scheduler.runtime.raynodes", str(config_path.resolve())],
+            env={**LOCAL_RAY_ENV, **os.environ},
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -179,6 +194,7 @@ def stop_host(record: RuntimeRecord, grace_s: float = 30.0) -> None:
 
 def _host_main(config_path: str) -> int:
     """The host process: build the cluster, record it, wait for SIGTERM, shut down."""
+    use_local_ray_env()
     from ray.cluster_utils import Cluster
 
     config = load_cluster_config(config_path)

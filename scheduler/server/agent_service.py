@@ -1,16 +1,19 @@
 """``greenllm.v1.Agent``: one bidirectional stream per node agent, kept thin: each stream is a
-:class:`GrpcSession` of the controller shell, which does the work."""
+:class:`GrpcSession` of the controller shell, which does the work. The node named by the
+stream's credential (a node token) is the only node it may register as."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
 from greenllm.proto.v1 import agent_pb2, agent_pb2_grpc
+from greenllm.rpc.auth import Credential
 from scheduler.server.errors import BadInput, abort_with
 from scheduler.shell.controller import ControllerShell
 
@@ -48,11 +51,29 @@ def peer_host(peer: str) -> str:
     return host.strip("[]")
 
 
-class AgentServicer(agent_pb2_grpc.AgentServicer):
-    """Registers agents and passes their messages to the shell."""
+#: Verifies call metadata (see :meth:`scheduler.server.auth.AuthInterceptor.verify`).
+Verifier = Callable[[tuple[tuple[str, str | bytes], ...] | None], Credential | None]
 
-    def __init__(self, shell: ControllerShell) -> None:
+
+class AgentServicer(agent_pb2_grpc.AgentServicer):
+    """Registers agents and passes their messages to the shell.
+
+    Args:
+        shell: The controller shell.
+        verify: Tells what a stream's credential grants (None: auth is off, and no stream
+            is bound to a node).
+    """
+
+    def __init__(self, shell: ControllerShell, verify: Verifier | None = None) -> None:
         self._shell = shell
+        self._verify = verify
+
+    def identity(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+        """The node the stream's credential is bound to (None: it names no node)."""
+        if self._verify is None:
+            return None
+        credential = self._verify(tuple(context.invocation_metadata() or ()))
+        return None if credential is None else credential.node
 
     async def Connect(
         self,
@@ -70,7 +91,9 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
             )
         session = GrpcSession(first.register.node)
         try:
-            self._shell.register(first.register, session, peer_host(context.peer()))
+            self._shell.register(
+                first.register, session, peer_host(context.peer()), identity=self.identity(context)
+            )
         except BadInput as exc:
             await abort_with(context, exc)
         log.info("node %s registered (session %s)", session.node, session.session_id)

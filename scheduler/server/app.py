@@ -87,7 +87,8 @@ class Controller:
         if self.config.auth.enabled:
             interceptors.append(AuthInterceptor(load_or_create_tokens(self.config.state_dir)))
         server = grpc.aio.server(interceptors=interceptors, options=GRPC_OPTIONS)
-        agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(self.shell), server)
+        verify = interceptors[0].verify if interceptors else None
+        agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(self.shell, verify), server)
         cluster_pb2_grpc.add_ClusterServicer_to_server(self.cluster, server)
         health_servicer = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

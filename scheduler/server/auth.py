@@ -1,7 +1,10 @@
 """Bearer-token check on every RPC: agent and operator tokens are distinct roles.
 
 No or a wrong token: UNAUTHENTICATED. A valid token of the wrong role:
-PERMISSION_DENIED. Health and reflection accept either role.
+PERMISSION_DENIED. A node's token (``node:<name>:<mac>``) is an agent token, good for the
+Agent service only, where it binds the stream to that node (see
+:func:`scheduler.server.agent_service.AgentServicer`). Health and reflection accept any
+valid token.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from greenllm.rpc.auth import Role, Tokens, token_from_metadata
+from greenllm.rpc.auth import Credential, Role, Tokens, token_from_metadata
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: Tokens) -> None:
         self._tokens = tokens
 
+    def verify(self, metadata: tuple[tuple[str, str | bytes], ...] | None) -> Credential | None:
+        """What the bearer token in call ``metadata`` grants (None: no or a wrong token)."""
+        token = token_from_metadata(metadata)
+        return None if token is None else self._tokens.verify(token)
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -59,12 +67,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        token = token_from_metadata(handler_call_details.invocation_metadata)
-        role = self._tokens.role_of(token) if token is not None else None
-        if role is None:
+        credential = self.verify(handler_call_details.invocation_metadata)
+        if credential is None:
+            token = token_from_metadata(handler_call_details.invocation_metadata)
             why = "missing bearer token" if token is None else "invalid token"
             log.warning("rejected %s: %s", method, why)
             return _denying(handler, grpc.StatusCode.UNAUTHENTICATED, f"{why} for {method}")
+        role = credential.role
         needed = required_role(method)
         if needed is not None and role != needed:
             log.warning("rejected %s: %s token", method, role.value)

@@ -70,3 +70,48 @@ def test_tls_controller(tmp_path, make_config, loop_thread) -> None:
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         loop_thread.run(ctl.stop(0))
+
+
+def test_the_clusters_own_ca(tmp_path, make_config, loop_thread, wait) -> None:
+    """A joined cluster's controller: a certificate from the CA in the state directory, its
+    address and CA published there; the CLI's client and an agent given the CA connect."""
+    from greenllm.rpc.locate import read_endpoint, write_endpoint
+    from scheduler.runtime.listen import plan_listen
+    from workers.agent.agent import Backoff, NodeAgent
+
+    config = load_cluster_config(make_config())
+    plan = plan_listen(config, joined=True, node_ip="127.0.0.1")
+    assert plan.ca_pem is not None and plan.published == config.controller.address
+    ctl = Controller(plan.apply(config), address=plan.listen)
+    loop_thread.run(ctl.start())
+    try:
+        write_endpoint(config.state_dir, plan.published, plan.ca_file)
+        endpoint = read_endpoint(config.state_dir)
+        assert endpoint is not None and endpoint.ca_pem == plan.ca_pem
+        agent = NodeAgent(
+            config,
+            "node-l4",
+            backoff=Backoff(0.05, 0.3),
+            run_shards=False,
+            tls_root_pem=plan.ca_pem,
+        )
+        task = loop_thread.spawn(agent.run())
+        try:
+            with ClusterClient(config) as client:  # config has no TLS: the endpoint's CA
+                wait(
+                    lambda: any(
+                        n.connected for n in client.get_status().nodes if n.name == "node-l4"
+                    ),
+                    10,
+                    "node-l4 over TLS",
+                )
+        finally:
+            loop_thread.cancel(task)
+        with (
+            grpc.insecure_channel(config.controller.address) as plain,
+            pytest.raises(grpc.RpcError) as info,
+        ):
+            cluster_pb2_grpc.ClusterStub(plain).GetStatus(cluster_pb2.GetStatusRequest(), timeout=3)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        loop_thread.run(ctl.stop(0))

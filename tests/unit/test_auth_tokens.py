@@ -12,6 +12,7 @@ from greenllm.rpc.auth import (
     agent_token,
     bearer_metadata,
     load_or_create_tokens,
+    node_token,
     operator_token,
     read_tokens,
     token_from_metadata,
@@ -41,11 +42,12 @@ def test_env_overrides_the_state_dir(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("GREENLLM_TOKEN", raising=False)
     monkeypatch.delenv("GREENLLM_AGENT_TOKEN", raising=False)
     assert operator_token(tmp_path) == tokens.operator
-    assert agent_token(tmp_path) == tokens.agent
+    assert agent_token(tmp_path, "node-a") == tokens.node("node-a")
+    issued = node_token("another-secret-of-32-characters", "node-a")
     monkeypatch.setenv("GREENLLM_TOKEN", "from-env")
-    monkeypatch.setenv("GREENLLM_AGENT_TOKEN", "agent-env")
+    monkeypatch.setenv("GREENLLM_AGENT_TOKEN", issued)
     assert operator_token(tmp_path) == "from-env"
-    assert agent_token(tmp_path) == "agent-env"
+    assert agent_token(tmp_path, "node-a") == issued
 
 
 def test_missing_or_malformed_tokens_file_is_one_line(tmp_path, monkeypatch) -> None:

@@ -23,7 +23,7 @@ from greenllm.devices.base import GPU
 from greenllm.devices.discovery import get_gpus
 from greenllm.errors import GreenllmError
 from greenllm.proto.v1 import agent_pb2, agent_pb2_grpc
-from greenllm.rpc.auth import agent_token, bearer_metadata
+from greenllm.rpc.auth import agent_token, agent_token_from_env, bearer_metadata, check_node_token
 from greenllm.rpc.channel import aio_channel
 from workers.agent import devices
 from workers.agent.core import AgentCore, ShardRunner
@@ -63,9 +63,12 @@ class NodeAgent:
         node: This node's name in ``config``.
         gpus: The node's GPUs; by default discovered with
             :func:`greenllm.devices.discovery.get_gpus`.
-        token: Agent token; by default ``$GREENLLM_AGENT_TOKEN`` or the state directory's
+        token: This node's token (``node:<name>:<mac>``); by default
+            ``$GREENLLM_AGENT_TOKEN``, else derived from the state directory's agent secret
             (read at every connection attempt, so the agent may start before the controller).
         address: Override of ``config.controller.address``.
+        tls_root_pem: The CA certificate the controller's TLS certificate is signed by
+            (handed over at start); None: the config's TLS settings apply.
         backoff: Reconnect delays.
         run_shards: Run the shards the controller starts (see :mod:`workers.shardhost`);
             when False, shard commands are acked as unimplemented.
@@ -76,6 +79,8 @@ class NodeAgent:
 
     Raises:
         ConfigError: ``node`` is not in ``config``.
+        GreenllmError: The token (given, or in ``$GREENLLM_AGENT_TOKEN``) is empty,
+            malformed or another node's.
     """
 
     def __init__(
@@ -89,9 +94,15 @@ class NodeAgent:
         run_shards: bool = True,
         batch_ticks: int | None = None,
         shard_runner: ShardRunner | None = None,
+        tls_root_pem: bytes | None = None,
     ) -> None:
         self.config = config
         self.node = config.node(node).name
+        if token is not None:
+            token = check_node_token(token, self.node, "the agent token")
+        elif config.auth.enabled:
+            token = agent_token_from_env(self.node)
+        self._tls_root_pem = tls_root_pem
         gpus = list(gpus) if gpus is not None else get_gpus(config, node)
         self._token = token
         self._address = address or config.controller.address
@@ -179,7 +190,7 @@ class NodeAgent:
     async def _session(self) -> None:
         token = None
         if self.config.auth.enabled:
-            token = self._token or agent_token(self.config.state_dir)
+            token = self._token or agent_token(self.config.state_dir, self.node)
         first = await self._on_device(self.core.registration)
         outbox: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue()
 
@@ -188,7 +199,7 @@ class NodeAgent:
             while True:
                 yield await outbox.get()
 
-        async with aio_channel(self.config, self._address) as channel:
+        async with aio_channel(self.config, self._address, self._tls_root_pem) as channel:
             call = agent_pb2_grpc.AgentStub(channel).Connect(
                 requests(), metadata=bearer_metadata(token)
             )

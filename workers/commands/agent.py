@@ -19,6 +19,17 @@ from greenllm.rpc.foreground import configure_logging, run_foreground
 )
 @click.option("--node", required=True, help="This node's name in the config.")
 @click.option(
+    "--controller",
+    "controller_address",
+    help="The controller's host:port (default: the config's controller.address).",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="CA certificate the controller's TLS certificate is signed by (the state "
+    "directory's tls/ca.pem on the controller's machine); default: the config's auth.tls.",
+)
+@click.option(
     "--batch-ticks",
     type=click.IntRange(min=1),
     help="Telemetry ticks per message: GPUs are sampled every telemetry interval and sent "
@@ -26,13 +37,30 @@ from greenllm.rpc.foreground import configure_logging, run_foreground
     "control period's worth.",
 )
 @click.option("--verbose", is_flag=True, help="Log at DEBUG level.")
-def agent(config_path: Path | None, node: str, batch_ticks: int | None, verbose: bool) -> None:
+def agent(
+    config_path: Path | None,
+    node: str,
+    controller_address: str | None,
+    ca_file: Path | None,
+    batch_ticks: int | None,
+    verbose: bool,
+) -> None:
     """Run the node agent: stream telemetry to the controller, apply its commands, and
-    fall back to the fail-safe power limits when the controller is gone."""
+    fall back to the fail-safe power limits when the controller is gone.
+
+    Its credential is NODE's token, from $GREENLLM_AGENT_TOKEN (`greenllm token issue
+    --node NODE` prints it on the controller's machine), else derived from the state
+    directory's tokens file (on the controller's machine)."""
     config = load_cluster_config(config_path or default_config_path())
     from workers.agent.agent import NodeAgent  # the agent's imports: only when it runs
 
-    node_agent = NodeAgent(config, node, batch_ticks=batch_ticks)
+    node_agent = NodeAgent(
+        config,
+        node,
+        batch_ticks=batch_ticks,
+        address=controller_address,
+        tls_root_pem=ca_file.read_bytes() if ca_file is not None else None,
+    )
     configure_logging(verbose)
     run_foreground(node_agent.run())
 
