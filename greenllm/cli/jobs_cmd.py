@@ -289,7 +289,17 @@ def logs(
 
 def _print_events(client: ClusterClient, job_id: str, limit: int, as_json: bool) -> None:
     events = client.job_events(job_id, limit)
-    docs = [{"timestamp_s": e.timestamp_s, "kind": e.kind, "message": e.message} for e in events]
+    docs = [
+        {
+            "timestamp_s": e.timestamp_s,
+            "kind": e.kind,
+            "message": e.message,
+            "entity": e.entity,
+            "key": e.key,
+            "old": e.old,
+        }
+        for e in events
+    ]
     if as_json:
         emit_json({"job_id": job_id, "events": docs})
         return
