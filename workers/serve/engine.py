@@ -115,6 +115,8 @@ class ReplicaEngine:
             self.pacer = Pacer(self._sim.throughput, ref, clock=clock, stop_event=self._stop)
         self.ledger = EnergyLedger(gpu.energy_j)
         self.recorder = MetricsRecorder(clock)
+        #: Output tokens asked for by the requests it accepted (max_tokens each), tokens.
+        self.offered_tokens = 0
         self._thread = threading.Thread(target=self._serve, name=f"serve-{name}", daemon=True)
 
     @classmethod
@@ -197,11 +199,19 @@ class ReplicaEngine:
                 request = Request(stream, list(prompt_ids), max_tokens, sampling or Sampling())
                 request.submitted_s = self._clock()
                 self._queue.append(request)
+                self.offered_tokens += max_tokens
                 self._cond.notify()
         except ServeError:
             self.recorder.rejected()
             raise
         return stream
+
+    def outstanding_tokens(self) -> int:
+        """Output tokens still to generate for the queued and running requests (at most:
+        each may stop early at EOS), tokens."""
+        with self._cond:
+            waiting = sum(r.max_tokens for r in self._queue)
+            return waiting + sum(max(0, r.max_tokens - len(r.output_ids)) for r in self._rows)
 
     def _retry_after_s(self) -> float:
         latency_s = self.recorder.mean_latency_s() or 1.0
