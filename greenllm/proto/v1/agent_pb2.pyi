@@ -101,7 +101,7 @@ class GpuSamples(_message.Message):
     def __init__(self, index: _Optional[_Iterable[int]] = ..., timestamp_s: _Optional[_Iterable[float]] = ..., power_w: _Optional[_Iterable[float]] = ..., energy_j: _Optional[_Iterable[float]] = ..., power_limit_w: _Optional[_Iterable[float]] = ..., sm_clock_mhz: _Optional[_Iterable[float]] = ..., utilization_pct: _Optional[_Iterable[float]] = ..., temperature_c: _Optional[_Iterable[float]] = ..., memory_used_mib: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ShardSample(_message.Message):
-    __slots__ = ("shard_id", "job_id", "timestamp_s", "work_units", "steps", "requests", "state", "error", "generation", "offered_units", "queued_units")
+    __slots__ = ("shard_id", "job_id", "timestamp_s", "work_units", "steps", "requests", "state", "error", "generation", "offered_units", "queued_units", "endpoint", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "queued_requests", "rejected_requests", "idle_energy_j")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_S_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,14 @@ class ShardSample(_message.Message):
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     OFFERED_UNITS_FIELD_NUMBER: _ClassVar[int]
     QUEUED_UNITS_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P50_S_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P99_S_FIELD_NUMBER: _ClassVar[int]
+    TPOT_P50_S_FIELD_NUMBER: _ClassVar[int]
+    TPOT_P99_S_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_ENERGY_J_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     job_id: str
     timestamp_s: float
@@ -124,7 +132,15 @@ class ShardSample(_message.Message):
     generation: int
     offered_units: float
     queued_units: float
-    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., timestamp_s: _Optional[float] = ..., work_units: _Optional[float] = ..., steps: _Optional[int] = ..., requests: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., generation: _Optional[int] = ..., offered_units: _Optional[float] = ..., queued_units: _Optional[float] = ...) -> None: ...
+    endpoint: str
+    ttft_p50_s: float
+    ttft_p99_s: float
+    tpot_p50_s: float
+    tpot_p99_s: float
+    queued_requests: int
+    rejected_requests: int
+    idle_energy_j: float
+    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., timestamp_s: _Optional[float] = ..., work_units: _Optional[float] = ..., steps: _Optional[int] = ..., requests: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., generation: _Optional[int] = ..., offered_units: _Optional[float] = ..., queued_units: _Optional[float] = ..., endpoint: _Optional[str] = ..., ttft_p50_s: _Optional[float] = ..., ttft_p99_s: _Optional[float] = ..., tpot_p50_s: _Optional[float] = ..., tpot_p99_s: _Optional[float] = ..., queued_requests: _Optional[int] = ..., rejected_requests: _Optional[int] = ..., idle_energy_j: _Optional[float] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("shard_id", "generation", "offset", "data")

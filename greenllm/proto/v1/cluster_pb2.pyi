@@ -60,7 +60,7 @@ class JobSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., priority: _Optional[int] = ..., shards: _Optional[int] = ..., gpu_types: _Optional[_Iterable[str]] = ..., min_throughput: _Optional[float] = ..., deadline_s: _Optional[float] = ..., spec_json: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "throughput", "energy_j", "work_units", "submitted_at_s", "steps", "restarts", "phase", "reason", "ended_at_s", "endpoint")
+    __slots__ = ("id", "spec", "state", "throughput", "energy_j", "work_units", "submitted_at_s", "steps", "restarts", "phase", "reason", "ended_at_s", "endpoint", "replicas", "ttft_p99_s", "tpot_p99_s", "queued_requests", "rejected_requests", "idle_energy_j")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,12 @@ class Job(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     ENDED_AT_S_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    TTFT_P99_S_FIELD_NUMBER: _ClassVar[int]
+    TPOT_P99_S_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_ENERGY_J_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: str
@@ -87,7 +93,29 @@ class Job(_message.Message):
     reason: str
     ended_at_s: float
     endpoint: str
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[str] = ..., throughput: _Optional[float] = ..., energy_j: _Optional[float] = ..., work_units: _Optional[float] = ..., submitted_at_s: _Optional[float] = ..., steps: _Optional[int] = ..., restarts: _Optional[int] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., reason: _Optional[str] = ..., ended_at_s: _Optional[float] = ..., endpoint: _Optional[str] = ...) -> None: ...
+    replicas: _containers.RepeatedCompositeFieldContainer[Replica]
+    ttft_p99_s: float
+    tpot_p99_s: float
+    queued_requests: int
+    rejected_requests: int
+    idle_energy_j: float
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[str] = ..., throughput: _Optional[float] = ..., energy_j: _Optional[float] = ..., work_units: _Optional[float] = ..., submitted_at_s: _Optional[float] = ..., steps: _Optional[int] = ..., restarts: _Optional[int] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., reason: _Optional[str] = ..., ended_at_s: _Optional[float] = ..., endpoint: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., ttft_p99_s: _Optional[float] = ..., tpot_p99_s: _Optional[float] = ..., queued_requests: _Optional[int] = ..., rejected_requests: _Optional[int] = ..., idle_energy_j: _Optional[float] = ...) -> None: ...
+
+class Replica(_message.Message):
+    __slots__ = ("shard_id", "node", "gpu_index", "endpoint", "load_weight", "state")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    GPU_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    LOAD_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    shard_id: str
+    node: str
+    gpu_index: int
+    endpoint: str
+    load_weight: float
+    state: str
+    def __init__(self, shard_id: _Optional[str] = ..., node: _Optional[str] = ..., gpu_index: _Optional[int] = ..., endpoint: _Optional[str] = ..., load_weight: _Optional[float] = ..., state: _Optional[str] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec_json",)
