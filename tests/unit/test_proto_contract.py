@@ -64,6 +64,8 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "queued_requests": 17,
         "rejected_requests": 18,
         "idle_energy_j": 19,
+        "gpu_wait_fraction": 20,
+        "cpu_bound": 21,
     },
     "TelemetryBatch": {"gpus": 1, "shards": 2, "failsafe_active": 3, "logs": 4},
     "LogChunk": {"shard_id": 1, "generation": 2, "offset": 3, "data": 4},
@@ -130,6 +132,8 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "queued_requests": 17,
         "rejected_requests": 18,
         "idle_energy_j": 19,
+        "gpu_wait_fraction": 20,
+        "cpu_bound": 21,
     },
     "Replica": {
         "shard_id": 1,

@@ -60,7 +60,7 @@ class JobSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., priority: _Optional[int] = ..., shards: _Optional[int] = ..., gpu_types: _Optional[_Iterable[str]] = ..., min_throughput: _Optional[float] = ..., deadline_s: _Optional[float] = ..., spec_json: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "throughput", "energy_j", "work_units", "submitted_at_s", "steps", "restarts", "phase", "reason", "ended_at_s", "endpoint", "replicas", "ttft_p99_s", "tpot_p99_s", "queued_requests", "rejected_requests", "idle_energy_j")
+    __slots__ = ("id", "spec", "state", "throughput", "energy_j", "work_units", "submitted_at_s", "steps", "restarts", "phase", "reason", "ended_at_s", "endpoint", "replicas", "ttft_p99_s", "tpot_p99_s", "queued_requests", "rejected_requests", "idle_energy_j", "gpu_wait_fraction", "cpu_bound")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,8 @@ class Job(_message.Message):
     QUEUED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     REJECTED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     IDLE_ENERGY_J_FIELD_NUMBER: _ClassVar[int]
+    GPU_WAIT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    CPU_BOUND_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: str
@@ -99,7 +101,9 @@ class Job(_message.Message):
     queued_requests: int
     rejected_requests: int
     idle_energy_j: float
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[str] = ..., throughput: _Optional[float] = ..., energy_j: _Optional[float] = ..., work_units: _Optional[float] = ..., submitted_at_s: _Optional[float] = ..., steps: _Optional[int] = ..., restarts: _Optional[int] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., reason: _Optional[str] = ..., ended_at_s: _Optional[float] = ..., endpoint: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., ttft_p99_s: _Optional[float] = ..., tpot_p99_s: _Optional[float] = ..., queued_requests: _Optional[int] = ..., rejected_requests: _Optional[int] = ..., idle_energy_j: _Optional[float] = ...) -> None: ...
+    gpu_wait_fraction: float
+    cpu_bound: bool
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[str] = ..., throughput: _Optional[float] = ..., energy_j: _Optional[float] = ..., work_units: _Optional[float] = ..., submitted_at_s: _Optional[float] = ..., steps: _Optional[int] = ..., restarts: _Optional[int] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., reason: _Optional[str] = ..., ended_at_s: _Optional[float] = ..., endpoint: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., ttft_p99_s: _Optional[float] = ..., tpot_p99_s: _Optional[float] = ..., queued_requests: _Optional[int] = ..., rejected_requests: _Optional[int] = ..., idle_energy_j: _Optional[float] = ..., gpu_wait_fraction: _Optional[float] = ..., cpu_bound: _Optional[bool] = ...) -> None: ...
 
 class Replica(_message.Message):
     __slots__ = ("shard_id", "node", "gpu_index", "endpoint", "load_weight", "state")
