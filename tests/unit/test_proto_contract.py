@@ -66,6 +66,7 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "idle_energy_j": 19,
         "gpu_wait_fraction": 20,
         "cpu_bound": 21,
+        "start_energy_j": 22,
     },
     "TelemetryBatch": {"gpus": 1, "shards": 2, "failsafe_active": 3, "logs": 4},
     "LogChunk": {"shard_id": 1, "generation": 2, "offset": 3, "data": 4},
