@@ -18,9 +18,12 @@ it does, and ask for its share of the global batch::
   types the controller gives faster ranks a larger share so that no rank waits at the
   gradient exchange. Equal shares (``1 / WORLD_SIZE``) until it says otherwise.
 - On a simulated GPU (no NVIDIA GPU present) :func:`report` also paces the script: the
-  CPU time it used since the previous call stands for the GPU running flat out, and
-  ``report`` waits as long as the simulated GPU, at its current power limit and clocks,
-  would take longer than that, so power limits change the script's real speed.
+  work reported takes at least ``samples / throughput`` seconds, where ``throughput`` is
+  what the simulated GPU does now at its power limit and clocks (samples/s). ``report``
+  waits for whatever the wall time since the previous call (gradient exchange included)
+  falls short of that, so power limits set the script's real speed. When the script is
+  slower than its simulated GPU it does not wait, and the time the simulated GPU waited
+  for it is reported (``gpu_wait_fraction``; see :mod:`greenllm.pacing`).
 
 Outside a greenllm job (no ``GREENLLM_PROGRESS_FILE`` in the environment) every call
 returns at once: :func:`report` does nothing and :func:`share` returns 1.0. Importing
@@ -42,21 +45,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from greenllm.pacing import Pacer
+
 #: Cumulative progress of this rank, JSON, written by :func:`report`.
 PROGRESS_FILE_ENV = "GREENLLM_PROGRESS_FILE"
 #: This rank's batch share, JSON ``{"share": f}``, written by the runner.
 SHARE_FILE_ENV = "GREENLLM_SHARE_FILE"
-#: Simulated GPUs only: ``{"ratio": r}``, the GPU's speed now over full speed (0 to 1).
+#: Simulated GPUs only: ``{"throughput": r}``, the samples per second this rank's simulated
+#: GPU does now at its power limit and clocks.
 PACE_FILE_ENV = "GREENLLM_PACE_FILE"
 #: The job's checkpoint folder (survives restarts; shared by the job's ranks).
 CHECKPOINT_DIR_ENV = "GREENLLM_CHECKPOINT_DIR"
-
-#: Longest single wait before the pace is read again, seconds.
-PACE_SLICE_S = 0.05
-#: Shortest wait worth a sleep, seconds (shorter ones are carried to the next report).
-MIN_WAIT_S = 0.002
-#: Below this pace the GPU counts as doing nothing: the script waits slice by slice.
-MIN_RATIO = 1e-9
 
 
 def in_job() -> bool:
@@ -95,10 +94,10 @@ class _Reporter:
         self.tokens = 0.0
         self.reports = 0
         self.step: int | None = None
-        self.mark_s = time.monotonic()
-        self.mark_cpu_s = time.process_time()
-        self.owed_s = 0.0
-        self.last_ratio = 1.0
+        self.mark_s: float | None = None
+        self.pace_file: str | None = None
+        self.last_throughput = 0.0
+        self.pacer = Pacer(self.throughput, sleep=time.sleep)
 
     def add(self, samples: float, tokens: float, step: int | None) -> None:
         self.samples += samples
@@ -106,7 +105,7 @@ class _Reporter:
         self.reports += 1
         if step is not None:
             self.step = step
-        doc = {
+        doc: dict[str, Any] = {
             "samples": self.samples,
             "tokens": self.tokens,
             "steps": self.step if self.step is not None else self.reports,
@@ -114,40 +113,33 @@ class _Reporter:
             "time_s": time.time(),
             "pid": os.getpid(),
         }
+        if self.pace_file:
+            doc.update(
+                gpu_wait_fraction=self.pacer.wait_fraction(),
+                gpu_busy_s=self.pacer.busy_s,
+                paced_s=self.pacer.span_s,
+            )
         write_json_atomic(self.progress_file, doc)
 
-    def ratio(self, pace_file: str) -> float:
-        doc = _read_json(pace_file)
-        value = doc.get("ratio") if doc else None
+    def throughput(self) -> float:
+        """The simulated GPU's samples/s now (the last readable value of the pace file)."""
+        doc = _read_json(self.pace_file) if self.pace_file else None
+        value = doc.get("throughput") if doc else None
         if isinstance(value, int | float) and math.isfinite(value):
-            self.last_ratio = min(1.0, max(0.0, float(value)))
-        return self.last_ratio
+            self.last_throughput = max(0.0, float(value))
+        return self.last_throughput
 
-    def pace(self, pace_file: str | None) -> None:
-        """Wait for the simulated GPU: the CPU time this process used since the previous
-        report (at most the wall time) counts as work at full speed; at pace ``r`` it takes
-        ``1 / r`` times as long. Time spent blocked (waiting for the other ranks at the
-        gradient exchange, I/O, sleeps) is not work: counting it would make every rank
-        wait for the others' waits too."""
-        now_s, now_cpu_s = time.monotonic(), time.process_time()
-        step_s = min(now_s - self.mark_s, now_cpu_s - self.mark_cpu_s)
-        self.mark_s, self.mark_cpu_s = now_s, now_cpu_s
-        if not pace_file:
-            return
-        self.owed_s += step_s * (1.0 - self.ratio(pace_file))
-        while True:
-            ratio = self.ratio(pace_file)
-            if ratio < MIN_RATIO:
-                time.sleep(PACE_SLICE_S)
-                continue
-            wait_s = self.owed_s / ratio
-            if wait_s < MIN_WAIT_S:
-                break
-            before_s = time.monotonic()
-            time.sleep(min(PACE_SLICE_S, wait_s))
-            self.owed_s -= (time.monotonic() - before_s) * ratio
-        self.owed_s = max(self.owed_s, -PACE_SLICE_S)
-        self.mark_s, self.mark_cpu_s = time.monotonic(), time.process_time()
+    def pace(self, samples: float, pace_file: str | None) -> None:
+        """Wait until the wall time since the previous report is at least
+        ``samples / throughput`` (re-read slice by slice). Time blocked since then, at the
+        gradient exchange or anywhere else, counts: it is time the simulated GPU had. The
+        first report waits its whole target (its work was not timed)."""
+        now_s = time.monotonic()
+        elapsed_s = 0.0 if self.mark_s is None else now_s - self.mark_s
+        self.pace_file = pace_file
+        if pace_file:
+            self.pacer.pace(samples, elapsed_s)
+        self.mark_s = time.monotonic()
 
 
 _lock = threading.Lock()
@@ -197,7 +189,7 @@ def report(samples: float = 0, tokens: float = 0, *, step: int | None = None) ->
         reporter = _current()
         if reporter is None:
             return
-        reporter.pace(os.environ.get(PACE_FILE_ENV))
+        reporter.pace(samples_n, os.environ.get(PACE_FILE_ENV))
         reporter.add(samples_n, tokens_n, step)
 
 

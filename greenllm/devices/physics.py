@@ -147,6 +147,19 @@ def power_w(spec: GPUSpec, workload: Workload | None, sm_clock_mhz: float) -> fl
     return max(spec.idle_power_w, watts)
 
 
+def busy_power_w(spec: GPUSpec, active_power_w: float, busy_fraction: float) -> float:
+    """Mean board power of a GPU busy ``busy_fraction`` of the time, watts.
+
+    Busy, it draws ``active_power_w`` (:func:`power_w` of its workload); the rest of the
+    time it waits with nothing to run and draws its idle power ``I``:
+    ``I + f * (active - I)``. ``f = 1`` gives ``active_power_w`` exactly.
+    """
+    f = min(1.0, max(0.0, busy_fraction))
+    if f >= 1.0:
+        return active_power_w
+    return spec.idle_power_w + f * (active_power_w - spec.idle_power_w)
+
+
 def peak_throughput(spec: GPUSpec, workload: Workload) -> float:
     """Work per second at maximum clock with no cap (samples/s or tokens/s)."""
     if workload.kind == "train":

@@ -3,6 +3,10 @@
 The energy counter (and the work counter) are the exact integrals of power (and
 throughput), piecewise constant between state changes. Time comes from a clock
 callable: wall time by default, virtual time in the simulator.
+
+A GPU running a workload may be busy for only part of the time (a live CPU shard that
+cannot keep its pace, :mod:`greenllm.pacing`): :meth:`SimulatedGPU.set_busy_fraction` says
+how much, and power, work and utilization follow (:func:`physics.busy_power_w`).
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class SimulatedGPU(GPU):
         self._reported_energy_j = 0.0
         self._work_units = 0.0
         self._point = physics.operating_point(self.spec, None, self._power_limit_w)
+        self._busy_fraction = 1.0
+        self._power_now_w = self._point.power_w
         self._start_s = self._last_s
 
     # -- time integration -------------------------------------------------------------
@@ -78,11 +84,11 @@ class SimulatedGPU(GPU):
             ticks = math.floor((now - self._start_s) / self._energy_period_s + 1e-9)
             tick_s = self._start_s + ticks * self._energy_period_s
             if tick_s > self._last_s:
-                self._reported_energy_j = self._energy_j + self._point.power_w * (
+                self._reported_energy_j = self._energy_j + self._power_now_w * (
                     tick_s - self._last_s
                 )
-        self._energy_j += self._point.power_w * dt
-        self._work_units += self._point.throughput * dt
+        self._energy_j += self._power_now_w * dt
+        self._work_units += self._point.throughput * self._busy_fraction * dt
         self._last_s = now
 
     def _settle(self) -> None:
@@ -90,6 +96,9 @@ class SimulatedGPU(GPU):
         locked_max = self._locked[1] if self._locked else None
         self._point = physics.operating_point(
             self.spec, self._workload, self._power_limit_w, locked_max
+        )
+        self._power_now_w = physics.busy_power_w(
+            self.spec, self._point.power_w, self._busy_fraction if self._workload else 1.0
         )
 
     # -- workload -----------------------------------------------------------------------
@@ -105,8 +114,32 @@ class SimulatedGPU(GPU):
         return self._workload
 
     def throughput(self) -> float:
-        """Current work rate, units per second (samples/s or tokens/s)."""
+        """Work rate while busy, units per second (samples/s or tokens/s): what the
+        workload does at the current limit and clocks, whatever the busy fraction."""
         return self._point.throughput
+
+    def set_busy_fraction(self, busy_fraction: float) -> None:
+        """Share of the time the workload keeps the GPU busy from now on, 0 to 1 (1 by
+        default). The rest of the time the GPU waits (for a CPU that cannot keep up) at
+        idle power: power is ``idle + f * (active - idle)``, work ``f * throughput``,
+        utilization ``100 f``. No effect while idle (no workload).
+
+        Raises:
+            ValueError: ``busy_fraction`` is not a number in [0, 1].
+        """
+        f = float(busy_fraction)
+        if not 0.0 <= f <= 1.0:
+            raise ValueError(f"busy fraction must be in [0, 1], not {busy_fraction!r}")
+        if f == self._busy_fraction:
+            return
+        self._advance()
+        self._busy_fraction = f
+        self._settle()
+
+    @property
+    def busy_fraction(self) -> float:
+        """Share of the time the workload keeps the GPU busy, 0 to 1."""
+        return self._busy_fraction
 
     def work_units(self) -> float:
         """Exact integral of throughput since creation, units."""
@@ -119,7 +152,7 @@ class SimulatedGPU(GPU):
 
     def power_w(self) -> float:
         noise = self._rng.gauss(0.0, self._noise_w) if self._noise_w > 0 else 0.0
-        return max(0.0, self._point.power_w + noise)
+        return max(0.0, self._power_now_w + noise)
 
     def energy_j(self) -> float:
         self._advance()
@@ -176,10 +209,10 @@ class SimulatedGPU(GPU):
         self._settle()
 
     def utilization_pct(self) -> float:
-        return 100.0 if self._workload is not None else 0.0
+        return 100.0 * self._busy_fraction if self._workload is not None else 0.0
 
     def temperature_c(self) -> float:
-        share = self._point.power_w / self.spec.tdp_w
+        share = self._power_now_w / self.spec.tdp_w
         return AMBIENT_TEMPERATURE_C + TEMPERATURE_RISE_AT_TDP_C * share
 
     def memory_used_mib(self) -> float:

@@ -57,6 +57,31 @@ def test_work_is_the_integral_of_throughput(clock: FakeClock) -> None:
     assert gpu.work_units() == pytest.approx(2.0 * rate_full + 3.0 * rate_locked)
 
 
+def test_a_partly_busy_gpu_draws_idle_power_while_it_waits(clock: FakeClock) -> None:
+    gpu = SimulatedGPU("H100-SXM", clock=clock)
+    gpu.set_workload(Workload("train", seq_len=128))
+    active_w, rate = gpu.power_w(), gpu.throughput()
+    idle_w = gpu.spec.idle_power_w
+    clock.advance(1.0)
+    gpu.set_busy_fraction(0.25)  # a CPU shard keeps it busy a quarter of the time
+    assert gpu.throughput() == rate  # the rate while busy is the workload's
+    assert gpu.power_w() == pytest.approx(idle_w + 0.25 * (active_w - idle_w))
+    assert gpu.utilization_pct() == pytest.approx(25.0)
+    clock.advance(2.0)
+    gpu.set_power_limit_w(350)  # a cap while partly busy: the capped draw, a quarter of it
+    capped_w = physics.operating_point(gpu.spec, gpu.workload, 350).power_w
+    assert gpu.power_w() == pytest.approx(idle_w + 0.25 * (capped_w - idle_w))
+    clock.advance(1.0)
+    expected_j = active_w + 2.0 * (idle_w + 0.25 * (active_w - idle_w)) + gpu.power_w()
+    assert gpu.energy_j() == pytest.approx(expected_j, rel=1e-12)
+    capped_rate = gpu.throughput()
+    assert gpu.work_units() == pytest.approx(rate + 2.0 * 0.25 * rate + 0.25 * capped_rate)
+    gpu.set_workload(None)
+    assert gpu.power_w() == idle_w and gpu.utilization_pct() == 0.0
+    with pytest.raises(ValueError):
+        gpu.set_busy_fraction(1.5)
+
+
 def test_power_limit_caps_power_and_clock(clock: FakeClock) -> None:
     gpu = SimulatedGPU("H100-SXM", clock=clock)
     gpu.set_workload(Workload("train"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -65,27 +66,57 @@ def test_share_equal_until_the_runner_writes_one(in_job: Path) -> None:
 def test_report_waits_for_the_simulated_gpu(in_job: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pace = in_job / "pace.json"
     monkeypatch.setenv(job.PACE_FILE_ENV, str(pace))
-    job.write_json_atomic(pace, {"ratio": 0.5})
-    job.report(samples=1)  # starts the clock
-    busy_s = spin(0.2)  # the "step": at half speed it takes twice as long
+    job.write_json_atomic(pace, {"throughput": 20.0})  # the simulated GPU: 20 samples/s
     start = time.monotonic()
-    job.report(samples=1)
-    waited_s = time.monotonic() - start
-    assert busy_s * 0.7 < waited_s < busy_s * 1.6
-    time.sleep(0.3)  # blocked, e.g. at the other ranks' gradient exchange: not work
+    job.report(samples=2)  # the first report: its work untimed, it waits its whole 0.1 s
+    assert 0.09 < time.monotonic() - start < 0.2
+    time.sleep(0.05)  # the step's real work: a quarter of the GPU's 0.2 s
     start = time.monotonic()
+    job.report(samples=4)
+    assert 0.12 < time.monotonic() - start < 0.25  # waits the rest: 0.15 s
+    doc = json.loads((in_job / "progress.json").read_text())
+    assert doc["gpu_wait_fraction"] == pytest.approx(0.0, abs=0.05)
+    assert doc["paced_s"] == pytest.approx(0.3, abs=0.05)
+
+
+def test_a_slow_step_waits_nothing_and_reports_the_gpu_wait(
+    in_job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pace = in_job / "pace.json"
+    monkeypatch.setenv(job.PACE_FILE_ENV, str(pace))
+    job.write_json_atomic(pace, {"throughput": 100.0})
     job.report(samples=1)
+    time.sleep(0.4)  # the CPU (or a slower peer at the gradient exchange): 0.4 s for 0.1 s
+    start = time.monotonic()
+    job.report(samples=10)
+    assert time.monotonic() - start < 0.05  # no wait, and no debt carried on
+    doc = json.loads((in_job / "progress.json").read_text())
+    # 0.01 s + 0.4 s paced, of which the GPU worked 0.01 + 0.1 s.
+    assert doc["gpu_wait_fraction"] == pytest.approx(1 - 0.11 / 0.41, abs=0.05)
+    assert doc["gpu_busy_s"] == pytest.approx(0.11, abs=0.02)
+    start = time.monotonic()
+    job.report(samples=10)  # done at once: it waits its whole target again, no cascade
+    assert 0.08 < time.monotonic() - start < 0.2
+
+
+def test_a_limit_change_is_read_while_waiting(
+    in_job: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pace = in_job / "pace.json"
+    monkeypatch.setenv(job.PACE_FILE_ENV, str(pace))
+    job.write_json_atomic(pace, {"throughput": 1.0})
+    job.report(samples=0)
+    timer = threading.Timer(0.2, job.write_json_atomic, (pace, {"throughput": 100.0}))
+    timer.start()
+    start = time.monotonic()
+    job.report(samples=10)  # 10 s at the old rate; the rest at the new one after 0.2 s
+    assert time.monotonic() - start < 0.6
+    timer.join()
+
+
+def test_no_pacing_without_a_pace_file(in_job: Path) -> None:
+    job.report(samples=1000)
+    start = time.monotonic()
+    job.report(samples=1000)
     assert time.monotonic() - start < 0.05
-    job.write_json_atomic(pace, {"ratio": 1.0})
-    spin(0.1)
-    start = time.monotonic()
-    job.report(samples=1)
-    assert time.monotonic() - start < 0.05  # full speed: no wait
-
-
-def spin(cpu_s: float) -> float:
-    """Burn ``cpu_s`` of this process's CPU time; returns the CPU seconds used."""
-    start = time.process_time()
-    while time.process_time() - start < cpu_s:
-        sum(i * i for i in range(1000))
-    return time.process_time() - start
+    assert "gpu_wait_fraction" not in json.loads((in_job / "progress.json").read_text())

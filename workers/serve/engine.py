@@ -8,9 +8,12 @@ the previous reading is split among the step's requests by the tokens each proce
 (:class:`workers.serve.ledger.EnergyLedger`); energy read while no request is in flight is
 idle energy.
 
-On a simulated GPU the model runs on the CPU and each step is paced by the GPU's throughput
-at its power limit and clocks (:mod:`workers.shards.pacing`); the GPU runs the replica's
-workload while requests are in flight and idles otherwise, so its energy counter follows.
+On a simulated GPU the model runs on the CPU and each step lasts at least as long as the GPU
+would take at its power limit and clocks (:mod:`greenllm.pacing`): a prefill its prompt
+tokens at the prefill rate, a decode step its batch's tokens at the decode rate of a batch
+that size. The GPU runs that step's workload while requests are in flight (busy only for
+the time the step needs when the CPU is slower) and idles otherwise, so its energy
+counter follows.
 On a real GPU the model runs on CUDA and the counter is NVML's.
 
 Every accepted request ends with exactly one :class:`~workers.serve.stream.FinishEvent`:
@@ -26,6 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -47,7 +51,7 @@ from workers.serve.stream import (
     Sampling,
     ServeError,
 )
-from workers.shards.pacing import Pacer, reference_throughput
+from workers.shards.pacing import Pacer, sync_busy_fraction
 
 #: Model loading is not thread-safe in transformers: replicas of a process load one at a time.
 _LOAD_LOCK = threading.Lock()
@@ -111,8 +115,8 @@ class ReplicaEngine:
         self.pacer: Pacer | None = None
         if self._sim is not None:
             self._sim.set_workload(None)
-            ref = reference_throughput(self._workload)
-            self.pacer = Pacer(self._sim.throughput, ref, clock=clock, stop_event=self._stop)
+            self._sim.set_busy_fraction(1.0)
+            self.pacer = Pacer(self._sim.throughput, clock=clock, stop_event=self._stop)
         self.ledger = EnergyLedger(gpu.energy_j)
         self.recorder = MetricsRecorder(clock)
         #: Output tokens asked for by the requests it accepted (max_tokens each), tokens.
@@ -332,7 +336,7 @@ class ReplicaEngine:
             sampled = [r.sample(logits[i]) for i, r in enumerate(rows)]
         prompt = sum(tokens.values()) if rows[0].first_token_s is None else 0
         if self.pacer is not None:
-            self.pacer.pace(len(rows), self._clock() - start_s)
+            self._pace(len(rows), prompt, self._clock() - start_s)
         for request, joules in self.ledger.step(tokens).items():
             request.energy_j += joules
         now_s = self._clock()
@@ -341,6 +345,18 @@ class ReplicaEngine:
         for request, token in zip(rows, sampled, strict=True):
             request.deliver(token, now_s, eos)
         return sampled
+
+    def _pace(self, rows: int, prompt_tokens: int, step_s: float) -> None:
+        """Wait for the simulated GPU after a step of ``step_s`` seconds: a prefill of
+        ``prompt_tokens`` (prompt tokens at the prefill rate), else a decode of ``rows``
+        tokens at the decode rate of a batch of ``rows``."""
+        assert self._sim is not None and self.pacer is not None
+        kind: physics.WorkloadKind = "prefill" if prompt_tokens else "decode"
+        workload = replace(self._workload, kind=kind, batch=max(1, rows))
+        if self._sim.workload != workload:
+            self._sim.set_workload(workload)
+        self.pacer.pace(prompt_tokens or rows, step_s)
+        sync_busy_fraction(self._sim, self.pacer)
 
     def _prefill(self, joiners: list[Request]) -> None:
         start_s = self._clock()

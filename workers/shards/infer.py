@@ -13,7 +13,7 @@ Every accepted request gets exactly one :class:`Completion`: its tokens, or an `
 with the reason; none is dropped.
 
 With no GPU the replica runs on the CPU and, given its simulated GPU's throughput, each
-forward pass is paced (:mod:`workers.shards.pacing`).
+forward pass is paced (:mod:`greenllm.pacing`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from greenllm.errors import ConfigError
 from greenllm.jobspec import JobSpec
 from greenllm.workloads import load_model
 from workers.shards.decode import decode_steps
-from workers.shards.pacing import Pacer, reference_throughput
+from workers.shards.pacing import Pacer
 
 #: Latencies kept for the percentiles (the most recent ones).
 LATENCY_WINDOW = 10_000
@@ -125,9 +125,9 @@ class InferenceReplica:
         pad_id: Token id used as left padding.
         batch_size: Most requests decoded together.
         sim_throughput: The simulated GPU's throughput now, tokens/s; when given, each
-            forward is paced by it against ``reference_throughput_per_s``.
-        reference_throughput_per_s: Required with ``sim_throughput``
-            (see :func:`workers.shards.pacing.reference_throughput`).
+            decode step of ``b`` tokens lasts at least ``b / throughput`` (absolute pacing,
+            :mod:`greenllm.pacing`; the GPU's workload is the job's, at its full batch).
+        reference_throughput_per_s: Ignored (pacing is absolute); kept for old callers.
         device: torch device (default: ``cuda`` when available, else ``cpu``).
         clock: Returns the time, seconds.
     """
@@ -152,11 +152,7 @@ class InferenceReplica:
         self._stop = threading.Event()
         self.pacer: Pacer | None = None
         if sim_throughput is not None:
-            if reference_throughput_per_s is None:
-                raise ValueError("pacing needs reference_throughput_per_s")
-            self.pacer = Pacer(
-                sim_throughput, reference_throughput_per_s, clock=clock, stop_event=self._stop
-            )
+            self.pacer = Pacer(sim_throughput, clock=clock, stop_event=self._stop)
         self._cond = threading.Condition()
         self._queue: deque[_Request] = deque()
         self._running: list[_Request] = []
@@ -184,13 +180,11 @@ class InferenceReplica:
         if spec.kind != "infer":
             raise ConfigError(f"job {spec.name}: an inference replica needs kind 'infer'")
         loaded = load_model(spec.model)
-        reference = reference_throughput(spec.workload()) if sim_throughput else None
         return cls(
             loaded.model,
             loaded.tokenizer.eos_token_id,
             spec.infer_settings.batch_size,
             sim_throughput=sim_throughput,
-            reference_throughput_per_s=reference,
         )
 
     # -- requests -----------------------------------------------------------------------

@@ -3,8 +3,10 @@ in, its progress out, and a graceful stop.
 
 The rank itself is any script (see :mod:`workers.shards.rankenv`); what it reports through
 :func:`greenllm.job.report` becomes the shard's work and steps. On a simulated GPU the
-runner keeps the rank's pace file current (the GPU's throughput now over what a CPU shard
-stands for, :mod:`workers.shards.pacing`), and ``report`` waits by it.
+runner keeps the rank's pace file current (the samples per second the GPU does now at its
+limit and clocks), ``report`` waits by it (:mod:`greenllm.pacing`), and the time the rank
+kept its simulated GPU busy, which ``report`` counts, sets the GPU's busy fraction (so its
+power and energy): a rank slower than its GPU leaves the GPU waiting at idle power.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from greenllm.devices.base import GPU
 from greenllm.devices.simulated import SimulatedGPU
 from greenllm.job import write_json_atomic
 from greenllm.jobspec import JobSpec, is_package_uri
-from workers.shards.pacing import reference_throughput
 from workers.shards.rankenv import (
     RankFiles,
     Rendezvous,
@@ -44,12 +45,16 @@ class TrainRank:
     Args:
         process: The rank (started by :meth:`run`).
         files: Its files.
-        pace: The simulated GPU's pace now, 0 to 1 (None: a real GPU, no pacing).
+        pace: The simulated GPU's throughput now, samples/s (None: a real GPU, no
+            pacing).
         on_progress: Called with the rank's progress document when it changes
-            (``samples``, ``tokens``, ``steps``: cumulative for this start).
+            (``samples``, ``tokens``, ``steps``: cumulative for this start; on a simulated
+            GPU also ``gpu_wait_fraction``, ``gpu_busy_s`` and ``paced_s``).
         stop_event: Set to stop the rank: SIGTERM, then SIGKILL after ``grace_s``.
         grace_s: Seconds between the two.
         poll_s: Seconds between looks at the process and its files.
+        on_busy: Called with the share of the time (0 to 1) the rank kept its simulated GPU
+            busy since its previous progress document (None: a real GPU).
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class TrainRank:
         stop_event: threading.Event,
         grace_s: float = STOP_GRACE_S,
         poll_s: float = POLL_S,
+        on_busy: Callable[[float], None] | None = None,
     ) -> None:
         self.process = process
         self.files = files
@@ -69,8 +75,10 @@ class TrainRank:
         self._stop = stop_event
         self._grace_s = grace_s
         self._poll_s = poll_s
-        self._pace_written: tuple[float, float] | None = None  # (ratio, when)
+        self._on_busy = on_busy
+        self._pace_written: tuple[float, float] | None = None  # (throughput, when)
         self._progress_seen: int | None = None
+        self._busy_mark: tuple[float, float] = (0.0, 0.0)  # (gpu_busy_s, paced_s)
         self.stop_requested = False
 
     def set_share(self, share: float) -> None:
@@ -83,6 +91,13 @@ class TrainRank:
         -1 with :meth:`failure` set: it never ran)."""
         self._write_pace()
         self.process.start()
+        try:
+            return self._watch()
+        finally:
+            if self._on_busy is not None:
+                self._on_busy(1.0)
+
+    def _watch(self) -> int:
         stop_at_s: float | None = None
         while True:
             code = self.process.poll()
@@ -108,12 +123,13 @@ class TrainRank:
     def _write_pace(self) -> None:
         if self._pace is None:
             return
-        ratio = min(1.0, max(0.0, self._pace()))
+        rate = max(0.0, self._pace())
         now_s = time.monotonic()
         last = self._pace_written
-        if last is None or abs(ratio - last[0]) > PACE_EPS or now_s - last[1] > 1.0:
-            write_json_atomic(self.files.pace, {"ratio": ratio})
-            self._pace_written = (ratio, now_s)
+        changed = last is None or abs(rate - last[0]) > PACE_EPS * max(rate, last[0])
+        if changed or last is None or now_s - last[1] > 1.0:
+            write_json_atomic(self.files.pace, {"throughput": rate})
+            self._pace_written = (rate, now_s)
 
     def _read_progress(self) -> None:
         try:
@@ -126,6 +142,22 @@ class TrainRank:
         self._progress_seen = stamp
         if isinstance(doc, dict):
             self._on_progress(doc)
+            self._take_busy(doc)
+
+    def _take_busy(self, doc: dict[str, Any]) -> None:
+        """The GPU's busy fraction from the rank's busy and paced seconds since the last
+        document (cumulative counts; a smaller count is a restarted rank)."""
+        busy, span = doc.get("gpu_busy_s"), doc.get("paced_s")
+        if self._on_busy is None or not isinstance(busy, int | float):
+            return
+        if not isinstance(span, int | float):
+            return
+        busy0, span0 = self._busy_mark
+        if span < span0 or busy < busy0:
+            busy0, span0 = 0.0, 0.0
+        if span - span0 > 0:
+            self._on_busy(min(1.0, max(0.0, (busy - busy0) / (span - span0))))
+        self._busy_mark = (float(busy), float(span))
 
 
 def launch(
@@ -149,10 +181,10 @@ def launch(
     files = RankFiles.create(state_dir, shard_id.rpartition("-")[0], rdzv.rank, generation)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     pace: Callable[[], float] | None = None
+    on_busy: Callable[[float], None] | None = None
     if isinstance(gpu, SimulatedGPU):
-        reference = reference_throughput(spec.workload())
-        sim_gpu = gpu
-        pace = lambda: sim_gpu.throughput() / reference  # noqa: E731
+        gpu.set_busy_fraction(1.0)
+        pace, on_busy = gpu.throughput, gpu.set_busy_fraction
     command = entrypoint_command(spec)
     env = rank_env(rdzv, gpu, shard_id, generation, checkpoint_dir, files, pace is not None)
     working_dir = spec.train_settings.working_dir
@@ -164,7 +196,7 @@ def launch(
     else:
         cwd = Path(working_dir) if working_dir else files.folder
         process = LocalRank(command, full_env(env), cwd, files.log)
-    return TrainRank(process, files, pace, on_progress, stop_event)
+    return TrainRank(process, files, pace, on_progress, stop_event, on_busy=on_busy)
 
 
 def exit_reason(code: int, files: RankFiles) -> str:
