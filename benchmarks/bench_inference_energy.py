@@ -3,7 +3,7 @@
 The first five minutes of a production LLM conversation trace (Azure, 2023; CC-BY: see
 greenllm/data/traces/README.md) replayed on a heterogeneous cluster (4 H100 + 4 A100) serving
 a 7B-parameter model on 8 replicas, each run in the simulator with the controller's own
-shell. Printed per run: J per token (prompt + output), p99 time to first token and time per
+shell. Printed per run: J per output token, p99 time to first token and time per
 output token, and the ratio of J/token to the baseline:
 
 * baseline: a static fleet provisioned for the peak: every replica serving, at its maximum

@@ -266,7 +266,8 @@ SUMMARY = {
     "energy_j": "GPU energy of the whole cluster, joules.",
     "work": "Work done per job, in its unit.",
     "units": "Unit per job: `samples` (training) or `tokens` (inference).",
-    "unit_notes": "What each unit counts (tokens: prompt + output).",
+    "unit_notes": "What each unit counts (tokens: output tokens generated, as the live "
+    "cluster counts them).",
     "joules_per_unit": "energy per unit of work, per job, joules.",
     "budget_violation_s": "Seconds measured power was above the budget, the transition "
     "after each budget change included.",
@@ -315,7 +316,7 @@ TRACE = {
     "power_limit_w": "Power limit held, watts.",
     "sm_clock_mhz": "SM clock, MHz.",
     "power_w": "Power drawn, watts.",
-    "work": "Units of work done by this GPU since the previous recorded row (tokens for "
-    "inference, prompt + output; samples for training).",
+    "work": "Units of work done by this GPU since the previous recorded row (output tokens "
+    "for inference; samples for training).",
 }
 BUDGET = {"t": "Virtual time of the change, seconds.", "budget_w": "Budget from then, watts."}

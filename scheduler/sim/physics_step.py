@@ -1,5 +1,9 @@
 """One step of physics: every simulated GPU runs what the world gives it, and the world books
-the work and energy that came of it (exact integrals of the calibrated model)."""
+the work and energy that came of it (exact integrals of the calibrated model).
+
+Work is counted in the units the live cluster counts: training samples, and for inference
+the output tokens generated (prefill works through prompt tokens, which are not units).
+"""
 
 from __future__ import annotations
 
@@ -105,6 +109,7 @@ class Physics:
         segs: dict[int, Segments],
         clocks: dict[int, float],
         pos: dict[tuple[str, int], int],
+        output: dict[int, float],
     ) -> None:
         self.world.arrive(job, t, dt, shards)
         spec = job.spec
@@ -118,7 +123,7 @@ class Physics:
             def decode(b: int, wd: physics.Workload = wd) -> physics.Workload:
                 return replace(wd, batch=b)
 
-            segments, _ = s.replica.serve(
+            segments, tokens = s.replica.serve(
                 t,
                 dt,
                 lambda gpu=gpu: self._op(gpu, wp).throughput,  # type: ignore[misc]
@@ -132,6 +137,7 @@ class Physics:
             s.replica.done.clear()
             i = pos[(s.node, s.gpu_index)]
             segs[i] = segments
+            output[i] = tokens
             busy = [wl for wl, d in segments if wl is not None and d > 0]
             clocks[i] = self._op(gpu, busy[-1]).sm_clock_mhz if busy else gpu.spec.min_sm_clock_mhz
         if shards:
@@ -143,12 +149,13 @@ class Physics:
         pos = {(n.name, i): k for k, (n, i) in enumerate(self.gpus)}
         segs: dict[int, Segments] = {}
         clocks: dict[int, float] = {}
+        output: dict[int, float] = {}  # inference GPUs: output tokens generated
         for job in self.world.jobs.values():
             shards = self.world.current_shards(job)
             if job.spec.kind == "train":
                 self._train(job, shards, dt, segs, clocks, pos)
             elif job.arrivals is not None:
-                self._infer(job, shards, t, dt, segs, clocks, pos)
+                self._infer(job, shards, t, dt, segs, clocks, pos, output)
         n = len(self.gpus)
         power, work, clock, limit = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
         jobs = [""] * n
@@ -168,7 +175,7 @@ class Physics:
             clk.t_s = t + dt
             energy, units = gpu.energy_j(), gpu.work_units()
             power[k] = (energy - self._energy[k]) / dt
-            work[k] = units - self._work[k]
+            work[k] = output.get(k, units - self._work[k])
             self._energy[k], self._work[k] = energy, units
             clock[k] = clocks.get(k, gpu.spec.min_sm_clock_mhz)
             shard = self.world.on_gpu.get((node.name, i))

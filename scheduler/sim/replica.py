@@ -116,8 +116,8 @@ class ReplicaModel:
             decode: The decode workload of a batch of ``b``.
 
         Returns:
-            What the GPU ran, in order (workload, seconds; None: idle), and the tokens
-            processed (prompt and output).
+            What the GPU ran, in order (workload, seconds; None: idle), and the output
+            tokens generated (the unit of an inference job, as the live cluster counts it).
         """
         t, end = t0_s, t0_s + dt_s
         segments: list[tuple[Workload | None, float]] = []
@@ -130,7 +130,6 @@ class ReplicaModel:
                 spent = min(need_s, end - t)
                 segments.append((prefill, spent))
                 req.prefill_left -= spent * rate
-                tokens += spent * rate
                 t += spent
                 if req.prefill_left <= 1e-6:
                     self.waiting.popleft()

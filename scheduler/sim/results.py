@@ -282,7 +282,7 @@ class SimResult:
             "work": self.work,
             "units": self.units,
             "unit_notes": {
-                "tokens": "prompt + output tokens processed",
+                "tokens": "output tokens generated (as the live cluster counts them)",
                 "samples": "training samples",
             },
             "joules_per_unit": self.joules_per_unit(),

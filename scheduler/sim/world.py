@@ -61,7 +61,7 @@ class JobModel:
         spec: Its scenario entry.
         submitted_s: When it was submitted, seconds.
         samples_done: Training progress, samples (kept across generations).
-        work_units: Work done (samples, or prompt + output tokens).
+        work_units: Work done (samples, or output tokens generated).
         energy_j: Energy of the GPUs while its shards held them, joules.
         offered_output_tokens: Output tokens asked for (inference).
         served_output_tokens: Output tokens decoded (inference).
