@@ -16,7 +16,7 @@ JOB = {
     "shards": "Training shards or inference replicas, one GPU each.",
     "priority": "The job spec's `priority`.",
     "throughput": "Work rate now, `unit` per second.",
-    "unit": "`samples` (training) or `tokens` (inference).",
+    "unit": "`samples` (training) or `tokens` (inference: output tokens generated).",
     "work_units": "Work done so far, in `unit`.",
     "steps": "Training steps done (0 for inference).",
     "restarts": "How often a shard was restarted.",
@@ -24,6 +24,11 @@ JOB = {
     "joules_per_unit": "energy_j / work_units (null before any work).",
     "co2e_g": "Emissions of energy_j, grams CO2e (the config's carbon region/series and PUE).",
     "submitted_at_s": "Submission time, Unix seconds.",
+    "gpu_wait_fraction": "Simulated GPUs only: share (0-1) of the recent time its simulated "
+    "GPUs waited for this machine's CPU instead of working (null: not measured, e.g. real "
+    "GPUs). See docs/simulated-gpus.md.",
+    "cpu_bound": "gpu_wait_fraction went above 0.1 (and not yet back below 0.05): the CPU, "
+    "not the simulated GPUs, sets its throughput and J/unit.",
 }
 
 GPU = {

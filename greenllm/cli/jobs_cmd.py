@@ -131,7 +131,15 @@ def job_document(job: cluster_pb2.Job, config: ClusterConfig) -> dict[str, Any]:
         "joules_per_unit": job.energy_j / job.work_units if job.work_units > 0 else None,
         "co2e_g": co2e_g,
         "submitted_at_s": job.submitted_at_s,
+        **pacing_fields(job),
     }
+
+
+def pacing_fields(job: cluster_pb2.Job) -> dict[str, Any]:
+    """``gpu_wait_fraction`` (None: not measured, e.g. real GPUs) and ``cpu_bound``: how
+    much of the time the job's simulated GPUs waited for this machine's CPU."""
+    wait = job.gpu_wait_fraction if job.HasField("gpu_wait_fraction") else None
+    return {"gpu_wait_fraction": wait, "cpu_bound": job.cpu_bound}
 
 
 def quick_spec(

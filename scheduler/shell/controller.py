@@ -28,6 +28,7 @@ from scheduler.core.types import Actions, DecideConfig, ObservedState
 from scheduler.policies import load_policy
 from scheduler.shell import execute, transitions
 from scheduler.shell.accounting import gpu_states, job_state
+from scheduler.shell.cpubound import note_cpu_bound
 from scheduler.shell.errors import BadInput
 from scheduler.shell.failsafe import failsafe_targets
 from scheduler.shell.jobs import JobRecord, JobTable, ShardRecord, measure_job
@@ -313,6 +314,7 @@ class ControllerShell:
         transitions.reconcile_step(self, now_s)
         self._sync_failsafe(now_s)
         observed = self.observed(now_s)
+        note_cpu_bound(self)
         learn(self.power_model, observed, self.nodes, self.rng)
         started_s = time.process_time()
         actions = decide(observed, self.decide_config, self.policy)

@@ -15,6 +15,7 @@ import grpc
 
 from greenllm.errors import ConfigError
 from greenllm.jobspec import JobSpec, parse_job_spec
+from greenllm.pacing import CPU_BOUND_WAIT_FRACTION
 from scheduler.core.lifecycle import JobPhase, ShardPhase
 from scheduler.core.reconcile import shard_id
 from scheduler.shell.errors import BadInput
@@ -86,6 +87,8 @@ class JobRecord:
         final: ``(energy_j, work_units)`` frozen when it ended (None while active).
         ended_at_s: Unix time it ended (0 while active).
         active_replicas: Inference: replicas the policy keeps serving (None: all).
+        cpu_bound: Its simulated GPUs were last seen waiting for the CPU (see
+            :func:`wait_fraction`); a change is an event.
     """
 
     job_id: str
@@ -105,6 +108,7 @@ class JobRecord:
     final: tuple[float, float] | None = None
     ended_at_s: float = 0.0
     active_replicas: int | None = None
+    cpu_bound: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,8 @@ class JobMeasure:
         queued_units: Inference: units of work waiting now.
         demand_known: Its shards report what is asked of them (inference replicas that
             measure their arrivals).
+        gpu_wait_fraction: Simulated GPUs only: share of the recent time its simulated GPUs
+            waited for the CPU, 0 to 1 (see :func:`wait_fraction`; None: not measured).
     """
 
     throughput: float | None
@@ -130,6 +136,13 @@ class JobMeasure:
     offered_rate: float = 0.0
     queued_units: float = 0.0
     demand_known: bool = False
+    gpu_wait_fraction: float | None = None
+
+    @property
+    def cpu_bound(self) -> bool:
+        """The CPU, not the simulated GPUs, sets its rate (waits above 10% of the time)."""
+        wait = self.gpu_wait_fraction
+        return wait is not None and wait > CPU_BOUND_WAIT_FRACTION
 
 
 def measure_job(nodes: dict[str, NodeRecord], job: JobRecord) -> JobMeasure:
@@ -155,7 +168,37 @@ def measure_job(nodes: dict[str, NodeRecord], job: JobRecord) -> JobMeasure:
             latest_j = node.gpus[shard.index].energy_j()
             if start_j is not None and latest_j is not None and latest_j >= start_j:
                 energy += latest_j - start_j
-    return JobMeasure(rate if reporting else None, work, energy, steps, offered, queued, known)
+    return JobMeasure(
+        rate if reporting else None,
+        work,
+        energy,
+        steps,
+        offered,
+        queued,
+        known,
+        wait_fraction(nodes, job),
+    )
+
+
+def wait_fraction(nodes: dict[str, NodeRecord], job: JobRecord) -> float | None:
+    """Share of the recent time the job's simulated GPUs waited for the CPU, from its current
+    shards' reports (None: none reports one, e.g. real GPUs).
+
+    Training: the rank that waited least. Ranks meet at every gradient exchange, so all but
+    the pace-setting rank wait for it whatever sets the pace; only when even that one waits
+    does the CPU hold the job back. Inference: the replica that waited most (replicas run
+    apart, so any one held back by the CPU makes the job's figures the CPU's).
+    """
+    waits = []
+    for shard in job.shards.values():
+        report = nodes[shard.node].shards.get(shard.shard_id)
+        if report is None or report.latest.generation != job.generation:
+            continue
+        if report.latest.HasField("gpu_wait_fraction"):
+            waits.append(report.latest.gpu_wait_fraction)
+    if not waits or job.final is not None:
+        return None
+    return min(waits) if job.spec.kind == "train" else max(waits)
 
 
 def parse_submission(spec_json: str) -> JobSpec:

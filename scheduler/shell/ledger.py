@@ -302,6 +302,7 @@ class Ledger:
                 and sh.work_units >= 0
                 and sh.offered_units >= 0
                 and sh.queued_units >= 0
+                and 0.0 <= sh.gpu_wait_fraction <= 1.0
             ):
                 raise _reject(node.name, f"shard {sh.shard_id[:100]!r}: implausible progress")
             report = node.shards.get(sh.shard_id)

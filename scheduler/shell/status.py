@@ -49,7 +49,7 @@ def job_proto(shell: ControllerShell, job: JobRecord, with_spec: bool = False) -
         deadline_s=s.slo.deadline_s,
         spec_json=job.spec_json if with_spec else "",
     )
-    return cluster_pb2.Job(
+    out = cluster_pb2.Job(
         id=job.job_id,
         spec=summary,
         state=job.phase.value,
@@ -63,6 +63,10 @@ def job_proto(shell: ControllerShell, job: JobRecord, with_spec: bool = False) -
         restarts=job.restarts,
         ended_at_s=job.ended_at_s,
     )
+    if m.gpu_wait_fraction is not None:  # shards on simulated GPUs say how long they waited
+        out.gpu_wait_fraction = m.gpu_wait_fraction
+        out.cpu_bound = job.cpu_bound
+    return out
 
 
 def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
