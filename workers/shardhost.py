@@ -306,6 +306,7 @@ class ShardHost:
             s.work_units = float(doc.get("samples") or 0.0)
             s.steps = int(doc.get("steps") or 0)
             s.extra["tokens"] = float(doc.get("tokens") or 0.0)
+            s.extra["gpu_wait_fraction"] = doc.get("gpu_wait_fraction")  # simulated GPUs
 
     def _run_infer(self, shard: _Shard, rank: int) -> None:
         import torch

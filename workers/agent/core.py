@@ -23,6 +23,7 @@ import grpc
 
 from greenllm.devices.base import GPU
 from greenllm.errors import DeviceError, GreenllmError
+from greenllm.pacing import CPU_BOUND_WAIT_FRACTION
 from greenllm.proto.v1 import agent_pb2
 from workers.agent import devices
 from workers.agent.statefile import AgentState, AgentStateError, AgentStateStore
@@ -350,18 +351,30 @@ def apply_shard_command(
 def shard_samples(runner: ShardRunner, now_s: float) -> list[agent_pb2.ShardSample]:
     """Every shard's cumulative progress, for the telemetry stream."""
     return [
-        agent_pb2.ShardSample(
-            shard_id=s.shard_id,
-            job_id=s.job_id,
-            timestamp_s=now_s,
-            work_units=s.work_units,
-            steps=s.steps,
-            requests=s.requests,
-            state=s.state,
-            error=s.error or "",
-            generation=s.generation,
-            offered_units=getattr(s, "offered_units", 0.0),
-            queued_units=getattr(s, "queued_units", 0.0),
+        _paced(
+            s,
+            agent_pb2.ShardSample(
+                shard_id=s.shard_id,
+                job_id=s.job_id,
+                timestamp_s=now_s,
+                work_units=s.work_units,
+                steps=s.steps,
+                requests=s.requests,
+                state=s.state,
+                error=s.error or "",
+                generation=s.generation,
+                offered_units=getattr(s, "offered_units", 0.0),
+                queued_units=getattr(s, "queued_units", 0.0),
+            ),
         )
         for s in runner.statuses()
     ]
+
+
+def _paced(s: Any, sample: agent_pb2.ShardSample) -> agent_pb2.ShardSample:
+    extra: dict[str, Any] = getattr(s, "extra", None) or {}
+    wait = extra.get("gpu_wait_fraction")  # simulated GPUs: share of time it waited (CPU)
+    if isinstance(wait, int | float) and 0.0 <= wait <= 1.0:
+        sample.gpu_wait_fraction = wait
+        sample.cpu_bound = wait > CPU_BOUND_WAIT_FRACTION
+    return sample
