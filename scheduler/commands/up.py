@@ -27,9 +27,18 @@ from scheduler.runtime import lifecycle
     show_default=True,
     help="Give up (and say which agents are missing) after this many seconds.",
 )
+@click.option(
+    "--agents",
+    type=click.Choice(["ray", "service"]),
+    default="ray",
+    show_default=True,
+    help="ray: an agent per Ray node, started as a Ray actor. service: start none; each "
+    "machine runs `greenllm agent --node NAME` itself (e.g. the systemd unit that alone holds "
+    "CAP_SYS_ADMIN for NVML).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print where everything is as JSON.")
 def up_command(
-    config_path: Path | None, address: str | None, timeout_s: float, as_json: bool
+    config_path: Path | None, address: str | None, timeout_s: float, agents: str, as_json: bool
 ) -> None:
     """Start the cluster: Ray nodes (one per node of the config, or join --address), the
     controller as a detached Ray actor, and one agent per Ray node. Returns when every
@@ -37,7 +46,14 @@ def up_command(
     path = config_path or default_config_path()
     config = load_cluster_config(path)
     console = progress_console()
-    result = lifecycle.up(path, config, address, log=console.print, timeout_s=timeout_s)
+    result = lifecycle.up(
+        path,
+        config,
+        address,
+        log=console.print,
+        timeout_s=timeout_s,
+        start_agents=agents == "ray",
+    )
     doc = {
         "ray_address": result.ray_address,
         "controller_address": result.controller_address,
@@ -55,7 +71,9 @@ def up_command(
     click.echo(f"  controller:     {result.controller_address}")
     click.echo(f"  metrics:        {result.metrics_url or 'disabled'}")
     click.echo(f"  Ray:            {result.ray_address}")
-    click.echo(f"  nodes:          {', '.join(result.nodes)}")
+    click.echo(f"  nodes:          {', '.join(result.nodes) or 'none yet'}")
+    for note in result.notes:
+        click.echo(f"  note:           {note}")
     if result.started_ray:
         click.echo("  Ray dashboard:  not started (it costs a core on small machines)")
     click.echo("Next: greenllm status, greenllm submit JOB.yaml, greenllm down")

@@ -62,9 +62,13 @@ class ControllerActor:
     Args:
         config: The cluster config as a document (``ClusterConfig.model_dump(mode="json")``).
         joined: True on a joined Ray cluster (``greenllm up --address``).
+        start_agents: Start the agents as Ray actors (False: they run as services of their
+            own, ``greenllm agent --node NAME`` on each machine).
     """
 
-    def __init__(self, config: dict[str, Any], joined: bool = False) -> None:
+    def __init__(
+        self, config: dict[str, Any], joined: bool = False, start_agents: bool = True
+    ) -> None:
         configure_logging()
         self._lock = threading.RLock()
         self._error: str | None = None
@@ -75,8 +79,9 @@ class ControllerActor:
         self._state_dir = base.state_dir
         self._nodes = NodeMap(base, joined, load_discovered(base.state_dir))
         try:
-            self._nodes.update(ray_nodes(ray.nodes()))
-            self._remember()
+            if start_agents:
+                self._nodes.update(ray_nodes(ray.nodes()))
+                self._remember()
             self._plan = plan_listen(base, joined, ray.util.get_node_ip_address())
             self._tokens: Tokens | None = (
                 load_or_create_tokens(base.state_dir) if base.auth.enabled else None
@@ -87,8 +92,9 @@ class ControllerActor:
             log.error("the controller cannot start: %s", exc)
             return
         write_endpoint(self._state_dir, self._plan.published, self._plan.ca_file)
-        self._watcher = AgentWatcher(self._nodes, self._handoff, self._add_nodes, self._lock)
-        self._watcher.start()
+        if start_agents:
+            self._watcher = AgentWatcher(self._nodes, self._handoff, self._add_nodes, self._lock)
+            self._watcher.start()
 
     def _config(self) -> ClusterConfig:
         """The config the controller runs with: discovered nodes, listen address, TLS."""
@@ -153,6 +159,8 @@ class ControllerActor:
             skipped = list(self._nodes.skipped.values())
             waiting = [n for n in self._nodes.config.names() if n not in bound.values()]
             order = [n.name for n in self._nodes.nodes()]
+        if self._watcher is None:  # agents run as services: cluster.yaml's nodes
+            return {"bound": [], "skipped": [], "waiting": [], "external": order}
         return {
             "bound": sorted(bound.values(), key=order.index),
             "skipped": skipped if self._nodes.joined else [],
@@ -172,7 +180,9 @@ class ControllerActor:
         remove_endpoint(self._state_dir)
 
 
-def start_controller(config: ClusterConfig, joined: bool, node_id: str | None) -> Any:
+def start_controller(
+    config: ClusterConfig, joined: bool, node_id: str | None, start_agents: bool = True
+) -> Any:
     """Create (or find) the detached controller actor; returns its handle.
 
     Args:
@@ -180,6 +190,7 @@ def start_controller(config: ClusterConfig, joined: bool, node_id: str | None) -
         joined: True on a joined Ray cluster.
         node_id: The Ray node to run it on (the one ``greenllm up`` runs on); None: the
             local cluster's head node.
+        start_agents: Start an agent actor per Ray node (False: agents run as services).
     """
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -196,5 +207,5 @@ def start_controller(config: ClusterConfig, joined: bool, node_id: str | None) -
     else:
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
     return ControllerActor.options(**options).remote(  # type: ignore[attr-defined]
-        config.model_dump(mode="json"), joined
+        config.model_dump(mode="json"), joined, start_agents
     )

@@ -81,10 +81,12 @@ def up(
     address: str | None = None,
     log: Callable[[str], None] = lambda _m: None,
     timeout_s: float = 120.0,
+    start_agents: bool = True,
 ) -> UpResult:
     """Start (or join) Ray, the controller actor and one agent actor per node.
 
-    Returns once every agent has registered.
+    Returns once every agent has registered (with ``start_agents`` False, once the
+    controller serves: the agents run as services, ``greenllm agent --node NAME``).
 
     Raises:
         GreenllmError: Already up, or something did not start in time.
@@ -117,14 +119,23 @@ def up(
     record.save(config.state_dir)
     log("starting the controller actor")
     node_id = ray.get_runtime_context().get_node_id() if joined else None
-    controller = start_controller(config, joined, node_id)
+    controller = start_controller(config, joined, node_id, start_agents)
     info = ray.get(controller.info.remote(), timeout=timeout_s)
     if not info["alive"]:
         raise GreenllmError(f"the controller did not start: {info['error']}")
     record.controller_address = info["address"]
     record.save(config.state_dir)
     log(f"controller listening on {info['address']}")
-    nodes, notes = _wait_registered(controller, config, start + timeout_s, log)
+    if start_agents:
+        nodes, notes = _wait_registered(controller, config, start + timeout_s, log)
+    else:
+        nodes, notes = (
+            [],
+            [
+                f"start the agents yourself: greenllm agent --node NAME on each machine "
+                f"(nodes: {', '.join(config.names())}; tokens: greenllm token issue --node NAME)"
+            ],
+        )
     return UpResult(
         ray_address=record.address,
         controller_address=info["address"],

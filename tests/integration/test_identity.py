@@ -8,6 +8,10 @@ node-l4 changes, and the real agent registers.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import grpc
 import pytest
 
@@ -78,3 +82,36 @@ def test_forged_or_misused_node_tokens(controller, raw_agents, messages, tokens)
                 metadata=bearer_metadata(tokens.node("node-l4")),
             )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED  # agent role, not operator
+
+
+def test_an_agent_run_by_hand_with_its_issued_token(config_path, config, controller, wait) -> None:
+    """``greenllm token issue --node`` on the controller's machine, then ``greenllm agent
+    --node`` elsewhere with it in $GREENLLM_AGENT_TOKEN; another node's token stops the agent
+    at start with one line."""
+    cli = [sys.executable, "-m", "greenllm.cli.main"]
+    issued = subprocess.run(
+        [*cli, "token", "issue", "--node", "node-l4", "--config", str(config_path)],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout.strip()  # fmt: skip
+    wrong = read_tokens(config.state_dir).node("node-h100")
+    env = {**os.environ, "GREENLLM_AGENT_TOKEN": wrong}
+    refused = subprocess.run(
+        [*cli, "agent", "--node", "node-l4", "--config", str(config_path)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "greenllm: error: $GREENLLM_AGENT_TOKEN is the token of node 'node-h100', not of node "
+        "'node-l4'"
+    ]
+    env["GREENLLM_AGENT_TOKEN"] = issued
+    agent = subprocess.Popen(
+        [*cli, "agent", "--node", "node-l4", "--config", str(config_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    try:
+        with ClusterClient(config) as client:
+            wait(lambda: _node(client, "node-l4").connected, 30, "the hand-run agent")
+    finally:
+        agent.terminate()
+        agent.wait(20)

@@ -21,13 +21,15 @@ from greenllm.rpc.foreground import configure_logging, run_foreground
 @click.option(
     "--controller",
     "controller_address",
-    help="The controller's host:port (default: the config's controller.address).",
+    help="The controller's host:port (default: where it publishes its address: the state "
+    "directory, the config's controller.address, or the Ray cluster of this machine).",
 )
 @click.option(
     "--ca-file",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="CA certificate the controller's TLS certificate is signed by (the state "
-    "directory's tls/ca.pem on the controller's machine); default: the config's auth.tls.",
+    "directory's tls/ca.pem on the controller's machine); default: the one the controller "
+    "publishes beside its address, else the config's auth.tls.",
 )
 @click.option(
     "--batch-ticks",
@@ -52,14 +54,19 @@ def agent(
     --node NODE` prints it on the controller's machine), else derived from the state
     directory's tokens file (on the controller's machine)."""
     config = load_cluster_config(config_path or default_config_path())
+    from greenllm.rpc.locate import find_controller
     from workers.agent.agent import NodeAgent  # the agent's imports: only when it runs
 
+    root_pem = ca_file.read_bytes() if ca_file is not None else None
+    if controller_address is None:
+        endpoint = find_controller(config)
+        controller_address, root_pem = endpoint.address, root_pem or endpoint.ca_pem
     node_agent = NodeAgent(
         config,
         node,
         batch_ticks=batch_ticks,
         address=controller_address,
-        tls_root_pem=ca_file.read_bytes() if ca_file is not None else None,
+        tls_root_pem=root_pem,
     )
     configure_logging(verbose)
     run_foreground(node_agent.run())
