@@ -171,6 +171,23 @@ class ControllerConfig(_Strict):
         return value
 
 
+class ServeConfig(_Strict):
+    """Where inference jobs are served: the ingress, a Ray Serve application that
+    ``greenllm up`` starts when the first inference job is placed. Job ``J``'s
+    OpenAI-compatible API is then ``http://HOST:PORT/jobs/J/v1``.
+
+    Attributes:
+        enabled: Start the ingress for inference jobs.
+        host: Address Serve's HTTP proxy listens on (``0.0.0.0``: every interface; the
+            endpoint shown then names the controller's address).
+        port: Its port.
+    """
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", min_length=1, pattern=r"^[^\s/]+$")
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
 class CarbonConfig(_Strict):
     """Carbon accounting.
 
@@ -209,6 +226,7 @@ class ClusterConfig(_Strict):
     )
     auth: AuthConfig = AuthConfig()
     controller: ControllerConfig = ControllerConfig()
+    serve: ServeConfig = ServeConfig()
     carbon: CarbonConfig = CarbonConfig()
     _ranges_w: tuple[float, float] | None = PrivateAttr(default=None)
 

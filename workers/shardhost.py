@@ -8,17 +8,15 @@ environment, the rendezvous the controller sent (rank 0's node address and port,
 the job's checkpoint folder under ``storage_path``, and its working directory: a local
 folder, or a Ray package unpacked on this node by Ray (:mod:`workers.shards.rankenv`,
 :mod:`workers.shards.rayrank`). Its output is kept in a file and shipped to the controller
-in telemetry (:meth:`ShardHost.log_chunks`). An inference replica serves its share of the
-job's request load: every replica draws the same seeded arrivals and takes those whose
-routing draw falls in its slice of the job's load weights, so requests are routed in
-proportion to the weights with no central frontend.
+in telemetry (:meth:`ShardHost.log_chunks`). An inference replica serves the job's model
+on its own OpenAI-compatible API at ``serve_host`` (:mod:`workers.shards.served`); the
+job's ingress routes requests to it by the load weights.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,9 +30,9 @@ from greenllm.jobspec import JobSpec, parse_job_spec
 from greenllm.proto.v1 import agent_pb2
 from workers.shards.logtail import LogTail, collect
 from workers.shards.rankenv import Rendezvous
-from workers.shards.status import ShardStatus, route_slice, split_shard_id
+from workers.shards.status import ShardStatus, split_shard_id
 
-__all__ = ["ShardHost", "ShardStatus", "route_slice", "split_shard_id"]
+__all__ = ["ShardHost", "ShardStatus", "split_shard_id"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +68,8 @@ class ShardHost:
             the spec's ``shards``; those ranks meet on 127.0.0.1).
         storage_path: Holds ``<job>/``, each training job's ``GREENLLM_CHECKPOINT_DIR``
             (default ``<state_dir>/checkpoints``; shared storage across machines).
+        serve_host: Address inference replicas listen on (this node's address, as the
+            job's ingress reaches it).
     """
 
     def __init__(
@@ -79,11 +79,13 @@ class ShardHost:
         state_dir: Path,
         world_size_of: Callable[[JobSpec], int] | None = None,
         storage_path: Path | None = None,
+        serve_host: str = "127.0.0.1",
     ) -> None:
         self.node = node
         self.gpus = {g.index: g for g in gpus}
         self.state_dir = Path(state_dir)
         self.storage_path = Path(storage_path or self.state_dir / "checkpoints")
+        self.serve_host = serve_host
         self._world_size_of = world_size_of or (lambda spec: spec.shards)
         self._shards: dict[str, _Shard] = {}
         self._tails: dict[tuple[str, int], LogTail] = {}
@@ -138,6 +140,7 @@ class ShardHost:
             if working:
                 raise GreenllmError(f"GPU {gpu_index} already runs {working[0].status.shard_id}")
             shard = _Shard(ShardStatus(shard_id, job_id, generation=generation), spec, gpu)
+            shard.status.extra["start_energy_j"] = gpu.energy_j()
             shard.rendezvous = rendezvous
             self._shards[shard_id] = shard
         target = self._run_train if spec.kind == "train" else self._run_infer
@@ -204,10 +207,6 @@ class ShardHost:
             set_share = getattr(shard.runner, "set_share", None)
             if mine is not None and mine > 0 and callable(set_share):
                 set_share(mine / total)
-                continue
-            setter = getattr(shard.runner, "set_load_weight", None)
-            if mine is not None and mine > 0 and callable(setter):
-                setter(mine)
 
     def log_chunks(self) -> list[agent_pb2.LogChunk]:
         """New output of the node's training ranks, at most 64 KiB in all (the rest
@@ -245,8 +244,8 @@ class ShardHost:
             for previous in predecessors:  # shards still stopping on this GPU
                 if previous.thread is not None:
                     previous.thread.join(PREDECESSOR_WAIT_S)
-            if isinstance(shard.gpu, SimulatedGPU):
-                shard.gpu.set_workload(shard.spec.workload())
+            if isinstance(shard.gpu, SimulatedGPU) and shard.spec.kind == "train":
+                shard.gpu.set_workload(shard.spec.workload())  # a replica's engine sets its own
             target(shard, rank)
             with shard.lock:
                 shard.status.state = "stopped" if shard.stop_event.is_set() else "done"
@@ -309,74 +308,10 @@ class ShardHost:
             s.extra["gpu_wait_fraction"] = doc.get("gpu_wait_fraction")  # simulated GPUs
 
     def _run_infer(self, shard: _Shard, rank: int) -> None:
-        import torch
+        from workers.shards.served import ServedReplica
 
-        from greenllm.workloads.corpus import corpus_ids
-        from greenllm.workloads.registry import load_model
-        from workers.shards.infer import Completion, InferenceReplica
-        from workers.shards.loadgen import PromptSource, arrivals_for, fit_to_context
-        from workers.shards.pacing import reference_throughput
-
-        torch.set_num_threads(1)
-        sim = self._sim_throughput(shard.gpu)
-        with _MODEL_LOAD_LOCK:
-            loaded = load_model(shard.spec.model)
-            replica = InferenceReplica(
-                loaded.model,
-                loaded.tokenizer.eos_token_id,
-                shard.spec.infer_settings.batch_size,
-                sim_throughput=sim,
-                reference_throughput_per_s=(
-                    reference_throughput(shard.spec.workload()) if sim else None
-                ),
-            )
+        replica = ServedReplica(shard.spec, shard.status, shard.lock, shard.gpu, self.serve_host)
         shard.runner = replica
-        replica.start()
-        prompts = PromptSource(corpus_ids(loaded.tokenizer, "heldout").tolist(), seed=rank)
-        route = random.Random(f"{shard.status.job_id}-routing")
-        pending: list[Any] = []
-
-        def done(future: Any) -> None:
-            result: Completion = future.result()
-            with shard.lock:
-                s = shard.status
-                s.requests += 1
-                if result.error is None:
-                    s.work_units += len(result.output_ids)
-                else:
-                    s.failed_requests += 1
-
-        start_s = time.monotonic()
-        for arrival in arrivals_for(shard.spec.infer_settings):
-            draw = route.random()
-            while not shard.stop_event.is_set() and time.monotonic() - start_s < arrival.time_s:
-                shard.stop_event.wait(min(0.2, arrival.time_s - (time.monotonic() - start_s)))
-            if shard.stop_event.is_set():
-                break
-            with shard.lock:
-                weights = dict(shard.weights) or {shard.status.shard_id: 1.0}
-            low, high = route_slice(weights, shard.status.shard_id)
-            if not low <= draw < high:
-                continue
-            if replica.context_tokens:
-                arrival = fit_to_context(arrival, replica.context_tokens)
-            future = replica.submit(prompts.take(arrival.prompt_tokens), arrival.max_new_tokens)
-            future.add_done_callback(done)
-            pending.append(future)
-            self._record_latency(shard, replica)
-        for future in pending:
-            while not future.done() and not shard.stop_event.is_set():
-                shard.stop_event.wait(0.2)
-            self._record_latency(shard, replica)
-        replica.stop("replica stopped")
-        self._record_latency(shard, replica)
-
-    @staticmethod
-    def _record_latency(shard: _Shard, replica: Any) -> None:
-        stats = replica.stats()
-        with shard.lock:
-            shard.status.extra.update(
-                tokens_per_s=stats.tokens_per_s,
-                p50_latency_s=stats.p50_latency_s,
-                p99_latency_s=stats.p99_latency_s,
-            )
+        if shard.stop_event.is_set():
+            return
+        replica.run(_MODEL_LOAD_LOCK)

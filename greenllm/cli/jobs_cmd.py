@@ -132,6 +132,35 @@ def job_document(job: cluster_pb2.Job, config: ClusterConfig) -> dict[str, Any]:
         "co2e_g": co2e_g,
         "submitted_at_s": job.submitted_at_s,
         **pacing_fields(job),
+        **serving_fields(job),
+    }
+
+
+def serving_fields(job: cluster_pb2.Job) -> dict[str, Any]:
+    """An inference job's ``endpoint`` (its OpenAI-compatible API; None: not served
+    through the ingress), ``replicas`` (where each serves, its share of the requests),
+    the slowest replica's ``ttft_p99_s``/``tpot_p99_s`` (None: none yet), requests
+    ``queued`` and ``rejected``, and ``idle_energy_j``; an empty dict for training."""
+    if job.spec.kind != "infer":
+        return {}
+    return {
+        "endpoint": job.endpoint or None,
+        "replicas": [
+            {
+                "shard_id": r.shard_id,
+                "node": r.node,
+                "gpu_index": r.gpu_index,
+                "endpoint": r.endpoint or None,
+                "load_weight": r.load_weight,
+                "state": r.state,
+            }
+            for r in job.replicas
+        ],
+        "ttft_p99_s": job.ttft_p99_s or None,
+        "tpot_p99_s": job.tpot_p99_s or None,
+        "queued_requests": job.queued_requests,
+        "rejected_requests": job.rejected_requests,
+        "idle_energy_j": job.idle_energy_j,
     }
 
 
@@ -239,6 +268,9 @@ def jobs(config_path: Path | None, as_json: bool) -> None:
     ]
     cols = ["job", "kind", "state", "throughput", "work", "energy J", "J/unit", "gCO2e"]
     print_table(None, cols, rows)
+    for d in docs:
+        if d.get("endpoint"):
+            click.echo(f"{d['id']}: OpenAI-compatible API at {d['endpoint']}")
 
 
 @click.command("cancel")

@@ -85,6 +85,8 @@ class ClusterClient:
         address: Where the controller listens; by default where it publishes its address
             (:func:`greenllm.rpc.locate.find_controller`: the state directory, the config,
             or the Ray cluster), with the CA it publishes beside it.
+        root_pem: With ``address``: the CA certificate to trust (None: the config's TLS
+            settings).
 
     Raises:
         ControllerError: There is no operator token: "no controller running at ADDR"
@@ -97,8 +99,8 @@ class ClusterClient:
         token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         address: str | None = None,
+        root_pem: bytes | None = None,
     ) -> None:
-        root_pem = None
         if address is None:
             endpoint = find_controller(config)
             address, root_pem = endpoint.address, endpoint.ca_pem

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from greenllm.errors import ConfigError
+from greenllm.jobspec import InferSection
 
 #: Share of time a bursty load is ON.
 BURST_DUTY = 0.25
@@ -166,3 +167,59 @@ def read_trace(path: str | Path, time_scale: float = 1.0) -> list[Arrival]:
         raise ConfigError(f"{path}: the trace has no requests")
     rows.sort()
     return [Arrival((t - rows[0][0]) / time_scale, c, g) for t, c, g in rows]
+
+
+def periodic_burst_arrivals(
+    rate_per_s: float,
+    duration_s: float,
+    prompt_tokens: int,
+    max_tokens: int,
+    burst_factor: float,
+    burst_s: float,
+    period_s: float,
+    seed: int = 0,
+) -> list[Arrival]:
+    """Poisson arrivals at ``rate_per_s``, times ``burst_factor`` during the first
+    ``burst_s`` seconds of every ``period_s`` (a job spec's ``bursty`` load, as the
+    simulator plays it)."""
+    rng = random.Random(seed)
+    arrivals: list[Arrival] = []
+    start_s = 0.0
+    while start_s < duration_s:
+        phases = ((rate_per_s * burst_factor, burst_s), (rate_per_s, period_s - burst_s))
+        for rate, length_s in phases:
+            end_s = min(duration_s, start_s + length_s)
+            t = start_s + rng.expovariate(rate)
+            while t < end_s:
+                arrivals.append(Arrival(t, prompt_tokens, max_tokens))
+                t += rng.expovariate(rate)
+            start_s = end_s
+    return arrivals
+
+
+def job_arrivals(infer: InferSection, seed: int = 0) -> list[Arrival]:
+    """The arrivals of a job spec's ``infer.load`` (a trace is time-scaled and cut at the
+    load's ``duration_s``).
+
+    Raises:
+        ConfigError: The trace file is bad (see :func:`read_trace`).
+    """
+    load = infer.load
+    if load.process == "trace":
+        assert load.trace_file is not None  # the job spec guarantees it
+        trace = read_trace(load.trace_file, load.time_scale)
+        return [a for a in trace if a.time_s < load.duration_s]
+    if load.process == "bursty":
+        return periodic_burst_arrivals(
+            load.rate_per_s,
+            load.duration_s,
+            infer.prompt_tokens,
+            infer.max_new_tokens,
+            load.burst_factor,
+            load.burst_s,
+            load.period_s,
+            seed,
+        )
+    return poisson_arrivals(
+        load.rate_per_s, load.duration_s, infer.prompt_tokens, infer.max_new_tokens, seed
+    )

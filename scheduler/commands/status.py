@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from greenllm.cli.jobs_cmd import pacing_fields, throughput_of
+from greenllm.cli.jobs_cmd import pacing_fields, serving_fields, throughput_of
 from greenllm.cli.options import CONFIG_OPTION
 from greenllm.cli.output import emit_json, print_table
 from greenllm.proto.v1 import cluster_pb2
@@ -60,6 +60,7 @@ def status_document(status: cluster_pb2.ClusterStatus) -> dict[str, Any]:
                 "work_units": j.work_units,
                 "energy_j": j.energy_j,
                 **pacing_fields(j),
+                **serving_fields(j),
             }
             for j in status.jobs
         ],

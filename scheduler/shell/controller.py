@@ -120,6 +120,9 @@ class ControllerShell:
         self.start_commands: dict[int, ShardRecord] = {}
         #: Per job, the load weights last sent, and the nodes they went to.
         self.weights_sent: dict[str, tuple[dict[str, float], set[str]]] = {}
+        #: Base URL of the inference ingress (``http://host:port``; "" while none serves):
+        #: job J's API is ``<ingress_url>/jobs/J/v1``.
+        self.ingress_url = ""
         self.power_model = PowerModel()
         self.rng = np.random.default_rng([seed, 0x5EED])
         self.last_actions = Actions()

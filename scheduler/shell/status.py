@@ -66,7 +66,43 @@ def job_proto(shell: ControllerShell, job: JobRecord, with_spec: bool = False) -
     if m.gpu_wait_fraction is not None:  # shards on simulated GPUs say how long they waited
         out.gpu_wait_fraction = m.gpu_wait_fraction
         out.cpu_bound = job.cpu_bound
+    if s.kind == "infer" and job.phase.active:
+        _serving(shell, job, out)
     return out
+
+
+def _serving(shell: ControllerShell, job: JobRecord, out: cluster_pb2.Job) -> None:
+    """An active inference job's endpoint, replicas and request figures (from its
+    replicas' latest reports). Its idle energy is what its replicas drew with no request
+    in flight, and what its GPUs drew from its placement until its replicas started."""
+    if shell.ingress_url:
+        out.endpoint = f"{shell.ingress_url}/jobs/{job.job_id}/v1"
+    weights = shell.weights_sent.get(job.job_id, ({}, set()))[0]
+    for shard in sorted(job.shards.values(), key=lambda x: x.rank):
+        node = shell.nodes.get(shard.node)
+        report = node.shards.get(shard.shard_id) if node is not None else None
+        latest = report.latest if report is not None else None
+        if latest is not None and latest.generation != job.generation:
+            latest = None
+        out.replicas.append(
+            cluster_pb2.Replica(
+                shard_id=shard.shard_id,
+                node=shard.node,
+                gpu_index=shard.index,
+                endpoint=latest.endpoint if latest is not None else "",
+                load_weight=weights.get(shard.shard_id, 0.0),
+                state=shard.phase.value,
+            )
+        )
+        if latest is not None:
+            out.ttft_p99_s = max(out.ttft_p99_s, latest.ttft_p99_s)
+            out.tpot_p99_s = max(out.tpot_p99_s, latest.tpot_p99_s)
+            out.queued_requests += latest.queued_requests
+            out.rejected_requests += latest.rejected_requests
+            out.idle_energy_j += latest.idle_energy_j
+            held_from_j = job.energy_start_j.get((shard.node, shard.index))
+            if held_from_j is not None and latest.start_energy_j >= held_from_j:
+                out.idle_energy_j += latest.start_energy_j - held_from_j  # placed, not yet run
 
 
 def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from greenllm.devices.simulated import SimulatedGPU
 from greenllm.jobspec import JobSpec
-from workers.shardhost import ShardHost, route_slice, split_shard_id
+from workers.shardhost import ShardHost, split_shard_id
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -23,12 +24,20 @@ def wait_for(predicate, timeout_s: float) -> None:  # type: ignore[no-untyped-de
     raise AssertionError("condition not met in time")
 
 
-def test_shard_ids_and_route_slices() -> None:
+def test_shard_ids() -> None:
     assert split_shard_id("job-7-12") == ("job-7", 12)
-    weights = {"j-0": 1.0, "j-1": 3.0}
-    assert route_slice(weights, "j-0") == (0.0, 0.25)
-    assert route_slice(weights, "j-1") == (0.25, 1.0)
-    assert route_slice(weights, "j-2") == (0.0, 0.0)
+
+
+def endpoint_of(host: ShardHost) -> str:
+    wait_for(lambda: bool(host.statuses()[0].extra.get("endpoint")), 120)
+    return str(host.statuses()[0].extra["endpoint"])
+
+
+def complete(endpoint: str, model: str, max_tokens: int) -> dict:  # type: ignore[type-arg]
+    body = {"model": model, "prompt": "Hello", "max_tokens": max_tokens, "ignore_eos": True}
+    reply = httpx.post(f"{endpoint}/completions", json=body, timeout=60)
+    assert reply.status_code == 200, reply.text
+    return reply.json()  # type: ignore[no-any-return]
 
 
 def test_two_training_ranks_on_one_node(tmp_path: Path) -> None:
@@ -57,33 +66,38 @@ def test_two_training_ranks_on_one_node(tmp_path: Path) -> None:
     assert gpus[0].workload is None
 
 
-def test_inference_replica_serves_its_share(tmp_path: Path) -> None:
+def test_an_inference_replica_serves_on_its_own_endpoint(tmp_path: Path) -> None:
     gpu = SimulatedGPU("L4", 0, "n")
     host = ShardHost("n", [gpu], tmp_path)
+    spec = {"name": "i", "kind": "infer", "model": "tiny", "simulated_model_params": 1e8}
+    host.start("i-0", 0, JobSpec.model_validate(spec).model_dump_json())
+    endpoint = endpoint_of(host)
+    assert endpoint.startswith("http://127.0.0.1:") and endpoint.endswith("/v1")
+    answers = [complete(endpoint, "tiny", 4) for _ in range(3)]
+    assert all(a["usage"]["energy_j"] > 0 for a in answers)
+    wait_for(lambda: host.statuses()[0].requests == 3, 10)
+    status = host.statuses()[0]
+    assert status.work_units == 12 and status.failed_requests == 0
+    assert status.state == "running"  # no load of its own: it serves until stopped
+    assert host.stop("i-0", timeout_s=30)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{endpoint}/models", timeout=2)
+
+
+def test_a_replica_with_a_load_finishes_after_it(tmp_path: Path) -> None:
+    host = ShardHost("n", [SimulatedGPU("L4", 0, "n")], tmp_path)
     spec = JobSpec.model_validate(
         {
             "name": "i",
             "kind": "infer",
             "model": "tiny",
-            "shards": 2,
-            "simulated_model_params": 1e8,
-            "infer": {
-                "batch_size": 4,
-                "prompt_tokens": 8,
-                "max_new_tokens": 4,
-                "load": {"process": "poisson", "rate_per_s": 20, "duration_s": 2},
-            },
+            "infer": {"load": {"process": "poisson", "rate_per_s": 1, "duration_s": 2}},
         }
     )
     host.start("i-0", 0, spec.model_dump_json())
-    host.set_load_weights({"i-0": 1.0, "i-1": 1.0})
-    wait_for(lambda: host.statuses()[0].state != "running", 120)
-    status = host.statuses()[0]
-    assert status.state == "done", status
-    assert 0 < status.requests < 40  # about half of ~40 arrivals
-    assert status.failed_requests == 0
-    assert status.work_units == 4 * status.requests
-    assert status.extra["p99_latency_s"] is not None
+    complete(endpoint_of(host), "tiny", 2)
+    wait_for(lambda: host.statuses()[0].state != "running", 30)
+    assert host.statuses()[0].state == "done"
 
 
 def test_bad_start_requests(tmp_path: Path) -> None:
@@ -117,22 +131,10 @@ def test_inference_serves_a_compressed_artifact(tmp_path: Path) -> None:
     )
 
     host = ShardHost("n", [SimulatedGPU("A100-SXM4", 0, "n")], tmp_path / "state")
-    spec = JobSpec.model_validate(
-        {
-            "name": "q",
-            "kind": "infer",
-            "model": str(artifact),
-            "infer": {
-                "batch_size": 4,
-                "prompt_tokens": 8,
-                "max_new_tokens": 4,
-                "load": {"process": "poisson", "rate_per_s": 10, "duration_s": 2},
-            },
-        }
-    )
+    spec = JobSpec.model_validate({"name": "q", "kind": "infer", "model": str(artifact)})
     host.start("q-0", 0, spec.model_dump_json())
-    wait_for(lambda: host.statuses()[0].state != "running", 120)
-    status = host.statuses()[0]
-    assert status.state == "done", status
-    assert status.requests > 0 and status.failed_requests == 0
-    assert status.work_units == 4 * status.requests
+    endpoint = endpoint_of(host)
+    cards = httpx.get(f"{endpoint}/models", timeout=10).json()["data"]
+    assert [c["id"] for c in cards] == ["tiny-int8"]
+    assert complete(endpoint, "tiny-int8", 4)["usage"]["completion_tokens"] == 4
+    host.stop_all(30)

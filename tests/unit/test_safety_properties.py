@@ -121,7 +121,8 @@ def test_commanded_sum_within_budget_and_cuts_lower_first(sc: dict) -> None:
             c.power_limit_w < by_key[(c.node, c.index)].commanded_limit_w for c in acts.power_limits
         ]
         assert kinds == sorted(kinds, reverse=True)
-        # 5. gang placement on free, allowed GPUs; training on one type
+        # 5. gang placement on free, allowed GPUs; training on one type unless no single
+        # allowed type had room for it (not even before the other jobs placed now)
         placed: dict[str, list[tuple[str, int]]] = {}
         for p in acts.placements:
             placed.setdefault(p.job_id, []).append((p.node, p.index))
@@ -132,8 +133,21 @@ def test_commanded_sum_within_budget_and_cuts_lower_first(sc: dict) -> None:
                 keys = placed[job.job_id]
                 assert len(keys) == job.shards
                 assert all(by_key[k].job_id is None and not by_key[k].stale for k in keys)
-                if job.kind == "train":
-                    assert len({by_key[k].gpu_type for k in keys}) == 1
+                types = {by_key[k].gpu_type for k in keys}
+                if job.allowed_gpu_types:
+                    assert types <= set(job.allowed_gpu_types)
+                if job.kind == "train" and len(types) > 1:
+                    others = {k for j, ks in placed.items() if j != job.job_id for k in ks}
+                    for t in job.allowed_gpu_types or {g.gpu_type for g in gpus}:
+                        room = [
+                            g
+                            for g in gpus
+                            if g.gpu_type == t
+                            and g.job_id is None
+                            and not g.stale
+                            and g.key not in others
+                        ]
+                        assert len(room) < job.shards, (job.job_id, t, types)
         # carry out: record commands as pending, start shards, ack some
         for key, limit in new.items():
             outstanding[key].append(limit)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +54,20 @@ class Backoff:
     def spread(self, base_s: float) -> float:
         """``base_s`` with jitter applied, seconds."""
         return base_s * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+def address_toward(target: str) -> str:
+    """This machine's address on the route to ``target`` (``host:port``): where peers that
+    reach ``target`` can reach this machine (127.0.0.1 when ``target`` is loopback or the
+    route cannot be found)."""
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((host, int(port or 9)))  # UDP: no packet is sent
+            return str(s.getsockname()[0])
+    except (OSError, ValueError):
+        return "127.0.0.1"
 
 
 class NodeAgent:
@@ -115,7 +130,11 @@ class NodeAgent:
         self.shards: ShardRunner | None = shard_runner
         if self.shards is None and run_shards:
             self.shards = ShardHost(
-                self.node, gpus, config.state_dir, storage_path=config.storage_path
+                self.node,
+                gpus,
+                config.state_dir,
+                storage_path=config.storage_path,
+                serve_host=address_toward(self._address),
             )
         self.core = AgentCore(
             node=self.node,

@@ -350,29 +350,38 @@ def apply_shard_command(
 
 def shard_samples(runner: ShardRunner, now_s: float) -> list[agent_pb2.ShardSample]:
     """Every shard's cumulative progress, for the telemetry stream."""
-    return [
-        _paced(
-            s,
-            agent_pb2.ShardSample(
-                shard_id=s.shard_id,
-                job_id=s.job_id,
-                timestamp_s=now_s,
-                work_units=s.work_units,
-                steps=s.steps,
-                requests=s.requests,
-                state=s.state,
-                error=s.error or "",
-                generation=s.generation,
-                offered_units=getattr(s, "offered_units", 0.0),
-                queued_units=getattr(s, "queued_units", 0.0),
-            ),
-        )
-        for s in runner.statuses()
-    ]
+    return [_shard_sample(s, now_s) for s in runner.statuses()]
 
 
-def _paced(s: Any, sample: agent_pb2.ShardSample) -> agent_pb2.ShardSample:
+def _shard_sample(s: Any, now_s: float) -> agent_pb2.ShardSample:
     extra: dict[str, Any] = getattr(s, "extra", None) or {}
+
+    def figure(key: str) -> float:
+        value = extra.get(key)
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    sample = agent_pb2.ShardSample(
+        shard_id=s.shard_id,
+        job_id=s.job_id,
+        timestamp_s=now_s,
+        work_units=s.work_units,
+        steps=s.steps,
+        requests=s.requests,
+        state=s.state,
+        error=s.error or "",
+        generation=s.generation,
+        offered_units=getattr(s, "offered_units", 0.0),
+        queued_units=getattr(s, "queued_units", 0.0),
+        endpoint=str(extra.get("endpoint") or ""),
+        ttft_p50_s=figure("ttft_p50_s"),
+        ttft_p99_s=figure("ttft_p99_s"),
+        tpot_p50_s=figure("tpot_p50_s"),
+        tpot_p99_s=figure("tpot_p99_s"),
+        queued_requests=int(figure("queued_requests")),
+        rejected_requests=int(figure("rejected_requests")),
+        idle_energy_j=figure("idle_energy_j"),
+        start_energy_j=figure("start_energy_j"),
+    )
     wait = extra.get("gpu_wait_fraction")  # simulated GPUs: share of time it waited (CPU)
     if isinstance(wait, int | float) and 0.0 <= wait <= 1.0:
         sample.gpu_wait_fraction = wait

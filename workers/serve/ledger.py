@@ -51,6 +51,11 @@ class EnergyLedger:
         self._attributed_j = 0.0
         self._idle_j = 0.0
 
+    @property
+    def start_j(self) -> float:
+        """The counter's reading when the ledger started, joules."""
+        return self._start_j
+
     def _delta_j(self) -> float:
         now_j = self._read()
         delta_j = max(0.0, now_j - self._last_j)

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from greenllm.serving.report import percentile
 from workers.serve.ledger import EnergyTotals
 from workers.serve.stream import RequestResult
-from workers.shards.infer import percentile
 
 #: Finished requests kept for the percentiles (the most recent ones).
 LATENCY_WINDOW = 4096

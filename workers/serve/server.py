@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 
 import uvicorn
+from fastapi import FastAPI
 
 from greenllm.devices import physics
 from greenllm.devices.base import GPU
@@ -59,17 +60,26 @@ def create_replicas(
 
 
 class ApiServer:
-    """The API app for ``pool`` under uvicorn on a daemon thread.
+    """The API app for ``pool`` (or any ASGI ``app``) under uvicorn on a daemon thread.
 
     Args:
-        pool: The replicas to serve.
+        pool: The replicas to serve (None: ``app`` serves).
         host: Address to listen on.
         port: Port (0: a free one).
+        app: The app to serve instead of ``pool``'s API (e.g. the cluster's ingress).
     """
 
-    def __init__(self, pool: ReplicaPool, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        pool: ReplicaPool | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        app: FastAPI | None = None,
+    ) -> None:
+        if (pool is None) == (app is None):
+            raise ValueError("give a pool or an app")
         self.pool = pool
-        self.app = create_app(pool)
+        self.app = app if app is not None else create_app(pool)  # type: ignore[arg-type]
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so
         # (proto 0 leaves Nagle on: every answer then waits ~40 ms for a delayed ACK).
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -85,7 +95,12 @@ class ApiServer:
     @property
     def base_url(self) -> str:
         """``http://HOST:PORT/v1``: what OpenAI clients take as ``base_url``."""
-        return f"http://{self.host}:{self.port}/v1"
+        return f"{self.root_url}/v1"
+
+    @property
+    def root_url(self) -> str:
+        """``http://HOST:PORT``."""
+        return f"http://{self.host}:{self.port}"
 
     def _run(self) -> None:
         asyncio.run(self._server.serve(sockets=[self._sock]))
@@ -108,7 +123,7 @@ class ApiServer:
 
     def stop(self, stop_replicas: bool = True, timeout_s: float = 10.0) -> None:
         """Stop the replicas (their requests fail, streams end), then the server."""
-        if stop_replicas:
+        if stop_replicas and self.pool is not None:
             self.pool.stop_all("endpoint stopped")
         self._server.should_exit = True
         self._thread.join(timeout_s)

@@ -1,4 +1,4 @@
-"""What a shard reports (:class:`ShardStatus`) and how shard ids and routing slices work."""
+"""What a shard reports (:class:`ShardStatus`) and how shard ids are made."""
 
 from __future__ import annotations
 
@@ -51,17 +51,3 @@ def split_shard_id(shard_id: str) -> tuple[str, int]:
     if not job or not rank.isdigit():
         raise GreenllmError(f"shard id {shard_id!r} is not <job>-<rank>")
     return job, int(rank)
-
-
-def route_slice(weights: dict[str, float], shard_id: str) -> tuple[float, float]:
-    """This replica's slice of [0, 1) under the job's load weights (sorted by shard id)."""
-    total = sum(w for w in weights.values() if w > 0)
-    if total <= 0 or weights.get(shard_id, 0.0) <= 0:
-        return (0.0, 0.0)
-    low = 0.0
-    for sid in sorted(weights):
-        share = max(0.0, weights[sid]) / total
-        if sid == shard_id:
-            return (low, low + share)
-        low += share
-    return (0.0, 0.0)
