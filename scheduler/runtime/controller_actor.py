@@ -9,6 +9,7 @@ node's address with TLS from the cluster's own CA.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -104,7 +105,21 @@ class ControllerActor:
 
     def _start(self) -> None:
         self._controller = Controller(self._config(), address=self._plan.listen)
-        self._service = BackgroundService(self._controller.serve, "greenllm-controller")
+        self._restart: asyncio.Event | None = None
+        self._service = BackgroundService(self._serve, "greenllm-controller")
+
+    async def _serve(self) -> None:
+        """Serve until cancelled; when asked to restart, stop and serve again with the config
+        as it is now, on this same event loop (gRPC's asyncio server cannot move to another
+        loop). Each controller is started and stopped exactly once."""
+        while True:
+            self._restart = asyncio.Event()
+            await self._controller.start()
+            try:
+                await self._restart.wait()
+            finally:
+                await self._controller.stop()
+            self._controller = Controller(self._config(), address=self._plan.listen)
 
     def _remember(self) -> None:
         if self._nodes.discovered:
@@ -132,8 +147,9 @@ class ControllerActor:
         # A shell that cannot take nodes in: restart the controller with them (as after a
         # crash: state is on disk, the agents reconnect).
         log.info("restarting the controller to take in %s", ", ".join(n.name for n in nodes))
-        self._service.stop()
-        self._start()
+        restart = self._restart
+        if restart is not None:
+            self._service.call(restart.set)
 
     def info(self) -> dict[str, Any]:
         """Where the controller listens, whether it runs, and its CA."""

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-HOSTS = ("h1", "h2", "h3", "h4")
+HOSTS = ("h1", "h2", "h3", "h4", "h5")
 SUBNET = "10.77.0"
 
 
@@ -105,15 +105,22 @@ class Hosts:
                 stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=REPO,
             )  # fmt: skip
 
-    def greenllm(
-        self, host: str, *args: str, env: dict[str, str] | None = None, timeout_s: float = 120
+    def run(
+        self, host: str, *argv: str, env: dict[str, str] | None = None, timeout_s: float = 120
     ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in ``host`` and wait for it."""
         return subprocess.run(
-            ["ip", "netns", "exec", self.ns[host], sys.executable, "-m", "greenllm.cli.main",
-             *args],
+            ["ip", "netns", "exec", self.ns[host], *argv],
             capture_output=True, text=True, timeout=timeout_s, cwd=REPO,
             env={**self.env, **(env or {})},
         )  # fmt: skip
+
+    def greenllm(
+        self, host: str, *args: str, env: dict[str, str] | None = None, timeout_s: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a ``greenllm`` command in ``host`` and wait for it."""
+        cli = [sys.executable, "-m", "greenllm.cli.main"]
+        return self.run(host, *cli, *args, env=env, timeout_s=timeout_s)
 
     def pids(self, host: str) -> list[int]:
         out = subprocess.run(["ip", "netns", "pids", self.ns[host]], capture_output=True, text=True)

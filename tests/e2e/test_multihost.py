@@ -1,5 +1,5 @@
 """Hosts on one machine: Linux network namespaces on a bridge, each its own address
-(10.77.0.1-4), its own /etc/hosts and its own Ray temp directory. Plain Ray joins three of
+(10.77.0.1-5), its own /etc/hosts and its own Ray temp directory. Plain Ray joins three of
 them (``ray start --head`` in one, ``ray start --address`` in the others), then
 ``greenllm up --address`` from the head's namespace, and everything runs as on real machines:
 
@@ -7,6 +7,8 @@ them (``ray start --head`` in one, ``ray start --address`` in the others), then
 - a fourth host joins the Ray cluster later: its agent registers within 10 s, and from there
   (no state directory on it) ``greenllm status`` finds the controller through Ray and reaches
   it over TLS with the cluster's CA;
+- a fifth host with a GPU that cluster.yaml does not describe joins: the controller takes it
+  in as an NVML node named by its address;
 - a user's 2-rank DDP script runs with one rank on each of two hosts (rendezvous over TCP on
   the hosts' addresses);
 - a budget cut is obeyed on every host;
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +37,8 @@ from netns_hosts import HOSTS, REPO, SUBNET, Hosts, namespaces_unavailable
 RAY = str(Path(sys.executable).parent / "ray")
 #: The hosts Ray runs on when ``greenllm up`` starts; h4 joins later.
 FIRST = HOSTS[:3]
+#: The hosts cluster.yaml describes; h5 is not one (a machine with a GPU it does not list).
+DESCRIBED = HOSTS[:4]
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 
 #: Health checks on the head as in the local cluster: a lost host is noticed in ~3 s.
@@ -101,7 +106,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hosts, P
     data = yaml.safe_load((REPO / "cluster.yaml").read_text())
     data["nodes"] = [
         {"name": h, "gpus": [{"type": "A100-SXM4", "count": 1}], "match": {"address": hosts.ip[h]}}
-        for h in HOSTS
+        for h in DESCRIBED
     ]
     data.update(budget={"budget_w": 1000, "reserve_w": 50}, state_dir=str(work / "state"))
     data["failsafe"] = {"timeout_s": 3}
@@ -152,6 +157,21 @@ def job(hosts: Hosts, config: Path, job_id: str) -> dict[str, Any]:
     return found
 
 
+def limits_w(doc: dict[str, Any]) -> dict[str, float]:
+    """The power limit of each described host's GPU, watts."""
+    return {
+        n["name"]: n["gpus"][0]["power_limit_w"] for n in doc["nodes"] if n["name"] in DESCRIBED
+    }
+
+
+def join_ray(hosts: Hosts, host: str, *extra: str) -> subprocess.Popen[bytes]:
+    """``ray start --address`` on ``host`` (the caller waits for it)."""
+    role = [f"--address={hosts.ip['h1']}:6379", f"--node-ip-address={hosts.ip[host]}"]
+    temp = f"--temp-dir={hosts.ray_tmp / host}"
+    common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats"]
+    return hosts.popen(host, RAY, "start", *role, temp, *common, *extra, log=hosts.log(host))
+
+
 def rank_hosts(hosts: Hosts) -> set[str]:
     """The hosts a rank of the training script runs in (by its process's namespace)."""
     found = set()
@@ -166,14 +186,11 @@ def rank_hosts(hosts: Hosts) -> set[str]:
 def test_three_hosts_then_a_fourth_joins(cluster: tuple[Hosts, Path], tmp_path: Path) -> None:
     hosts, config = cluster
     doc = status(hosts, config)
-    assert [n["name"] for n in doc["nodes"]] == list(HOSTS)
+    assert [n["name"] for n in doc["nodes"]] == list(DESCRIBED)
     connected = {n["name"] for n in doc["nodes"] if n["connected"]}
     assert connected == set(FIRST) and all(len(n["gpus"]) == 1 for n in doc["nodes"][:3])
     # h4 joins the Ray cluster: its agent is started and registers within 10 s
-    role = [f"--address={hosts.ip['h1']}:6379", f"--node-ip-address={hosts.ip['h4']}"]
-    joining = hosts.popen("h4", RAY, "start", *role, f"--temp-dir={hosts.ray_tmp / 'h4'}",
-                          "--num-cpus=1", "--object-store-memory=100000000",
-                          "--disable-usage-stats", log=hosts.log("h4"))  # fmt: skip
+    joining = join_ray(hosts, "h4")
     assert joining.wait(90) == 0, hosts.log("h4").read_text()[-2000:]
     took = wait_for(
         lambda: all(n["connected"] for n in status(hosts, config)["nodes"]),
@@ -193,6 +210,31 @@ def test_three_hosts_then_a_fourth_joins(cluster: tuple[Hosts, Path], tmp_path: 
     assert remote.returncode == 0, remote.stderr
     assert all(n["connected"] for n in json.loads(remote.stdout)["nodes"])
     assert not (tmp_path / "h4-state").exists()
+
+
+def test_a_machine_cluster_yaml_does_not_describe(cluster: tuple[Hosts, Path]) -> None:
+    """h5 joins with a GPU (as Ray counts them) and no cluster.yaml entry: it becomes an
+    NVML node named by its address (the host name is shared), the controller takes it in,
+    and its agent says why it cannot run here (no NVIDIA GPU in this test machine)."""
+    hosts, config = cluster
+    joining = join_ray(hosts, "h5", "--num-gpus=1")
+    assert joining.wait(90) == 0, hosts.log("h5").read_text()[-2000:]
+    name = hosts.ip["h5"]
+    wait_for(lambda: name in [n["name"] for n in status(hosts, config)["nodes"]], 10, name)
+    wait_for(
+        lambda: all(n["connected"] for n in status(hosts, config)["nodes"] if n["name"] != name),
+        20,
+        "the described hosts connected again",
+    )
+    probe = (
+        "import ray; ray.init(address='auto', namespace='greenllm', log_to_driver=False, "
+        "logging_level='ERROR'); a = ray.get_actor('greenllm-agent-" + name + "'); "
+        "print(ray.get(a.info.remote(), timeout=30)['error'])"
+    )
+    env = {"RAY_ADDRESS": f"{hosts.ip['h1']}:6379"}
+    why = hosts.run("h1", sys.executable, "-c", probe, env=env)
+    assert why.returncode == 0, why.stderr[-2000:]
+    assert "NVIDIA" in why.stdout or "NVML" in why.stdout, why.stdout
 
 
 def test_a_job_across_hosts_a_budget_cut_and_a_lost_host(
@@ -218,15 +260,16 @@ def test_a_job_across_hosts_a_budget_cut_and_a_lost_host(
         assert text.returncode == 0, text.stderr
         assert f"rank {rank} of 2 via {SUBNET}." in text.stdout, text.stdout
 
-    before = {n["name"]: n["gpus"][0]["power_limit_w"] for n in status(hosts, config)["nodes"]}
+    before = limits_w(status(hosts, config))
     proc = hosts.greenllm("h1", "budget", "set", "600", "--config", str(config))
     assert proc.returncode == 0, proc.stderr
 
     def obeyed() -> bool:
         d = status(hosts, config)
-        gpus = [n["gpus"][0] for n in d["nodes"]]
+        nodes = [n for n in d["nodes"] if n["name"] in DESCRIBED]
+        gpus = [n["gpus"][0] for n in nodes]
         return (
-            all(n["connected"] for n in d["nodes"])
+            all(n["connected"] for n in nodes)
             and sum(g["power_limit_w"] for g in gpus) <= 600 - d["reserve_w"] + 1e-6
             and all(g["pending_power_limit_w"] is None for g in gpus)
             and all(g["power_limit_w"] <= g["commanded_power_limit_w"] + 1e-6 for g in gpus)
@@ -234,7 +277,7 @@ def test_a_job_across_hosts_a_budget_cut_and_a_lost_host(
         )
 
     wait_for(obeyed, 30, "every host to hold the new budget")
-    after = {n["name"]: n["gpus"][0]["power_limit_w"] for n in status(hosts, config)["nodes"]}
+    after = limits_w(status(hosts, config))
     for host in busy:
         assert after[host] < before[host], (before, after)
 
