@@ -25,7 +25,8 @@ from greenllm.rpc.auth import Tokens, load_or_create_tokens
 from greenllm.rpc.background import BackgroundService
 from greenllm.rpc.foreground import configure_logging
 from greenllm.rpc.locate import CONTROLLER_ACTOR, RAY_NAMESPACE, remove_endpoint, write_endpoint
-from scheduler.runtime.agents import AgentWatcher, Handoff
+from scheduler.runtime.agents import AgentWatcher, Handoff, agent_config
+from scheduler.runtime.ingress_keeper import IngressKeeper
 from scheduler.runtime.listen import plan_listen
 from scheduler.runtime.nodemap import DISCOVERED_FILE, NodeMap, ray_nodes
 from scheduler.server.app import Controller
@@ -96,6 +97,26 @@ class ControllerActor:
         if start_agents:
             self._watcher = AgentWatcher(self._nodes, self._handoff, self._add_nodes, self._lock)
             self._watcher.start()
+        self._ingress = IngressKeeper(
+            base,
+            self._plan.published,
+            self._tokens.operator if self._tokens is not None else None,
+            self._plan.ca_pem,
+            self._inference_active,
+            self._tell_ingress,
+        ).start()
+
+    def _inference_active(self) -> bool:
+        assert self._service is not None
+        shell = self._controller.shell
+        return self._service.call(
+            lambda: any(j.spec.kind == "infer" and j.phase.active for j in shell.jobs.jobs.values())
+        )
+
+    def _tell_ingress(self, url: str) -> None:
+        assert self._service is not None
+        shell = self._controller.shell
+        self._service.call(lambda: setattr(shell, "ingress_url", url))
 
     def _config(self) -> ClusterConfig:
         """The config the controller runs with: discovered nodes, listen address, TLS."""
@@ -125,12 +146,9 @@ class ControllerActor:
         if self._nodes.discovered:
             save_discovered(self._state_dir, list(self._nodes.discovered.values()))
 
-    def _handoff(self) -> Handoff:
-        config = self._config()
-        if self._plan.ca_pem is not None:
-            config = config.model_copy(
-                update={"auth": config.auth.model_copy(update={"tls": None})}
-            )
+    def _handoff(self, node: str) -> Handoff:
+        """What the agent of ``node`` gets (see :func:`agent_config`)."""
+        config = agent_config(self._config(), node, strip_tls=self._plan.ca_pem is not None)
         return Handoff(
             config.model_dump(mode="json"), self._tokens, self._plan.ca_pem, self._plan.published
         )
@@ -165,6 +183,7 @@ class ControllerActor:
             "metrics_url": None if plan is None else plan.metrics_url,
             "ca_pem": None if plan is None else plan.ca_pem,
             "error": error,
+            "ingress_url": getattr(getattr(self, "_ingress", None), "url", "") or None,
         }
 
     def agents(self) -> dict[str, Any]:
@@ -187,6 +206,9 @@ class ControllerActor:
         """Start no more agents (before ``greenllm down`` stops them)."""
         if self._watcher is not None:
             self._watcher.stop()
+        keeper = getattr(self, "_ingress", None)
+        if keeper is not None:
+            keeper.stop()
 
     def stop(self) -> None:
         """Stop serving (before the actor is killed)."""

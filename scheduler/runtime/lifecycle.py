@@ -248,6 +248,9 @@ def _stop_actors(address: str, local: bool, log: Callable[[str], None]) -> None:
         pass
     except Exception as exc:  # a dead controller must not keep the agents running
         log(f"{CONTROLLER_ACTOR} did not answer: {exc}")
+    from workers.serve.cluster_ingress import delete_ingress
+
+    delete_ingress()  # its replica asks the controller: it goes first
     agents = [n for n in ray.util.list_named_actors() if n.startswith(AGENT_ACTOR_PREFIX)]
     for name in sorted(agents):
         _stop(name, log)

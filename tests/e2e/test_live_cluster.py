@@ -67,6 +67,7 @@ def _cluster(work: Path) -> Iterator[Path]:
     data = yaml.safe_load((REPO / "cluster.yaml").read_text())
     data["state_dir"] = str(work / "state")
     data["controller"] = {"address": f"127.0.0.1:{free_port()}", "metrics_port": free_port()}
+    data["serve"] = {"port": free_port()}
     config = work / "cluster.yaml"
     config.write_text(yaml.safe_dump(data))
     try:
@@ -139,11 +140,28 @@ def test_jobs_run_within_budget_and_a_cut_is_honoured(cluster: Path, tmp_path: P
     jobs = json.loads(ok(greenllm("jobs", "--config", str(cluster), "--json")))["jobs"]
     for job in jobs:
         assert job["energy_j"] > 0 and job["co2e_g"] > 0
+    served = next(j for j in jobs if j["id"] == ids[1])
+    check_endpoint(served)
     for job_id in ids:
         assert (
             json.loads(ok(greenllm("cancel", job_id, "--config", str(cluster), "--json")))["state"]
             == "cancelled"
         )
+
+
+def check_endpoint(job: dict[str, Any]) -> None:
+    """The inference job answers the official OpenAI client on its endpoint (Ray Serve)."""
+    import openai
+
+    assert job["endpoint"] and job["endpoint"].endswith(f"/jobs/{job['id']}/v1"), job
+    assert [r["endpoint"] is not None for r in job["replicas"]] == [True]
+    api = openai.OpenAI(base_url=job["endpoint"], api_key="unused", max_retries=2, timeout=60)
+    assert [m.id for m in api.models.list()] == ["tiny"]
+    chat = api.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=4
+    )
+    assert chat.usage is not None and float(getattr(chat.usage, "energy_j", 0.0)) > 0
+    assert job["work_units"] > 0  # the spec's own load reached the job through the ingress
 
 
 def job_doc(cluster: Path, job_id: str) -> dict[str, Any]:

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 #: Serve application and deployment name.
 APP_NAME = "greenllm-ingress"
+#: Requests the ingress replica handles at once (each replica's queue refuses beyond its
+#: own limit with 429, which the ingress passes on).
+MAX_ONGOING_REQUESTS = 4096
 
 
 class ClusterIngress:
@@ -118,9 +121,9 @@ def deploy_ingress(
     """
     import ray
     from ray import serve
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
+    pin = _pin_resource(ray.nodes(), here)
     shown = host
     if host in ("0.0.0.0", "::"):
         head = [n for n in ray.nodes() if "node:__internal_head__" in n.get("Resources", {})]
@@ -130,16 +133,23 @@ def deploy_ingress(
     deployment = serve.deployment(
         name=APP_NAME,
         num_replicas=1,
-        ray_actor_options={
-            "num_cpus": 0,
-            "scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False),
-        },
+        # An async proxy: Serve's default (5 requests at a time) would queue the rest.
+        max_ongoing_requests=MAX_ONGOING_REQUESTS,
+        ray_actor_options={"num_cpus": 0, "resources": {pin: 0.001}},
     )(serve.ingress()(ClusterIngress))
     app = deployment.bind(
         config.model_dump(mode="json"), controller_address, token, public_url, True, ca_pem
     )
     serve.run(app, name=APP_NAME, route_prefix="/")
     return public_url
+
+
+def _pin_resource(nodes: list[dict[str, Any]], node_id: str) -> str:
+    """A resource only Ray node ``node_id`` has (Serve takes resources, not node affinity):
+    its greenllm node pin on a local cluster, else ``node:<its address>``."""
+    me = next(n for n in nodes if n["NodeID"] == node_id)
+    pins = [r for r in me["Resources"] if r.startswith("greenllm-node:")]
+    return pins[0] if pins else f"node:{me['NodeManagerAddress']}"
 
 
 def delete_ingress() -> None:
