@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
+from greenllm.config import ClusterConfig
 from greenllm.devices.base import GPU, UNAVAILABLE, GPUSample
+from greenllm.devices.catalog import find_spec, register_reported_spec, spec_from_reported
 from greenllm.errors import (
     DeviceError,
     DeviceNotSupportedError,
@@ -30,6 +32,36 @@ def _or(read: Callable[[], float], fallback: float, what: str, gpu: GPU) -> floa
     except DeviceError as exc:
         log.warning("GPU %d: %s unavailable for the inventory: %s", gpu.index, what, exc)
         return fallback
+
+
+def failsafe_limit_w(config: ClusterConfig, gpu: GPU) -> float:
+    """The fail-safe limit this GPU holds without a controller, watts: its share of the
+    config's usable budget (:meth:`ClusterConfig.failsafe_limit_w`), within the range it
+    reports. A type the catalog does not know is first made known from what it reports
+    (:func:`~greenllm.devices.catalog.spec_from_reported`), so an agent on a new GPU model
+    starts instead of failing.
+
+    Raises:
+        DeviceError: Its power-limit range cannot be read.
+    """
+    c = gpu.power_limit_constraints()
+    if find_spec(gpu.gpu_type) is None:
+        try:
+            clocks = gpu.supported_sm_clocks_mhz()
+        except DeviceError:
+            clocks = []
+        register_reported_spec(
+            spec_from_reported(
+                gpu.gpu_type,
+                c.min_power_limit_w,
+                c.max_power_limit_w,
+                c.default_power_limit_w,
+                clocks,
+                _or(gpu.memory_total_mib, 0.0, "memory size", gpu),
+            )
+        )
+    share_w = config.failsafe_limit_w(gpu.gpu_type)
+    return min(c.max_power_limit_w, max(c.min_power_limit_w, share_w))
 
 
 def inventory(
