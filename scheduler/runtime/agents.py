@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from greenllm.config import NodeConfig
+from greenllm.config import ClusterConfig, NodeConfig
 from greenllm.errors import GreenllmError
 from greenllm.rpc.auth import Tokens
 from greenllm.rpc.locate import RAY_NAMESPACE
@@ -30,6 +30,9 @@ AGENT_ACTOR_PREFIX = "greenllm-agent-"
 POLL_S = 2.0
 #: How long an existing agent actor may take to say which node it runs on, seconds.
 INFO_TIMEOUT_S = 10.0
+#: The fail-safe limit handed to an agent whose GPUs cluster.yaml does not list, watts:
+#: below every GPU's range, so each of its GPUs boots at its minimum limit.
+MIN_BOOT_LIMIT_W = 1.0
 
 
 def agent_actor_class() -> Any:
@@ -38,6 +41,27 @@ def agent_actor_class() -> Any:
         if ep.name == "agent":
             return ep.load()
     raise GreenllmError("no agent runtime is installed (entry point greenllm.runtime:agent)")
+
+
+def agent_config(config: ClusterConfig, node: str, strip_tls: bool) -> ClusterConfig:
+    """The config the agent of ``node`` gets.
+
+    Args:
+        config: The controller's config.
+        node: The agent's node.
+        strip_tls: Leave out ``auth.tls`` (its paths exist on the controller's machine only;
+            the CA goes along instead).
+
+    A node whose GPUs cluster.yaml does not list (an NVML node, or one discovered) has no
+    static share of the budget: unless ``failsafe.limit_w`` is set, its GPUs boot at their
+    minimum limits until the controller sends their share.
+    """
+    update: dict[str, Any] = {}
+    if strip_tls:
+        update["auth"] = config.auth.model_copy(update={"tls": None})
+    if not config.node(node).gpus and config.failsafe.limit_w is None:
+        update["failsafe"] = config.failsafe.model_copy(update={"limit_w": MIN_BOOT_LIMIT_W})
+    return config.model_copy(update=update)
 
 
 @dataclass(frozen=True)
@@ -63,7 +87,7 @@ class AgentWatcher:
 
     Args:
         nodes: The node map (shared with the controller actor, under ``lock``).
-        handoff: Builds what a new agent gets (called when one is started).
+        handoff: Builds what the agent of a node gets (called when it is started).
         on_new_nodes: Told of nodes discovered, before their agents start.
         lock: Guards ``nodes``.
         poll_s: Seconds between polls.
@@ -72,7 +96,7 @@ class AgentWatcher:
     def __init__(
         self,
         nodes: NodeMap,
-        handoff: Callable[[], Handoff],
+        handoff: Callable[[str], Handoff],
         on_new_nodes: Callable[[list[NodeConfig]], None],
         lock: threading.RLock,
         poll_s: float = POLL_S,
@@ -148,7 +172,7 @@ class AgentWatcher:
             log.warning("agent %s belongs to a Ray node that is gone; replacing it", actor_name)
             ray.kill(existing, no_restart=True)
             return  # its name is free by the next poll
-        handoff = self._handoff()
+        handoff = self._handoff(name)
         token = handoff.tokens.node(name) if handoff.tokens is not None else None
         try:
             agent_actor_class().options(

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from greenllm.config import parse_cluster_config
 from greenllm.errors import ConfigError
 from greenllm.rpc.tls import ensure_ca, issue_server_cert
+from scheduler.runtime.agents import agent_config
 from scheduler.runtime.listen import plan_listen
 from scheduler.runtime.nodemap import NodeMap, RayNode, name_from, ray_nodes
 
@@ -155,3 +156,22 @@ def test_the_ca_is_made_once_and_signs_the_controller(tmp_path) -> None:
     names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["box"]
     assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.0.0.1")]
+
+
+def test_an_agent_gets_the_config_without_tls_paths_and_a_safe_boot(tmp_path) -> None:
+    tls = {"cert_file": str(tmp_path / "c.pem"), "key_file": str(tmp_path / "k.pem")}
+    cfg = config(
+        [{"name": "sim", "gpus": SIM}, {"name": "real", "backend": "nvml"}],
+        auth={"enabled": True, "tls": tls},
+    )
+    sim = agent_config(cfg, "sim", strip_tls=True)
+    assert sim.auth.tls is None and sim.auth.enabled and sim.failsafe.limit_w is None
+    assert sim.failsafe_limit_w("L4") == cfg.failsafe_limit_w("L4")  # its static share
+    real = agent_config(cfg, "real", strip_tls=False)
+    assert real.auth.tls == cfg.auth.tls
+    # GPUs the config does not list have no share: they boot at their minimum limit
+    assert real.failsafe_limit_w("A100-SXM4") == 100.0 and real.failsafe_limit_w("L4") == 40.0
+    fixed = parse_cluster_config(
+        {**cfg.model_dump(mode="json"), "failsafe": {"timeout_s": 5, "limit_w": 250}}
+    )
+    assert agent_config(fixed, "real", strip_tls=False).failsafe.limit_w == 250
