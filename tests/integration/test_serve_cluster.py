@@ -207,3 +207,48 @@ def test_429_when_every_replica_is_full_and_a_lost_replica_ends_the_stream(
             if pieces == 3:
                 cluster.client.cancel_job(job_id)  # the replica stops with requests in flight
     assert pieces >= 3
+
+
+def test_min_energy_drains_a_replica_without_dropping_a_request(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, policy="min-energy")
+    try:
+        job_id = submit(cluster, {**CHAT, "min_shards": 1})
+        api = api_of(cluster.job(job_id))
+        answered: list[int] = []
+        failed: list[str] = []
+        stop = threading.Event()
+
+        def client_loop() -> None:  # one request after another, as a chat user would
+            while not stop.is_set():
+                try:
+                    done = api.completions.create(
+                        model="tiny", prompt="Hi", max_tokens=6, extra_body={"ignore_eos": True}
+                    )
+                    answered.append(done.usage.completion_tokens if done.usage else 0)
+                except openai.APIError as exc:
+                    failed.append(repr(exc))
+
+        users = [threading.Thread(target=client_loop) for _ in range(3)]
+        for u in users:
+            u.start()
+
+        def drained() -> bool:
+            weights = [r.load_weight for r in cluster.job(job_id).replicas]
+            return sorted(weights) == [0.0, 1.0]
+
+        wait_for(drained, 60, "one replica drained")
+        during = len(answered)
+        time.sleep(2.0)  # requests keep coming: all to the replica that serves
+        stop.set()
+        for u in users:
+            u.join(60)
+        assert not failed, failed[:3]
+        assert len(answered) > during and all(n == 6 for n in answered)
+        status = cluster.client.get_status()
+        parked = [r for r in cluster.job(job_id).replicas if r.load_weight == 0.0]
+        gpu = next(g for n in status.nodes for g in n.gpus if g.index == parked[0].gpu_index)
+        assert gpu.power_limit_w <= 200.0 + 1e-6  # parked at the H100's lowest limit
+        events = [e.kind for e in cluster.client.job_events(job_id)]
+        assert any("replica" in k for k in events), events
+    finally:
+        cluster.stop()
