@@ -134,7 +134,14 @@ class FailsafeConfig(_Strict):
 
 
 class TLSConfig(_Strict):
-    """Optional TLS for the controller's gRPC port (paths to PEM files)."""
+    """Optional TLS for the controller's gRPC port (paths to PEM files).
+
+    Attributes:
+        cert_file: The controller's certificate chain.
+        key_file: Its private key.
+        ca_file: The CA that signed it, which agents and clients trust (None: the system's
+            trust store).
+    """
 
     cert_file: Path
     key_file: Path
@@ -142,7 +149,13 @@ class TLSConfig(_Strict):
 
 
 class AuthConfig(_Strict):
-    """Bearer-token auth. Tokens live in ``<state_dir>/tokens`` (mode 0600)."""
+    """Bearer-token auth. Tokens live in ``<state_dir>/tokens`` (mode 0600).
+
+    Attributes:
+        enabled: Require tokens: the operator's for the cluster API, each node's own for
+            the agent API.
+        tls: TLS for the controller's port (None: plaintext, for loopback only).
+    """
 
     enabled: bool = True
     tls: TLSConfig | None = None
@@ -203,7 +216,23 @@ class CarbonConfig(_Strict):
 
 
 class ClusterConfig(_Strict):
-    """The whole of cluster.yaml."""
+    """The whole of cluster.yaml.
+
+    Attributes:
+        name: The cluster's name (a client finds its controller through Ray by it).
+        nodes: The nodes and their GPUs.
+        budget: Power budget and reserve.
+        policy: Allocation policy (``greenllm policy list``).
+        control_period_s: Seconds between control steps.
+        telemetry_interval_s: Seconds between GPU samples on each agent.
+        failsafe: What agents do without a controller.
+        state_dir: Where the controller keeps its database, tokens and endpoint.
+        storage_path: Where training jobs keep checkpoints (see its description).
+        auth: Tokens and TLS.
+        controller: Where the controller listens, and its metrics port.
+        serve: The inference ingress.
+        carbon: Grid intensity and PUE for CO2e.
+    """
 
     name: str = "greenllm"
     nodes: list[NodeConfig] = Field(min_length=1)
