@@ -137,10 +137,11 @@ class TLSConfig(_Strict):
     """Optional TLS for the controller's gRPC port (paths to PEM files).
 
     Attributes:
-        cert_file: The controller's certificate chain.
-        key_file: Its private key.
-        ca_file: The CA that signed it, which agents and clients trust (None: the system's
-            trust store).
+        cert_file: The controller's certificate, PEM.
+        key_file: Its private key, PEM.
+        ca_file: The CA that signed the controller's certificate, which clients trust;
+            with it, clients must also present a certificate it signed (null: clients trust
+            the controller's own certificate and present none).
     """
 
     cert_file: Path
@@ -152,9 +153,9 @@ class AuthConfig(_Strict):
     """Bearer-token auth. Tokens live in ``<state_dir>/tokens`` (mode 0600).
 
     Attributes:
-        enabled: Require tokens: the operator's for the cluster API, each node's own for
-            the agent API.
-        tls: TLS for the controller's port (None: plaintext, for loopback only).
+        enabled: Require a bearer token on every call (tokens in ``<state_dir>/tokens``):
+            the operator's for the cluster API, each node's own for the agent API.
+        tls: TLS for the controller's gRPC port (null: plaintext).
     """
 
     enabled: bool = True
@@ -219,19 +220,20 @@ class ClusterConfig(_Strict):
     """The whole of cluster.yaml.
 
     Attributes:
-        name: The cluster's name (a client finds its controller through Ray by it).
+        name: Cluster name (a client finds its controller through Ray by it).
         nodes: The nodes and their GPUs.
-        budget: Power budget and reserve.
-        policy: Allocation policy (``greenllm policy list``).
-        control_period_s: Seconds between control steps.
+        budget: The global power budget and reserve.
+        policy: Allocation policy (``greenllm policy list``, docs/policies.md).
+        control_period_s: Seconds between control steps (decide() calls).
         telemetry_interval_s: Seconds between GPU samples on each agent.
-        failsafe: What agents do without a controller.
-        state_dir: Where the controller keeps its database, tokens and endpoint.
+        failsafe: What an agent does when it loses the controller.
+        state_dir: Folder for the controller's state (jobs, ledger, tokens, endpoint);
+            relative paths are taken from the file's folder.
         storage_path: Where training jobs keep checkpoints (see its description).
-        auth: Tokens and TLS.
+        auth: Bearer-token auth and optional TLS.
         controller: Where the controller listens, and its metrics port.
         serve: The inference ingress.
-        carbon: Grid intensity and PUE for CO2e.
+        carbon: Carbon accounting (grid intensity, PUE).
     """
 
     name: str = "greenllm"
