@@ -161,6 +161,9 @@ def model_reference(
     out: list[str] = []
     for m in nested_models(model):
         prose, attrs = docstring_parts(m)
+        for base in m.__mro__[1:]:  # fields a subclass inherits keep their base's meaning
+            if isinstance(base, type) and issubclass(base, BaseModel):
+                attrs = {**docstring_parts(base)[1], **attrs}
         title = root_name if m is model else m.__name__
         out += [f"### {title}", "", f'<a id="{m.__name__.lower()}"></a>', ""]
         if prose:

@@ -30,7 +30,13 @@ class _Strict(BaseModel):
 
 
 class SimNode(_Strict):
-    """A node, or ``count`` identical nodes named ``NAME-0 .. NAME-(count-1)``."""
+    """A node, or ``count`` identical nodes named ``NAME-0 .. NAME-(count-1)``.
+
+    Attributes:
+        name: Node name (the prefix of the names when ``count`` > 1).
+        count: How many identical nodes this entry stands for.
+        gpus: The GPUs of one such node, by type and count.
+    """
 
     name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     count: int = Field(default=1, ge=1, le=100_000)
@@ -46,7 +52,13 @@ class SimNode(_Strict):
 
 
 class BudgetChange(_Strict):
-    """At ``t_s``, the budget becomes ``budget_w`` or ``frac_of_tdp`` times the summed TDP."""
+    """At ``t_s``, the budget becomes ``budget_w`` or ``frac_of_tdp`` times the summed TDP.
+
+    Attributes:
+        t_s: When the budget changes, seconds of virtual time.
+        budget_w: The new budget, watts (give this or ``frac_of_tdp``).
+        frac_of_tdp: The new budget as a fraction of the GPUs' summed TDP.
+    """
 
     t_s: float = Field(ge=0, allow_inf_nan=False)
     budget_w: float | None = Field(default=None, gt=0, allow_inf_nan=False)
@@ -64,7 +76,15 @@ class BudgetChange(_Strict):
 
 
 class SimBudget(_Strict):
-    """The budget: initial value (``budget_w`` or ``frac_of_tdp``), reserve, schedule."""
+    """The budget: initial value (``budget_w`` or ``frac_of_tdp``), reserve, schedule.
+
+    Attributes:
+        budget_w: The budget at the start, watts (give this or ``frac_of_tdp``).
+        frac_of_tdp: The budget at the start as a fraction of the GPUs' summed TDP.
+        reserve_w: Kept back from the GPUs: their limits sum to at most budget - reserve,
+            watts.
+        schedule: Later changes of the budget, in time order.
+    """
 
     budget_w: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     frac_of_tdp: float | None = Field(default=None, gt=0, le=2, allow_inf_nan=False)
@@ -100,7 +120,11 @@ class SimFields(_Strict):
 
 
 class ScenarioJob(JobSpec):
-    """A job spec (what ``greenllm submit`` takes) plus the simulation-only ``sim`` fields."""
+    """A job spec (what ``greenllm submit`` takes) plus the simulation-only ``sim`` fields.
+
+    Attributes:
+        sim: What only the simulator needs (copies, arrival time, true size, total work).
+    """
 
     sim: SimFields = SimFields()
 
@@ -142,6 +166,13 @@ class Failure(_Strict):
     ``recover_s``), ``partition`` (its agent and GPUs run on but cannot reach the
     controller), ``agent_restart`` (only its agent process restarts, at ``at_s``), or
     ``refuse_lowering`` (its GPUs refuse limits below ``below_w`` until ``recover_s``).
+
+    Attributes:
+        node: The node that fails (a name the scenario's nodes give).
+        kind: ``crash``, ``partition``, ``agent_restart`` or ``refuse_lowering``.
+        at_s: When it fails, seconds of virtual time.
+        recover_s: When it comes back, seconds (null: never).
+        below_w: ``refuse_lowering``: limits below this are refused, watts.
     """
 
     node: str
@@ -160,7 +191,12 @@ class Failure(_Strict):
 
 
 class ControllerRestart(_Strict):
-    """The controller is killed at ``at_s`` and a new one starts ``down_s`` later."""
+    """The controller is killed at ``at_s`` and a new one starts ``down_s`` later.
+
+    Attributes:
+        at_s: When the controller is killed, seconds of virtual time.
+        down_s: How long no controller runs, seconds.
+    """
 
     at_s: float = Field(ge=0, allow_inf_nan=False)
     down_s: float = Field(default=1.0, ge=0, allow_inf_nan=False)
@@ -208,7 +244,20 @@ class ControlPlane(_Strict):
 
 
 class Scenario(_Strict):
-    """A whole scenario file."""
+    """A whole scenario file.
+
+    Attributes:
+        name: Scenario name (in the outputs).
+        duration_s: Seconds of virtual time to simulate.
+        seed: Seed of every random draw (arrivals, noise, delays).
+        policy: Allocation policy (``greenllm policy list``).
+        nodes: The nodes and their GPUs.
+        budget: The budget, its reserve and its schedule.
+        jobs: The jobs: job specs as ``greenllm submit`` takes them, plus a ``sim`` section.
+        failures: Node failures to inject.
+        controller_restarts: Controller restarts to inject.
+        control: How the simulated control plane behaves (periods, delays, timeouts).
+    """
 
     name: str = "scenario"
     duration_s: float = Field(gt=0, le=1e7, allow_inf_nan=False)
