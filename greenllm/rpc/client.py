@@ -44,7 +44,7 @@ def describe_rpc_error(exc: grpc.RpcError, address: str) -> ControllerError:
     if code == grpc.StatusCode.UNAVAILABLE and details.startswith(SERVER_UNAVAILABLE):
         msg = f"controller at {address}: {details}"
     elif code == grpc.StatusCode.UNAVAILABLE:
-        msg = f"controller at {address} is unreachable (is `greenllm controller` running?)"
+        msg = f"no controller answers at {address} (start one with `greenllm up`)"
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
         msg = f"controller at {address} did not answer in time"
     elif code == grpc.StatusCode.UNAUTHENTICATED:

@@ -174,6 +174,6 @@ def test_unreachable_controller_is_one_line(config_path, config) -> None:
     )
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
-        f"greenllm: error: controller at {config.controller.address} is unreachable "
-        "(is `greenllm controller` running?)"
+        f"greenllm: error: no controller answers at {config.controller.address} "
+        "(start one with `greenllm up`)"
     ]
