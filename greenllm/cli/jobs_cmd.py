@@ -1,19 +1,9 @@
-"""``greenllm submit``, ``jobs``, ``cancel`` and ``logs``: jobs on a running cluster.
-
-A training job's working directory reaches every node the way Ray Jobs ships it: when the
-cluster runs on Ray (``greenllm up`` wrote ``<state_dir>/runtime.json``), ``submit``
-packages the folder with Ray's own packaging into Ray's GCS and puts the package URI
-(``gcs://_ray_pkg_<hash>.zip``) in the spec; each agent has Ray unpack it on its node.
-Otherwise the agents use the folder as it is (one machine, or a path shared by all).
-"""
+"""``greenllm submit``, ``jobs`` and ``cancel``: jobs on a running cluster (``logs`` is in
+:mod:`greenllm.cli.logs_cmd`; how a working directory reaches the nodes, in
+:mod:`greenllm.cli.workdir`)."""
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,76 +12,20 @@ import click
 
 from greenllm.cli.options import CONFIG_OPTION, JSON_OPTION
 from greenllm.cli.output import emit_json, print_table
+from greenllm.cli.workdir import ship_working_dir
 from greenllm.config import ClusterConfig, default_config_path, load_cluster_config
 from greenllm.energy.carbon import GridIntensity, carbon_g
-from greenllm.errors import ConfigError, GreenllmError
-from greenllm.jobspec import JobSpec, is_package_uri, load_job_spec, parse_job_spec
+from greenllm.errors import ConfigError
+from greenllm.jobspec import JobSpec, load_job_spec, parse_job_spec
 from greenllm.proto.v1 import cluster_pb2
 from greenllm.rpc.client import ClusterClient
 
-#: Job states after which a job's output no longer grows.
-ENDED_STATES = ("done", "failed", "cancelled")
-#: Bytes asked per GetJobLogs call.
-LOG_READ_BYTES = 256 * 1024
+__all__ = ["job_document", "pacing_fields", "serving_fields", "ship_working_dir", "throughput_of"]
 
 
-def _client(config_path: Path | None) -> tuple[ClusterConfig, ClusterClient]:
+def client_for(config_path: Path | None) -> tuple[ClusterConfig, ClusterClient]:
     config = load_cluster_config(config_path or default_config_path())
     return config, ClusterClient(config)
-
-
-def ray_address(config: ClusterConfig) -> str | None:
-    """The Ray cluster greenllm runs on (from ``<state_dir>/runtime.json``), if any."""
-    try:
-        doc = json.loads((config.state_dir / "runtime.json").read_text())
-    except (OSError, ValueError):
-        return None
-    address = doc.get("address") if isinstance(doc, dict) else None
-    return address if isinstance(address, str) and address else None
-
-
-def upload_to_ray(folder: Path, address: str) -> str:
-    """Package ``folder`` into the GCS of the Ray cluster at ``address`` (as ``ray job
-    submit`` does: .gitignore and Ray's default excludes apply); returns its URI.
-
-    Raises:
-        GreenllmError: The upload failed (one line).
-    """
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
-
-    quiet = logging.getLogger("greenllm.upload")
-    quiet.setLevel(logging.ERROR)
-    started = not ray.is_initialized()
-    try:
-        if started:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
-        with tempfile.TemporaryDirectory(prefix="greenllm-pkg-") as scratch:
-            env = upload_working_dir_if_needed(
-                {"working_dir": str(folder)}, True, scratch_dir=scratch, logger=quiet
-            )
-    except Exception as exc:  # Ray's errors carry tracebacks: keep one line
-        lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-        raise GreenllmError(f"cannot upload {folder} to Ray at {address}: {lines[-1]}") from None
-    finally:
-        if started and ray.is_initialized():
-            ray.shutdown()
-    return str(env["working_dir"])
-
-
-def ship_working_dir(spec: JobSpec, config: ClusterConfig) -> JobSpec:
-    """``spec`` with its local ``train.working_dir`` uploaded to the cluster's Ray (when it
-    runs on Ray) and replaced by the package URI."""
-    train = spec.train
-    if train is None or not train.working_dir or is_package_uri(train.working_dir):
-        return spec
-    address = ray_address(config)
-    if address is None:
-        return spec
-    uri = upload_to_ray(Path(train.working_dir), address)
-    return spec.model_copy(update={"train": train.model_copy(update={"working_dir": uri})})
 
 
 def throughput_of(job: cluster_pb2.Job) -> float | None:
@@ -232,7 +166,7 @@ def submit(
         raise ConfigError("submit: give one JOB_FILE, or --name NAME and -- CMD ARGS")
     else:
         spec = load_job_spec(words[0])
-    config, client = _client(config_path)
+    config, client = client_for(config_path)
     spec = ship_working_dir(spec, config)
     with client:
         job = client.submit_job(spec.model_dump_json())
@@ -247,7 +181,7 @@ def submit(
 @JSON_OPTION
 def jobs(config_path: Path | None, as_json: bool) -> None:
     """List jobs with their throughput, energy, J per unit and CO2e."""
-    config, client = _client(config_path)
+    config, client = client_for(config_path)
     with client:
         docs = [job_document(j, config) for j in client.list_jobs()]
     if as_json:
@@ -279,7 +213,7 @@ def jobs(config_path: Path | None, as_json: bool) -> None:
 @JSON_OPTION
 def cancel(job_id: str, config_path: Path | None, as_json: bool) -> None:
     """Cancel JOB_ID: stop its shards and free its GPUs."""
-    config, client = _client(config_path)
+    config, client = client_for(config_path)
     with client:
         job = client.cancel_job(job_id)
     if as_json:
@@ -288,109 +222,9 @@ def cancel(job_id: str, config_path: Path | None, as_json: bool) -> None:
         click.echo(f"{job.id}: {job.state}")
 
 
-@click.command("logs")
-@click.argument("job_id")
-@click.option("--rank", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Which rank (training) or replica (inference).")  # fmt: skip
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the job ends.")
-@click.option("--events", is_flag=True, help="Show the job's event log instead of its output.")
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
-    help="With --events: show at most this many events, the newest.",
-)
-@CONFIG_OPTION
-@JSON_OPTION
-def logs(
-    job_id: str,
-    rank: int,
-    follow: bool,
-    events: bool,
-    limit: int,
-    config_path: Path | None,
-    as_json: bool,
-) -> None:
-    """Show the output (stdout and stderr) of one rank of JOB_ID, kept across restarts (the
-    newest 10 MB); --follow keeps printing until the job ends or Ctrl-C. With --events: the
-    job's event log (submitted, placed, running, restarts, and how it ended)."""
-    if follow and (as_json or events):
-        raise click.UsageError("--follow prints text: leave out --json and --events")
-    _, client = _client(config_path)
-    with client:
-        if events:
-            _print_events(client, job_id, limit, as_json)
-        elif follow:
-            _follow(client, job_id, rank)
-        else:
-            _print_output(client, job_id, rank, as_json)
-
-
-def _print_events(client: ClusterClient, job_id: str, limit: int, as_json: bool) -> None:
-    events = client.job_events(job_id, limit)
-    docs = [
-        {
-            "timestamp_s": e.timestamp_s,
-            "kind": e.kind,
-            "message": e.message,
-            "entity": e.entity,
-            "key": e.key,
-            "old": e.old,
-        }
-        for e in events
-    ]
-    if as_json:
-        emit_json({"job_id": job_id, "events": docs})
-        return
-    for e in events:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.timestamp_s))
-        click.echo(f"{stamp}  {e.kind:<10} {e.message}")
-
-
-def _read_all(client: ClusterClient, job_id: str, rank: int, offset: int) -> tuple[bytes, int, Any]:
-    """Everything kept from ``offset``: (data, next offset, last response)."""
-    parts = []
-    while True:
-        got = client.get_job_logs(job_id, rank, offset, LOG_READ_BYTES)
-        parts.append(got.data)
-        offset = got.next_offset
-        if len(got.data) < LOG_READ_BYTES:
-            return b"".join(parts), offset, got
-
-
-def _print_output(client: ClusterClient, job_id: str, rank: int, as_json: bool) -> None:
-    data, offset, last = _read_all(client, job_id, rank, 0)
-    if as_json:
-        emit_json(
-            {"job_id": job_id, "rank": rank, "generation": last.generation,
-             "next_offset": offset, "size": last.size,
-             "output": data.decode("utf-8", "replace")}
-        )  # fmt: skip
-        return
-    sys.stdout.buffer.write(data)
-    sys.stdout.flush()
-
-
-def _follow(client: ClusterClient, job_id: str, rank: int, poll_s: float = 0.5) -> None:
-    """Print new output as it comes; stop (after a last look) once the job has ended."""
-    offset, ended_at_s = 0, None
-    try:
-        while True:
-            data, offset, _ = _read_all(client, job_id, rank, offset)
-            if data:
-                sys.stdout.buffer.write(data)
-                sys.stdout.flush()
-            if ended_at_s is None and client.get_job(job_id).state in ENDED_STATES:
-                ended_at_s = time.monotonic()  # its last output may still be on its way
-            if ended_at_s is not None and time.monotonic() - ended_at_s > 3 * poll_s:
-                return
-            time.sleep(poll_s)
-    except KeyboardInterrupt:
-        return
-
-
 def register(cli: click.Group) -> None:
     """Add ``submit``, ``jobs``, ``cancel`` and ``logs`` to the CLI."""
+    from greenllm.cli.logs_cmd import logs
+
     for command in (submit, jobs, cancel, logs):
         cli.add_command(command)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from greenllm.cli.jobs_cmd import upload_to_ray
+from greenllm.cli.workdir import upload_to_ray
 from greenllm.devices.simulated import SimulatedGPU
 from greenllm.jobspec import JobSpec
 from workers.shardhost import ShardHost
