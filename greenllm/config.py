@@ -17,11 +17,38 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from greenllm.config_sections import (
+    AuthConfig,
+    BudgetConfig,
+    CarbonConfig,
+    ControllerConfig,
+    FailsafeConfig,
+    ServeConfig,
+    TLSConfig,
+)
 from greenllm.devices.catalog import get_spec
 from greenllm.errors import ConfigError, GreenllmError
 from greenllm.loading import format_validation_error as format_validation_error
 from greenllm.loading import load_yaml_mapping as load_yaml_mapping
 from greenllm.loading import validate as validate
+
+__all__ = [
+    "AuthConfig",
+    "BudgetConfig",
+    "CarbonConfig",
+    "ClusterConfig",
+    "ControllerConfig",
+    "FailsafeConfig",
+    "GPUGroup",
+    "NodeConfig",
+    "NodeMatch",
+    "ServeConfig",
+    "TLSConfig",
+    "failsafe_shares_w",
+    "load_cluster_config",
+    "parse_cluster_config",
+    "registered_policies",
+]
 
 #: Entry-point group under which allocation policies register (see pyproject.toml).
 POLICY_ENTRY_POINT_GROUP = "greenllm.policies"
@@ -103,117 +130,6 @@ class NodeConfig(_Strict):
     def gpu_types(self) -> list[str]:
         """Type of each GPU in index order."""
         return [g.type for g in self.gpus for _ in range(g.count)]
-
-
-class BudgetConfig(_Strict):
-    """The global power budget.
-
-    Attributes:
-        budget_w: Cluster GPU power budget, watts.
-        reserve_w: Headroom kept unallocated, watts: limits sum to at most
-            ``budget_w - reserve_w``.
-    """
-
-    budget_w: float = Field(gt=0, allow_inf_nan=False)
-    reserve_w: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-
-
-class FailsafeConfig(_Strict):
-    """What an agent does when it loses the controller.
-
-    Attributes:
-        timeout_s: Seconds without the controller before the agent acts.
-        limit_w: Per-GPU fail-safe power limit, watts; None means the GPU's static
-            share of the budget (its minimum limit plus its part of what the minimums
-            leave, in proportion to its limit range; the shares sum to at most
-            ``budget - reserve``).
-    """
-
-    timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
-    limit_w: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-
-
-class TLSConfig(_Strict):
-    """Optional TLS for the controller's gRPC port (paths to PEM files).
-
-    Attributes:
-        cert_file: The controller's certificate, PEM.
-        key_file: Its private key, PEM.
-        ca_file: The CA that signed the controller's certificate, which clients trust;
-            with it, clients must also present a certificate it signed (null: clients trust
-            the controller's own certificate and present none).
-    """
-
-    cert_file: Path
-    key_file: Path
-    ca_file: Path | None = None
-
-
-class AuthConfig(_Strict):
-    """Bearer-token auth. Tokens live in ``<state_dir>/tokens`` (mode 0600).
-
-    Attributes:
-        enabled: Require a bearer token on every call (tokens in ``<state_dir>/tokens``):
-            the operator's for the cluster API, each node's own for the agent API.
-        tls: TLS for the controller's gRPC port (null: plaintext).
-    """
-
-    enabled: bool = True
-    tls: TLSConfig | None = None
-
-
-class ControllerConfig(_Strict):
-    """Where the controller listens.
-
-    Attributes:
-        address: ``host:port`` of its gRPC server.
-        metrics_port: Port of its Prometheus endpoint (0 disables it).
-        metrics_address: Host its Prometheus endpoint listens on (e.g. ``0.0.0.0`` for a
-            Prometheus on another machine); None: the host of ``address``.
-    """
-
-    address: str = "127.0.0.1:50051"
-    metrics_port: int = Field(default=9464, ge=0, le=65535)
-    metrics_address: str | None = Field(default=None, min_length=1, pattern=r"^[^\s/]+$")
-
-    @field_validator("address")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"expected host:port, got {value!r}")
-        return value
-
-
-class ServeConfig(_Strict):
-    """Where inference jobs are served: the ingress, a Ray Serve application that
-    ``greenllm up`` starts when the first inference job is placed. Job ``J``'s
-    OpenAI-compatible API is then ``http://HOST:PORT/jobs/J/v1``.
-
-    Attributes:
-        enabled: Start the ingress for inference jobs.
-        host: Address Serve's HTTP proxy listens on (``0.0.0.0``: every interface; the
-            endpoint shown then names the controller's address).
-        port: Its port.
-    """
-
-    enabled: bool = True
-    host: str = Field(default="127.0.0.1", min_length=1, pattern=r"^[^\s/]+$")
-    port: int = Field(default=8000, ge=1, le=65535)
-
-
-class CarbonConfig(_Strict):
-    """Carbon accounting.
-
-    Attributes:
-        region: Grid region key of the shipped intensity table (``world`` by default).
-        pue: Power usage effectiveness of the facility (>= 1).
-        intensity_file: Optional CSV time series of grid intensity, overriding ``region``.
-    """
-
-    region: str = "world"
-    pue: float = Field(default=1.2, ge=1.0, le=3.0)
-    intensity_file: Path | None = None
 
 
 class ClusterConfig(_Strict):
