@@ -14,10 +14,14 @@ import math
 from dataclasses import dataclass
 
 import grpc
-import numpy as np
 
-from greenllm.devices.catalog import find_spec, register_reported_spec, spec_for_inventory
 from greenllm.proto.v1 import agent_pb2
+from scheduler.shell.agent_checks import (
+    check_columns,
+    finite,
+    planned_gpu_type,
+    reject,
+)
 from scheduler.shell.errors import BadInput
 from scheduler.shell.nodes import GpuReading, GpuRecord, NodeRecord, ShardReport
 from scheduler.shell.ports import Session
@@ -28,27 +32,6 @@ STALE_MESSAGE_INTERVALS = 3
 MAX_MESSAGE_INTERVAL_S = 60.0
 #: Slack when comparing limits, watts.
 EPS_W = 1e-6
-#: Columns of ``GpuSamples`` after ``index``, in :class:`GpuReading` order.
-COLUMNS = GpuReading._fields
-#: A reading the agent could not take (greenllm.devices.base.UNAVAILABLE).
-UNAVAILABLE = -1.0
-#: Bounds of each column (inclusive); NaN fails every bound. -1 is "unavailable" where a
-#: field may be. Power and power limit are bounded per GPU too (its absurd-power cap, its
-#: reported limit range).
-SAMPLE_BOUNDS: dict[str, tuple[float, float]] = {
-    "timestamp_s": (0.0, 1e11),
-    "power_w": (UNAVAILABLE, math.inf),
-    "power_limit_w": (UNAVAILABLE, math.inf),
-    "energy_j": (0.0, 1e18),
-    "sm_clock_mhz": (UNAVAILABLE, 10_000.0),
-    "utilization_pct": (-1.0, 100.0),
-    "temperature_c": (-50.0, 200.0),
-    "memory_used_mib": (-1.0, 1e7),
-}
-_POWER = COLUMNS.index("power_w")
-_LIMIT = COLUMNS.index("power_limit_w")
-_LO = np.array([[SAMPLE_BOUNDS[c][0]] for c in COLUMNS])
-_HI = np.array([[SAMPLE_BOUNDS[c][1]] for c in COLUMNS])
 
 
 @dataclass(frozen=True)
@@ -87,44 +70,6 @@ class AckResult:
     refused_lowering: bool
 
 
-def _reject(
-    node: str, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
-) -> BadInput:
-    return BadInput(code, f"node {node}: {message}")
-
-
-def _gpu_type(node: str, g: agent_pb2.GpuInfo) -> str:
-    """The type a reported GPU is planned as: its catalog type, or, for a type the catalog
-    does not know, one whose prior is scaled from what it reported (registered for the
-    planner).
-
-    Raises:
-        BadInput: INVALID_ARGUMENT when an unknown type's report cannot make a prior.
-    """
-    spec = find_spec(g.type)
-    if spec is not None:
-        return spec.name
-    if not g.type or len(g.type) > 128:
-        raise _reject(node, f"GPU {g.index}: type {g.type[:40]!r} is empty or too long")
-    try:
-        spec = spec_for_inventory(
-            g.type,
-            g.min_power_limit_w,
-            g.max_power_limit_w,
-            g.default_power_limit_w or g.max_power_limit_w,
-            [c for c in (g.min_sm_clock_mhz, g.max_sm_clock_mhz) if c > 0],
-            g.memory_total_mib,
-        )
-    except ValueError as exc:
-        raise _reject(node, f"GPU {g.index} ({g.type}): {exc}") from None
-    register_reported_spec(spec)
-    return spec.name
-
-
-def _finite(*values: float) -> bool:
-    return all(math.isfinite(v) for v in values)
-
-
 class Ledger:
     """Nodes, their GPUs and the commands in flight to them (one event loop, no locks).
 
@@ -149,12 +94,12 @@ class Ledger:
         """
         infos = sorted(msg.gpus, key=lambda g: g.index)
         if not infos or [g.index for g in infos] != list(range(len(infos))):
-            raise _reject(
+            raise reject(
                 node.name, f"GPU indices must be 0..n-1, got {[g.index for g in msg.gpus]}"
             )
         types = [g.type for g in infos]
         if node.config_gpu_types and types != node.config_gpu_types:
-            raise _reject(
+            raise reject(
                 node.name,
                 f"reported GPUs {types} differ from the config's {node.config_gpu_types}",
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -167,13 +112,13 @@ class Ledger:
                 g.power_limit_w,
                 g.failsafe_limit_w,
             )
-            if not (_finite(lo, hi, now_w, fs_w) and 0 < lo <= now_w <= hi < 1e5):
-                raise _reject(
+            if not (finite(lo, hi, now_w, fs_w) and 0 < lo <= now_w <= hi < 1e5):
+                raise reject(
                     node.name,
                     f"GPU {g.index}: power limit {now_w!r} W outside its range [{lo!r}, {hi!r}] W",
                 )
             if fs_w != 0 and not lo <= fs_w <= hi:
-                raise _reject(
+                raise reject(
                     node.name,
                     f"GPU {g.index}: fail-safe limit {fs_w!r} W outside its range "
                     f"[{lo!r}, {hi!r}] W",
@@ -181,7 +126,7 @@ class Ledger:
             records.append(
                 GpuRecord(
                     index=g.index,
-                    gpu_type=_gpu_type(node.name, g),
+                    gpu_type=planned_gpu_type(node.name, g),
                     uuid=g.uuid,
                     min_power_limit_w=lo,
                     max_power_limit_w=hi,
@@ -224,7 +169,7 @@ class Ledger:
         gpus = self.inventory(node, msg)
         interval_s = msg.telemetry_message_interval_s
         if not (math.isfinite(interval_s) and 0 <= interval_s <= MAX_MESSAGE_INTERVAL_S):
-            raise _reject(
+            raise reject(
                 node.name,
                 f"telemetry_message_interval_s {interval_s!r} outside "
                 f"[0, {MAX_MESSAGE_INTERVAL_S:g}]",
@@ -286,7 +231,7 @@ class Ledger:
         cols = batch.gpus
         readings = 0
         if len(cols.index):
-            gpu_indices, values = _check_columns(node, cols)
+            gpu_indices, values = check_columns(node, cols)
             readings = len(cols.index)
             for i, row in zip(gpu_indices, values.T.tolist(), strict=True):
                 gpu = node.gpus[i]
@@ -298,13 +243,13 @@ class Ledger:
                     gpu.limit_since = (reading.power_limit_w, now_s)
         for sh in batch.shards:
             if not (
-                _finite(sh.work_units, sh.offered_units, sh.queued_units, sh.timestamp_s)
+                finite(sh.work_units, sh.offered_units, sh.queued_units, sh.timestamp_s)
                 and sh.work_units >= 0
                 and sh.offered_units >= 0
                 and sh.queued_units >= 0
                 and 0.0 <= sh.gpu_wait_fraction <= 1.0
             ):
-                raise _reject(node.name, f"shard {sh.shard_id[:100]!r}: implausible progress")
+                raise reject(node.name, f"shard {sh.shard_id[:100]!r}: implausible progress")
             report = node.shards.get(sh.shard_id)
             if report is None or report.latest.generation != sh.generation:
                 report = node.shards[sh.shard_id] = ShardReport(sh)
@@ -353,7 +298,7 @@ class Ledger:
         """
         cmd = self.pending.get(ack.command_id)
         if cmd is None or cmd.session_id != session.session_id:
-            raise _reject(session.node, f"ack for unknown command {ack.command_id}")
+            raise reject(session.node, f"ack for unknown command {ack.command_id}")
         self._drop(ack.command_id)
         node = self.nodes[cmd.node]
         refused = False
@@ -388,43 +333,3 @@ class Ledger:
         elif cmd.action == "set_failsafe_limits":
             for gpu in node.gpus:
                 gpu.pending_failsafe_w.pop(cid, None)
-
-
-def _check_columns(node: NodeRecord, cols: agent_pb2.GpuSamples) -> tuple[list[int], np.ndarray]:
-    """The newest reading of each GPU in a batch, checked, as an array (one row per column,
-    one column per GPU). Older ticks of the batch are not kept, so they are not read.
-
-    Returns:
-        The GPU index of each column, and the array.
-
-    Raises:
-        BadInput: INVALID_ARGUMENT naming the node, GPU, field and value at fault.
-    """
-    index = list(cols.index)
-    sizes = [len(getattr(cols, name)) for name in COLUMNS]
-    if any(n != len(index) for n in sizes):
-        lengths = dict(zip(COLUMNS, sizes, strict=True))
-        raise _reject(
-            node.name, f"telemetry columns of unequal length ({len(index)} indices, {lengths})"
-        )
-    if max(index) >= len(node.gpus):
-        raise _reject(node.name, f"telemetry for GPU {max(index)}, which it does not have")
-    last = {i: pos for pos, i in enumerate(index)}  # the newest row of each GPU wins
-    gpus, rows = list(last), list(last.values())
-    values = np.array([[col[r] for r in rows] for col in (getattr(cols, n) for n in COLUMNS)])
-    lo = np.repeat(_LO, len(rows), axis=1)
-    hi = np.repeat(_HI, len(rows), axis=1)
-    records = [node.gpus[i] for i in gpus]
-    hi[_POWER] = [g.power_cap_w for g in records]
-    lo[_LIMIT] = [g.min_power_limit_w - 1e-3 for g in records]
-    hi[_LIMIT] = [g.max_power_limit_w + 1e-3 for g in records]
-    ok = (values >= lo) & (values <= hi)
-    ok[_LIMIT] |= values[_LIMIT] == UNAVAILABLE
-    if not ok.all():
-        col, row = np.argwhere(~ok)[0]
-        raise _reject(
-            node.name,
-            f"GPU {gpus[row]}: {COLUMNS[col]} {float(values[col, row])!r} outside "
-            f"[{lo[col, row]:g}, {hi[col, row]:g}]",
-        )
-    return gpus, values
