@@ -32,6 +32,8 @@ import yaml
 from scheduler.runtime.raynodes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
+#: Seconds one ``greenllm sim`` run may take, and how often it is tried.
+SIM_TIMEOUT_S, SIM_TRIES = 120.0, 3
 TRAIN_DIR = REPO / "examples" / "train"
 
 
@@ -81,16 +83,33 @@ def train_job(name: str, params: float, shards: int = 2) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def infer_job(name: str, params: float, rate_per_s: float, gpu_types: list[str]) -> dict[str, Any]:
+def infer_job(name: str, params: float, every_s: float, gpu_types: list[str]) -> dict[str, Any]:
     """The demo's inference job (tiny model, 32 + 32 tokens, batch 8, two replicas)
-    standing for a ``params``-parameter model, under a Poisson load of ``rate_per_s``."""
+    standing for a ``params``-parameter model, sent one request every ``every_s`` seconds.
+
+    The load is a request trace (written by :func:`job_files`), so both sides serve the same
+    requests at the same rate whenever their load starts (live: once the endpoint answers).
+    """
     return {
         "name": name, "kind": "infer", "model": "tiny", "shards": 2, "gpu_types": gpu_types,
         "priority": 1, "simulated_model_params": params,
         "infer": {"batch_size": 8, "prompt_tokens": 32, "max_new_tokens": 32,
-                  "load": {"process": "poisson", "rate_per_s": rate_per_s,
+                  "load": {"process": "trace", "trace_file": TRACE, "every_s": every_s,
                            "duration_s": 100000}},
     }  # fmt: skip
+
+
+#: Stands for the trace file of an inference job in :func:`infer_job`'s spec.
+TRACE = "<trace>"
+#: How long a trace lasts, seconds (longer than any plan).
+TRACE_S = 600.0
+
+
+def write_trace(path: Path, every_s: float, prompt: int, output: int) -> None:
+    """A request trace (Azure columns, seconds): one request every ``every_s``."""
+    times = np.arange(0.0, TRACE_S, every_s)
+    rows = [f"{t:.3f},{prompt},{output}" for t in times]
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
 
 
 def cli(*args: str, timeout_s: float = 240) -> str:
@@ -111,6 +130,9 @@ def cli(*args: str, timeout_s: float = 240) -> str:
 def cluster_config(work: Path, base: Path = REPO / "cluster.yaml") -> Path:
     """A copy of the embedded cluster.yaml with its own state folder and free ports."""
     data = yaml.safe_load(base.read_text())
+    # Its own name: `sim --from-cluster` looks for a live controller of the cluster's name
+    # (also through this machine's Ray), and must not find another cluster's.
+    data["name"] = f"twin-{free_port()}"
     data["state_dir"] = str(work / "state")
     data["controller"] = {"address": f"127.0.0.1:{free_port()}", "metrics_port": free_port()}
     path = work / "cluster.yaml"
@@ -122,6 +144,13 @@ def job_files(work: Path, plan: Plan) -> list[Path]:
     """The plan's job specs as files."""
     paths = []
     for spec in plan.jobs:
+        load = spec.get("infer", {}).get("load", {})
+        if load.get("trace_file") == TRACE:
+            trace = work / f"{spec['name']}-trace.csv"
+            infer = spec["infer"]
+            write_trace(trace, load["every_s"], infer["prompt_tokens"], infer["max_new_tokens"])
+            load = {k: v for k, v in load.items() if k != "every_s"}
+            spec = {**spec, "infer": {**infer, "load": {**load, "trace_file": str(trace)}}}
         path = work / f"{spec['name']}.yaml"
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
         paths.append(path)
@@ -135,7 +164,13 @@ def run_sim(config: Path, jobs: list[Path], plan: Plan, out: Path) -> Side:
         args += ["--jobs", str(path)]
     args += ["--budget-schedule", f"{plan.cut_at_s:g}:{plan.cut_to_w:g}"]
     args += ["--duration-s", f"{plan.end_s:g}", "--json"]
-    summary = json.loads(cli(*args, timeout_s=600))
+    for attempt in range(SIM_TRIES):  # its look for a live controller may hang on a Ray
+        try:  # cluster being torn down (another user's): try again
+            summary = json.loads(cli(*args, timeout_s=SIM_TIMEOUT_S))
+            break
+        except subprocess.TimeoutExpired:
+            if attempt == SIM_TRIES - 1:
+                raise
     with (out / "trace.csv").open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     times = np.array(sorted({float(r["t"]) for r in rows}))
@@ -263,7 +298,7 @@ def run_twin(plan: Plan, work: Path, log: Any = print) -> tuple[Side, Side]:
 PLAN = Plan(
     jobs=[
         train_job("twin-train", 2e10),
-        infer_job("twin-infer", 1.3e10, 2.0, ["A100-SXM4"]),
+        infer_job("twin-infer", 1.3e10, 0.4, ["A100-SXM4"]),
     ],
     cut_at_s=45.0,
     cut_to_w=1500.0,

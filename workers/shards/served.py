@@ -131,5 +131,7 @@ class ServedReplica:
                 idle_energy_j=m.idle_energy_j + self._before_j,
                 energy_j=m.energy_j + self._before_j,
                 request_energy_j=m.request_energy_j,
+                # simulated GPU: share of its recent paced time it waited for the CPU
+                gpu_wait_fraction=engine.pacer.wait_fraction() if engine.pacer else None,
             )
         return m.queued + m.in_batch > 0
