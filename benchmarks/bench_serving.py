@@ -24,13 +24,13 @@ import httpx
 import torch
 
 from greenllm.devices.simulated import SimulatedGPU
+from greenllm.serving.report import percentile
 from greenllm.workloads import Tokenizer, load_model
 from workers.serve.engine import ReplicaEngine
 from workers.serve.metrics import ReplicaMetrics
 from workers.serve.pool import ReplicaPool
 from workers.serve.server import ApiServer
 from workers.serve.stream import FinishEvent, RequestResult, RequestStream, Sampling, TokenEvent
-from workers.shards.infer import percentile
 
 ROUNDS = 300
 RATE_SECONDS = 4.0

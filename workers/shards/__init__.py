@@ -6,8 +6,8 @@
   progress, batch share, pace and stop; :mod:`workers.shards.logtail`: its output, shipped.
 - :mod:`workers.shards.pacing`: pace a CPU shard by its simulated GPU (absolute pacing,
   :mod:`greenllm.pacing`; see ``docs/simulated-gpus.md``).
-- :mod:`workers.shards.infer`: the former batched-generation inference replica
-  (:mod:`workers.shards.decode`: batched greedy decoding with a KV cache).
+- :mod:`workers.shards.decode`: batched greedy decoding with a KV cache (its left padding
+  is the serving engine's, :mod:`workers.serve.kvbatch`).
 - :mod:`workers.shards.loadgen`: request arrivals (Poisson, bursty, Azure trace files).
 - :mod:`workers.shards.router`: requests across replicas in proportion to throughput.
 """

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 
 from greenllm.devices import physics
-from greenllm.devices.catalog import CATALOG
 from greenllm.devices.simulated import SimulatedGPU
 from greenllm.pacing import CPU_BOUND_WAIT_FRACTION, Pacer, WaitWindow
 
@@ -20,7 +19,6 @@ __all__ = [
     "Pacer",
     "WaitWindow",
     "for_gpu",
-    "reference_throughput",
     "sync_busy_fraction",
 ]
 
@@ -42,12 +40,3 @@ def sync_busy_fraction(gpu: SimulatedGPU, pacer: Pacer) -> None:
     busy = pacer.busy_fraction()
     if abs(busy - gpu.busy_fraction) > BUSY_EPS or (busy == 1.0 and gpu.busy_fraction != 1.0):
         gpu.set_busy_fraction(busy)
-
-
-def reference_throughput(workload: physics.Workload) -> float:
-    """``workload`` uncapped on an H100-SXM, units/s.
-
-    Pacing no longer uses it (it is absolute: the simulated GPU's own throughput sets the
-    pace); kept only for :mod:`workers.shards.infer`'s callers until they pass none.
-    """
-    return physics.peak_throughput(CATALOG["H100-SXM"], workload)
