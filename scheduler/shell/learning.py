@@ -3,6 +3,13 @@
 A reading teaches the model only once its GPU's limit has held for
 :data:`SETTLED_AFTER_S`, with no command pending, on a fresh node, while a training shard
 does work: then the measured watts and work per second belong to the settings in force.
+
+Not when the shard says its (simulated) GPU waited more than :data:`MAX_WAIT_FRACTION` of
+the time: a rank of a data-parallel job that waits at the gradient exchange for a slower
+rank (another GPU type, or a rank held back by the CPU) does the slower rank's work per
+second and draws near idle power while it waits. Learning that as the GPU's rate at its
+limit would teach the model that the fast type is as slow as the slow one, the batch
+shares planned from the model would stay equal, and the fast ranks would keep waiting.
 """
 
 from __future__ import annotations
@@ -10,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from scheduler.core.powermodel import PowerModel
-from scheduler.core.types import ObservedState
+from scheduler.core.reconcile import shard_id
+from scheduler.core.types import GPUState, ObservedState
 from scheduler.shell.nodes import NodeRecord
 
 #: A GPU's readings teach the power model once its limit has held this long, seconds.
@@ -18,6 +26,8 @@ SETTLED_AFTER_S = 3.0
 #: Readings fed to the model per control step at most (a random subset of the settled
 #: ones, so the cost stays flat on large clusters).
 LEARN_SAMPLES = 64
+#: A shard whose GPU waited more than this share of its recent time does not teach.
+MAX_WAIT_FRACTION = 0.1
 
 
 def learn(
@@ -42,7 +52,7 @@ def learn(
             continue
         if observed.now_s - since_s < SETTLED_AFTER_S:
             continue
-        if g.work_rate > 0:
+        if g.work_rate > 0 and not _waited(g, nodes[g.node]):
             rows.append(pos)
     if len(rows) > LEARN_SAMPLES:
         rows = rng.choice(rows, LEARN_SAMPLES, replace=False).tolist()
@@ -63,3 +73,13 @@ def learn(
         )
         fed += 1
     return fed
+
+
+def _waited(g: GPUState, node: NodeRecord) -> bool:
+    """Whether the shard on ``g`` reports its GPU waited too long to teach the model."""
+    if g.job_id is None or g.shard is None:
+        return False
+    report = node.shards.get(shard_id(g.job_id, g.shard))
+    if report is None or not report.latest.HasField("gpu_wait_fraction"):
+        return False
+    return report.latest.gpu_wait_fraction > MAX_WAIT_FRACTION
