@@ -52,7 +52,9 @@ GUIDES: dict[str, PolicyGuide] = {
             "Every GPU starts at its least-joules-per-unit locked SM clock; a job below its "
             "SLO gets the clock steps that add rate for the fewest extra watts. If that "
             "exceeds the budget, jobs that cannot meet their SLO anyway, then the lowest "
-            "priorities, give up their SLO first. Budget left over is not spent.",
+            "priorities, give up their SLO first; what the budget still holds goes back to "
+            "them, highest priority first, so a job short of its SLO runs as fast as the "
+            "budget allows. Budget left over once every SLO is met is not spent.",
         ),
         PolicyGuide(
             "priority",

@@ -9,8 +9,11 @@ Per job: every group starts at its least-joules-per-unit clock; while the job's 
 below its SLO (``slo_units_per_s``), the group step adding rate for the fewest extra
 watts is taken. If the limits this needs exceed the budget, priorities decide: jobs
 whose SLO cannot be met anyway, then the lowest priorities, fall back to their
-least-energy clocks (SLO given up, reported with the reason) until the rest fit.
-Budget left over is not spent: it would only buy speed at a higher energy per unit.
+least-energy clocks (SLO given up, reported with the reason) until the rest fit. What
+the budget still holds then goes back to the jobs that gave way, highest priority first,
+in the same steps (fewest extra watts per unit of rate), toward their SLOs: a job short
+of its SLO runs as fast as the budget allows. Budget left over once every job meets its
+SLO is not spent: it would only buy speed at a higher energy per unit.
 """
 
 from __future__ import annotations
@@ -77,6 +80,35 @@ def _meet_slo(groups: list[Group], slo: float, clocks: _Clocks) -> tuple[list[in
             return idx, False
         idx[best] = best_k
     return idx, True
+
+
+def _top_up(
+    groups: list[Group], idx: list[int], slo: float, room_w: float, clocks: _Clocks
+) -> float:
+    """Raise clocks in ``idx`` (in place) toward ``slo``, one step at a time, the step
+    adding rate for the fewest extra watts of limits first, while the extra fits in
+    ``room_w``; returns the room left."""
+    rate = sum(g.size * float(g.clock_curve.rate[k]) for g, k in zip(groups, idx, strict=True))
+    while rate < slo:
+        best, best_cost, best_dw, best_dr = -1, np.inf, 0.0, 0.0
+        for i, g in enumerate(groups):
+            k = idx[i]
+            if k + 1 >= len(g.clock_curve.rate):
+                continue
+            lim = clocks.limits(g)
+            dw = g.size * float(lim[k + 1] - lim[k])
+            dr = g.size * float(g.clock_curve.rate[k + 1] - g.clock_curve.rate[k])
+            if dr <= 0 or dw > room_w:
+                continue
+            cost = max(dw, 0.0) / dr
+            if cost < best_cost:
+                best, best_cost, best_dw, best_dr = i, cost, dw, dr
+        if best < 0:
+            break
+        idx[best] += 1
+        room_w -= best_dw
+        rate += best_dr
+    return room_w
 
 
 class MinEnergyPolicy:
@@ -147,6 +179,7 @@ class MinEnergyPolicy:
         budget = problem.budget_w - float(np.sum(problem.min_w[~problem.busy]))
         total = sum(need_w(j, plan[j.job_id]) for j in jobs)
         # SLOs that cannot be met anyway give way first, then the lowest priorities
+        gave_way: list[JobState] = []
         for job in sorted(jobs, key=lambda j: (met[j.job_id], j.priority)):
             if total <= budget:
                 break
@@ -159,6 +192,7 @@ class MinEnergyPolicy:
             short = total - budget
             plan[job.job_id] = cheap
             total -= saved
+            gave_way.append(job)
             if met[job.job_id]:
                 unmet.append(
                     SLOReport(
@@ -167,6 +201,19 @@ class MinEnergyPolicy:
                         f"short); priority {job.priority:g} gave way",
                     )
                 )
+        # what the budget still holds goes back to those that gave way, highest first
+        room = budget - total
+        for job in sorted(gave_way, key=lambda j: -j.priority):
+            if room <= 0:
+                break
+            groups = by_job[job.job_id]
+            room = _top_up(groups, plan[job.job_id], job.slo_units_per_s, room, clocks)
+            rate = sum(
+                g.size * float(g.clock_curve.rate[k])
+                for g, k in zip(groups, plan[job.job_id], strict=True)
+            )
+            if rate >= job.slo_units_per_s:  # single steps reached it after all
+                unmet = [r for r in unmet if r.job_id != job.job_id]
         for job in jobs:
             for g, k in zip(by_job[job.job_id], plan[job.job_id], strict=True):
                 if self.tune_power == "none":

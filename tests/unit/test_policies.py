@@ -142,6 +142,24 @@ def test_min_energy_reports_unmet_slos_and_priorities_decide() -> None:
     assert "hi" not in reasons
 
 
+def test_min_energy_gives_what_the_budget_still_holds_to_the_job_that_gave_way() -> None:
+    spec = get_spec("H100-SXM")
+    top = physics.throughput(spec, TRAIN, spec.max_sm_clock_mhz)
+    jobs = [
+        JobState("hi", "train", "running", TRAIN, shards=1, priority=2, slo_units_per_s=0.98 * top),
+        JobState("lo", "train", "running", TRAIN, shards=1, priority=1, slo_units_per_s=0.98 * top),
+    ]
+    p = problem([("H100-SXM", "hi"), ("H100-SXM", "lo")], jobs, 1100)
+    alloc = load_policy("min-energy").allocate(p)
+    assert [r.job_id for r in alloc.unmet_slos] == ["lo"]
+    # "lo" is not left at its least-energy clock: it runs as fast as the rest of the budget
+    # allows (within one clock step of it), and the budget holds
+    cheapest = p.groups[1].clock_curve
+    per_unit = cheapest.power_w / np.maximum(cheapest.rate, 1e-12)
+    assert alloc.lock_max_sm_clock_mhz[1] > cheapest.sm_clock_mhz[int(np.argmin(per_unit))]
+    assert 1100 - 40 < float(np.sum(alloc.limits_w)) <= 1100 + 1e-6
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     st.lists(
