@@ -36,6 +36,10 @@ ENDPOINT_FILE = "controller.json"
 PROBE_TIMEOUT_S = 1.0
 #: How long to wait for the controller actor's answer, seconds.
 RAY_LOOKUP_TIMEOUT_S = 15.0
+#: Ray reads this when it is imported: "0" keeps every Ray process on 127.0.0.1. Right for
+#: the local cluster ``greenllm up`` starts on one machine; wrong for a cluster across
+#: machines (its nodes would be unreachable).
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 @dataclass(frozen=True)
@@ -92,22 +96,28 @@ def read_endpoint(state_dir: Path) -> Endpoint | None:
 
 
 def ray_address_here() -> str | None:
-    """The Ray cluster this machine belongs to: ``$RAY_ADDRESS``, else the address the
-    last ``ray start`` recorded, when its GCS answers; None otherwise."""
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        return address
-    recorded = Path("/tmp/ray/ray_current_cluster")
-    try:
-        address = recorded.read_text().strip()
-    except OSError:
-        return None
-    return address if address and listening(address) else None
+    """The Ray cluster this machine belongs to: ``$RAY_ADDRESS``, else the address the last
+    ``ray start`` recorded, when something answers there; None otherwise."""
+    address = os.environ.get("RAY_ADDRESS", "")
+    if not address:
+        try:
+            address = Path("/tmp/ray/ray_current_cluster").read_text().strip()
+        except OSError:
+            return None
+    # Ray waits minutes for a GCS that does not answer: ask only one that does.
+    target = address.removeprefix("ray://")
+    return address if ":" in target and listening(target) else None
 
 
 def controller_info(address: str, timeout_s: float = RAY_LOOKUP_TIMEOUT_S) -> dict[str, Any] | None:
     """The controller actor's ``info()`` through the Ray cluster at ``address`` (None: Ray
     or the actor cannot be reached)."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host in ("127.0.0.1", "localhost", "::1"):
+        # A local cluster (greenllm up): Ray would otherwise rewrite 127.0.0.1 to this
+        # machine's network address, where nothing listens, and wait for it for minutes.
+        for key, value in LOCAL_RAY_ENV.items():
+            os.environ.setdefault(key, value)
     import ray
 
     started = not ray.is_initialized()

@@ -34,13 +34,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from greenllm.config import ClusterConfig, load_cluster_config
 from greenllm.errors import GreenllmError
-from greenllm.rpc.locate import RAY_NAMESPACE
+from greenllm.rpc.locate import LOCAL_RAY_ENV, RAY_NAMESPACE
 
 HEAD_NODE = "greenllm-head"
 NAMESPACE = RAY_NAMESPACE
-#: Ray reads this when it is imported: "0" keeps every Ray process on 127.0.0.1. Right for
-#: the local cluster; wrong for a cluster across machines (its nodes would be unreachable).
-LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def use_local_ray_env() -> None:

@@ -1,16 +1,16 @@
-"""TLS on the controller's port (certificate paths in cluster.yaml auth.tls)."""
+"""TLS on the controller's port (certificate paths in cluster.yaml auth.tls, or the
+cluster's own CA), and where clients find the controller."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import time
 from pathlib import Path
 
 import grpc
 import pytest
-
-pytest.importorskip("cryptography")  # a dependency of ray[default]; makes the test certificate
-
+from conftest import free_port
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -115,3 +115,32 @@ def test_the_clusters_own_ca(tmp_path, make_config, loop_thread, wait) -> None:
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         loop_thread.run(ctl.stop(0))
+
+
+def test_where_the_controller_is_found(make_config, monkeypatch) -> None:
+    """The published endpoint first; else the config's address; a Ray cluster that does not
+    answer is not waited for."""
+    from greenllm.rpc.locate import find_controller, remove_endpoint, write_endpoint
+
+    config = load_cluster_config(make_config())
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")  # nothing listens there
+    start = time.monotonic()
+    found = find_controller(config)
+    assert (found.address, found.ca_pem, found.source) == (
+        config.controller.address,
+        None,
+        "config",
+    )
+    assert time.monotonic() - start < 5
+    ca = config.state_dir / "ca.pem"
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----")
+    write_endpoint(config.state_dir, "10.0.0.1:50051", ca)
+    found = find_controller(config)
+    assert (found.address, found.ca_pem, found.source) == (
+        "10.0.0.1:50051",
+        ca.read_bytes(),
+        "state",
+    )
+    remove_endpoint(config.state_dir)
+    assert find_controller(config).source == "config"
