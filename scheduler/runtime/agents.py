@@ -35,12 +35,22 @@ INFO_TIMEOUT_S = 10.0
 MIN_BOOT_LIMIT_W = 1.0
 
 
+def runtime_part(name: str) -> Any:
+    """A node-side part the cluster runtime starts, from the ``greenllm.runtime`` entry
+    point ``name`` (scheduler/ never imports workers/).
+
+    Raises:
+        GreenllmError: It is not installed.
+    """
+    for ep in entry_points(group=RUNTIME_ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.load()
+    raise GreenllmError(f"no {name} runtime is installed (entry point greenllm.runtime:{name})")
+
+
 def agent_actor_class() -> Any:
     """The agent actor class, from the ``greenllm.runtime`` entry point ``agent``."""
-    for ep in entry_points(group=RUNTIME_ENTRY_POINT_GROUP):
-        if ep.name == "agent":
-            return ep.load()
-    raise GreenllmError("no agent runtime is installed (entry point greenllm.runtime:agent)")
+    return runtime_part("agent")
 
 
 def agent_config(config: ClusterConfig, node: str, strip_tls: bool) -> ClusterConfig:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 from greenllm.config import ClusterConfig
+from scheduler.runtime.agents import runtime_part
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class IngressKeeper:
                 log.debug("ingress keeper: %s", exc)
 
     def _deploy(self) -> None:
-        from workers.serve.cluster_ingress import deploy_ingress
+        deploy_ingress = runtime_part("ingress")
 
         serve = self.config.serve
         log.info("starting the inference ingress on Ray Serve (port %d)", serve.port)

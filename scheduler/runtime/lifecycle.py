@@ -21,7 +21,7 @@ from greenllm.errors import GreenllmError
 from greenllm.rpc.auth import load_or_create_tokens
 from greenllm.rpc.client import ClusterClient, ControllerError
 from greenllm.rpc.locate import CONTROLLER_ACTOR, RAY_NAMESPACE, remove_endpoint
-from scheduler.runtime.agents import AGENT_ACTOR_PREFIX, agent_actor_class
+from scheduler.runtime.agents import AGENT_ACTOR_PREFIX, agent_actor_class, runtime_part
 from scheduler.runtime.nodemap import DISCOVERED_FILE
 from scheduler.runtime.raynodes import (
     RuntimeRecord,
@@ -248,9 +248,7 @@ def _stop_actors(address: str, local: bool, log: Callable[[str], None]) -> None:
         pass
     except Exception as exc:  # a dead controller must not keep the agents running
         log(f"{CONTROLLER_ACTOR} did not answer: {exc}")
-    from workers.serve.cluster_ingress import delete_ingress
-
-    delete_ingress()  # its replica asks the controller: it goes first
+    runtime_part("ingress-delete")()  # its replica asks the controller: it goes first
     agents = [n for n in ray.util.list_named_actors() if n.startswith(AGENT_ACTOR_PREFIX)]
     for name in sorted(agents):
         _stop(name, log)
