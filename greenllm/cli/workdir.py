@@ -17,6 +17,7 @@ from pathlib import Path
 from greenllm.config import ClusterConfig
 from greenllm.errors import GreenllmError
 from greenllm.jobspec import JobSpec, is_package_uri
+from greenllm.rpc.locate import LOCAL_RAY_ENV
 
 
 def ray_address(config: ClusterConfig) -> str | None:
@@ -36,7 +37,9 @@ def upload_to_ray(folder: Path, address: str) -> str:
     Raises:
         GreenllmError: The upload failed (one line).
     """
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if address.rpartition(":")[0].strip("[]") in ("127.0.0.1", "localhost", "::1"):
+        for key, value in LOCAL_RAY_ENV.items():  # the local cluster of `greenllm up`
+            os.environ.setdefault(key, value)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     from ray._private.runtime_env.working_dir import upload_working_dir_if_needed

@@ -100,3 +100,19 @@ def test_entrypoint_command() -> None:
     args = dict(zip(builtin[2::2], builtin[3::2], strict=True))
     assert args["--model"] == "tiny" and args["--batch-size"] == "4"
     assert args["--seq-len"] == "32" and args["--steps"] == "7"
+
+
+def test_ranks_on_several_machines_name_the_interface_toward_rank_0(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workers.shards.rankenv import interface_toward, socket_ifname_env
+
+    assert interface_toward("127.0.0.1") == "lo"
+    assert socket_ifname_env("127.0.0.1") == {}  # one machine: nothing to name
+    monkeypatch.setattr("workers.shards.rankenv.interface_toward", lambda _a: "eth7")
+    assert socket_ifname_env("10.0.0.1") == {
+        "GLOO_SOCKET_IFNAME": "eth7",
+        "NCCL_SOCKET_IFNAME": "eth7",
+    }
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "ib0")  # the operator's choice stands
+    assert socket_ifname_env("10.0.0.1") == {"NCCL_SOCKET_IFNAME": "eth7"}

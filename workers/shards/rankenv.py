@@ -12,7 +12,10 @@ files (progress, batch share, pace) and the job's checkpoint folder.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
+import struct
 import sys
 import zlib
 from dataclasses import dataclass
@@ -193,11 +196,51 @@ def rank_env(
         progress_api.PROGRESS_FILE_ENV: str(files.progress),
         progress_api.SHARE_FILE_ENV: str(files.share),
     }
+    env.update(socket_ifname_env(rdzv.master_addr))
     real = cuda_env([gpu])
     env.update(real or {"CUDA_VISIBLE_DEVICES": ""})
     if paced:
         env[progress_api.PACE_FILE_ENV] = str(files.pace)
     return env
+
+
+#: ioctl that reads an interface's IPv4 address (Linux).
+_SIOCGIFADDR = 0x8915
+#: Loopback rendezvous addresses: ranks on one machine need no interface named.
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def interface_toward(address: str) -> str | None:
+    """The name of this machine's network interface on the route to ``address`` (an IPv4
+    host), or None when it cannot be told (no route, not Linux, IPv6)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((address, 9))  # UDP: no packet is sent
+            local = s.getsockname()[0]
+            for _, name in socket.if_nameindex():
+                request = struct.pack("256s", name.encode()[:15])
+                try:
+                    got = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, request)
+                except OSError:
+                    continue  # no IPv4 address on it
+                if socket.inet_ntoa(got[20:24]) == local:
+                    return name
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def socket_ifname_env(master_addr: str) -> dict[str, str]:
+    """``GLOO_SOCKET_IFNAME``/``NCCL_SOCKET_IFNAME`` naming the interface toward rank 0,
+    unless this process's environment sets them: gloo and NCCL otherwise use the address
+    the host name resolves to, which on many machines is 127.0.1.1 (ranks on other
+    machines then never connect)."""
+    if master_addr in _LOOPBACK:
+        return {}
+    name = interface_toward(master_addr)
+    if name is None:
+        return {}
+    return {k: name for k in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME") if k not in os.environ}
 
 
 def full_env(overrides: dict[str, str], base: dict[str, str] | None = None) -> dict[str, str]:
