@@ -85,29 +85,30 @@ def _meet_slo(groups: list[Group], slo: float, clocks: _Clocks) -> tuple[list[in
 def _top_up(
     groups: list[Group], idx: list[int], slo: float, room_w: float, clocks: _Clocks
 ) -> float:
-    """Raise clocks in ``idx`` (in place) toward ``slo``, one step at a time, the step
-    adding rate for the fewest extra watts of limits first, while the extra fits in
-    ``room_w``; returns the room left."""
+    """Raise clocks in ``idx`` (in place) toward ``slo``, each move the one adding rate for
+    the fewest extra watts of limits (a move may jump a stretch where the curve adds no
+    rate), while the extra fits in ``room_w``; returns the room left."""
     rate = sum(g.size * float(g.clock_curve.rate[k]) for g, k in zip(groups, idx, strict=True))
     while rate < slo:
-        best, best_cost, best_dw, best_dr = -1, np.inf, 0.0, 0.0
+        move: tuple[float, int, int, float, float] | None = None  # cost, group, clock, dw, dr
         for i, g in enumerate(groups):
             k = idx[i]
-            if k + 1 >= len(g.clock_curve.rate):
-                continue
             lim = clocks.limits(g)
-            dw = g.size * float(lim[k + 1] - lim[k])
-            dr = g.size * float(g.clock_curve.rate[k + 1] - g.clock_curve.rate[k])
-            if dr <= 0 or dw > room_w:
+            dw = g.size * (lim[k + 1 :] - lim[k])
+            dr = g.size * (g.clock_curve.rate[k + 1 :] - g.clock_curve.rate[k])
+            ok = (dr > 0) & (dw <= room_w)
+            if not ok.any():
                 continue
-            cost = max(dw, 0.0) / dr
-            if cost < best_cost:
-                best, best_cost, best_dw, best_dr = i, cost, dw, dr
-        if best < 0:
+            cost = np.where(ok, np.maximum(dw, 0.0) / np.where(ok, dr, 1.0), np.inf)
+            j = int(np.argmin(cost))
+            if move is None or cost[j] < move[0]:
+                move = (float(cost[j]), i, k + 1 + j, float(dw[j]), float(dr[j]))
+        if move is None:
             break
-        idx[best] += 1
-        room_w -= best_dw
-        rate += best_dr
+        _, group, clock, dw_w, dr_u = move
+        idx[group] = clock
+        room_w -= dw_w
+        rate += dr_u
     return room_w
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -158,6 +160,25 @@ def test_min_energy_gives_what_the_budget_still_holds_to_the_job_that_gave_way()
     per_unit = cheapest.power_w / np.maximum(cheapest.rate, 1e-12)
     assert alloc.lock_max_sm_clock_mhz[1] > cheapest.sm_clock_mhz[int(np.argmin(per_unit))]
     assert 1100 - 40 < float(np.sum(alloc.limits_w)) <= 1100 + 1e-6
+
+
+def test_min_energy_top_up_jumps_a_stretch_of_its_curve_that_adds_no_rate() -> None:
+    # a learned curve is kept non-decreasing: a bin measured fast at a low clock leaves a
+    # flat stretch above it, which the top-up must cross to spend what the budget holds
+    spec = get_spec("H100-SXM")
+    jobs = [JobState("t", "train", "running", TRAIN, shards=1, slo_units_per_s=1e6)]
+    p = problem([("H100-SXM", "t")], jobs, 600)
+    g = p.groups[0]
+    c = g.clock_curve
+    rate = np.array(c.rate, dtype=float)
+    cheap = int(np.argmin(c.power_w / np.maximum(c.rate, 1e-12)))
+    flat = slice(cheap, cheap + 8)
+    rate[flat] = rate[cheap]  # flat for eight clock steps above the least-energy clock
+    p.groups[0] = replace(g, clock_curve=replace(c, rate=rate))
+    alloc = load_policy("min-energy").allocate(p)
+    assert float(alloc.limits_w[0]) > 600 - 40
+    assert alloc.lock_max_sm_clock_mhz[0] > c.sm_clock_mhz[cheap + 7]
+    assert spec.min_power_limit_w <= float(alloc.limits_w[0]) <= 600
 
 
 @settings(max_examples=25, deadline=None)
