@@ -138,7 +138,11 @@ class ClockSampler:
         self._gpu = gpu
         self._interval_s = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="greenllm-clock-sampler")
+        # A daemon: a signal turned into SystemExit between start() and the ``with`` body
+        # skips __exit__, and a non-daemon reader would then keep the process alive.
+        self._thread = threading.Thread(
+            target=self._run, name="greenllm-clock-sampler", daemon=True
+        )
         self.readings_mhz: list[float] = []
 
     def _run(self) -> None:
