@@ -77,15 +77,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def batch_split(shares: list[float], global_batch: int) -> list[int]:
     """``global_batch`` windows in proportion to ``shares``, at least one each (largest
-    remainder, ties to the lower rank: every rank computes the same split)."""
+    remainder, ties to the lower rank: every rank computes the same split).
+
+    A rank's count is its share of the whole batch, not one window plus its share of the
+    rest: that would give a slow rank with a small share up to one window too many, and
+    make every other rank wait for it at each gradient exchange."""
     n = len(shares)
     shares = [s if s > 0 and math.isfinite(s) else 1.0 / n for s in shares]
-    rest, total = global_batch - n, math.fsum(shares)
-    ideal = [rest * s / total for s in shares]
-    counts = [1 + math.floor(x) for x in ideal]
-    order = sorted(range(n), key=lambda r: (-(ideal[r] - math.floor(ideal[r])), r))
-    for r in order[: global_batch - sum(counts)]:
-        counts[r] += 1
+    total = math.fsum(shares)
+    ideal = [global_batch * s / total for s in shares]
+    counts = [max(1, math.floor(x)) for x in ideal]
+    while sum(counts) < global_batch:  # the largest shortfalls first
+        counts[max(range(n), key=lambda r: (ideal[r] - counts[r], -r))] += 1
+    while sum(counts) > global_batch:  # the minimum of one overshot: the smallest shortfalls
+        counts[
+            min((r for r in range(n) if counts[r] > 1), key=lambda r: (ideal[r] - counts[r], r))
+        ] -= 1
     return counts
 
 
