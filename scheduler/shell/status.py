@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import grpc
 import numpy as np
 
-from greenllm.proto.v1 import cluster_pb2
+from greenllm.proto.v1 import agent_pb2, cluster_pb2
 from scheduler.shell.errors import BadInput
 from scheduler.shell.jobs import JobRecord, measure_job, restored_job
+from scheduler.shell.nodes import NodeRecord
 from scheduler.shell.ports import StoredEvent, StoredJob
 
 if TYPE_CHECKING:
@@ -74,7 +75,8 @@ def job_proto(shell: ControllerShell, job: JobRecord, with_spec: bool = False) -
 def _serving(shell: ControllerShell, job: JobRecord, out: cluster_pb2.Job) -> None:
     """An active inference job's endpoint, replicas and request figures (from its
     replicas' latest reports). Its idle energy is what its replicas drew with no request
-    in flight, and what its GPUs drew from its placement until its replicas started."""
+    in flight, what its GPUs drew from its placement until its replicas started, and what
+    they drew since the replicas last booked their energy."""
     if shell.ingress_url:
         out.endpoint = f"{shell.ingress_url}/jobs/{job.job_id}/v1"
     weights = shell.weights_sent.get(job.job_id, ({}, set()))[0]
@@ -103,6 +105,19 @@ def _serving(shell: ControllerShell, job: JobRecord, out: cluster_pb2.Job) -> No
             held_from_j = job.energy_start_j.get((shard.node, shard.index))
             if held_from_j is not None and latest.start_energy_j >= held_from_j:
                 out.idle_energy_j += latest.start_energy_j - held_from_j  # placed, not yet run
+            if node is not None:
+                out.idle_energy_j += _unbooked_j(node, shard.index, latest)
+    out.idle_energy_j = max(0.0, out.idle_energy_j)
+
+
+def _unbooked_j(node: NodeRecord, index: int, latest: agent_pb2.ShardSample) -> float:
+    """Energy a replica's GPU drew after the replica last booked its energy, up to the
+    GPU's newest reading (negative when the booking is newer than the reading): it goes to
+    no request yet, so it counts as idle, and the job's books close at the reading."""
+    counter_j = node.gpus[index].energy_j() if index < len(node.gpus) else None
+    if counter_j is None or latest.booked_energy_counter_j <= 0:
+        return 0.0
+    return counter_j - latest.booked_energy_counter_j
 
 
 def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:

@@ -162,6 +162,7 @@ def test_request_energies_plus_idle_match_the_jobs_energy(cluster: Cluster) -> N
         return sum(energies) + job.idle_energy_j, job.energy_j
 
     attributed_j, metered_j = closed()
+    print(f"requests + idle {attributed_j:.1f} J, job metered {metered_j:.1f} J")
     assert all(e > 0 for e in energies)
     assert attributed_j == pytest.approx(metered_j, rel=0.02), (attributed_j, metered_j)
     job = cluster.job(job_id)

@@ -67,6 +67,7 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "gpu_wait_fraction": 20,
         "cpu_bound": 21,
         "start_energy_j": 22,
+        "booked_energy_counter_j": 23,
     },
     "TelemetryBatch": {"gpus": 1, "shards": 2, "failsafe_active": 3, "logs": 4},
     "LogChunk": {"shard_id": 1, "generation": 2, "offset": 3, "data": 4},

@@ -381,6 +381,7 @@ def _shard_sample(s: Any, now_s: float) -> agent_pb2.ShardSample:
         rejected_requests=int(figure("rejected_requests")),
         idle_energy_j=figure("idle_energy_j"),
         start_energy_j=figure("start_energy_j"),
+        booked_energy_counter_j=figure("booked_energy_counter_j"),
     )
     wait = extra.get("gpu_wait_fraction")  # simulated GPUs: share of time it waited (CPU)
     if isinstance(wait, int | float) and 0.0 <= wait <= 1.0:

@@ -56,6 +56,12 @@ class EnergyLedger:
         """The counter's reading when the ledger started, joules."""
         return self._start_j
 
+    @property
+    def last_j(self) -> float:
+        """The counter's reading up to which energy is booked, joules."""
+        with self._lock:
+            return self._last_j
+
     def _delta_j(self) -> float:
         now_j = self._read()
         delta_j = max(0.0, now_j - self._last_j)

@@ -112,6 +112,7 @@ class ServedReplica:
         if engine is None:
             return False
         m = engine.metrics()
+        booked_j = engine.ledger.last_j
         outstanding = engine.outstanding_tokens()
         with self.lock:
             s = self.status
@@ -129,6 +130,7 @@ class ServedReplica:
                 queued_requests=m.queued,
                 rejected_requests=m.rejected,
                 idle_energy_j=m.idle_energy_j + self._before_j,
+                booked_energy_counter_j=booked_j,
                 energy_j=m.energy_j + self._before_j,
                 request_energy_j=m.request_energy_j,
                 # simulated GPU: share of its recent paced time it waited for the CPU
