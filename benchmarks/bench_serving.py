@@ -1,13 +1,17 @@
-"""The OpenAI-compatible endpoint: what the HTTP ingress costs, and how many requests it takes.
+"""The OpenAI-compatible endpoint: what the HTTP layers cost, and how many requests they take.
+
+A cluster request goes client -> the job's ingress (:mod:`workers.serve.ingress`: routing
+by load weight, a proxy) -> the replica's own API (HTTP + JSON + tokenizing) -> its engine.
 
 1. Router overhead: one tiny-model replica (simulated H100: no pacing wait), requests of an
-   8-token prompt and 8 output tokens sent one at a time, alternately straight to the
-   replica's engine and through the ingress (HTTP + routing + JSON), in the same run.
-   Reported: p50/p99 latency each way, what the ingress adds, and the ratio.
-2. Ingress rate on 2 cores: a client process keeps 32 requests in flight for a few
-   seconds against (a) the ingress over an instant replica (no model: the ingress's own
-   ceiling) and (b) the ingress over one tiny-model replica (1 output token), against (c)
-   that replica's engine driven directly. Reported: requests/s and ratios.
+   8-token prompt and 8 output tokens sent one at a time, in turn straight to the
+   replica's engine, to the replica's API, and through the cluster ingress, in the same
+   run. Reported: p50/p99 latency each way, what each layer adds, and the ratios.
+2. Rate on 2 cores: a client process keeps 32 requests in flight for a few seconds against
+   (a) a replica API over an instant replica (no model: the API's own ceiling), (b) the
+   cluster ingress over that instant replica (the ingress's ceiling), (c) the replica API
+   over one tiny-model replica (1 output token), against (d) that replica's engine driven
+   directly. Reported: requests/s and ratios.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import httpx
 import torch
 
 from greenllm.devices.simulated import SimulatedGPU
+from greenllm.proto.v1 import cluster_pb2
 from greenllm.serving.report import percentile
 from greenllm.workloads import Tokenizer, load_model
 from workers.serve.engine import ReplicaEngine
+from workers.serve.ingress import ReplicaDirectory, create_ingress_app
 from workers.serve.metrics import ReplicaMetrics
 from workers.serve.pool import ReplicaPool
 from workers.serve.server import ApiServer
@@ -40,9 +46,10 @@ CLIENT = textwrap.dedent(
     """
     import asyncio, json, sys, time
     port, seconds, in_flight = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+    path = sys.argv[4]
     body = json.dumps({"model": "tiny", "prompt": "Power", "max_tokens": 1, "temperature": 0})
     request = (
-        "POST /v1/completions HTTP/1.1\\r\\nHost: bench\\r\\n"
+        f"POST {path}/completions HTTP/1.1\\r\\nHost: bench\\r\\n"
         "Content-Type: application/json\\r\\n"
         f"Content-Length: {len(body)}\\r\\n\\r\\n{body}"
     ).encode()
@@ -110,41 +117,62 @@ def _engine() -> ReplicaEngine:
     return ReplicaEngine(loaded.model, loaded.tokenizer, gpu, model_id="tiny", max_queue=10**4)
 
 
+def _job_ingress(replica: ApiServer) -> ApiServer:
+    """The cluster ingress serving job ``bench`` whose one replica is ``replica``."""
+    job = cluster_pb2.Job(id="bench", spec=cluster_pb2.JobSpec(kind="infer"), state="running")
+    job.replicas.append(
+        cluster_pb2.Replica(
+            shard_id="bench-0", endpoint=replica.base_url, load_weight=1.0, state="running"
+        )
+    )
+    return ApiServer(app=create_ingress_app(ReplicaDirectory(lambda _job_id: job))).start()
+
+
 def router_overhead() -> None:
     engine = _engine().start()
     server = ApiServer(ReplicaPool([engine])).start()
+    ingress = _job_ingress(server)
     prompt = engine.tokenizer.encode("The grid")
     body = {"model": "tiny", "prompt": "The grid", "max_tokens": 8, "temperature": 0}
-    direct: list[float] = []
-    ingress: list[float] = []
+    paths: dict[str, list[float]] = {"engine": [], "replica API": [], "cluster ingress": []}
+    urls = {
+        "replica API": f"{server.base_url}/completions",
+        "cluster ingress": f"{ingress.root_url}/jobs/bench/v1/completions",
+    }
     try:
         with httpx.Client(timeout=30) as client:
             for i in range(ROUNDS + 10):
                 start = time.perf_counter()
                 engine.submit(prompt, 8).result.result(30)
-                d = time.perf_counter() - start
-                start = time.perf_counter()
-                assert client.post(f"{server.base_url}/completions", json=body).status_code == 200
-                h = time.perf_counter() - start
+                took = {"engine": time.perf_counter() - start}
+                for name, url in urls.items():
+                    start = time.perf_counter()
+                    assert client.post(url, json=body).status_code == 200
+                    took[name] = time.perf_counter() - start
                 if i >= 10:  # warm-up
-                    direct.append(d)
-                    ingress.append(h)
+                    for name, t in took.items():
+                        paths[name].append(t)
     finally:
+        ingress.stop()
         server.stop()
-    print(f"{'path':10s} {'p50 ms':>8s} {'p99 ms':>8s}   ({ROUNDS} requests, 8+8 tokens)")
-    for name, values in (("direct", direct), ("ingress", ingress)):
-        p50, p99 = percentile(values, 50) or 0.0, percentile(values, 99) or 0.0
-        print(f"{name:10s} {p50 * 1e3:8.2f} {p99 * 1e3:8.2f}")
-    d50, d99 = percentile(direct, 50) or 0.0, percentile(direct, 99) or 0.0
-    h50, h99 = percentile(ingress, 50) or 0.0, percentile(ingress, 99) or 0.0
-    print(f"added by the ingress: p50 {(h50 - d50) * 1e3:.2f} ms, p99 {(h99 - d99) * 1e3:.2f} ms")
-    print(f"ingress / direct latency: p50 {h50 / d50:.2f}x, p99 {h99 / d99:.2f}x")
+    print(f"{'path':16s} {'p50 ms':>8s} {'p99 ms':>8s}   ({ROUNDS} requests, 8+8 tokens)")
+    p = {n: (percentile(v, 50) or 0.0, percentile(v, 99) or 0.0) for n, v in paths.items()}
+    for name, (p50, p99) in p.items():
+        print(f"{name:16s} {p50 * 1e3:8.2f} {p99 * 1e3:8.2f}")
+    (e50, e99), (a50, a99), (c50, c99) = p["engine"], p["replica API"], p["cluster ingress"]
+    print(
+        f"added by the replica API: p50 {(a50 - e50) * 1e3:.2f} ms, p99 {(a99 - e99) * 1e3:.2f} ms"
+    )
+    print(
+        f"added by the ingress hop: p50 {(c50 - a50) * 1e3:.2f} ms, p99 {(c99 - a99) * 1e3:.2f} ms"
+    )
+    print(f"cluster ingress / engine latency: p50 {c50 / e50:.2f}x, p99 {c99 / e99:.2f}x")
 
 
-def _client_rate(port: int) -> float:
+def _client_rate(port: int, path: str = "/v1") -> float:
     """Requests/s a client process (raw keep-alive HTTP/1.1, the cheapest client) gets."""
     out = subprocess.run(
-        [sys.executable, "-c", CLIENT, str(port), str(RATE_SECONDS), str(IN_FLIGHT)],
+        [sys.executable, "-c", CLIENT, str(port), str(RATE_SECONDS), str(IN_FLIGHT), path],
         capture_output=True,
         text=True,
         timeout=120,
@@ -172,9 +200,12 @@ def _direct_rate(engine: ReplicaEngine) -> float:
 
 def ingress_rate() -> None:
     instant = ApiServer(ReplicaPool([InstantReplica(load_model("tiny").tokenizer)])).start()
+    ingress = _job_ingress(instant)
     try:
         ceiling = _client_rate(instant.port)
+        proxy = _client_rate(ingress.port, "/jobs/bench/v1")
     finally:
+        ingress.stop()
         instant.stop()
     engine = _engine().start()
     direct = _direct_rate(engine)
@@ -183,11 +214,13 @@ def ingress_rate() -> None:
         through = _client_rate(server.port)
     finally:
         server.stop()
-    print(f"ingress, instant replica      {ceiling:8.0f} requests/s   (the ingress's ceiling)")
-    print(f"ingress, tiny-model replica   {through:8.0f} requests/s")
+    print(f"replica API, instant replica  {ceiling:8.0f} requests/s   (the API's ceiling)")
+    print(f"cluster ingress, instant      {proxy:8.0f} requests/s   (the ingress's ceiling)")
+    print(f"replica API, tiny-model       {through:8.0f} requests/s")
     print(f"engine driven directly        {direct:8.0f} requests/s   (1 output token each)")
-    print(f"ingress ceiling / engine direct: {ceiling / direct:.2f}x")
-    print(f"through ingress / engine direct: {through / direct:.2f}x")
+    print(f"API ceiling / engine direct: {ceiling / direct:.2f}x")
+    print(f"ingress ceiling / engine direct: {proxy / direct:.2f}x")
+    print(f"through the API / engine direct: {through / direct:.2f}x")
 
 
 def main() -> None:

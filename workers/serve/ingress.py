@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -145,7 +145,7 @@ def _error(status: int, message: str, kind: str, retry_after_s: float | None = N
     return JSONResponse(error_body(message, kind, None, None), status_code=status, headers=headers)
 
 
-def _retry_after_s(response: httpx.Response) -> float:
+def _retry_after_s(response: aiohttp.ClientResponse) -> float:
     try:
         return max(0.5, float(response.headers.get("retry-after", "1")))
     except ValueError:
@@ -161,12 +161,15 @@ def create_ingress_app(directory: ReplicaDirectory) -> FastAPI:
     """The ingress app (see module doc)."""
     app = FastAPI(title="greenllm ingress", docs_url=None, redoc_url=None)
     router = Router()
-    state: dict[str, httpx.AsyncClient] = {}
+    state: dict[str, aiohttp.ClientSession] = {}
 
-    def client() -> httpx.AsyncClient:
+    def client() -> aiohttp.ClientSession:  # made in the loop that serves (aiohttp's rule)
         if "http" not in state:
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-            state["http"] = httpx.AsyncClient(limits=limits, timeout=REQUEST_TIMEOUT_S)
+            state["http"] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+                auto_decompress=False,
+            )
         return state["http"]
 
     async def upstreams(job_id: str) -> list[Upstream] | Response:
@@ -192,11 +195,14 @@ def create_ingress_app(directory: ReplicaDirectory) -> FastAPI:
             return found
         for u in found:
             try:
-                reply = await client().get(f"{u.url}/models", timeout=10.0)
-            except httpx.HTTPError:
+                async with client().get(
+                    f"{u.url}/models", timeout=aiohttp.ClientTimeout(total=10.0)
+                ) as reply:
+                    content = await reply.read()
+            except (aiohttp.ClientError, TimeoutError):
                 router.pause(u.url, UNREACHABLE_PAUSE_S)
                 continue
-            return Response(reply.content, reply.status_code, media_type="application/json")
+            return Response(content, reply.status, media_type="application/json")
         return _error(503, f"no replica of job {job_id} answered", "server_error")
 
     @app.post("/jobs/{job_id}/v1/{api:path}")
@@ -212,26 +218,21 @@ def create_ingress_app(directory: ReplicaDirectory) -> FastAPI:
             router.in_flight[u.url] += 1
             sent = False
             try:
-                req = client().build_request(
-                    "POST",
-                    f"{u.url}/{api}",
-                    content=body,
-                    headers={"content-type": "application/json"},
+                reply = await client().post(
+                    f"{u.url}/{api}", data=body, headers={"content-type": "application/json"}
                 )
-                reply = await client().send(req, stream=True)
-                if reply.status_code == 429:
+                if reply.status == 429:
                     refused_for.append(_retry_after_s(reply))
                     router.pause(u.url, BUSY_PAUSE_S, refused_for[-1])
-                    await reply.aclose()
+                    reply.release()
                     continue
                 if not reply.headers.get("content-type", "").startswith("text/event-stream"):
-                    content = await reply.aread()  # whole, or not at all (then: next replica)
-                    await reply.aclose()
-                    headers = _passed(reply)
-                    return Response(content, reply.status_code, headers=headers)
+                    content = await reply.read()  # whole, or not at all (then: next replica)
+                    reply.release()
+                    return Response(content, reply.status, headers=_passed(reply))
                 sent = True
                 return _relay(reply, router, u.url)
-            except httpx.HTTPError as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("ingress: replica %s of job %s: %r", u.shard_id, job_id, exc)
                 router.pause(u.url, UNREACHABLE_PAUSE_S)
             finally:
@@ -252,23 +253,23 @@ def create_ingress_app(directory: ReplicaDirectory) -> FastAPI:
     return app
 
 
-def _passed(reply: httpx.Response) -> dict[str, str]:
+def _passed(reply: aiohttp.ClientResponse) -> dict[str, str]:
     return {k: v for k, v in reply.headers.items() if k.lower() in PASSED_HEADERS}
 
 
-def _relay(reply: httpx.Response, router: Router, url: str) -> Response:
+def _relay(reply: aiohttp.ClientResponse, router: Router, url: str) -> Response:
     """A replica's event stream, passed through as it arrives; if the replica is lost on
     the way, the stream ends with an error event. The in-flight count drops when it has
     all been sent or the client went away."""
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            async for chunk in reply.aiter_raw():
+            async for chunk in reply.content.iter_any():
                 yield chunk
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             yield _sse_error(f"the replica serving this request was lost: {exc!r}")
         finally:
-            await reply.aclose()
+            reply.release()
             router.in_flight[url] -= 1
 
-    return StreamingResponse(body(), status_code=reply.status_code, headers=_passed(reply))
+    return StreamingResponse(body(), status_code=reply.status, headers=_passed(reply))
