@@ -5,11 +5,14 @@ A reading teaches the model only once its GPU's limit has held for
 does work: then the measured watts and work per second belong to the settings in force.
 
 Not when the shard says its (simulated) GPU waited more than :data:`MAX_WAIT_FRACTION` of
-the time: a rank of a data-parallel job that waits at the gradient exchange for a slower
-rank (another GPU type, or a rank held back by the CPU) does the slower rank's work per
-second and draws near idle power while it waits. Learning that as the GPU's rate at its
-limit would teach the model that the fast type is as slow as the slow one, the batch
-shares planned from the model would stay equal, and the fast ranks would keep waiting.
+the time (nor before the settings have held for the window that share is taken over, when
+it may still describe the previous ones): a rank of a data-parallel job that waits at the
+gradient exchange for a slower rank (another GPU type, or a rank held back by the CPU)
+does the slower rank's work per second and draws near idle power while it waits. Learning
+that as the GPU's rate and power at its limit would teach the model that the fast type is
+as slow as the slow one (and draws less than it does), the batch shares planned from the
+model would stay equal, and the fast ranks would keep waiting.
+
 The rate taught is measured over the shard's reports taken since the settings took effect
 and after its first work, never over a window that reaches back to a rank starting its
 process or to other settings: such a rate is not its GPU's at these settings, and a bin's
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from greenllm.pacing import WAIT_WINDOW_S
 from scheduler.core.powermodel import PowerModel
 from scheduler.core.reconcile import shard_id
 from scheduler.core.types import GPUState, ObservedState
@@ -88,7 +92,9 @@ def settled_rate(g: GPUState, node: NodeRecord, settled_s: float) -> float | Non
     if report is None:
         return g.work_rate
     latest = report.latest
-    if latest.HasField("gpu_wait_fraction") and latest.gpu_wait_fraction > MAX_WAIT_FRACTION:
+    if latest.HasField("gpu_wait_fraction") and (
+        latest.gpu_wait_fraction > MAX_WAIT_FRACTION or settled_s < WAIT_WINDOW_S
+    ):  # it waited, or its wait fraction still describes earlier settings
         return None
     if not report.work_window:
         return g.work_rate

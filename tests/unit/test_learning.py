@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from greenllm.devices.physics import Workload
+from greenllm.pacing import WAIT_WINDOW_S
 from greenllm.proto.v1 import agent_pb2
 from scheduler.core.powermodel import PowerModel
 from scheduler.core.reconcile import shard_id
 from scheduler.core.types import GPUState, JobState, ObservedState
-from scheduler.shell.learning import MAX_WAIT_FRACTION, SETTLED_AFTER_S, learn, settled_rate
+from scheduler.shell.learning import MAX_WAIT_FRACTION, learn, settled_rate
 from scheduler.shell.nodes import GpuRecord, NodeRecord, ShardReport
 
 WORK = Workload("train", batch=4, model_params=70e9, seq_len=128)
@@ -23,7 +24,7 @@ def _setup(waits: list[float | None]) -> tuple[ObservedState, dict[str, NodeReco
     gpus = []
     for i, wait in enumerate(waits):
         rec = GpuRecord(i, "H100-SXM", f"u{i}", 200.0, 700.0, 500.0, 700.0)
-        rec.limit_since = (500.0, now - 2 * SETTLED_AFTER_S)
+        rec.limit_since = (500.0, now - 2 * WAIT_WINDOW_S)
         rec.energy_window.extend([(now - 5.0, 0.0), (now, 2000.0)])  # 400 W
         node.gpus.append(rec)
         sample = agent_pb2.ShardSample(shard_id=shard_id("j", i), job_id="j")
@@ -62,10 +63,17 @@ def test_a_rank_whose_rate_still_spans_its_start_does_not_teach() -> None:
 
 def test_the_rate_taught_is_the_one_since_the_settings_took_effect() -> None:
     # the limit has held for 6 s; the rank did 1 unit/s before it, 5 units/s since
-    observed, nodes = _setup([0.0])
+    observed, nodes = _setup([None])  # a real GPU: no wait fraction
     window = nodes["n"].shards[shard_id("j", 0)].work_window
     window.clear()
     window.extend([(90.0, 10.0), (93.0, 13.0), (94.0, 14.0), (97.0, 29.0), (100.0, 44.0)])
     node, g = nodes["n"], observed.gpus[0]
     assert settled_rate(g, node, 6.0) == pytest.approx(5.0)
     assert settled_rate(g, node, 1.0) is None  # too short a span to tell
+
+
+def test_a_wait_fraction_taken_partly_under_earlier_settings_does_not_teach() -> None:
+    observed, nodes = _setup([0.0])
+    node, g = nodes["n"], observed.gpus[0]
+    assert settled_rate(g, node, WAIT_WINDOW_S) is not None
+    assert settled_rate(g, node, WAIT_WINDOW_S - 1.0) is None
