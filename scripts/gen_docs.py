@@ -192,9 +192,8 @@ def policies() -> str:
 HAND_KEPT = {
     "up": ["ray_address", "controller_address", "metrics_url", "ray_dashboard", "started_ray",
            "startup_s", "nodes"],
-    "demo": ["jobs", "samples", "steady_samples", "limits_within_budget_samples",
-             "power_over_budget_samples", "max_power_w", "budget_cut_at_s",
-             "power_under_new_budget_after_s", "limits_under_new_budget_after_s"],
+    "demo": ["policy", "warmup_s", "budget", "binding", "cut", "compliance", "training",
+             "inference", "phases", "jobs", "wall_s"],
 }  # fmt: skip
 
 
@@ -273,8 +272,13 @@ def output_files() -> str:
             "## `greenllm demo --out DIR`",
             "",
             "- `DIR/summary.json`: the document `greenllm demo --json` prints.",
-            "- `DIR/samples.json`: the power, limits and budget samples behind it.",
-            "- `DIR/power.png`: power per node and in total against the budget over time.",
+            "- `DIR/samples.json`: the status readings behind it (budget, power, sum of "
+            "limits; per job its work, energy, replicas serving and their GPUs' power).",
+            "- `DIR/requests.json`: every inference request the demo sent: when, its status, "
+            "time to first token, time per output token, tokens.",
+            "- `DIR/demo.png`: budget, sum of limits, cluster power and power per job; each "
+            "job's throughput; the inference replicas serving and each request's time to "
+            "first token against the SLO, over time, the cut shaded.",
             "",
         ]
     )
