@@ -80,12 +80,14 @@ def _latency(r: DemoResult, start: float, end: float) -> dict[str, Any]:
 
 
 def _slo_met(lat: dict[str, Any], slo: dict[str, Any]) -> bool | None:
-    checks = [
-        lat[f"p99_{k}"] is not None and lat[f"p99_{k}"] <= slo[f"p99_{k}"]
-        for k in ("ttft_s", "tpot_s")
-        if slo[f"p99_{k}"] > 0
-    ]
-    return (all(checks) and lat["failed"] == 0) if checks else None
+    """False on a failed request or a p99 over its SLO; None when there is nothing to judge
+    (no SLO, or no request of the phase got that far before the demo ended)."""
+    keys = [k for k in ("ttft_s", "tpot_s") if slo[f"p99_{k}"] > 0]
+    if lat["failed"] or any(
+        lat[f"p99_{k}"] is not None and lat[f"p99_{k}"] > slo[f"p99_{k}"] for k in keys
+    ):
+        return False
+    return None if not keys or any(lat[f"p99_{k}"] is None for k in keys) else True
 
 
 def _consolidation(r: DemoResult, jid: str) -> dict[str, Any]:

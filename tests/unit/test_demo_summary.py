@@ -76,11 +76,26 @@ def test_the_budget_binds_and_the_cut_is_obeyed_within_a_second() -> None:
     lat = summary["inference"]["latency"]
     assert [lat[p]["slo_met"] for p in ("full", "cut", "raised")] == [True, True, True]
     assert lat["raised"]["unfinished"] == 1 and lat["raised"]["failed"] == 0
+    assert summary["inference"]["slo"] == {"p99_ttft_s": 1.0, "p99_tpot_s": 0.25}
     c = summary["inference"]["consolidation"]
     assert c["parked_replica_s"] == pytest.approx(20.0)  # two replicas parked for 10 s
     # had they served, each would have drawn a serving replica's 66 W instead of 50 W
     assert c["estimated_saved_j"] == pytest.approx(20.0 * 16.0)
     assert c["estimated_joules_per_token_all_serving"] > c["joules_per_token"]
+
+
+def test_the_slo_per_phase_is_missed_judged_or_not_judged() -> None:
+    config = load_cluster_config(REPO / "cluster.yaml")
+    result = run()
+    for q in result.requests:
+        if q["sent_s"] >= 40:  # none answered after the raise: TPOT cannot be judged
+            q.update(status="unfinished", tpot_s=None)
+        elif 20 <= q["sent_s"] < 21:  # one slow first token under the cut
+            q["ttft_s"] = 3.0
+    result.requests[0]["status"] = "500"  # and a failure before it
+    lat = summarise(config, result)["inference"]["latency"]
+    assert [lat[p]["slo_met"] for p in ("full", "cut", "raised")] == [False, False, None]
+    assert lat["full"]["failed"] == 1 and lat["cut"]["p99_ttft_s"] > 1.0
 
 
 def test_a_budget_that_does_not_bind_and_power_left_over_it_are_reported() -> None:
