@@ -110,8 +110,8 @@ def slo_met(
                 ok = job.finished_s is not None and job.finished_s <= deadline_s + 1e-9
                 out[name] = (ok, f"finish {total:g} samples by {deadline_s:g} s")
             elif spec.slo.min_throughput > 0:
-                rate = job.samples_done / job.running_s if job.running_s > 0 else 0.0
-                ok = rate >= TRAIN_SLO_SHARE * spec.slo.min_throughput
+                rate = float(job.samples_done / job.running_s) if job.running_s > 0 else 0.0
+                ok = bool(rate >= TRAIN_SLO_SHARE * spec.slo.min_throughput)
                 out[name] = (ok, f"averaged {rate:.4g} of {spec.slo.min_throughput:g} samples/s")
             else:
                 out[name] = (True, NO_SLO)
@@ -128,7 +128,7 @@ def _infer_slo(job: JobModel, sc: Scenario) -> tuple[bool, str]:
         end = min(job.submitted_s + load.duration_s, sc.duration_s)
         active_s = max(0.0, end - job.submitted_s)
         owed = min(job.offered_output_tokens, slo.min_throughput * active_s)
-        ok = job.served_output_tokens >= INFER_SLO_SHARE * owed
+        ok = bool(job.served_output_tokens >= INFER_SLO_SHARE * owed)
         checks.append(
             (ok, f"served {job.served_output_tokens:.4g} of {owed:.4g} output tokens owed")
         )
@@ -137,7 +137,7 @@ def _infer_slo(job: JobModel, sc: Scenario) -> tuple[bool, str]:
         (slo.p99_tpot_s, p99(f.tpot_s for f in job.finished), "p99 TPOT"),
     ):
         if target > 0:
-            ok = measured is not None and measured <= target
+            ok = bool(measured is not None and measured <= target)
             shown = "no request finished" if measured is None else f"{measured:.3g} s"
             checks.append((ok, f"{what} {shown} (SLO {target:g} s)"))
     if not checks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,28 @@ def test_bad_input_is_one_line() -> None:
         build_scenario(config, [], 60.0, [(10.0, 400.0)])
     with pytest.raises(ConfigError, match="reserve_w 100 W is not below the budget 100 W"):
         build_scenario(config, [], 60.0, [(10.0, 100.0)])
+
+
+def test_a_training_slo_is_written_to_summary_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A training job with a min_throughput SLO: summary.json is written (its slo_met was a
+    numpy bool, which json cannot write)."""
+    import click
+    from click.testing import CliRunner
+
+    from scheduler.commands import sim as sim_command
+
+    monkeypatch.setattr(sim_command, "cluster_now", lambda _path: None)  # no live cluster
+    cli = click.Group()
+    sim_command.register(cli)
+    spec = tmp_path / "train.yaml"
+    spec.write_text(
+        "name: t\nkind: train\nshards: 2\ngpu_types: [H100-SXM]\nslo: {min_throughput: 5}\n"
+    )
+    out = tmp_path / "out"
+    args = ["sim", "--from-cluster", "--config", str(REPO / "cluster.yaml"), "--jobs"]
+    result = CliRunner().invoke(cli, [*args, str(spec), "--duration-s", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["slo_met"]["t"] in (True, False)
