@@ -114,7 +114,7 @@ class Pacer:
         self._max_slice_s = max_slice_s
         self._min_wait_s = min_wait_s
         self._cpu_bound_above = cpu_bound_above
-        self._carry_units = 0.0
+        self._carry_s = 0.0  # GPU seconds owed (> 0) or done ahead (< 0)
         self.window = WaitWindow(window_s)
         #: Totals since creation: units paced, seconds of steps (real step plus wait),
         #: seconds the simulated GPU worked, seconds waited.
@@ -151,7 +151,9 @@ class Pacer:
         start_s = self._clock()
         step_s = max(0.0, step_s)
         rate = self.throughput()
-        owed = self._carry_units + max(0.0, units)
+        # The carry is GPU seconds: units of the previous step's workload (prompt tokens of
+        # a prefill, say) are not units of this one (output tokens of a decode).
+        owed = max(0.0, units) + (self._carry_s * rate if rate >= MIN_RATE else 0.0)
         if rate < MIN_RATE:  # no work can progress: the GPU, not the CPU, holds it up
             left, busy_s = owed, step_s
         else:
@@ -174,14 +176,16 @@ class Pacer:
             left -= slept_s * rate
             busy_s += slept_s
             overslept = left < 0
+        rate_now = self.throughput()
+        left_s = left / rate_now if rate_now >= MIN_RATE else 0.0
         if left > 0:
-            self._carry_units = left  # a rest too short to sleep: next step's
+            self._carry_s = left_s  # a rest too short to sleep: next step's
         elif overslept:  # a late wake-up: the next step has that much done already
-            self._carry_units = max(left, -self._max_slice_s * self.throughput())
+            self._carry_s = max(left_s, -self._max_slice_s)
         elif units - step_s * rate >= 0:  # no wait, credit from a late wake-up paid it
-            self._carry_units = min(0.0, left)
+            self._carry_s = min(0.0, left_s)
         else:  # CPU-bound: behind the GPU's schedule already, no credit is kept or earned
-            self._carry_units = 0.0
+            self._carry_s = 0.0
         end_s = self._clock()
         waited_s = end_s - start_s
         span_s = step_s + waited_s

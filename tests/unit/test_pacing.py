@@ -183,3 +183,18 @@ def test_for_gpu_starts_the_workload_on_an_idle_gpu() -> None:
     pacer = for_gpu(gpu, TRAIN)
     assert gpu.workload == TRAIN
     assert pacer.throughput() == gpu.throughput() > 0
+
+
+def test_a_rest_carried_between_workloads_is_owed_in_seconds_not_units() -> None:
+    """A prefill leaves a rest too short to sleep (prompt tokens at thousands per second);
+    the next step decodes at tens of tokens per second: it owes that rest's seconds, not
+    its token count (which made a decode after each prefill ~100x too long)."""
+    rates = {"prefill": 6000.0, "decode": 60.0}
+    kind = ["prefill"]
+    fake = FakeTime()
+    pacer = Pacer(lambda: rates[kind[0]], clock=fake.clock, sleep=fake.sleep, min_wait_s=0.002)
+    fake.step(pacer, 10, 0.0)  # 10 prompt tokens: 1.67 ms, too short to sleep: carried
+    assert fake.t == pytest.approx(0.0)
+    kind[0] = "decode"
+    waited = fake.step(pacer, 2, 0.0)  # 2 output tokens: 33.3 ms, plus the 1.67 ms rest
+    assert waited == pytest.approx(2 / 60 + 10 / 6000, rel=1e-9)

@@ -106,6 +106,8 @@ class ReplicaEngine:
         self._cond = threading.Condition()
         self._queue: deque[Request] = deque()
         self._busy = False
+        #: When the last paced step's wait ended (None: idle since), seconds.
+        self._paced_until_s: float | None = None
         self._batch = KVBatch(self.model, tokenizer.eos_token_id, self.device)
         self._rows: list[Request] = []
         self._workload = workload or physics.Workload("decode", batch=max_batch)
@@ -271,6 +273,7 @@ class ReplicaEngine:
             self._finish(request, "error", error)
 
     def _set_busy(self, busy: bool) -> None:
+        self._paced_until_s = None  # idle time between busy spells is not a step's
         if self._sim is not None:
             self._sim.set_workload(self._workload if busy else None)
 
@@ -336,7 +339,12 @@ class ReplicaEngine:
             sampled = [r.sample(logits[i]) for i, r in enumerate(rows)]
         prompt = sum(tokens.values()) if rows[0].first_token_s is None else 0
         if self.pacer is not None:
-            self._pace(len(rows), prompt, self._clock() - start_s)
+            # The serving loop's own work between steps (delivering tokens, retiring rows)
+            # overlaps the GPU's, as a real GPU runs ahead of its host: a step paced while
+            # the engine stays busy counts from the end of the previous step's wait.
+            since_s = start_s if self._paced_until_s is None else min(start_s, self._paced_until_s)
+            self._pace(len(rows), prompt, self._clock() - since_s)
+            self._paced_until_s = self._clock()
         for request, joules in self.ledger.step(tokens).items():
             request.energy_j += joules
         now_s = self._clock()
