@@ -1,7 +1,8 @@
 """Fuzz the loaders of cluster.yaml, job specs and scenarios: whatever the file holds
 (arbitrary YAML/JSON trees, mutated valid files, random bytes, other encodings, sizes),
 loading gives a valid object or one ConfigError line naming the file and the problem;
-never a traceback."""
+never a traceback. The same for a job spec submitted over the API (SubmitJob's JSON):
+a spec or INVALID_ARGUMENT with one line."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +23,8 @@ from greenllm.config import load_cluster_config
 from greenllm.errors import ConfigError
 from greenllm.jobspec import load_job_spec
 from greenllm.loading import MAX_FILE_BYTES
+from scheduler.shell.errors import BadInput
+from scheduler.shell.jobs import parse_submission
 from scheduler.sim.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,3 +183,32 @@ def test_sizes_around_the_limit(kind: str, offset: int, workdir: Path) -> None:
     text = example.read_text().encode()
     pad = max(0, MAX_FILE_BYTES + offset - len(text))
     check(loader, workdir / f"{kind}.yaml", text + b"#" * pad + b"\n")
+
+
+def check_submission(spec_json: str) -> None:
+    """Submit ``spec_json``: a spec, or INVALID_ARGUMENT with one line naming the problem."""
+    try:
+        parse_submission(spec_json)
+    except BadInput as exc:
+        assert exc.code == grpc.StatusCode.INVALID_ARGUMENT, exc
+        assert len(exc.message.splitlines()) == 1 and exc.message.startswith("job spec"), exc
+        assert len(exc.message) < 2000, exc.message
+
+
+@FUZZ
+@given(tree=trees)
+def test_api_submission_of_arbitrary_trees(tree: Any) -> None:
+    check_submission(json.dumps(tree, allow_nan=True))
+
+
+@FUZZ
+@given(data=st.data())
+def test_api_submission_of_mutated_valid_specs(data: st.DataObject) -> None:
+    kind = data.draw(st.sampled_from(["job-train", "job-infer"]))
+    check_submission(json.dumps(data.draw(mutated(kind)), allow_nan=True))
+
+
+@FUZZ
+@given(text=st.text(max_size=200) | st.integers(1, 100_000).map(lambda d: "[" * d + "]" * d))
+def test_api_submission_of_arbitrary_text(text: str) -> None:
+    check_submission(text)
