@@ -106,8 +106,19 @@ CONFIG_CHECK = {
 }
 
 PROFILE = {
-    "[].power_limit_w": "Power limit of this row, watts (null when SM clocks are swept).",
-    "[].sm_clock_mhz": "SM clock of this row, MHz.",
+    "[].gpu_type": "GPU type profiled (the catalog type, or what the real GPU reports).",
+    "[].gpu_index": "NVML index of the real GPU profiled (--gpu), or null (simulated).",
+    "[].simulated": "Whether the figures come from the calibrated model (--gpu-type).",
+    "[].workload": "`train`, `prefill` or `decode`.",
+    "[].batch": "Batch size of the workload.",
+    "[].model_params": "Parameters of the simulated model, or null on a real GPU.",
+    "[].unit": "Unit of throughput and joules_per_unit (`samples`, `tokens`, `steps`).",
+    "[].requested_power_limit_w": "Power limit asked for, watts (null when clocks are swept).",
+    "[].requested_sm_clock_mhz": "SM clock asked for, MHz (null when limits are swept); "
+    "sm_clock_mhz is the one reached (the GPU's clock grid).",
+    "[].power_limit_w": "Power limit in force in this row, watts (the maximum when SM clocks "
+    "are swept).",
+    "[].sm_clock_mhz": "SM clock reached in this row, MHz.",
     "[].power_w": "Power drawn, watts.",
     "[].throughput": "Work rate, units/s (samples/s for train, tokens/s for prefill/decode).",
     "[].relative_throughput": "throughput / the same workload uncapped at maximum clock.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,14 +109,39 @@ def profile(
             lo, hi, what = spec.min_sm_clock_mhz, spec.max_sm_clock_mhz, "--sm-clocks (MHz)"
         check_settings(lo, hi, settings, f"{what} on {spec.name}")
         rows = profile_model(spec, work, knob, settings)
-        unit = work.unit
+        unit, gpu_name, simulated = work.unit, spec.name, True
     else:
-        rows = _profile_real(gpu_index or 0, work, knob, settings, warmup_s, measure_s)
-        unit = "tokens" if workload == "decode" else "steps"
+        rows, gpu_name = _profile_real(gpu_index or 0, work, knob, settings, warmup_s, measure_s)
+        unit, simulated = ("tokens" if workload == "decode" else "steps"), False
+    context = {
+        "gpu_type": gpu_name,
+        "gpu_index": gpu_index,
+        "simulated": simulated,
+        "workload": workload,
+        "batch": batch,
+        "model_params": model_params if simulated else None,
+        "unit": unit,
+    }
+    out = []
+    for value, row in zip(settings, rows, strict=True):
+        requested = {
+            "requested_power_limit_w": value if knob == "power_limit" else None,
+            "requested_sm_clock_mhz": value if knob == "sm_clock" else None,
+        }
+        out.append({**context, **requested, **row.to_dict()})
     if as_json:
-        emit_json([r.to_dict() for r in rows])
+        emit_json(out)
         return
     _print(rows, unit)
+    moved = [
+        f"{value:g} -> {row.sm_clock_mhz:g}"
+        for value, row in zip(settings, rows, strict=True)
+        if knob == "sm_clock" and abs(row.sm_clock_mhz - value) >= 0.5
+    ]
+    if moved:
+        note = "reached" if not simulated else "on the GPU's clock grid"
+        sys.stdout.flush()
+        click.echo(f"note: SM clocks {note}: {', '.join(moved)} MHz", err=True)
 
 
 @contextmanager
@@ -146,7 +172,8 @@ def _profile_real(
     settings: list[float],
     warmup_s: float,
     measure_s: float,
-) -> list[ProfileRow]:
+) -> tuple[list[ProfileRow], str]:
+    """Profile NVML GPU ``index``; returns the rows and the GPU's type."""
     from greenllm.devices.cuda import torch_device_index
     from greenllm.devices.nvml import discover_nvml_gpus
     from greenllm.loadgen import torch_runner
@@ -164,9 +191,10 @@ def _profile_real(
             # NVML's GPU N is not necessarily cuda:N: run the load on the CUDA device whose
             # UUID is the one measured and capped.
             runner = torch_runner(work.kind, work.batch, torch_device_index(gpu.uuid))
-            return profile_device(
+            rows = profile_device(
                 gpu, runner, knob, settings, warmup_s, measure_s, progress=console.print
             )
+            return rows, gpu.gpu_type
         finally:
             for g in gpus:
                 g.close()

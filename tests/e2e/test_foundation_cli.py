@@ -80,10 +80,16 @@ def test_profile_power_limits_json() -> None:
     rows = json.loads(proc.stdout)
     assert [r["power_limit_w"] for r in rows] == [150, 180, 210, 240, 270, 300]
     keys = {
+        "gpu_type", "gpu_index", "simulated", "workload", "batch", "model_params", "unit",
+        "requested_power_limit_w", "requested_sm_clock_mhz",
         "power_limit_w", "sm_clock_mhz", "power_w", "throughput",
         "relative_throughput", "joules_per_unit", "relative_energy",
     }  # fmt: skip
     assert all(set(r) == keys for r in rows)
+    assert {(r["gpu_type"], r["workload"], r["unit"], r["simulated"]) for r in rows} == {
+        ("V100-SXM2", "train", "samples", True)
+    }
+    assert [r["requested_power_limit_w"] for r in rows] == [r["power_limit_w"] for r in rows]
     assert rows[-1]["relative_throughput"] == pytest.approx(1.0)
     assert 0.89 <= rows[2]["relative_throughput"] <= 0.97  # 210 W = 70% of 300 W
 
@@ -95,7 +101,21 @@ def test_profile_sm_clocks_decode() -> None:
     )  # fmt: skip
     rows = json.loads(proc.stdout)
     assert [r["sm_clock_mhz"] for r in rows] == [990, 1485, 1980]
+    assert {(r["batch"], r["unit"]) for r in rows} == {(32, "tokens")}
     assert rows[0]["relative_energy"] < 0.8 and rows[0]["relative_throughput"] > 0.94
+
+
+def test_profile_says_when_a_clock_is_moved_to_the_grid() -> None:
+    args = ["profile", "--gpu-type", "A100-SXM4", "--workload", "train", "--sm-clocks"]
+    proc = greenllm(*args, "1000:1010:7", "--json")
+    rows = json.loads(proc.stdout)
+    assert [(r["requested_sm_clock_mhz"], r["sm_clock_mhz"]) for r in rows] == [
+        (1000, 990),
+        (1007, 1005),
+    ]
+    table = greenllm(*args, "1000:1010:7")
+    assert table.returncode == 0, table.stderr
+    assert "1000 -> 990, 1007 -> 1005 MHz" in table.stderr
 
 
 @pytest.mark.parametrize(

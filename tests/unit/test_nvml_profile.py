@@ -95,9 +95,10 @@ def test_profile_gpu_n_loads_the_cuda_device_with_its_uuid(
 
     monkeypatch.setattr("greenllm.loadgen.torch_runner", fake_torch_runner)
     work = profile_cmd.physics.Workload("train")
-    rows = profile_cmd._profile_real(1, work, "power_limit", [300.0], 0.0, 0.02)
+    rows, gpu_type = profile_cmd._profile_real(1, work, "power_limit", [300.0], 0.0, 0.02)
     assert loaded == [0]  # NVML GPU 1 (GPU-bbbb) is cuda:0 here
     assert rows[0].power_limit_w == 300.0
+    assert gpu_type == "H100-SXM"  # what the GPU reports, matched to the catalog
     assert fake_nvml.fake.devices[1].limit_mw == 700_000  # restored
     assert fake_nvml.fake.devices[0].limit_mw == 700_000  # never touched
 
