@@ -289,7 +289,8 @@ SUMMARY = {
     "after each budget change included.",
     "max_overshoot_w": "Largest excess of power over the budget, watts (transitions included).",
     "transition_window_s": "How long after a budget change limits may still answer the old "
-    "budget, seconds (one control period plus two command round trips).",
+    "budget, seconds (one control period plus two command round trips); a controller outage "
+    "during it holds it open, and it starts over when a controller runs again.",
     "budget_violation_after_transition_s": "Seconds power was above the budget outside the "
     "transition windows.",
     "max_overshoot_after_transition_w": "Largest excess outside the transition windows, watts.",

@@ -28,7 +28,7 @@ from scheduler.shell import operator
 from scheduler.shell.controller import ControllerShell
 from scheduler.shell.errors import BadInput
 from scheduler.shell.memstore import MemoryStore
-from scheduler.sim.nodes import SimNode, VirtualClock, embedded_agents
+from scheduler.sim.nodes import BACKOFF_S, SimNode, VirtualClock, embedded_agents
 from scheduler.sim.physics_step import Physics
 from scheduler.sim.results import SimResult, TraceWriter, slo_met
 from scheduler.sim.scenario import ControlPlane, Scenario
@@ -44,6 +44,13 @@ def transition_window_s(plane: ControlPlane) -> float:
     up on others), and two steps of rounding."""
     round_trip_s = plane.ack_delay_s * (1 + plane.ack_jitter_frac) + plane.telemetry_delay_s
     return plane.control_period_s + 2 * round_trip_s + 2 * plane.step_s
+
+
+def reconnect_s(plane: ControlPlane) -> float:
+    """How long after a controller starts its agents may still be reconnecting, seconds:
+    their longest reconnect delay, then their registration's round trip."""
+    round_trip_s = plane.ack_delay_s * (1 + plane.ack_jitter_frac) + plane.telemetry_delay_s
+    return BACKOFF_S[1] + round_trip_s
 
 
 def shell_config(sc: Scenario, budget_w: float) -> ClusterConfig:
@@ -203,8 +210,12 @@ class Simulation:
             self.ids[record.job_id] = name
             self.world.add_job(record.job_id, name, job, t, len(self.ids))
         elif kind == "kill-controller":
+            if self.shell is not None:
+                self.result.controller_down(t, self.window_s)
             self._kill_controller()
         elif kind == "start-controller":
+            if self.shell is None:
+                self.result.controller_up(t, reconnect_s(self.plane), self.window_s)
             self.shell = self._new_shell()
         else:
             self._node_event(t, kind, what)

@@ -159,7 +159,10 @@ class SimResult:
     over the budget, the transition after a cut included; the ``*_after_transition`` figures
     leave out the first ``transition_window_s`` after each budget change.
     ``limits_over_budget_s`` / ``max_limits_over_budget_w``: steps outside those windows where
-    the limits the GPUs really held summed above budget - reserve (the safety invariant).
+    the limits the GPUs really held summed above budget - reserve (the safety invariant). A
+    budget change is carried out by a running controller: a window that a controller outage
+    interrupts lasts the outage and starts over when a controller runs again; it, and a change
+    made before the agents are back, run one window once they have reconnected.
     """
 
     policy: str
@@ -188,6 +191,13 @@ class SimResult:
     p99_ttft_s: dict[str, float | None] = field(default_factory=dict)
     p99_tpot_s: dict[str, float | None] = field(default_factory=dict)
     _open_cut: tuple[float, float] | None = None
+    #: Transitions restarted by a controller: (until, budget allowed until then, watts).
+    _holds: list[tuple[float, float]] = field(default_factory=list)
+    #: After a controller start: until when its agents may still be reconnecting, and
+    #: until when a cut made meanwhile may be in transition, seconds.
+    _reconnecting: tuple[float, float] = (0.0, 0.0)
+    #: While no controller runs: the highest budget allowed when it died, watts.
+    _down_allowed_w: float | None = None
 
     @classmethod
     def empty(cls, policy: str, duration_s: float, jobs: Iterable[ScenarioJob]) -> SimResult:
@@ -208,10 +218,31 @@ class SimResult:
         self.budget_changes.append((t, new_w))
         if old_w is not None and new_w < old_w:
             self._open_cut = (t, new_w)
+            reconnect_until_s, hold_until_s = self._reconnecting
+            if t < reconnect_until_s:  # agents may not be back yet to carry it out
+                self._holds.append((hold_until_s, old_w))
+
+    def controller_down(self, t: float, window_s: float) -> None:
+        """The controller died at ``t``: a budget change it acknowledged but had not yet
+        carried out stays in transition until a controller runs again."""
+        self._down_allowed_w = self._allowed_w(t, window_s)
+
+    def controller_up(self, t: float, reconnect_s: float, window_s: float) -> None:
+        """A controller runs again from ``t``; its agents are back within ``reconnect_s``.
+        A transition the outage interrupted, or a cut made before the agents are back, is
+        carried out once they are, within one ``window_s``."""
+        self._reconnecting = (t + reconnect_s, t + reconnect_s + window_s)
+        if self._down_allowed_w is None:
+            return
+        if self.budget_changes and self._down_allowed_w > self.budget_changes[-1][1]:
+            self._holds.append((t + reconnect_s + window_s, self._down_allowed_w))
+        self._down_allowed_w = None
 
     def _allowed_w(self, t: float, window_s: float) -> float:
-        """The highest budget in force during the last ``window_s`` seconds, watts."""
-        allowed = 0.0
+        """The highest budget in force during the last ``window_s`` seconds, or held by a
+        transition a controller outage interrupted, watts."""
+        allowed = self._down_allowed_w or 0.0
+        allowed = max([allowed, *(w for until_s, w in self._holds if t < until_s)])
         for at_s, watts in reversed(self.budget_changes):
             allowed = max(allowed, watts)
             if at_s <= t - window_s:

@@ -4,7 +4,9 @@ Random small clusters and workloads, with command and telemetry delays, budget c
 raises, crashed and rebooted nodes, partitions, agent restarts, GPUs that refuse
 lowerings, and controller restarts mid-transition: the sum of the limits the simulated GPUs
 *really* hold never exceeds budget - reserve, except within the documented transition
-window after a budget change (:func:`scheduler.sim.engine.transition_window_s`).
+window after a budget change (:func:`scheduler.sim.engine.transition_window_s`), which a
+controller outage holds open: a cut no controller is running to carry out is carried out
+by the next one, within one window of its start.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 
 from greenllm.devices.catalog import get_spec
 from scheduler.policies import load_policy
-from scheduler.sim.engine import Simulation
+from scheduler.sim.engine import Simulation, reconnect_s
 from scheduler.sim.scenario import Scenario
 
 TYPES = ["H100-SXM", "A100-SXM4", "L4", "A40", "V100-SXM2"]
@@ -130,3 +132,52 @@ def test_real_limits_never_exceed_the_budget(sc: Scenario, policy: str) -> None:
     sim = Simulation(sc, Path("."), load_policy(policy), policy)
     result = sim.run()
     assert result.limits_over_budget_s == 0.0, (result.max_limits_over_budget_w, sim.window_s)
+
+
+def _cut_and_outage(kill_s: float, down_s: float) -> Scenario:
+    """Two H100s at 1,400 W; the budget is cut to 1,050 W at 1 s; the controller dies at
+    ``kill_s`` for ``down_s`` seconds."""
+    infer = {"batch_size": 16, "prompt_tokens": 32, "max_new_tokens": 32}
+    load = {"process": "poisson", "rate_per_s": 1.0, "duration_s": 12.0}
+    return Scenario.model_validate(
+        {
+            "duration_s": DURATION_S,
+            "nodes": [
+                {"name": f"n{i}", "gpus": [{"type": "H100-SXM", "count": 1}]} for i in range(2)
+            ],
+            "budget": {
+                "frac_of_tdp": 1.0,
+                "reserve_w": 10.0,
+                "schedule": [{"t_s": 1.0, "frac_of_tdp": 0.75}],
+            },
+            "jobs": [
+                {
+                    "name": f"i{k}",
+                    "kind": "infer",
+                    "model": "tiny",
+                    "shards": 1,
+                    "simulated_model_params": 1e9,
+                    "infer": {**infer, "load": load},
+                }
+                for k in range(3)
+            ],
+            "controller_restarts": [{"at_s": kill_s, "down_s": down_s}],
+            "control": {"stale_after_s": 0.8, "failsafe_timeout_s": 1.0, "lost_after_s": 2.0},
+        }
+    )
+
+
+def test_a_cut_no_controller_could_carry_out_is_carried_out_by_the_next() -> None:
+    """Found by the property above: a cut acknowledged in the instant the controller died,
+    or made while it was down (the operator retries), cannot be carried out while no
+    controller runs, nor before the agents have reconnected to the next one (the agents'
+    fail-safe share is of the budget they were last sent); the new controller carries it
+    out within one window once they are back."""
+    for kill_s, down_s in ((1.0, 0.5), (1.0, 0.75), (1.0, 1.0), (1.0, 2.5), (0.5, 0.625)):
+        sc = _cut_and_outage(kill_s, down_s)
+        sim = Simulation(sc, Path("."), load_policy("uniform"), "uniform")
+        result = sim.run()
+        assert result.limits_over_budget_s == 0.0, (kill_s, down_s)
+        done_s = kill_s + down_s + reconnect_s(sim.plane) + sim.window_s
+        after = [lim for t, lim in zip(result.times_s, result.limits_w, strict=True) if t >= done_s]
+        assert after and max(after) <= 1050 - 10 + 1e-6, (kill_s, down_s, max(after))
