@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 NODES = ("node-a", "node-b", "node-c")
 
 PLAIN = """
-import os, sys, time
+import gc, os, sys, time
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -52,12 +52,13 @@ for step in range(1, int(sys.argv[1]) + 1):
     if step % 50 == 0:
         print(f"step {step} loss {loss.item():.4f}", flush=True)
 del model
+gc.collect()  # a DDP reducer alive at destroy_process_group can abort the exit
 dist.destroy_process_group()
 print("finished", flush=True)
 """
 
 REPORTING = """
-import sys, time
+import gc, sys, time
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -75,6 +76,7 @@ for step in range(1, int(sys.argv[1]) + 1):
     time.sleep(0.02)
     greenllm.job.report(samples=batch, step=step)
 del model
+gc.collect()  # a DDP reducer alive at destroy_process_group can abort the exit
 dist.destroy_process_group()
 """
 

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.timeout(180)
 
 PLAIN_DDP = textwrap.dedent(
     """
+    import gc
     import os
     import torch
     import torch.distributed as dist
@@ -45,7 +46,8 @@ PLAIN_DDP = textwrap.dedent(
     dist.all_gather(seen, w)
     assert all(torch.equal(seen[0], x) for x in seen)
     print("weights agree after 5 DDP steps", flush=True)
-    del model  # a DDP model alive at destroy_process_group can abort the exit
+    del model  # a DDP model alive at destroy_process_group can abort the exit (signal 6)
+    gc.collect()  # ... also when a reference cycle keeps its reducer
     dist.destroy_process_group()
     """
 )
