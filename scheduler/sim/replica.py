@@ -86,6 +86,11 @@ class ReplicaModel:
         )
 
     @property
+    def in_flight(self) -> int:
+        """Requests queued or being generated here."""
+        return len(self.waiting) + len(self.running)
+
+    @property
     def empty(self) -> bool:
         """Nothing waits or runs here."""
         return not self.waiting and not self.running

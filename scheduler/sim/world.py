@@ -23,6 +23,7 @@ import numpy as np
 
 from greenllm.devices import physics
 from greenllm.errors import GreenllmError
+from greenllm.serving.routing import route_key
 from scheduler.sim.replica import Finished, ReplicaModel, Request
 from scheduler.sim.scenario import ScenarioJob
 from scheduler.sim.workloads import ArrivalStream
@@ -192,8 +193,9 @@ class World:
         return sorted((s for s in mine if s.generation == newest), key=lambda s: s.rank)
 
     def arrive(self, job: JobModel, t0_s: float, dt_s: float, replicas: list[ShardModel]) -> None:
-        """Requests arriving in the step go, with the backlog, to the running replicas: each to
-        the one with the least backlog per unit of load weight (weight 0: drained)."""
+        """Requests arriving in the step go, with the backlog, to the running replicas, as
+        the cluster's ingress routes them (:func:`~greenllm.serving.routing.route_key`:
+        fewest in flight per unit of load weight; weight 0: drained)."""
         assert job.arrivals is not None
         for req in job.arrivals.take(t0_s, t0_s + dt_s):
             job.offered_output_tokens += req.output_tokens
@@ -205,10 +207,13 @@ class World:
         live = [r for r in live if weights[r.shard_id] > 0]
         if not live:
             return
-        load = {r.shard_id: r.replica.backlog_output_tokens() for r in live}
+        in_flight = {r.shard_id: r.replica.in_flight for r in live}
         while job.backlog:
             req = job.backlog.popleft()
-            best = min(live, key=lambda r: load[r.shard_id] / weights[r.shard_id])
+            best = min(
+                live,
+                key=lambda r: route_key(in_flight[r.shard_id], weights[r.shard_id], r.shard_id),
+            )
             best.replica.add(req)
             best.requests += 1
-            load[best.shard_id] += req.output_tokens
+            in_flight[best.shard_id] += 1

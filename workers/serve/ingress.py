@@ -33,6 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from greenllm.proto.v1 import cluster_pb2
+from greenllm.serving.routing import route_key
 from workers.serve.schemas import error_body
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,9 @@ class ReplicaDirectory:
 
 
 class Router:
-    """Picks replicas: fewest requests in flight per unit of weight first; replicas that
-    refused (429) or could not be reached are skipped until their pause ends."""
+    """Picks replicas by :func:`~greenllm.serving.routing.route_key` (fewest requests in
+    flight per unit of weight first, as the simulator routes); replicas that refused (429)
+    or could not be reached are skipped until their pause ends."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -115,7 +117,7 @@ class Router:
         """The replicas to try, best first (drained and paused ones left out)."""
         now = self._clock()
         ready = [u for u in upstreams if u.weight > 0 and self._paused_until.get(u.url, 0.0) <= now]
-        return sorted(ready, key=lambda u: ((self.in_flight[u.url] + 1) / u.weight, u.shard_id))
+        return sorted(ready, key=lambda u: route_key(self.in_flight[u.url], u.weight, u.shard_id))
 
     def pause(self, url: str, seconds: float, retry_after_s: float | None = None) -> None:
         """Skip ``url`` for ``seconds``; ``retry_after_s``: it refused, being full, and said
