@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from greenllm.config import ClusterConfig, parse_cluster_config
 from greenllm.devices.catalog import get_spec
 from greenllm.proto.v1 import agent_pb2
 from scheduler.core.lifecycle import Timeouts
@@ -28,51 +27,15 @@ from scheduler.shell import operator
 from scheduler.shell.controller import ControllerShell
 from scheduler.shell.errors import BadInput
 from scheduler.shell.memstore import MemoryStore
-from scheduler.sim.nodes import BACKOFF_S, SimNode, VirtualClock, embedded_agents
+from scheduler.sim.nodes import SimNode, VirtualClock, embedded_agents
 from scheduler.sim.physics_step import Physics
+from scheduler.sim.plane import reconnect_s, shell_config, transition_window_s
 from scheduler.sim.results import SimResult, TraceWriter, slo_met
-from scheduler.sim.scenario import ControlPlane, Scenario
+from scheduler.sim.scenario import Scenario
 from scheduler.sim.transport import Channel, SimSession
 from scheduler.sim.world import World
 
 Event = tuple[float, int, str, Any]
-
-
-def transition_window_s(plane: ControlPlane) -> float:
-    """How long after a budget change the GPUs may still hold limits above it, seconds: one
-    control period, then two round trips of a command (a lowering refused on one GPU is made
-    up on others), and two steps of rounding."""
-    round_trip_s = plane.ack_delay_s * (1 + plane.ack_jitter_frac) + plane.telemetry_delay_s
-    return plane.control_period_s + 2 * round_trip_s + 2 * plane.step_s
-
-
-def reconnect_s(plane: ControlPlane) -> float:
-    """How long after a controller starts its agents may still be reconnecting, seconds:
-    their longest reconnect delay, then their registration's round trip."""
-    round_trip_s = plane.ack_delay_s * (1 + plane.ack_jitter_frac) + plane.telemetry_delay_s
-    return BACKOFF_S[1] + round_trip_s
-
-
-def shell_config(sc: Scenario, budget_w: float) -> ClusterConfig:
-    """The cluster config the simulated controller runs with."""
-    plane = sc.control
-    return parse_cluster_config(
-        {
-            "name": sc.name,
-            "nodes": [
-                {"name": n, "gpus": [g.model_dump() for g in node.gpus]}
-                for node in sc.nodes
-                for n in node.names()
-            ],
-            "budget": {"budget_w": budget_w, "reserve_w": sc.budget.reserve_w},
-            "policy": sc.policy if sc.policy != "oracle" else "max-throughput",
-            "control_period_s": plane.control_period_s,
-            "telemetry_interval_s": plane.step_s,
-            "failsafe": {"timeout_s": plane.failsafe_timeout_s},
-            "auth": {"enabled": False},
-        },
-        f"scenario {sc.name}",
-    )
 
 
 class Simulation:

@@ -4,7 +4,7 @@ Random small clusters and workloads, with command and telemetry delays, budget c
 raises, crashed and rebooted nodes, partitions, agent restarts, GPUs that refuse
 lowerings, and controller restarts mid-transition: the sum of the limits the simulated GPUs
 *really* hold never exceeds budget - reserve, except within the documented transition
-window after a budget change (:func:`scheduler.sim.engine.transition_window_s`), which a
+window after a budget change (:func:`scheduler.sim.plane.transition_window_s`), which a
 controller outage holds open: a cut no controller is running to carry out is carried out
 by the next one, within one window of its start.
 """
@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from greenllm.devices.catalog import get_spec
 from scheduler.policies import load_policy
-from scheduler.sim.engine import Simulation, reconnect_s
+from scheduler.sim.engine import Simulation
+from scheduler.sim.plane import reconnect_s
 from scheduler.sim.scenario import Scenario
 
 TYPES = ["H100-SXM", "A100-SXM4", "L4", "A40", "V100-SXM2"]
