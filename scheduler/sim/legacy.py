@@ -10,6 +10,7 @@ note with the key that replaces it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 #: Old flat job key -> its new place (a dotted path into the job spec).
@@ -61,6 +62,24 @@ def _put(doc: dict[str, Any], dotted: str, value: Any) -> None:
     doc[last] = value
 
 
+def _seconds(value: Any) -> float | None:
+    """``value`` as a finite number of seconds, or None (left for validation to report)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def _since_arrival(value: Any, job: dict[str, Any]) -> Any:
+    """An absolute time ``value`` counted from the job's ``arrive_s`` (as read when either
+    is not a number: validation then names it)."""
+    at_s, arrive_s = _seconds(value), _seconds(job.get("arrive_s", 0.0))
+    return value if at_s is None or arrive_s is None else at_s - arrive_s
+
+
 def _upgrade_job(
     job: dict[str, Any], where: str, duration_s: float, notes: list[str]
 ) -> dict[str, Any]:
@@ -84,10 +103,10 @@ def _upgrade_job(
             _put(out, "train.seq_len", value)
             note(key, "train.seq_len")
         elif key == "deadline_s":
-            _put(out, "slo.deadline_s", float(value) - float(job.get("arrive_s", 0.0)))
+            _put(out, "slo.deadline_s", _since_arrival(value, job))
             note(key, "slo.deadline_s (counted from sim.arrive_s)")
         elif key == "end_s":
-            _put(out, "infer.load.duration_s", float(value) - float(job.get("arrive_s", 0.0)))
+            _put(out, "infer.load.duration_s", _since_arrival(value, job))
             note(key, "infer.load.duration_s (counted from sim.arrive_s)")
         elif key == "arrivals" and isinstance(value, dict):
             for a_key, a_value in value.items():
@@ -101,7 +120,8 @@ def _upgrade_job(
         out.setdefault("train", {}).setdefault("seq_len", 2048)
     elif kind == "infer":
         load = out.setdefault("infer", {}).setdefault("load", {})
-        load.setdefault("duration_s", max(1e-3, duration_s - float(job.get("arrive_s", 0.0))))
+        arrive_s = _seconds(job.get("arrive_s", 0.0)) or 0.0
+        load.setdefault("duration_s", max(1e-3, duration_s - arrive_s))
     return out
 
 
@@ -117,7 +137,7 @@ def upgrade_scenario(data: dict[str, Any], source: str, notes: list[str]) -> dic
     if not isinstance(jobs, list):
         return data
     duration_s = data.get("duration_s")
-    duration_s = float(duration_s) if isinstance(duration_s, int | float) else 0.0
+    duration_s = _seconds(duration_s) or 0.0
     upgraded = [
         _upgrade_job(job, f"{source}: jobs.{i}", duration_s, notes)
         if isinstance(job, dict)

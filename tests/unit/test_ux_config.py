@@ -165,3 +165,22 @@ def test_empty_file(tmp_path: Path) -> None:
 def test_one_line_escapes_and_cuts() -> None:
     assert one_line("a\nb\x00c\u2029") == "a\\nb\\x00c\\u2029"
     assert one_line("x" * 100, 10) == "xxxxxxx..."
+
+
+@pytest.mark.parametrize(
+    ("duration", "deadline"),
+    [("9" * 400, "60"), ("60", "9" * 400), ("60", "'soon'"), ("60", "[1]"), ("60", ".inf")],
+)
+def test_scenario_times_that_are_not_seconds_are_one_line(
+    tmp_path: Path, duration: str, deadline: str
+) -> None:
+    """Found by the fuzz: a giant integer ``duration_s`` (or an old-style job's deadline
+    that is not a number) raised OverflowError/ValueError while old job keys were upgraded."""
+    text = (
+        f"duration_s: {duration}\n"
+        "nodes: [{name: n, gpus: [{type: H100-SXM, count: 1}]}]\n"
+        "budget: {frac_of_tdp: 0.7}\n"
+        f"jobs: [{{id: t, kind: train, shards: 1, model_params: 1.0e9, deadline_s: {deadline}}}]\n"
+    )
+    msg = error(tmp_path / "s.yaml", text, load_scenario)
+    assert "duration_s" in msg or "deadline_s" in msg, msg
