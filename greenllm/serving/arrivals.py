@@ -49,6 +49,24 @@ class Arrival:
     max_tokens: int
 
 
+def fit_tokens(prompt_tokens: int, output_tokens: int, context_tokens: int) -> tuple[int, int]:
+    """A request's prompt and output tokens shrunk to fit a model's context, as a client of
+    a model with that context sends it: the output kept first, the prompt cut; at least one
+    token each.
+
+    Args:
+        prompt_tokens: Prompt tokens asked for.
+        output_tokens: Output tokens asked for.
+        context_tokens: The model's context (prompt plus output), tokens.
+
+    Returns:
+        ``(prompt_tokens, output_tokens)`` that fit.
+    """
+    out = max(1, min(output_tokens, context_tokens - 1))
+    prompt = max(1, min(prompt_tokens, context_tokens - out))
+    return prompt, max(1, min(out, context_tokens - prompt))
+
+
 def poisson_arrivals(
     rate_per_s: float, duration_s: float, prompt_tokens: int, max_tokens: int, seed: int = 0
 ) -> list[Arrival]:

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from greenllm.errors import GreenllmError
-from greenllm.serving.arrivals import Arrival
+from greenllm.serving.arrivals import Arrival, fit_tokens
 from greenllm.serving.report import LoadReport, RequestRecord
 
 #: Seconds between progress lines on long runs.
@@ -73,9 +73,8 @@ def fit_to_context(arrivals: Sequence[Arrival], context_tokens: int) -> tuple[li
     token each), and how many were changed."""
     fitted, changed = [], 0
     for a in arrivals:
-        out = max(1, min(a.max_tokens, context_tokens - 1))
-        prompt = max(1, min(a.prompt_tokens, context_tokens - out))
-        new = replace(a, prompt_tokens=prompt, max_tokens=max(1, min(out, context_tokens - prompt)))
+        prompt, out = fit_tokens(a.prompt_tokens, a.max_tokens, context_tokens)
+        new = replace(a, prompt_tokens=prompt, max_tokens=out)
         changed += new != a
         fitted.append(new)
     return fitted, changed

@@ -60,8 +60,11 @@ def parse_schedule(text: str) -> list[tuple[float, float]]:
 
 
 def _job(doc: dict[str, Any]) -> dict[str, Any]:
-    """A job spec as a scenario job: training with known total work finishes after it."""
+    """A job spec as a scenario job: training with known total work finishes after it;
+    inference requests fit the served model's context, as this cluster serves them."""
     job = dict(doc)
+    if job.get("kind") == "infer":
+        job["sim"] = {"fit_to_model_context": True}
     if job.get("kind") == "train":
         train = job.get("train") or {}
         total = train.get("total_samples")

@@ -111,12 +111,18 @@ class SimFields(_Strict):
         true_model_params: What really runs when it differs from what the job declares
             (``simulated_model_params``): the controller must learn it from telemetry.
         total_samples: Training: samples after which it is done (None: runs to the end).
+        fit_to_model_context: Inference: requests are shrunk to the served model's context
+            (a built-in model's: ``tiny`` and ``small`` hold 256 tokens), output first and
+            the prompt cut, as the live cluster's load client sends them; ``sim
+            --from-cluster`` sets it, since there the named model really serves. False:
+            requests as asked (``simulated_model_params`` stands for a model with room).
     """
 
     count: int = Field(default=1, ge=1, le=100_000)
     arrive_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     true_model_params: float | None = Field(default=None, gt=0, le=1e15, allow_inf_nan=False)
     total_samples: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    fit_to_model_context: bool = False
 
 
 class ScenarioJob(JobSpec):

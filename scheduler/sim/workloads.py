@@ -11,7 +11,7 @@ import numpy as np
 
 from greenllm.errors import ConfigError
 from greenllm.jobspec import LoadSection
-from greenllm.serving.arrivals import TRACE_COLUMNS, read_trace
+from greenllm.serving.arrivals import TRACE_COLUMNS, fit_tokens, read_trace
 from scheduler.sim.replica import Request
 
 
@@ -73,6 +73,9 @@ class ArrivalStream:
         base_dir: Folder a relative trace file is taken from.
         rng: The world's random stream for this job.
         start_s: When the job starts receiving requests, seconds.
+        context_tokens: The served model's context (prompt plus output), tokens: requests
+            are shrunk to fit it as the live cluster's load client shrinks them (None: as
+            asked).
     """
 
     def __init__(
@@ -83,8 +86,10 @@ class ArrivalStream:
         base_dir: Path,
         rng: np.random.Generator,
         start_s: float = 0.0,
+        context_tokens: int | None = None,
     ) -> None:
         self.load = load
+        self.context_tokens = context_tokens
         self.prompt_tokens = prompt_tokens
         self.output_tokens = output_tokens
         self.start_s = start_s
@@ -104,7 +109,19 @@ class ArrivalStream:
         return a.rate_per_s
 
     def take(self, t0_s: float, t1_s: float) -> list[Request]:
-        """The requests arriving in ``[t0_s, t1_s)``, in order."""
+        """The requests arriving in ``[t0_s, t1_s)``, in order (fitted to the context)."""
+        requests = self._take(t0_s, t1_s)
+        if self.context_tokens is None:
+            return requests
+        fitted = []
+        for r in requests:
+            prompt, out = fit_tokens(
+                int(r.prompt_tokens), int(r.output_tokens), self.context_tokens
+            )
+            fitted.append(Request(r.arrive_s, float(prompt), float(out)))
+        return fitted
+
+    def _take(self, t0_s: float, t1_s: float) -> list[Request]:
         t0_s, t1_s = max(t0_s, self.start_s), min(t1_s, self.end_s)
         if t1_s <= t0_s:
             return []

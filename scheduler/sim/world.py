@@ -24,6 +24,7 @@ import numpy as np
 from greenllm.devices import physics
 from greenllm.errors import GreenllmError
 from greenllm.serving.routing import route_key
+from greenllm.workloads.models import BUILTINS
 from scheduler.sim.replica import Finished, ReplicaModel, Request
 from scheduler.sim.scenario import ScenarioJob
 from scheduler.sim.workloads import ArrivalStream
@@ -115,8 +116,15 @@ class World:
         if spec.kind == "infer":
             infer = spec.infer_settings
             rng = np.random.default_rng([self.seed, 7, index])
+            builtin = BUILTINS.get(spec.model) if spec.sim.fit_to_model_context else None
             job.arrivals = ArrivalStream(
-                infer.load, infer.prompt_tokens, infer.max_new_tokens, self.base_dir, rng, now_s
+                infer.load,
+                infer.prompt_tokens,
+                infer.max_new_tokens,
+                self.base_dir,
+                rng,
+                now_s,
+                context_tokens=builtin.n_positions if builtin is not None else None,
             )
         return job
 

@@ -10,6 +10,9 @@ import pytest
 from greenllm.devices.physics import Workload
 from greenllm.errors import ConfigError
 from greenllm.jobspec import LoadSection
+from greenllm.serving.arrivals import Arrival
+from greenllm.serving.loadclient import fit_to_context
+from greenllm.workloads.models import BUILTINS
 from scheduler.core.lifecycle import JobPhase
 from scheduler.policies import load_policy
 from scheduler.sim.engine import Simulation
@@ -94,6 +97,33 @@ def test_trace_arrivals(tmp_path: Path) -> None:
         (0.7, 50.0, 5.0),
     ]
     assert [r.output_tokens for r in stream.take(1.0, 3.0)] == [1.0]
+
+
+def test_requests_are_fitted_to_the_served_models_context(tmp_path: Path) -> None:
+    """The live load client shrinks a request to the model's context (output first, the
+    prompt cut); the simulator sends the same requests (the served tiny model: 256)."""
+    trace = tmp_path / "req.csv"
+    trace.write_text("t_s,prompt_tokens,output_tokens\n0.5,1000,100\n0.7,50,5\n0.9,30,900\n")
+    load = LoadSection(process="trace", trace_file=trace, duration_s=100)
+    stream = ArrivalStream(load, 1, 1, tmp_path, np.random.default_rng(0), context_tokens=256)
+    got = [(r.prompt_tokens, r.output_tokens) for r in stream.take(0.0, 1.0)]
+    asked = [Arrival(0.0, 1000, 100), Arrival(0.0, 50, 5), Arrival(0.0, 30, 900)]
+    fitted, _ = fit_to_context(asked, 256)
+    assert got == [(float(a.prompt_tokens), float(a.max_tokens)) for a in fitted]
+    assert got == [(156.0, 100.0), (50.0, 5.0), (1.0, 255.0)]
+
+
+def test_from_cluster_jobs_fit_their_builtin_models_context() -> None:
+    """A scenario's requests are as asked (its ``simulated_model_params`` stands for a model
+    with room); a job of ``sim --from-cluster``, served by the model it names, fits them."""
+    plain = [j.arrivals for j in run("uniform").world.jobs.values() if j.arrivals is not None]
+    assert plain and {a.context_tokens for a in plain} == {None}
+    jobs = [
+        {**j, "sim": {"fit_to_model_context": True}} if j["kind"] == "infer" else j
+        for j in upgrade_scenario(BASE, "test", [])["jobs"]
+    ]
+    fitted = [j.arrivals for j in run("uniform", jobs=jobs).world.jobs.values() if j.arrivals]
+    assert fitted and {a.context_tokens for a in fitted} == {BUILTINS["tiny"].n_positions}
 
 
 def test_azure_trace_with_time_scale(tmp_path: Path) -> None:

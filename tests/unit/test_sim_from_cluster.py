@@ -25,6 +25,7 @@ def test_the_cluster_and_its_jobs_become_a_scenario() -> None:
     spec = train.train_settings
     assert train.sim.total_samples == spec.steps * spec.batch_size * train.shards
     assert infer.infer_settings.max_new_tokens == 32  # the same job, the same tokens
+    assert infer.sim.fit_to_model_context  # requests as the served model takes them
     assert sc.control.control_period_s == config.control_period_s
 
 
