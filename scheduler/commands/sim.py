@@ -92,7 +92,8 @@ def register(cli: click.Group) -> None:
         "--from-cluster",
         is_flag=True,
         help="Build the scenario from cluster.yaml (--config) and job specs (--jobs) instead "
-        "of SCENARIO; with its controller up, its budget, policy and active jobs now.",
+        "of SCENARIO; with its controller up, its budget, policy and active jobs now. "
+        "Inference requests fit the served model's context, as the cluster sends them.",
     )
     @click.option(
         "--config",
