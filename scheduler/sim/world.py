@@ -24,7 +24,6 @@ import numpy as np
 from greenllm.devices import physics
 from greenllm.errors import GreenllmError
 from greenllm.serving.routing import route_key
-from greenllm.workloads.models import BUILTINS
 from scheduler.sim.replica import Finished, ReplicaModel, Request
 from scheduler.sim.scenario import ScenarioJob
 from scheduler.sim.workloads import ArrivalStream
@@ -116,7 +115,14 @@ class World:
         if spec.kind == "infer":
             infer = spec.infer_settings
             rng = np.random.default_rng([self.seed, 7, index])
-            builtin = BUILTINS.get(spec.model) if spec.sim.fit_to_model_context else None
+            context_tokens = None
+            if spec.sim.fit_to_model_context:
+                # Imported here: the model registry imports torch, which `greenllm` commands
+                # that never simulate must not pay for (seconds per CLI call).
+                from greenllm.workloads.models import BUILTINS
+
+                builtin = BUILTINS.get(spec.model)
+                context_tokens = builtin.n_positions if builtin is not None else None
             job.arrivals = ArrivalStream(
                 infer.load,
                 infer.prompt_tokens,
@@ -124,7 +130,7 @@ class World:
                 self.base_dir,
                 rng,
                 now_s,
-                context_tokens=builtin.n_positions if builtin is not None else None,
+                context_tokens=context_tokens,
             )
         return job
 
