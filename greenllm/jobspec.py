@@ -173,12 +173,17 @@ class InferSection(_Strict):
         batch_size: Largest batch of requests decoded together.
         prompt_tokens: Prompt length when the load gives none, tokens.
         max_new_tokens: Output length when the load gives none, tokens.
+        max_num_batched_tokens: Most tokens one engine step processes (decodes plus
+            chunks of waiting prompts; vLLM's option of the same name). None: vLLM's
+            OpenAI-server default, 8,192 on 80 GB-class GPUs and 2,048 on others (see
+            :mod:`greenllm.serving.chunking`).
         load: The request load.
     """
 
     batch_size: int = Field(default=8, ge=1, le=4096)
     prompt_tokens: int = Field(default=32, ge=1, le=1_000_000)
     max_new_tokens: int = Field(default=32, ge=1, le=1_000_000)
+    max_num_batched_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     load: LoadSection = LoadSection()
 
 

@@ -284,7 +284,13 @@ SUMMARY = {
     "units": "Unit per job: `samples` (training) or `tokens` (inference).",
     "unit_notes": "What each unit counts (tokens: output tokens generated, as the live "
     "cluster counts them).",
-    "joules_per_unit": "energy per unit of work, per job, joules.",
+    "joules_per_unit": "energy per unit of work, per job, joules: the energy of the GPUs the "
+    "job held while it held them (a drained inference replica's GPU is back with the cluster).",
+    "idle_energy_j": "Energy of the GPUs no job held (idle, or a drained replica's), joules: "
+    "what the cluster pays for capacity nobody used.",
+    "idle_energy_by_node_j": "idle_energy_j per node, joules.",
+    "releasable_s": "Per node: seconds during which none of its GPUs was held by a job (an "
+    "operator or autoscaler could have switched it off).",
     "budget_violation_s": "Seconds measured power was above the budget, the transition "
     "after each budget change included.",
     "max_overshoot_w": "Largest excess of power over the budget, watts (transitions included).",
@@ -321,6 +327,8 @@ SUMMARY_MAPS = frozenset(
         "throughput_vs_unbounded",
         "p99_ttft_s",
         "p99_tpot_s",
+        "idle_energy_by_node_j",
+        "releasable_s",
     }
 )
 

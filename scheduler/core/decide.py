@@ -9,12 +9,13 @@ no randomness: the live controller and the simulator run exactly this.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
 
 from scheduler.core.placement import place
-from scheduler.core.powermodel import PowerModel
+from scheduler.core.powermodel import PowerModel, serving_curve
 from scheduler.core.problem import Group, Policy, Problem
 from scheduler.core.safety import LimitState, plan_limits
 from scheduler.core.specs import spec_of
@@ -75,6 +76,13 @@ def _groups(
         max_w = max(min_w, float(np.min(range_w[1][rows])))
         lo = min(max_w, max(min_w, job.floor_w))
         grid = _limit_grid(min_w, max_w, lo, steps)
+        curve = model.limit_curve(gpu_type, job.workload, grid)
+        clock_curve = model.clock_curve(gpu_type, job.workload)
+        if job.kind == "infer" and job.prompt_tokens_per_output > 0:  # planned in GPU time
+            prefill = replace(job.workload, kind="prefill")
+            rho = job.prompt_tokens_per_output
+            curve = serving_curve(curve, model.limit_curve(gpu_type, prefill, grid), rho)
+            clock_curve = serving_curve(clock_curve, model.clock_curve(gpu_type, prefill), rho)
         groups.append(
             Group(
                 job=job,
@@ -82,8 +90,8 @@ def _groups(
                 rows=np.asarray(rows, dtype=int),
                 lo_w=float(lo),
                 hi_w=max_w,
-                curve=model.limit_curve(gpu_type, job.workload, grid),
-                clock_curve=model.clock_curve(gpu_type, job.workload),
+                curve=curve,
+                clock_curve=clock_curve,
             )
         )
     return groups

@@ -46,13 +46,21 @@ class Curve:
         limits_w: Power limit of each point, watts (ascending).
         sm_clock_mhz: SM clock the GPU settles at, MHz.
         rate: Work per second per GPU (samples/s or tokens/s).
-        power_w: Board power drawn, watts.
+        power_w: Board power drawn, watts (the mean, for a mix of phases).
+        peak_power_w: For a mix of phases, the power of the hungriest one, watts: a limit
+            below it slows that phase (None: ``power_w``).
     """
 
     limits_w: np.ndarray
     sm_clock_mhz: np.ndarray
     rate: np.ndarray
     power_w: np.ndarray
+    peak_power_w: np.ndarray | None = None
+
+    @property
+    def limit_power_w(self) -> np.ndarray:
+        """The power a limit must allow at each point to hold its rate, watts."""
+        return self.power_w if self.peak_power_w is None else self.peak_power_w
 
 
 class _Ratios:
@@ -206,6 +214,44 @@ class PowerModel:
             ratios = self._clock_ratios.setdefault(key, _Ratios())
             ratios.add(int(point.sm_clock_mhz), rate_ratio, power_ratio)
         self.version += 1
+
+
+def serving_curve(decode: Curve, prefill: Curve, prompt_tokens_per_output: float) -> Curve:
+    """An inference replica's curve in GPU time: output tokens per second when each costs
+    its decode time plus ``prompt_tokens_per_output`` prompt tokens of prefill.
+
+    At each setting a GPU spends ``1 / decode.rate`` seconds per output token decoding and
+    ``rho / prefill.rate`` prefilling (``rho`` the prompt tokens per output token), so it
+    serves ``1 / (rho / prefill.rate + 1 / decode.rate)`` output tokens per second and
+    draws the time-weighted mean of the two phases' power; a limit must allow the hungrier
+    phase (:attr:`Curve.peak_power_w`). Planning in output tokens of decode alone
+    under-provisions a prefill-heavy load by the ratio of its prefill to its decode time.
+
+    Args:
+        decode: The decode curve (at the replica's batch).
+        prefill: The prefill curve at the same settings.
+        prompt_tokens_per_output: ``rho``, >= 0.
+
+    Returns:
+        The mixed curve on ``decode``'s settings (``decode`` itself when ``rho`` is 0).
+    """
+    rho = max(0.0, float(prompt_tokens_per_output))
+    if rho == 0.0:
+        return decode
+    with np.errstate(divide="ignore", invalid="ignore"):
+        decode_s = np.where(decode.rate > 0, 1.0 / decode.rate, np.inf)
+        prefill_s = np.where(prefill.rate > 0, rho / prefill.rate, np.inf)
+        per_unit_s = decode_s + prefill_s
+        rate = np.where(np.isfinite(per_unit_s), 1.0 / per_unit_s, 0.0)
+        power = np.where(
+            np.isfinite(per_unit_s),
+            (decode_s * decode.power_w + prefill_s * prefill.power_w) / per_unit_s,
+            np.maximum(decode.power_w, prefill.power_w),
+        )
+    peak = np.maximum(decode.limit_power_w, prefill.limit_power_w)
+    # a clock curve's limits are those its clocks need (a limit curve's: the same grid)
+    limits = np.maximum(decode.limits_w, prefill.limits_w)
+    return Curve(limits, decode.sm_clock_mhz, rate, power, peak)
 
 
 def _corrected(prior: Curve, rate_k: np.ndarray, power_k: np.ndarray) -> Curve:

@@ -111,6 +111,42 @@ class GPUState:
 
 
 @dataclass(frozen=True)
+class LatencyFeedback:
+    """What an inference job's replicas measured of its latency SLO (see
+    :mod:`scheduler.policies.scaling`).
+
+    Attributes:
+        slo_ttft_s: p99 time-to-first-token objective, seconds (0: none).
+        slo_tpot_s: p99 time-per-output-token objective, seconds (0: none).
+        ttft_p99_s: Measured p99 TTFT of its replicas over the recent window (the worst
+            replica's), seconds (0: nothing finished).
+        tpot_p99_s: Measured p99 TPOT, likewise, seconds.
+        oldest_wait_s: Longest a request now waiting for its first token has waited,
+            seconds (what a queue heading over the TTFT SLO shows before any request
+            finishes).
+        since_scaled_s: Time since its serving replica count last changed, seconds
+            (infinite: never).
+    """
+
+    slo_ttft_s: float = 0.0
+    slo_tpot_s: float = 0.0
+    ttft_p99_s: float = 0.0
+    tpot_p99_s: float = 0.0
+    oldest_wait_s: float = 0.0
+    since_scaled_s: float = float("inf")
+
+    def ratio(self) -> float:
+        """How far the worst measured figure is from its objective (1: at the SLO; 0: no
+        objective or nothing measured). A waiting request counts at its wait so far."""
+        worst = 0.0
+        if self.slo_ttft_s > 0:
+            worst = max(worst, self.ttft_p99_s, self.oldest_wait_s) / self.slo_ttft_s
+        if self.slo_tpot_s > 0:
+            worst = max(worst, self.tpot_p99_s / self.slo_tpot_s)
+        return worst
+
+
+@dataclass(frozen=True)
 class JobState:
     """The controller's view of one job.
 
@@ -128,8 +164,16 @@ class JobState:
         floor_w: Lowest power limit any of its GPUs may be capped to, watts (0: none).
         demand_units_per_s: Work the job can use per second (inference arrival rate),
             None when unbounded (training, or a backlog).
+        mean_demand_units_per_s: Inference: demand over the whole measuring window, where
+            ``demand_units_per_s`` also follows the last seconds' arrivals (a burst); the
+            replica count shrinks only below what this needs. None: as ``demand``.
         min_shards: Inference: fewest replicas kept serving (``shards``: no scaling).
         active_shards: Inference: replicas serving now (None: all of them).
+        prompt_tokens_per_output: Inference: prompt tokens its load brings per output
+            token (prefill work per unit; 0: unknown or none). Planning counts a replica's
+            capacity in GPU time: each output token costs its decode time plus this many
+            prompt tokens' prefill time (:func:`scheduler.core.powermodel.serving_curve`).
+        latency: Inference: its measured latency against its SLO (None: no latency SLO).
     """
 
     job_id: str
@@ -143,8 +187,11 @@ class JobState:
     slo_units_per_s: float = 0.0
     floor_w: float = 0.0
     demand_units_per_s: float | None = None
+    mean_demand_units_per_s: float | None = None
     min_shards: int | None = None
     active_shards: int | None = None
+    prompt_tokens_per_output: float = 0.0
+    latency: LatencyFeedback | None = None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import numpy as np
 
 from scheduler.core.problem import Allocation, Group, Problem
 from scheduler.core.types import JobState, SLOReport
-from scheduler.policies.scaling import replica_count, serving_subset
+from scheduler.policies.scaling import over_slo, replica_count, serving_subset
 
 #: Limit margin above the power a locked clock draws, fraction.
 LIMIT_MARGIN_FRAC = 0.02
@@ -39,7 +39,7 @@ class _Clocks:
         """Power limit each locked clock needs, watts."""
         key = (id(g.clock_curve), g.lo_w, g.hi_w)
         if key not in self._limits:
-            lim = np.ceil(g.clock_curve.power_w * (1.0 + LIMIT_MARGIN_FRAC))
+            lim = np.ceil(g.clock_curve.limit_power_w * (1.0 + LIMIT_MARGIN_FRAC))
             self._limits[key] = np.clip(lim, g.lo_w, g.hi_w)
         return self._limits[key]
 
@@ -158,6 +158,10 @@ class MinEnergyPolicy:
             limits[rows] = g.lo_w
             locks[rows] = int(g.clock_curve.sm_clock_mhz[0])
         for job in jobs:
+            if over_slo(job):  # its replicas measure a latency miss: full clocks
+                plan[job.job_id] = [len(g.clock_curve.rate) - 1 for g in by_job[job.job_id]]
+                met[job.job_id] = True
+                continue
             plan[job.job_id], met[job.job_id] = _meet_slo(
                 by_job[job.job_id], job.slo_units_per_s, clocks
             )

@@ -6,6 +6,17 @@ takes fewer joules per token (what DynamoLLM and throttLL'eM do). The count foll
 measured demand (arrival rate plus what waits, with headroom) with hysteresis: it grows at
 once when the serving replicas would run above :data:`UP_UTILIZATION` of their capacity,
 and shrinks only when fewer would stay below :data:`DOWN_UTILIZATION`, so it does not flap.
+Demand and capacity are in GPU time: a replica's capacity is its curve in output tokens
+per second with each token's share of prefill included
+(:func:`scheduler.core.powermodel.serving_curve`), so a prefill-heavy load gets the
+replicas its prompts need, not those its few output tokens would.
+
+What the replicas measure overrides the prediction (SLO feedback, ``job.latency``): when
+the worst recent p99 TTFT or TPOT, or the wait of a queued request, reaches
+:data:`OVER_SLO` of its objective, the count grows at once by :data:`STEP_UP_FRAC` (at
+least one; again after :data:`FEEDBACK_COOLDOWN_S` while the miss lasts) and the policy
+runs the job's GPUs at full clocks; it shrinks only while every figure stays under
+:data:`WELL_UNDER_SLO` of its objective and the count has held :data:`DOWN_HOLD_S`.
 Replicas taken out are drained (load weight 0: no new request; what they hold finishes)
 and parked at their lowest limit and clock; the most efficient GPUs serve first.
 """
@@ -21,9 +32,25 @@ from scheduler.core.problem import Group
 from scheduler.core.types import JobState
 
 #: Grow when the serving replicas would be busier than this share of their capacity.
-UP_UTILIZATION = 0.8
+UP_UTILIZATION = 0.9
 #: Shrink only to a count that stays below this share.
-DOWN_UTILIZATION = 0.5
+DOWN_UTILIZATION = 0.7
+#: A measured figure at this share of its SLO (or over) is a miss: scale up, clocks up.
+OVER_SLO = 0.9
+#: Shrink only while every measured figure stays below this share of its SLO.
+WELL_UNDER_SLO = 0.7
+#: A measured miss adds this share of the serving replicas (at least one).
+STEP_UP_FRAC = 0.25
+#: A miss that lasts adds replicas again after this long, seconds (the latency window
+#: still holds the misses from before the last step up until new requests replace them).
+FEEDBACK_COOLDOWN_S = 5.0
+#: The count holds this long after a change before it may shrink, seconds.
+DOWN_HOLD_S = 15.0
+
+
+def over_slo(job: JobState) -> bool:
+    """Its replicas measure a latency miss, or a queue heading for one."""
+    return job.latency is not None and job.latency.ratio() >= OVER_SLO
 
 
 def replica_count(job: JobState, groups: list[Group]) -> int | None:
@@ -36,13 +63,24 @@ def replica_count(job: JobState, groups: list[Group]) -> int | None:
     if capacity <= 0:
         return total
     need = max(job.demand_units_per_s, job.slo_units_per_s)
+    mean = job.mean_demand_units_per_s
+    steady = need if mean is None else min(need, max(mean, job.slo_units_per_s))
     grow_to = math.ceil(need / (UP_UTILIZATION * capacity))
-    shrink_to = math.ceil(need / (DOWN_UTILIZATION * capacity))
-    count = job.active_shards if job.active_shards is not None else total
+    shrink_to = math.ceil(steady / (DOWN_UTILIZATION * capacity))
+    current = job.active_shards if job.active_shards is not None else total
+    count = current
     if count < grow_to:
         count = grow_to
     elif count > shrink_to:
         count = shrink_to
+    fb = job.latency
+    if fb is not None:
+        if over_slo(job):  # a measured miss: never fewer, and more unless just added
+            count = max(count, current)
+            if fb.since_scaled_s >= FEEDBACK_COOLDOWN_S:
+                count = max(count, current + max(1, math.ceil(current * STEP_UP_FRAC)))
+        elif fb.ratio() >= WELL_UNDER_SLO or fb.since_scaled_s < DOWN_HOLD_S:
+            count = max(count, current)
     return min(total, max(1, low, count))
 
 

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 from greenllm.devices.catalog import get_spec
 from scheduler.core.lifecycle import NodePhase
-from scheduler.core.types import GPUState, JobState
+from scheduler.core.types import GPUState, JobState, LatencyFeedback
 from scheduler.shell.jobs import JobMeasure, JobRecord
 from scheduler.shell.nodes import NodeRecord
 
 #: Seconds over which an inference backlog should be drained (sets its demand).
 DRAIN_HORIZON_S = 5.0
-#: Decode capacity asked for per output token/s of demand: prefill shares the replicas'
-#: time, and arrivals fluctuate around their mean.
-DEMAND_HEADROOM = 1.25
+#: Capacity asked for per output token/s of demand (arrivals fluctuate around their mean).
+DEMAND_HEADROOM = 1.1
+#: Most prompt tokens per output token planned with (a load of prompts alone).
+MAX_PROMPT_PER_OUTPUT = 1e4
 
 
 def gpu_states(
@@ -86,20 +87,45 @@ def job_state(job: JobRecord, measure: JobMeasure, now_s: float, period_s: float
 
     Training: a deadline sets the rate still needed to finish on time (work left over time
     left), when the job's total work is known. Inference: demand is the measured arrival
-    rate plus draining what waits, with headroom; the SLO asks for no more than that.
+    rate plus draining what waits, with headroom, in output tokens; the prompt tokens that
+    come with them (measured likewise) make the prefill share of the replicas' time
+    (``prompt_tokens_per_output``). With a latency SLO the job needs that demand served;
+    a throughput SLO asks for no more than it. Its replicas' measured latency goes with it
+    (:class:`~scheduler.core.types.LatencyFeedback`).
     """
     spec = job.spec
     slo = spec.slo.min_throughput
-    demand = None
+    demand = mean_demand = None
+    rho = 0.0
+    latency = None
     if spec.kind == "train":
         total = spec.total_work_units()
         if spec.slo.deadline_s > 0 and total is not None:
             left_s = max(job.submitted_s + spec.slo.deadline_s - now_s, period_s)
             slo = max(slo, max(0.0, total - measure.work_units) / left_s)
-    elif job.shards and measure.demand_known:
-        need = measure.offered_rate + measure.queued_units / DRAIN_HORIZON_S
-        demand = DEMAND_HEADROOM * need
-        slo = min(DEMAND_HEADROOM * slo, demand)
+    else:
+        latency_slo = spec.slo.p99_ttft_s > 0 or spec.slo.p99_tpot_s > 0
+        infer = spec.infer_settings
+        rho = infer.prompt_tokens / infer.max_new_tokens  # until the load is measured
+        if job.shards and measure.demand_known:
+            drain = measure.queued_units / DRAIN_HORIZON_S
+            need = measure.offered_rate + drain
+            mean_demand = DEMAND_HEADROOM * need
+            # a burst is served as it comes, not once the window's mean has caught up
+            demand = max(mean_demand, DEMAND_HEADROOM * (measure.recent_offered_rate + drain))
+            slo = demand if latency_slo else min(DEMAND_HEADROOM * slo, demand)
+            prompt_drain = measure.queued_prompt_tokens / DRAIN_HORIZON_S
+            prompts = measure.offered_prompt_rate + prompt_drain
+            rho = min(MAX_PROMPT_PER_OUTPUT, prompts / need) if need > 0 else rho
+        if latency_slo:
+            latency = LatencyFeedback(
+                slo_ttft_s=spec.slo.p99_ttft_s,
+                slo_tpot_s=spec.slo.p99_tpot_s,
+                ttft_p99_s=measure.ttft_p99_s,
+                tpot_p99_s=measure.tpot_p99_s,
+                oldest_wait_s=measure.oldest_wait_s,
+                since_scaled_s=now_s - job.replicas_since_s,
+            )
     return JobState(
         job_id=job.job_id,
         kind=spec.kind,
@@ -112,6 +138,9 @@ def job_state(job: JobRecord, measure: JobMeasure, now_s: float, period_s: float
         slo_units_per_s=slo,
         floor_w=spec.floor_w,
         demand_units_per_s=demand,
+        mean_demand_units_per_s=mean_demand,
         min_shards=spec.min_shards,
         active_shards=job.active_replicas,
+        prompt_tokens_per_output=rho,
+        latency=latency,
     )

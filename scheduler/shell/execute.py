@@ -62,6 +62,7 @@ def carry_out(shell: ControllerShell, actions: Actions, now_s: float) -> None:
         if job is not None and job.active_replicas != count:
             before = job.active_replicas if job.active_replicas is not None else len(job.shards)
             job.active_replicas = count
+            job.replicas_since_s = now_s
             shell.persist.event(
                 StoredEvent(
                     shell.wall_clock(),

@@ -87,6 +87,7 @@ class JobRecord:
         final: ``(energy_j, work_units)`` frozen when it ended (None while active).
         ended_at_s: Unix time it ended (0 while active).
         active_replicas: Inference: replicas the policy keeps serving (None: all).
+        replicas_since_s: When ``active_replicas`` last changed, seconds (-inf: never).
         cpu_bound: Its simulated GPUs were last seen waiting for the CPU (see
             :func:`wait_fraction`); a change is an event.
     """
@@ -108,6 +109,7 @@ class JobRecord:
     final: tuple[float, float] | None = None
     ended_at_s: float = 0.0
     active_replicas: int | None = None
+    replicas_since_s: float = float("-inf")
     cpu_bound: bool = False
 
 
@@ -127,6 +129,14 @@ class JobMeasure:
             measure their arrivals).
         gpu_wait_fraction: Simulated GPUs only: share of the recent time its simulated GPUs
             waited for the CPU, 0 to 1 (see :func:`wait_fraction`; None: not measured).
+        offered_prompt_rate: Inference: prompt tokens asked per second.
+        recent_offered_rate: Inference: units asked per second over the last seconds
+            (:data:`~scheduler.shell.nodes.BURST_SPAN_S`).
+        recent_prompt_rate: Inference: prompt tokens asked per second, likewise.
+        queued_prompt_tokens: Inference: prompt tokens waiting to be prefilled now.
+        ttft_p99_s: Inference: the worst replica's recent p99 time to first token, s.
+        tpot_p99_s: Inference: the worst replica's recent p99 time per output token, s.
+        oldest_wait_s: Inference: longest wait of a request without its first token, s.
     """
 
     throughput: float | None
@@ -137,6 +147,13 @@ class JobMeasure:
     queued_units: float = 0.0
     demand_known: bool = False
     gpu_wait_fraction: float | None = None
+    offered_prompt_rate: float = 0.0
+    recent_offered_rate: float = 0.0
+    recent_prompt_rate: float = 0.0
+    queued_prompt_tokens: float = 0.0
+    ttft_p99_s: float = 0.0
+    tpot_p99_s: float = 0.0
+    oldest_wait_s: float = 0.0
 
     @property
     def cpu_bound(self) -> bool:
@@ -152,6 +169,8 @@ def measure_job(nodes: dict[str, NodeRecord], job: JobRecord) -> JobMeasure:
         return JobMeasure(None, job.final[1], job.final[0])
     energy, work = job.carried
     rate, offered, queued, steps, reporting, known = 0.0, 0.0, 0.0, 0, False, False
+    prompt, queued_prompt, ttft, tpot, oldest = 0.0, 0.0, 0.0, 0.0, 0.0
+    recent, recent_prompt = 0.0, 0.0
     for shard in job.shards.values():
         node = nodes[shard.node]
         report = node.shards.get(shard.shard_id)
@@ -163,20 +182,35 @@ def measure_job(nodes: dict[str, NodeRecord], job: JobRecord) -> JobMeasure:
             offered += report.offered_rate()
             queued += report.latest.queued_units
             known = known or report.latest.offered_units > 0
+            prompt += report.offered_prompt_rate()
+            burst, burst_prompt = report.recent_offered_rates()
+            recent += burst
+            recent_prompt += burst_prompt
+            queued_prompt += report.latest.queued_prompt_tokens
+            ttft = max(ttft, report.latest.ttft_p99_s)
+            tpot = max(tpot, report.latest.tpot_p99_s)
+            oldest = max(oldest, report.latest.oldest_wait_s)
         if shard.index < len(node.gpus):
             start_j = job.energy_start_j.get((shard.node, shard.index))
             latest_j = node.gpus[shard.index].energy_j()
             if start_j is not None and latest_j is not None and latest_j >= start_j:
                 energy += latest_j - start_j
     return JobMeasure(
-        rate if reporting else None,
-        work,
-        energy,
-        steps,
-        offered,
-        queued,
-        known,
-        wait_fraction(nodes, job),
+        throughput=rate if reporting else None,
+        work_units=work,
+        energy_j=energy,
+        steps=steps,
+        offered_rate=offered,
+        queued_units=queued,
+        demand_known=known,
+        gpu_wait_fraction=wait_fraction(nodes, job),
+        offered_prompt_rate=prompt,
+        recent_offered_rate=recent,
+        recent_prompt_rate=recent_prompt,
+        queued_prompt_tokens=queued_prompt,
+        ttft_p99_s=ttft,
+        tpot_p99_s=tpot,
+        oldest_wait_s=oldest,
     )
 
 

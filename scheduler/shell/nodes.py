@@ -16,6 +16,8 @@ from scheduler.shell.ports import Session
 ABSURD_POWER_FACTOR = 2.0
 #: Samples kept per GPU and per shard for rates, newest last.
 WINDOW_SAMPLES = 32
+#: Inference arrivals: the span of the short rate that catches a burst, seconds.
+BURST_SPAN_S = 5.0
 
 
 class GpuReading(NamedTuple):
@@ -108,6 +110,7 @@ class ShardReport:
         latest: The latest sample.
         work_window: Recent ``(timestamp_s, work_units)`` pairs.
         offered_window: Recent ``(timestamp_s, offered_units)`` pairs (inference arrivals).
+        prompt_window: Recent ``(timestamp_s, offered_prompt_tokens)`` pairs (inference).
     """
 
     latest: agent_pb2.ShardSample
@@ -117,17 +120,23 @@ class ShardReport:
     offered_window: deque[tuple[float, float]] = field(
         default_factory=lambda: deque(maxlen=WINDOW_SAMPLES)
     )
+    prompt_window: deque[tuple[float, float]] = field(
+        default_factory=lambda: deque(maxlen=WINDOW_SAMPLES)
+    )
 
     _work_rate: float = 0.0
     _offered_rate: float = 0.0
+    _prompt_rate: float = 0.0
 
     def add(self, sample: agent_pb2.ShardSample) -> None:
         """Take a newer sample."""
         self.latest = sample
         self.work_window.append((sample.timestamp_s, sample.work_units))
         self.offered_window.append((sample.timestamp_s, sample.offered_units))
+        self.prompt_window.append((sample.timestamp_s, sample.offered_prompt_tokens))
         self._work_rate = _rate(self.work_window)
         self._offered_rate = _rate(self.offered_window)
+        self._prompt_rate = _rate(self.prompt_window)
 
     def work_rate(self) -> float:
         """Units of work per second over the window (0 with fewer than two samples)."""
@@ -136,6 +145,27 @@ class ShardReport:
     def offered_rate(self) -> float:
         """Units of work arriving per second over the window (inference)."""
         return self._offered_rate
+
+    def offered_prompt_rate(self) -> float:
+        """Prompt tokens arriving per second over the window (inference)."""
+        return self._prompt_rate
+
+    def recent_offered_rates(self) -> tuple[float, float]:
+        """Units of work and prompt tokens arriving per second over the last
+        :data:`BURST_SPAN_S` (inference): a burst shows here long before it moves the
+        window's mean."""
+        return _recent_rate(self.offered_window), _recent_rate(self.prompt_window)
+
+
+def _recent_rate(window: deque[tuple[float, float]]) -> float:
+    """The rate over the newest :data:`BURST_SPAN_S` of ``window`` (0: too few samples)."""
+    if len(window) < 2:
+        return 0.0
+    t1, w1 = window[-1]
+    for t0, w0 in reversed(window):
+        if t1 - t0 >= BURST_SPAN_S:
+            return max(0.0, (w1 - w0) / (t1 - t0))
+    return 0.0
 
 
 def _rate(window: deque[tuple[float, float]]) -> float:

@@ -104,6 +104,7 @@ class Simulation:
         self.sessions: dict[str, SimSession] = {}
         self.physics = Physics(list(self.nodes.values()), self.world)
         self.result = SimResult.empty(policy_name, scenario.duration_s, scenario.jobs)
+        self.result.nodes([n.name for n, _ in self.physics.gpus])
         self.ids: dict[str, str] = {}
         self._events: list[Event] = []
         self._seq = 0

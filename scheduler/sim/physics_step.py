@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from greenllm.devices import physics
+from greenllm.serving.chunking import step_token_budget
 from scheduler.sim.nodes import SimGPU, SimNode
 from scheduler.sim.world import JobModel, Segments, ShardModel, World
 
@@ -28,6 +29,9 @@ class StepReadings:
         sm_clock_mhz: SM clock while busy (or idle clock), MHz.
         limit_w: Power limit at the end of the step, watts.
         job: The name of the job whose shard ran on it ("" when idle).
+        held: Whether a job held it (its books pay for it): a training rank, or an
+            inference replica serving or finishing what it holds; a drained (parked) one's
+            GPU is back with the cluster, its energy the cluster's idle energy.
     """
 
     power_w: np.ndarray
@@ -35,6 +39,7 @@ class StepReadings:
     sm_clock_mhz: np.ndarray
     limit_w: np.ndarray
     job: list[str]
+    held: np.ndarray
 
 
 class Physics:
@@ -119,6 +124,10 @@ class Physics:
             if s.state != "running":
                 continue
             gpu = self._gpu(s)
+            if s.replica.token_budget is None:
+                s.replica.token_budget = step_token_budget(
+                    gpu.spec.memory_mib, spec.infer_settings.max_num_batched_tokens
+                )
 
             def decode(b: int, wd: physics.Workload = wd) -> physics.Workload:
                 return replace(wd, batch=b)
@@ -134,6 +143,7 @@ class Physics:
             for f in s.replica.done:
                 job.served_output_tokens += f.tokens
             job.finished.extend(s.replica.done)
+            s.finished(t + dt, s.replica.done)
             s.replica.done.clear()
             i = pos[(s.node, s.gpu_index)]
             segs[i] = segments
@@ -158,6 +168,7 @@ class Physics:
                 self._infer(job, shards, t, dt, segs, clocks, pos, output)
         n = len(self.gpus)
         power, work, clock, limit = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+        held = np.zeros(n, dtype=bool)
         jobs = [""] * n
         for k, (node, i) in enumerate(self.gpus):
             gpu = node.gpus[i]
@@ -184,10 +195,12 @@ class Physics:
                 jobs[k] = job.name
                 shard.work_units += work[k]
                 job.work_units += work[k]
-                job.energy_j += power[k] * dt
+                held[k] = job.spec.kind == "train" or self.world.serving(job, shard)
+                if held[k]:
+                    job.energy_j += power[k] * dt
                 if job.spec.kind == "train":
                     job.samples_done += work[k]
-        return StepReadings(power, work, clock, limit, jobs)
+        return StepReadings(power, work, clock, limit, jobs, held)
 
     def rebase(self, node: SimNode) -> None:
         """A node's GPUs were reset (a reboot): their counters start again from here."""

@@ -1,13 +1,18 @@
 """An inference replica, request by request: continuous batching on one simulated GPU.
 
-Requests wait in the replica's queue; whenever the running batch has room (at most the job's
-``batch_size`` sequences), the oldest waiting request is prefilled (compute-bound, its prompt
-at the prefill rate) and joins the batch with its first token. The batch then decodes one
-token per sequence per iteration; an iteration of ``b`` sequences takes ``b / rate(b)``,
-where ``rate(b)`` is the decode throughput of a batch of ``b`` at the GPU's current limit and
-clocks (memory-bound: a nearly empty batch costs almost as much time, and power, as a full
-one). A sequence leaves the batch with its last token. Each request's time to first token
-(TTFT) and time per output token (TPOT) are recorded.
+Requests wait in the replica's queue. Each engine step decodes one token of every running
+sequence and prefills waiting prompts with what is left of the step's token budget
+(chunked prefill, :mod:`greenllm.serving.chunking`): first come, first served, a long prompt
+in chunks over several steps; a request holds a batch slot (at most ``max_batch``) from its
+first chunk. A step of ``C`` prompt tokens and ``b`` running sequences takes
+``C / prefill_rate + b / rate(b)`` (prefill is compute-bound; ``rate(b)`` is the decode
+throughput of a batch of ``b`` at the GPU's current limit and clocks: memory-bound, so a
+nearly empty batch costs almost as much time, and power, as a full one). A prompt's last
+chunk gives its first token at the end of that step; a sequence leaves the batch with its
+last token. Each request's time to first token (TTFT) and time per output token (TPOT) are
+recorded as the engine produces them: a running sequence's TPOT includes the prefill chunks
+that shared its steps. Steps that repeat unchanged are taken together (fractional steps), so
+the cost is per event, not per step.
 """
 
 from __future__ import annotations
@@ -49,11 +54,12 @@ class Request:
 
 @dataclass
 class Finished:
-    """What a finished request measured: TTFT and TPOT, seconds."""
+    """What a finished request measured: TTFT and TPOT, seconds; when it arrived."""
 
     ttft_s: float
     tpot_s: float
     tokens: float
+    arrive_s: float = 0.0
 
 
 @dataclass
@@ -62,28 +68,41 @@ class ReplicaModel:
 
     Attributes:
         max_batch: Most sequences decoded together.
+        token_budget: Most tokens one step processes, decodes plus prefill chunks (None:
+            unbounded, every admitted prompt prefilled in one step).
         waiting: Requests not yet prefilled (or part-way through their prefill).
         running: Requests in the decode batch.
         offered_units: Output tokens of the requests routed here.
+        offered_prompt_tokens: Prompt tokens of the requests routed here.
         done: Requests finished since the owner last took them.
     """
 
     max_batch: int
+    token_budget: int | None = None
     waiting: deque[Request] = field(default_factory=deque)
     running: list[Request] = field(default_factory=list)
     offered_units: float = 0.0
+    offered_prompt_tokens: float = 0.0
     done: list[Finished] = field(default_factory=list)
 
     def add(self, request: Request) -> None:
         """A request routed here."""
         self.waiting.append(request)
         self.offered_units += request.output_tokens
+        self.offered_prompt_tokens += request.prompt_tokens
 
-    def backlog_output_tokens(self) -> float:
-        """Output tokens still to produce here."""
-        return sum(r.output_tokens for r in self.waiting) + sum(
-            r.output_tokens - r.decoded for r in self.running
-        )
+    def waiting_output_tokens(self) -> float:
+        """Output tokens of the requests waiting for their first token here (what must be
+        drained; the running batch's are served at the rate already measured)."""
+        return sum(r.output_tokens for r in self.waiting)
+
+    def backlog_prompt_tokens(self) -> float:
+        """Prompt tokens still to prefill here."""
+        return sum(r.prefill_left for r in self.waiting)
+
+    def oldest_wait_s(self, now_s: float) -> float:
+        """How long the oldest request without its first token has waited, seconds."""
+        return max(0.0, now_s - self.waiting[0].arrive_s) if self.waiting else 0.0
 
     @property
     def in_flight(self) -> int:
@@ -127,37 +146,64 @@ class ReplicaModel:
         t, end = t0_s, t0_s + dt_s
         segments: list[tuple[Workload | None, float]] = []
         tokens = 0.0
+        budget = float("inf") if self.token_budget is None else float(self.token_budget)
         while end - t > EPS_S:
-            if self.waiting and len(self.running) < self.max_batch:
-                req = self.waiting[0]
-                rate = prefill_rate()
-                need_s = req.prefill_left / rate if rate > 0 else float("inf")
-                spent = min(need_s, end - t)
-                segments.append((prefill, spent))
-                req.prefill_left -= spent * rate
-                t += spent
-                if req.prefill_left <= 1e-6:
-                    self.waiting.popleft()
-                    req.prefill_left = 0.0
-                    req.first_token_s = t
-                    req.decoded = 1.0
-                    tokens += 1.0
-                    self._admit(req)
-                continue
-            if not self.running:
+            b = len(self.running)
+            plan = self._prefill_plan(budget - b)
+            chunk = sum(n for _, n in plan)
+            if b == 0 and chunk <= 0:
                 segments.append((None, end - t))
                 break
-            b = len(self.running)
-            per_seq = decode_rate(b) / b  # tokens per second of each sequence
-            left = min(r.output_tokens - r.decoded for r in self.running)
-            spent = min(end - t, left / per_seq) if per_seq > 0 else end - t
-            segments.append((decode(b), spent))
-            for r in self.running:
-                r.decoded += spent * per_seq
-            tokens += spent * per_seq * b
-            t += spent
+            rate = prefill_rate() if chunk > 0 else 0.0
+            if chunk > 0 and rate <= 0:
+                segments.append((prefill, end - t))  # no prefill possible at these settings
+                break
+            per_seq = decode_rate(b) / b if b else 0.0  # steps per second of a decode batch
+            if b and per_seq <= 0:
+                segments.append((decode(b), end - t))  # no decode possible at these settings
+                break
+            step_s = (chunk / rate if chunk > 0 else 0.0) + (1.0 / per_seq if b else 0.0)
+            # identical steps up to the next event: a prompt done, a sequence done, the end
+            steps = (end - t) / step_s
+            if plan:
+                head, n = plan[-1]
+                completes = len(plan) > 1 or head.prefill_left <= n + 1e-9
+                steps = min(steps, 1.0 if completes else head.prefill_left / n)
+            if b:
+                steps = min(steps, min(r.output_tokens - r.decoded for r in self.running))
+            steps = max(steps, 0.0)
+            if chunk > 0:
+                segments.append((prefill, steps * chunk / rate))
+            if b:
+                segments.append((decode(b), steps / per_seq))
+                for r in self.running:
+                    r.decoded += steps
+                tokens += steps * b
+            t += steps * step_s
+            for req, n in plan:
+                req.prefill_left -= steps * n
             self._finish(t)
+            while self.waiting and self.waiting[0].prefill_left <= 1e-6:
+                req = self.waiting.popleft()
+                req.prefill_left = 0.0
+                req.first_token_s = t
+                req.decoded = 1.0
+                tokens += 1.0
+                self._admit(req)
         return segments, tokens
+
+    def _prefill_plan(self, budget: float) -> list[tuple[Request, float]]:
+        """Prompt tokens each waiting request prefills in the next step: first come first
+        served, within ``budget`` tokens and the batch slots left."""
+        plan: list[tuple[Request, float]] = []
+        slots = self.max_batch - len(self.running)
+        for req in self.waiting:
+            if budget <= 0 or len(plan) >= slots:
+                break
+            n = min(budget, req.prefill_left)
+            plan.append((req, n))
+            budget -= n
+        return plan
 
     def _admit(self, req: Request) -> None:
         if req.decoded >= req.output_tokens - 1e-6:
@@ -177,4 +223,4 @@ class ReplicaModel:
     def _record(self, r: Request, now_s: float) -> None:
         first = r.first_token_s if r.first_token_s is not None else now_s
         tpot = (now_s - first) / max(1.0, r.output_tokens - 1.0)
-        self.done.append(Finished(first - r.arrive_s, tpot, r.output_tokens))
+        self.done.append(Finished(first - r.arrive_s, tpot, r.output_tokens, r.arrive_s))

@@ -186,6 +186,9 @@ class SimResult:
     decide_cpu_s: list[float] = field(default_factory=list)
     work: dict[str, float] = field(default_factory=dict)
     job_energy_j: dict[str, float] = field(default_factory=dict)
+    idle_energy_j: dict[str, float] = field(default_factory=dict)
+    releasable_s: dict[str, float] = field(default_factory=dict)
+    held_gpus: list[int] = field(default_factory=list)
     slo: dict[str, tuple[bool, str]] = field(default_factory=dict)
     unmet_slo_reports: dict[str, str] = field(default_factory=dict)
     p99_ttft_s: dict[str, float | None] = field(default_factory=dict)
@@ -198,6 +201,8 @@ class SimResult:
     _reconnecting: tuple[float, float] = (0.0, 0.0)
     #: While no controller runs: the highest budget allowed when it died, watts.
     _down_allowed_w: float | None = None
+    #: GPU rows of each node, in the simulation's GPU order.
+    _node_of: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, policy: str, duration_s: float, jobs: Iterable[ScenarioJob]) -> SimResult:
@@ -262,6 +267,7 @@ class SimResult:
     ) -> None:
         """Record one step: measured cluster power, and the limits really held."""
         cluster_w = float(np.sum(readings.power_w[np.asarray(up, dtype=bool)])) if up else 0.0
+        self._idle(readings, dt)
         self.transition_window_s = window_s
         self.energy_j += cluster_w * dt
         self.times_s.append(t)
@@ -285,6 +291,28 @@ class SimResult:
         if self._open_cut is not None and cluster_w <= self._open_cut[1] + 1e-6:
             self.cut_response_s.append(t - self._open_cut[0])
             self._open_cut = None
+
+    def _idle(self, readings: Any, dt: float) -> None:
+        """Energy of the GPUs no job held, per node; time each node had no GPU held."""
+        if not self._node_of:
+            return
+        self.held_gpus.append(int(np.sum(readings.held)))
+        idle_j = np.where(readings.held, 0.0, readings.power_w * dt)
+        for node, rows in self._node_of.items():
+            self.idle_energy_j[node] = self.idle_energy_j.get(node, 0.0) + float(
+                np.sum(idle_j[rows])
+            )
+            if not readings.held[rows].any():
+                self.releasable_s[node] = self.releasable_s.get(node, 0.0) + dt
+
+    def nodes(self, gpu_nodes: list[str]) -> None:
+        """The node of each GPU, in the simulation's GPU order."""
+        order: dict[str, list[int]] = {}
+        for k, node in enumerate(gpu_nodes):
+            order.setdefault(node, []).append(k)
+        self._node_of = {n: np.asarray(rows, dtype=int) for n, rows in order.items()}
+        self.idle_energy_j = dict.fromkeys(order, 0.0)
+        self.releasable_s = dict.fromkeys(order, 0.0)
 
     def finish(self, jobs: Iterable[JobModel], slo: dict[str, tuple[bool, str]]) -> None:
         """Take the per-job totals."""
@@ -317,6 +345,9 @@ class SimResult:
                 "samples": "training samples",
             },
             "joules_per_unit": self.joules_per_unit(),
+            "idle_energy_j": sum(self.idle_energy_j.values()),
+            "idle_energy_by_node_j": self.idle_energy_j,
+            "releasable_s": self.releasable_s,
             "budget_violation_s": self.budget_violation_s,
             "max_overshoot_w": self.max_overshoot_w,
             "transition_window_s": self.transition_window_s,

@@ -24,6 +24,7 @@ import numpy as np
 from greenllm.devices import physics
 from greenllm.errors import GreenllmError
 from greenllm.serving.routing import route_key
+from greenllm.serving.slo import RecentLatencies
 from scheduler.sim.replica import Finished, ReplicaModel, Request
 from scheduler.sim.scenario import ScenarioJob
 from scheduler.sim.workloads import ArrivalStream
@@ -49,7 +50,24 @@ class ShardModel:
     requests: int = 0
     offered_units: float = 0.0
     queued_units: float = 0.0
+    offered_prompt_tokens: float = 0.0
+    queued_prompt_tokens: float = 0.0
     replica: ReplicaModel = field(default_factory=lambda: ReplicaModel(1))
+    recent: RecentLatencies = field(default_factory=RecentLatencies)
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def finished(self, now_s: float, done: list[Finished]) -> None:
+        """Requests it finished by ``now_s``: it reports, as a live replica does, the p99
+        latencies of the last :data:`~greenllm.serving.slo.LATENCY_WINDOW_S` and its queue."""
+        for f in done:
+            self.recent.add(now_s, f.ttft_s, f.tpot_s if f.tokens > 1 else None)
+        ttft_p99_s, tpot_p99_s = self.recent.p99(now_s)
+        self.extra = {
+            "ttft_p99_s": ttft_p99_s,
+            "tpot_p99_s": tpot_p99_s,
+            "queued_requests": float(len(self.replica.waiting)),
+            "oldest_wait_s": self.replica.oldest_wait_s(now_s),
+        }
 
 
 @dataclass
@@ -193,11 +211,18 @@ class World:
         """The shards of ``node`` as its agent reports them."""
         shards = list(self.by_node.get(node, {}).values())
         for s in shards:
-            s.queued_units = s.replica.backlog_output_tokens()
+            s.queued_units = s.replica.waiting_output_tokens()
             s.offered_units = s.replica.offered_units
+            s.queued_prompt_tokens = s.replica.backlog_prompt_tokens()
+            s.offered_prompt_tokens = s.replica.offered_prompt_tokens
         return shards
 
     # -- each step -----------------------------------------------------------------------
+    def serving(self, job: JobModel, shard: ShardModel) -> bool:
+        """An inference replica takes requests (load weight above 0, or none given yet) or
+        still holds some: its job holds its GPU."""
+        return job.weights.get(shard.shard_id, 1.0) > 0 or not shard.replica.empty
+
     def current_shards(self, job: JobModel) -> list[ShardModel]:
         """The running shards of the job's newest generation, by rank."""
         mine = list(self.by_job.get(job.job_id, {}).values())

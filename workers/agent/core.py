@@ -382,6 +382,9 @@ def _shard_sample(s: Any, now_s: float) -> agent_pb2.ShardSample:
         idle_energy_j=figure("idle_energy_j"),
         start_energy_j=figure("start_energy_j"),
         booked_energy_counter_j=figure("booked_energy_counter_j"),
+        offered_prompt_tokens=getattr(s, "offered_prompt_tokens", 0.0),
+        queued_prompt_tokens=getattr(s, "queued_prompt_tokens", 0.0),
+        oldest_wait_s=figure("oldest_wait_s"),
     )
     wait = extra.get("gpu_wait_fraction")  # simulated GPUs: share of time it waited (CPU)
     if isinstance(wait, int | float) and 0.0 <= wait <= 1.0:

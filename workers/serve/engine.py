@@ -212,12 +212,11 @@ class ReplicaEngine:
             raise
         return stream
 
-    def outstanding_tokens(self) -> int:
-        """Output tokens still to generate for the queued and running requests (at most:
-        each may stop early at EOS), tokens."""
+    def waiting_tokens(self) -> int:
+        """Output tokens asked by the requests waiting for a batch slot (at most: each may
+        stop early at EOS), tokens."""
         with self._cond:
-            waiting = sum(r.max_tokens for r in self._queue)
-            return waiting + sum(max(0, r.max_tokens - len(r.output_ids)) for r in self._rows)
+            return sum(r.max_tokens for r in self._queue)
 
     def _retry_after_s(self) -> float:
         latency_s = self.recorder.mean_latency_s() or 1.0

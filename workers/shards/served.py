@@ -113,14 +113,14 @@ class ServedReplica:
             return False
         m = engine.metrics()
         booked_j = engine.ledger.last_j
-        outstanding = engine.outstanding_tokens()
+        waiting = engine.waiting_tokens()
         with self.lock:
             s = self.status
             s.work_units = float(m.completion_tokens)
             s.requests = m.completed + m.failed + m.cancelled
             s.failed_requests = m.failed
             s.offered_units = float(engine.offered_tokens)
-            s.queued_units = float(outstanding)
+            s.queued_units = float(waiting)
             s.extra.update(
                 endpoint=self.server.base_url if self.server is not None else "",
                 ttft_p50_s=m.ttft_p50_s,

@@ -23,7 +23,7 @@ class ShardStatus:
         error: Why it failed.
         generation: Placement generation of the job it was started with.
         offered_units: Inference: output tokens of the requests that reached it.
-        queued_units: Inference: output tokens waiting at it now.
+        queued_units: Inference: output tokens of the requests waiting for a batch slot.
         extra: Latest figures (loss, latency percentiles, ...).
     """
 

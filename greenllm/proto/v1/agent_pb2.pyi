@@ -101,7 +101,7 @@ class GpuSamples(_message.Message):
     def __init__(self, index: _Optional[_Iterable[int]] = ..., timestamp_s: _Optional[_Iterable[float]] = ..., power_w: _Optional[_Iterable[float]] = ..., energy_j: _Optional[_Iterable[float]] = ..., power_limit_w: _Optional[_Iterable[float]] = ..., sm_clock_mhz: _Optional[_Iterable[float]] = ..., utilization_pct: _Optional[_Iterable[float]] = ..., temperature_c: _Optional[_Iterable[float]] = ..., memory_used_mib: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ShardSample(_message.Message):
-    __slots__ = ("shard_id", "job_id", "timestamp_s", "work_units", "steps", "requests", "state", "error", "generation", "offered_units", "queued_units", "endpoint", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "queued_requests", "rejected_requests", "idle_energy_j", "gpu_wait_fraction", "cpu_bound", "start_energy_j", "booked_energy_counter_j")
+    __slots__ = ("shard_id", "job_id", "timestamp_s", "work_units", "steps", "requests", "state", "error", "generation", "offered_units", "queued_units", "endpoint", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "queued_requests", "rejected_requests", "idle_energy_j", "gpu_wait_fraction", "cpu_bound", "start_energy_j", "booked_energy_counter_j", "offered_prompt_tokens", "queued_prompt_tokens", "oldest_wait_s")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_S_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,9 @@ class ShardSample(_message.Message):
     CPU_BOUND_FIELD_NUMBER: _ClassVar[int]
     START_ENERGY_J_FIELD_NUMBER: _ClassVar[int]
     BOOKED_ENERGY_COUNTER_J_FIELD_NUMBER: _ClassVar[int]
+    OFFERED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     job_id: str
     timestamp_s: float
@@ -148,7 +151,10 @@ class ShardSample(_message.Message):
     cpu_bound: bool
     start_energy_j: float
     booked_energy_counter_j: float
-    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., timestamp_s: _Optional[float] = ..., work_units: _Optional[float] = ..., steps: _Optional[int] = ..., requests: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., generation: _Optional[int] = ..., offered_units: _Optional[float] = ..., queued_units: _Optional[float] = ..., endpoint: _Optional[str] = ..., ttft_p50_s: _Optional[float] = ..., ttft_p99_s: _Optional[float] = ..., tpot_p50_s: _Optional[float] = ..., tpot_p99_s: _Optional[float] = ..., queued_requests: _Optional[int] = ..., rejected_requests: _Optional[int] = ..., idle_energy_j: _Optional[float] = ..., gpu_wait_fraction: _Optional[float] = ..., cpu_bound: _Optional[bool] = ..., start_energy_j: _Optional[float] = ..., booked_energy_counter_j: _Optional[float] = ...) -> None: ...
+    offered_prompt_tokens: float
+    queued_prompt_tokens: float
+    oldest_wait_s: float
+    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., timestamp_s: _Optional[float] = ..., work_units: _Optional[float] = ..., steps: _Optional[int] = ..., requests: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., generation: _Optional[int] = ..., offered_units: _Optional[float] = ..., queued_units: _Optional[float] = ..., endpoint: _Optional[str] = ..., ttft_p50_s: _Optional[float] = ..., ttft_p99_s: _Optional[float] = ..., tpot_p50_s: _Optional[float] = ..., tpot_p99_s: _Optional[float] = ..., queued_requests: _Optional[int] = ..., rejected_requests: _Optional[int] = ..., idle_energy_j: _Optional[float] = ..., gpu_wait_fraction: _Optional[float] = ..., cpu_bound: _Optional[bool] = ..., start_energy_j: _Optional[float] = ..., booked_energy_counter_j: _Optional[float] = ..., offered_prompt_tokens: _Optional[float] = ..., queued_prompt_tokens: _Optional[float] = ..., oldest_wait_s: _Optional[float] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("shard_id", "generation", "offset", "data")

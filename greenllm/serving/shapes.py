@@ -1,0 +1,106 @@
+"""Load shapes nobody tuned to: request loads built from the shipped conversation trace's
+arrival times (:data:`~greenllm.serving.arrivals.CONVERSATION_TRACE`, Azure 2023, CC-BY 4.0)
+with other token mixes and rates, to judge serving policies on more than the one trace.
+
+* ``trace``: the trace's own prompts and outputs (conversation: ~1,000 prompt, ~200 output
+  tokens on average);
+* ``prefill-heavy``: code completion, RAG, summarisation: prompts 1,000-4,000 tokens,
+  outputs 5-50 (log-uniform);
+* ``decode-heavy``: short prompts (~100 tokens), long answers (~500);
+* ``bursty``: the trace's mix, the rate swinging 10x every minute (30 s low, 30 s high);
+* ``quiet``: the trace's mix at a tenth of the rate asked (a quiet hour).
+
+The trace's inter-arrival gaps are replayed in order (repeated as often as the duration
+needs) and scaled to the mean rate asked, so the load keeps the trace's burstiness.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from greenllm.serving.arrivals import CONVERSATION_TRACE, TRACE_COLUMNS, Arrival, read_trace
+
+#: The shapes, in the order benchmarks print them.
+SHAPES = ("trace", "prefill-heavy", "decode-heavy", "bursty", "quiet")
+#: ``bursty``: rate of the high half-minute over the low one.
+BURST_SWING = 10.0
+#: ``bursty``: length of one low + high cycle, seconds.
+BURST_PERIOD_S = 60.0
+#: ``quiet``: share of the rate asked.
+QUIET_FRACTION = 0.1
+
+
+def shaped_load(
+    shape: str,
+    duration_s: float,
+    rate_per_s: float,
+    seed: int = 0,
+    trace: Path = CONVERSATION_TRACE,
+) -> list[Arrival]:
+    """The requests of one load shape.
+
+    Args:
+        shape: One of :data:`SHAPES`.
+        duration_s: How long requests arrive, seconds.
+        rate_per_s: Mean request rate, requests/s (``quiet``: a tenth of it).
+        seed: Seed of the token draws.
+        trace: The trace whose arrival gaps (and, for ``trace``, ``bursty`` and ``quiet``,
+            tokens) are replayed.
+
+    Returns:
+        The arrivals, in time order.
+
+    Raises:
+        ValueError: Unknown shape, or a duration or rate that is not positive.
+    """
+    if shape not in SHAPES:
+        raise ValueError(f"unknown load shape {shape!r} (one of {', '.join(SHAPES)})")
+    if not (duration_s > 0 and rate_per_s > 0):
+        raise ValueError("duration_s and rate_per_s must be positive")
+    base = read_trace(trace)
+    times = np.array([a.time_s for a in base])
+    gaps = np.diff(times)
+    gaps = gaps[gaps >= 0]
+    mean_gap_s = float(np.mean(gaps)) if len(gaps) and np.mean(gaps) > 0 else 1.0
+    rate = rate_per_s * (QUIET_FRACTION if shape == "quiet" else 1.0)
+    out_t: list[float] = []
+    t, k = 0.0, 0
+    low = 2.0 * rate / (1.0 + BURST_SWING)  # bursty: mean of low and high is the rate
+    while True:
+        r = rate
+        if shape == "bursty":
+            r = low * (BURST_SWING if (t % BURST_PERIOD_S) >= BURST_PERIOD_S / 2 else 1.0)
+        t += float(gaps[k % len(gaps)]) / mean_gap_s / r if len(gaps) else 1.0 / r
+        if t >= duration_s:
+            break
+        out_t.append(t)
+        k += 1
+    n = len(out_t)
+    rng = np.random.default_rng(seed)
+    if shape == "prefill-heavy":
+        prompts = np.exp(rng.uniform(np.log(1000), np.log(4000), n))
+        outputs = np.exp(rng.uniform(np.log(5), np.log(50), n))
+    elif shape == "decode-heavy":
+        prompts = np.clip(rng.lognormal(np.log(100), 0.3, n), 20, 400)
+        outputs = np.clip(rng.lognormal(np.log(500), 0.3, n), 100, 1500)
+    else:
+        prompts = np.array([base[i % len(base)].prompt_tokens for i in range(n)], dtype=float)
+        outputs = np.array([base[i % len(base)].max_tokens for i in range(n)], dtype=float)
+    return [
+        Arrival(t_s, max(1, round(p)), max(1, round(o)))
+        for t_s, p, o in zip(out_t, prompts, outputs, strict=True)
+    ]
+
+
+def write_load(arrivals: list[Arrival], path: Path) -> Path:
+    """Write arrivals as a trace CSV in the Azure format, times in plain seconds (what
+    ``infer.load``'s ``trace_file`` and ``greenllm load --trace`` read); returns ``path``."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(TRACE_COLUMNS)
+        for a in arrivals:
+            w.writerow([f"{a.time_s:.4f}", a.prompt_tokens, a.max_tokens])
+    return path
