@@ -17,6 +17,7 @@ the cost is per event, not per step.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,16 @@ class Finished:
 
 
 @dataclass
+class _Run:
+    """Identical engine steps in progress: what each prefills, how many decode, how many
+    steps are left (fractional; a step's progress is linear in its time)."""
+
+    plan: list[tuple[Request, float]]
+    decoding: int
+    steps_left: float
+
+
+@dataclass
 class ReplicaModel:
     """One replica's queue and running batch.
 
@@ -84,9 +95,13 @@ class ReplicaModel:
     offered_units: float = 0.0
     offered_prompt_tokens: float = 0.0
     done: list[Finished] = field(default_factory=list)
+    _run: _Run | None = None
 
     def add(self, request: Request) -> None:
-        """A request routed here."""
+        """A request routed here (it may join at the next step boundary)."""
+        run = self._run
+        if run is not None and run.steps_left > 1.0 + 1e-9:
+            run.steps_left -= math.ceil(run.steps_left - 1e-9) - 1.0
         self.waiting.append(request)
         self.offered_units += request.output_tokens
         self.offered_prompt_tokens += request.prompt_tokens
@@ -117,7 +132,7 @@ class ReplicaModel:
     def take_all(self) -> list[Request]:
         """Everything waiting or running (a stopped replica hands its requests back)."""
         out = [*self.running, *self.waiting]
-        self.running, self.waiting = [], deque()
+        self.running, self.waiting, self._run = [], deque(), None
         return out
 
     def serve(
@@ -146,32 +161,20 @@ class ReplicaModel:
         t, end = t0_s, t0_s + dt_s
         segments: list[tuple[Workload | None, float]] = []
         tokens = 0.0
-        budget = float("inf") if self.token_budget is None else float(self.token_budget)
         while end - t > EPS_S:
-            b = len(self.running)
-            plan = self._prefill_plan(budget - b)
-            chunk = sum(n for _, n in plan)
-            if b == 0 and chunk <= 0:
+            run = self._run or self._start_run()
+            if run is None:
                 segments.append((None, end - t))
                 break
+            b = run.decoding
+            chunk = sum(n for _, n in run.plan)
             rate = prefill_rate() if chunk > 0 else 0.0
-            if chunk > 0 and rate <= 0:
-                segments.append((prefill, end - t))  # no prefill possible at these settings
-                break
-            per_seq = decode_rate(b) / b if b else 0.0  # steps per second of a decode batch
-            if b and per_seq <= 0:
-                segments.append((decode(b), end - t))  # no decode possible at these settings
-                break
+            per_seq = decode_rate(b) / b if b else 0.0  # steps per second of the batch
+            if (chunk > 0 and rate <= 0) or (b and per_seq <= 0):
+                segments.append((prefill if chunk > 0 else decode(b), end - t))
+                break  # no progress possible at these settings
             step_s = (chunk / rate if chunk > 0 else 0.0) + (1.0 / per_seq if b else 0.0)
-            # identical steps up to the next event: a prompt done, a sequence done, the end
-            steps = (end - t) / step_s
-            if plan:
-                head, n = plan[-1]
-                completes = len(plan) > 1 or head.prefill_left <= n + 1e-9
-                steps = min(steps, 1.0 if completes else head.prefill_left / n)
-            if b:
-                steps = min(steps, min(r.output_tokens - r.decoded for r in self.running))
-            steps = max(steps, 0.0)
+            steps = min(run.steps_left, (end - t) / step_s)
             if chunk > 0:
                 segments.append((prefill, steps * chunk / rate))
             if b:
@@ -179,9 +182,13 @@ class ReplicaModel:
                 for r in self.running:
                     r.decoded += steps
                 tokens += steps * b
-            t += steps * step_s
-            for req, n in plan:
+            for req, n in run.plan:
                 req.prefill_left -= steps * n
+            t += steps * step_s
+            run.steps_left -= steps
+            if run.steps_left > 1e-9:
+                continue
+            self._run = None
             self._finish(t)
             while self.waiting and self.waiting[0].prefill_left <= 1e-6:
                 req = self.waiting.popleft()
@@ -192,6 +199,24 @@ class ReplicaModel:
                 self._admit(req)
         return segments, tokens
 
+    def _start_run(self) -> _Run | None:
+        """The next run of identical steps, up to the next event (a prompt done, a sequence
+        done); None: nothing to do."""
+        b = len(self.running)
+        budget = float("inf") if self.token_budget is None else float(self.token_budget)
+        plan = self._prefill_plan(budget - b)
+        if b == 0 and not plan:
+            return None
+        steps = float("inf")
+        if plan:
+            head, n = plan[-1]
+            completes = len(plan) > 1 or head.prefill_left <= n + 1e-9
+            steps = 1.0 if completes else head.prefill_left / n
+        if b:
+            steps = min(steps, min(r.output_tokens - r.decoded for r in self.running))
+        self._run = _Run(plan, b, max(steps, 1e-9))
+        return self._run
+
     def _prefill_plan(self, budget: float) -> list[tuple[Request, float]]:
         """Prompt tokens each waiting request prefills in the next step: first come first
         served, within ``budget`` tokens and the batch slots left."""
@@ -201,6 +226,8 @@ class ReplicaModel:
             if budget <= 0 or len(plan) >= slots:
                 break
             n = min(budget, req.prefill_left)
+            if n <= 0:
+                continue
             plan.append((req, n))
             budget -= n
         return plan

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -71,7 +70,8 @@ def test_a_long_prompt_does_not_stall_the_decodes_of_its_batch() -> None:
     chunk_s = 2048 / _op(Workload("prefill", batch=8, model_params=PARAMS)).throughput
     assert full_prefill_s > 1.5
     assert short.tpot_s < chunk_s + 0.02, (short.tpot_s, chunk_s)
-    assert long_.ttft_s == pytest.approx(full_prefill_s, rel=0.1)  # its own prefill, chunked
+    # its own prefill, chunked, plus the decode steps it shared
+    assert full_prefill_s <= long_.ttft_s <= 1.25 * full_prefill_s
 
 
 def test_the_step_budget_defaults_as_vllm_does() -> None:

@@ -187,3 +187,34 @@ def test_a_model_failure_fails_its_batch_and_the_replica_serves_on(
         assert served.error is None and served.output_ids == alone(model, [1, 2], 4)
     finally:
         eng.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_long_prompt_is_prefilled_in_chunks_beside_the_running_decodes(
+    model: torch.nn.Module,
+) -> None:
+    """With a step budget of 16 tokens, a 200-token prompt takes 13 steps to prefill; each
+    of them also decodes the running request, which finishes its 10 tokens before the long
+    prompt's first token (one unchunked prefill would have stalled it), and both outputs
+    are what each would generate alone."""
+    eng = engine(model, SimulatedGPU("H100-SXM"), max_num_batched_tokens=16).start()
+    try:
+        short_at = time.monotonic()
+        short = eng.submit(PROMPTS[0], 10, Sampling(ignore_eos=True))
+        deadline = time.monotonic() + 10
+        while eng.metrics().completion_tokens < 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        long_prompt = [(7 * i) % 250 + 1 for i in range(200)]
+        long_at = time.monotonic()
+        long = eng.submit(long_prompt, 3, Sampling(ignore_eos=True))
+        first = short.result.result(30)
+        second = long.result.result(30)
+    finally:
+        eng.stop()
+    assert first.output_ids == alone(model, PROMPTS[0], 10)
+    assert second.output_ids == alone(model, long_prompt, 3)
+    assert eng.step_tokens == 16
+    # the short request's last token came before the long prompt's first
+    assert second.ttft_s is not None
+    assert short_at + first.latency_s < long_at + second.ttft_s
+    assert eng.metrics().prompt_tokens == len(PROMPTS[0]) + 200

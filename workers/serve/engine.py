@@ -1,16 +1,20 @@
 """A replica engine: continuous batching over one model on one GPU, with per-request energy.
 
 One serving thread runs batched steps. Between steps, finished and cancelled requests
-leave the batch and queued ones join it (:class:`workers.serve.kvbatch.KVBatch`): a step is
-either the prefill of the requests joining (one forward over their prompts) or one decode
-of every running row. After each step the GPU's energy counter is read and the energy since
-the previous reading is split among the step's requests by the tokens each processed
-(:class:`workers.serve.ledger.EnergyLedger`); energy read while no request is in flight is
-idle energy.
+leave the batch and queued ones join it (:class:`workers.serve.kvbatch.KVBatch`). Each step
+decodes one token of every running row, then prefills waiting prompts with what is left of
+the step's token budget (chunked prefill, :mod:`greenllm.serving.chunking`, as vLLM does and
+as the simulator's replica model does): whole prompts that fit join the batch in one
+forward; a prompt that does not fit is prefilled a chunk per step in a cache of its own and
+joins once done, so a long prompt delays the running rows by a chunk, not its whole
+prefill. A request holds a batch slot from its first chunk. After each forward the GPU's
+energy counter is read and the energy since the previous reading is split among the
+forward's requests by the tokens each processed (:class:`workers.serve.ledger.EnergyLedger`);
+energy read while no request is in flight is idle energy.
 
 On a simulated GPU the model runs on the CPU and each step lasts at least as long as the GPU
-would take at its power limit and clocks (:mod:`greenllm.pacing`): a prefill its prompt
-tokens at the prefill rate, a decode step its batch's tokens at the decode rate of a batch
+would take at its power limit and clocks (:mod:`greenllm.pacing`): a prefill (or chunk) its
+prompt tokens at the prefill rate, a decode step its batch's tokens at the decode rate of a batch
 that size. The GPU runs that step's workload while requests are in flight (busy only for
 the time the step needs when the CPU is slower) and idles otherwise, so its energy
 counter follows.
@@ -29,15 +33,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from greenllm.devices import physics
 from greenllm.devices.base import GPU
 from greenllm.devices.cuda import torch_device_index
 from greenllm.devices.simulated import SimulatedGPU
+from greenllm.serving.chunking import step_token_budget
 from greenllm.workloads import Tokenizer, load_model
 from workers.serve.kvbatch import KVBatch
 from workers.serve.ledger import EnergyLedger
@@ -58,6 +64,19 @@ _LOAD_LOCK = threading.Lock()
 _IDS = itertools.count()
 
 
+@dataclass
+class _Partial:
+    """A prompt being prefilled a chunk per step (outside the batch until done)."""
+
+    request: Request
+    cache: DynamicCache | None = None
+    done_tokens: int = 0
+
+    @property
+    def left_tokens(self) -> int:
+        return len(self.request.prompt_ids) - self.done_tokens
+
+
 class ReplicaEngine:
     """Serves generation requests from one model on one GPU (see module doc).
 
@@ -74,6 +93,8 @@ class ReplicaEngine:
             with the GPU's UUID).
         workload: What a simulated GPU runs while busy (default: decode at ``max_batch``).
         clock: Returns the time, seconds.
+        max_num_batched_tokens: Most tokens one step processes, decodes plus prefill (None:
+            the default for the GPU's memory, :func:`greenllm.serving.chunking.step_token_budget`).
     """
 
     def __init__(
@@ -88,6 +109,7 @@ class ReplicaEngine:
         device: str | None = None,
         workload: physics.Workload | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_num_batched_tokens: int | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 0:
             raise ValueError("max_batch must be >= 1 and max_queue >= 0")
@@ -110,6 +132,9 @@ class ReplicaEngine:
         self._paced_until_s: float | None = None
         self._batch = KVBatch(self.model, tokenizer.eos_token_id, self.device)
         self._rows: list[Request] = []
+        self._partial: _Partial | None = None
+        #: Most tokens one step processes (decodes first, then prefill chunks).
+        self.step_tokens = step_token_budget(gpu.memory_total_mib(), max_num_batched_tokens)
         self._workload = workload or physics.Workload("decode", batch=max_batch)
         self._sim: SimulatedGPU | None = None
         if isinstance(gpu, SimulatedGPU) and self.device.type == "cpu":
@@ -123,6 +148,8 @@ class ReplicaEngine:
         self.recorder = MetricsRecorder(clock)
         #: Output tokens asked for by the requests it accepted (max_tokens each), tokens.
         self.offered_tokens = 0
+        #: Prompt tokens of the requests it accepted, tokens.
+        self.offered_prompt_tokens = 0
         self._thread = threading.Thread(target=self._serve, name=f"serve-{name}", daemon=True)
 
     @classmethod
@@ -152,7 +179,7 @@ class ReplicaEngine:
     def load_now(self) -> tuple[int, int]:
         """``(queued, in batch)`` requests right now."""
         with self._cond:
-            return len(self._queue), len(self._rows)
+            return len(self._queue), len(self._rows) + (self._partial is not None)
 
     def check(self, prompt_tokens: int, max_tokens: int) -> None:
         """Raise what :meth:`submit` would for these sizes (stopped, empty, too long)."""
@@ -206,6 +233,7 @@ class ReplicaEngine:
                 request.submitted_s = self._clock()
                 self._queue.append(request)
                 self.offered_tokens += max_tokens
+                self.offered_prompt_tokens += len(prompt_ids)
                 self._cond.notify()
         except ServeError:
             self.recorder.rejected()
@@ -217,6 +245,20 @@ class ReplicaEngine:
         stop early at EOS), tokens."""
         with self._cond:
             return sum(r.max_tokens for r in self._queue)
+
+    def waiting_prompt_tokens(self) -> int:
+        """Prompt tokens not prefilled yet (queued requests and a prompt part-way), tokens."""
+        with self._cond:
+            partial = self._partial.left_tokens if self._partial is not None else 0
+            return partial + sum(len(r.prompt_ids) for r in self._queue)
+
+    def oldest_wait_s(self) -> float:
+        """How long the oldest request still without its first token has waited, s."""
+        with self._cond:
+            waiting = [r.submitted_s for r in self._queue]
+            if self._partial is not None:
+                waiting.append(self._partial.request.submitted_s)
+        return max(0.0, self._clock() - min(waiting)) if waiting else 0.0
 
     def _retry_after_s(self) -> float:
         latency_s = self.recorder.mean_latency_s() or 1.0
@@ -244,7 +286,8 @@ class ReplicaEngine:
         with self._cond:
             if not self._busy and self._thread.is_alive():
                 self.ledger.idle()
-            queued, in_batch = len(self._queue), len(self._rows)
+            queued = len(self._queue)
+            in_batch = len(self._rows) + (self._partial is not None)
         return self.recorder.snapshot(
             self.ledger.totals(),
             name=self.name,
@@ -262,7 +305,11 @@ class ReplicaEngine:
         self.recorder.finished(result)
 
     def _fail_rows(self, error: ServeError) -> None:
-        """Fail every running row (their share of the energy since the last step first)."""
+        """Fail every running row (their share of the energy since the last step first),
+        and a prompt part-way through its prefill."""
+        partial, self._partial = self._partial, None
+        if partial is not None:
+            self._finish(partial.request, "error", error)
         rows, self._rows = self._rows, []
         if rows:
             for request, joules in self.ledger.step({r: 1 for r in rows}).items():
@@ -300,16 +347,14 @@ class ReplicaEngine:
     def _serve_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._stop.is_set() and not self._queue and not self._rows:
+                while not self._stop.is_set() and not (self._queue or self._rows or self._partial):
                     if self._busy:
                         self._busy = False
                         self._set_busy(False)
                     self._cond.wait()
                 if self._stop.is_set():
                     return
-                joiners: list[Request] = []
-                while self._queue and len(self._rows) + len(joiners) < self.max_batch:
-                    joiners.append(self._queue.popleft())
+                chunk, joiners = self._plan_prefill()
                 was_busy, self._busy = self._busy, True
             if not was_busy:
                 self.ledger.idle()
@@ -319,14 +364,45 @@ class ReplicaEngine:
                 self._finish(request, "cancelled")
             joiners = [r for r in joiners if not r.stream.cancelled]
             try:
+                if self._rows:
+                    self._decode()
+                if chunk:
+                    self._chunk(chunk)
                 if joiners:
                     self._prefill(joiners)
-                elif self._rows:
-                    self._decode()
             except Exception as exc:  # a model failure fails its batch, never the replica
                 self._fail_rows(GenerationError(f"generation failed: {type(exc).__name__}: {exc}"))
                 self._batch = KVBatch(self.model, self.tokenizer.eos_token_id, self.device)
             self._retire()
+
+    def _plan_prefill(self) -> tuple[int, list[Request]]:
+        """What this step prefills within its token budget (called holding the lock): the
+        prompt part-way first, then whole queued prompts that fit, first come first served;
+        the first that does not fit starts its chunks. Returns the tokens of the chunk of
+        the prompt part-way (0: none) and the requests whose whole prompt joins now."""
+        budget = self.step_tokens - len(self._rows)
+        slots = self.max_batch - len(self._rows)
+        chunk = 0
+        if self._partial is not None:
+            slots -= 1
+            chunk = min(budget, self._partial.left_tokens)
+            budget -= chunk
+            if chunk < self._partial.left_tokens:
+                return chunk, []
+        joiners: list[Request] = []
+        while self._queue and budget > 0 and slots > 0:
+            need = len(self._queue[0].prompt_ids)
+            if need <= budget:
+                joiners.append(self._queue.popleft())
+                budget -= need
+                slots -= 1
+            elif self._partial is None:
+                self._partial = _Partial(self._queue.popleft())
+                chunk = budget
+                break
+            else:
+                break
+        return chunk, joiners
 
     def _step(
         self, rows: list[Request], tokens: dict[Request, int], logits: torch.Tensor, start_s: float
@@ -337,21 +413,29 @@ class ReplicaEngine:
         else:
             sampled = [r.sample(logits[i]) for i, r in enumerate(rows)]
         prompt = sum(tokens.values()) if rows[0].first_token_s is None else 0
+        self._account(len(rows), prompt, tokens, start_s)
+        now_s = self._clock()
+        eos = self.tokenizer.eos_token_id
+        for request, token in zip(rows, sampled, strict=True):
+            request.deliver(token, now_s, eos)
+        return sampled
+
+    def _account(
+        self, rows: int, prompt_tokens: int, tokens: dict[Request, int], start_s: float
+    ) -> None:
+        """Pace a forward that started at ``start_s`` (a prefill of ``prompt_tokens``, else a
+        decode of ``rows``) and book its energy by the tokens each request processed."""
         if self.pacer is not None:
             # The serving loop's own work between steps (delivering tokens, retiring rows)
             # overlaps the GPU's, as a real GPU runs ahead of its host: a step paced while
             # the engine stays busy counts from the end of the previous step's wait.
             since_s = start_s if self._paced_until_s is None else min(start_s, self._paced_until_s)
-            self._pace(len(rows), prompt, self._clock() - since_s)
+            self._pace(rows, prompt_tokens, self._clock() - since_s)
             self._paced_until_s = self._clock()
         for request, joules in self.ledger.step(tokens).items():
             request.energy_j += joules
-        now_s = self._clock()
-        self.recorder.step(len(rows), prompt, now_s - start_s)
-        eos = self.tokenizer.eos_token_id
-        for request, token in zip(rows, sampled, strict=True):
-            request.deliver(token, now_s, eos)
-        return sampled
+        generated = 0 if prompt_tokens and not rows else rows
+        self.recorder.step(generated, prompt_tokens, self._clock() - start_s)
 
     def _pace(self, rows: int, prompt_tokens: int, step_s: float) -> None:
         """Wait for the simulated GPU after a step of ``step_s`` seconds: a prefill of
@@ -375,6 +459,33 @@ class ReplicaEngine:
         tokens = self._step(joiners, {r: len(r.prompt_ids) for r in joiners}, logits, start_s)
         first = len(self._rows) - len(joiners)
         self._batch.set_pending(tokens, rows=range(first, len(self._rows)))
+
+    def _chunk(self, tokens: int) -> None:
+        """Prefill the next ``tokens`` of the prompt part-way; once done, it joins the batch
+        with its first token."""
+        part = self._partial
+        assert part is not None
+        request = part.request
+        if request.stream.cancelled:
+            with self._cond:
+                self._partial = None
+            self._finish(request, "cancelled")
+            return
+        start_s = self._clock()
+        if request.started_s is None:
+            request.started_s = start_s
+        ids = request.prompt_ids[part.done_tokens : part.done_tokens + tokens]
+        part.cache, logits = self._batch.prefill_chunk(ids, part.done_tokens, part.cache)
+        part.done_tokens += len(ids)
+        if part.left_tokens > 0:
+            self._account(0, len(ids), {request: len(ids)}, start_s)
+            return
+        with self._cond:
+            self._partial = None
+            self._rows.append(request)
+        self._batch.join_cache(request, part.cache, part.done_tokens)
+        token = self._step([request], {request: len(ids)}, logits, start_s)
+        self._batch.set_pending(token, rows=[len(self._rows) - 1])
 
     def _decode(self) -> None:
         start_s = self._clock()

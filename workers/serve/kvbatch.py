@@ -3,6 +3,8 @@
 Continuous batching over a Hugging Face causal LM with a KV cache. Rows are kept
 right-aligned (left padding), so every row's next token sits in the last column:
 
+- :meth:`KVBatch.prefill_chunk` prefills a long prompt a chunk at a time in a cache of its
+  own, and :meth:`KVBatch.join_cache` adds it as a row once done (chunked prefill);
 - :meth:`KVBatch.join` prefills new prompts in one forward (left-padded, as
   :func:`workers.shards.decode.left_pad` does), then pads the running cache or the new one
   on the left to the same length and concatenates them along the batch;
@@ -88,7 +90,44 @@ class KVBatch:
             use_cache=True,
             logits_to_keep=1,
         )
-        new_layers = _layers(out.cache)
+        self._add(keys, _layers(out.cache), mask)
+        return out.logits[:, -1, :]
+
+    @torch.inference_mode()
+    def prefill_chunk(
+        self, chunk: Sequence[int], done_tokens: int, cache: DynamicCache | None
+    ) -> tuple[DynamicCache, torch.Tensor]:
+        """Prefill the next ``chunk`` of one prompt whose first ``done_tokens`` tokens are in
+        ``cache`` (chunked prefill: a long prompt over several steps, outside the batch).
+
+        Returns:
+            The prompt's cache so far, and the logits after the chunk's last token ``[1,
+            vocab]`` (the next token's, once the chunk ends the prompt).
+        """
+        n = len(chunk)
+        out = self.model(
+            input_ids=torch.tensor([list(chunk)], dtype=torch.long, device=self.device),
+            attention_mask=torch.ones((1, done_tokens + n), dtype=torch.long, device=self.device),
+            position_ids=torch.arange(done_tokens, done_tokens + n, device=self.device)[None],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.cache, out.logits[:, -1, :]
+
+    @torch.inference_mode()
+    def join_cache(self, key: Hashable, cache: DynamicCache, tokens: int) -> None:
+        """Add one row whose prompt of ``tokens`` tokens :meth:`prefill_chunk` prefilled."""
+        mask = torch.ones((1, tokens), dtype=torch.long, device=self.device)
+        self._add([key], _layers(cache), mask)
+
+    def _add(
+        self,
+        keys: Sequence[Hashable],
+        new_layers: list[tuple[torch.Tensor, torch.Tensor]],
+        mask: torch.Tensor,
+    ) -> None:
+        """Append prefilled rows (their layers and left-padded mask) to the batch."""
         lengths = mask.sum(dim=1)
         if self._cache is None or not self.keys:
             layers = new_layers
@@ -111,7 +150,6 @@ class KVBatch:
             self._pending = torch.cat([self._pending, torch.full_like(lengths, self.pad_id)])
         self._cache = DynamicCache(ddp_cache_data=layers)
         self.keys.extend(keys)
-        return out.logits[:, -1, :]
 
     @torch.inference_mode()
     def set_pending(self, tokens: Sequence[int], rows: Sequence[int] | None = None) -> None:

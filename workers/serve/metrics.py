@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from greenllm.serving.report import percentile
+from greenllm.serving.slo import RecentLatencies
 from workers.serve.ledger import EnergyTotals
 from workers.serve.stream import RequestResult
 
@@ -102,6 +103,7 @@ class MetricsRecorder:
         self._ttft_s: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._tpot_s: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._latency_s: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._recent = RecentLatencies()
         # (end time, tokens generated, seconds) of each step within the rate window.
         self._steps: deque[tuple[float, int, float]] = deque()
         self._first_step_s: float | None = None
@@ -142,6 +144,14 @@ class MetricsRecorder:
                 self._ttft_s.append(result.ttft_s)
             if result.tpot_s is not None:
                 self._tpot_s.append(result.tpot_s)
+            self._recent.add(self._clock(), result.ttft_s, result.tpot_s)
+
+    def recent_p99(self) -> tuple[float, float]:
+        """p99 TTFT and TPOT of the requests finished in the last
+        :data:`~greenllm.serving.slo.LATENCY_WINDOW_S` (what the controller's SLO feedback
+        reads), seconds; 0 where none finished."""
+        with self._lock:
+            return self._recent.p99(self._clock())
 
     def mean_latency_s(self) -> float | None:
         """Mean latency of the recent finished requests, seconds (None: none yet)."""

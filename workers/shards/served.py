@@ -83,6 +83,7 @@ class ServedReplica:
                 max_batch=infer.batch_size,
                 max_queue=MAX_QUEUE,
                 workload=self.spec.workload(),
+                max_num_batched_tokens=infer.max_num_batched_tokens,
             ).start()
         self._before_j = max(0.0, self.engine.ledger.start_j - start_j)
         self.server = ApiServer(ReplicaPool([self.engine]), host=self.host).start()
@@ -114,6 +115,7 @@ class ServedReplica:
         m = engine.metrics()
         booked_j = engine.ledger.last_j
         waiting = engine.waiting_tokens()
+        recent_ttft_s, recent_tpot_s = engine.recorder.recent_p99()
         with self.lock:
             s = self.status
             s.work_units = float(m.completion_tokens)
@@ -121,12 +123,16 @@ class ServedReplica:
             s.failed_requests = m.failed
             s.offered_units = float(engine.offered_tokens)
             s.queued_units = float(waiting)
+            s.offered_prompt_tokens = float(engine.offered_prompt_tokens)
+            s.queued_prompt_tokens = float(engine.waiting_prompt_tokens())
             s.extra.update(
                 endpoint=self.server.base_url if self.server is not None else "",
                 ttft_p50_s=m.ttft_p50_s,
-                ttft_p99_s=m.ttft_p99_s,
+                # what the controller's SLO feedback reads: the last LATENCY_WINDOW_S only
+                ttft_p99_s=recent_ttft_s,
                 tpot_p50_s=m.tpot_p50_s,
-                tpot_p99_s=m.tpot_p99_s,
+                tpot_p99_s=recent_tpot_s,
+                oldest_wait_s=engine.oldest_wait_s(),
                 queued_requests=m.queued,
                 rejected_requests=m.rejected,
                 idle_energy_j=m.idle_energy_j + self._before_j,

@@ -24,6 +24,8 @@ class ShardStatus:
         generation: Placement generation of the job it was started with.
         offered_units: Inference: output tokens of the requests that reached it.
         queued_units: Inference: output tokens of the requests waiting for a batch slot.
+        offered_prompt_tokens: Inference: prompt tokens of the requests that reached it.
+        queued_prompt_tokens: Inference: prompt tokens not prefilled yet.
         extra: Latest figures (loss, latency percentiles, ...).
     """
 
@@ -38,6 +40,8 @@ class ShardStatus:
     generation: int = 0
     offered_units: float = 0.0
     queued_units: float = 0.0
+    offered_prompt_tokens: float = 0.0
+    queued_prompt_tokens: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
