@@ -72,6 +72,7 @@ def save_tiny_llama(
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model = LlamaForCausalLM(config)
+    model.bfloat16()  # in place, as for any torch module
     model.save_pretrained(folder)
     return folder
