@@ -342,8 +342,7 @@ class ShardHost:
             self.serve_host,
             log_path,
             self.state_dir / "vllm-cache",
+            stop_event=shard.stop_event,
         )
         shard.runner = replica
-        if shard.stop_event.is_set():
-            return
         replica.run()

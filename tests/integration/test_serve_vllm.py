@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,12 +51,14 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     try:
         yield c
     finally:
+        if c.agent.shards is not None:  # vLLM may be starting: give it time to stop
+            c.agent.shards.stop_all(60)  # type: ignore[attr-defined]
         c.stop()
 
 
 def vllm_pids(cluster: Cluster) -> list[int]:
-    host = cluster.agent.shards
-    shards = getattr(host, "_shards", {})
+    """The vLLM servers the node's shard host started (alive or not)."""
+    shards = getattr(cluster.agent.shards, "_shards", {})
     return [
         s.runner.process.pid
         for s in shards.values()
@@ -73,6 +76,19 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def session_members(pid: int) -> list[int]:
+    """The processes of ``pid``'s session (vLLM's API server, engine core, worker)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == pid:  # the session id: vLLM leads a session of its own
+            members.append(int(stat.parent.name))
+    return members
 
 
 def energy(usage: Any) -> float:
@@ -168,7 +184,20 @@ def test_vllm_replica_through_the_ingress(
     logs = cluster.client.get_job_logs(job_id, rank=0)
     assert b"starting vLLM" in logs.data
 
-    pids = vllm_pids(cluster)
-    assert pids and all(alive(p) for p in pids)
+    # a crash is an event, and the replica is started again
+    (crashed,) = vllm_pids(cluster)
+    children = session_members(crashed)
+    os.kill(crashed, signal.SIGKILL)
+    wait_for(lambda: cluster.job(job_id).restarts >= 1, 60, "the job to restart")
+    events = [e.message for e in cluster.client.job_events(job_id)]
+    assert any("vLLM exited with code -9" in m for m in events), events
+    wait_for(lambda: not any(alive(p) for p in children), 60, "the crashed vLLM's processes")
+    wait_for(lambda: cluster.serving(job_id, 1), READY_S, "the restarted replica to serve")
+    again = api.completions.create(model="tiny-llama", prompt="Again", max_tokens=4)
+    assert again.usage is not None and energy(again.usage) > 0
+
+    (pid,) = [p for p in vllm_pids(cluster) if alive(p)]
+    children = session_members(pid)
+    assert pid != crashed and children
     cluster.client.cancel_job(job_id)
-    wait_for(lambda: not any(alive(p) for p in pids), 60, "vLLM to exit after the cancel")
+    wait_for(lambda: not any(alive(p) for p in [pid, *children]), 60, "vLLM to exit on cancel")

@@ -183,6 +183,8 @@ class VllmReplica:
         host: Address the proxy listens on (this node's address).
         log_path: The shard's log (vLLM's stdout and stderr).
         cache_dir: vLLM's compile cache (``VLLM_CACHE_ROOT`` unless the node sets it).
+        stop_event: Set to stop it (default: its own; the shard's, so that a stop that
+            comes before the replica is made is not lost).
     """
 
     def __init__(
@@ -194,10 +196,11 @@ class VllmReplica:
         host: str,
         log_path: Path,
         cache_dir: Path,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.spec, self.status, self.lock, self.gpu, self.host = spec, status, lock, gpu, host
         self.log_path, self.cache_dir = Path(log_path), Path(cache_dir)
-        self._stop = threading.Event()
+        self._stop = stop_event or threading.Event()
         self.process: subprocess.Popen[bytes] | None = None
         self.proxy: EnergyProxy | None = None
         self.books: ProxyBooks | None = None
@@ -225,6 +228,8 @@ class VllmReplica:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with self.lock:
             self.status.extra.update(engine="vllm", log_path=str(self.log_path))
+        if self._stop.is_set():
+            return
         with self.log_path.open("ab") as out:
             self._start(vllm_command(python, self.spec, port), out)
         try:
@@ -314,16 +319,20 @@ class VllmReplica:
     def _terminate(self) -> None:
         """SIGTERM to vLLM, then SIGKILL to its session after :data:`STOP_GRACE_S`."""
         proc = self.process
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10.0)
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10.0)
+        # what is left of its session: engine processes a crashed server left behind
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
         log.info("vLLM of %s stopped (exit %s)", self.status.shard_id, proc.returncode)
 
     # -- figures --------------------------------------------------------------------------
