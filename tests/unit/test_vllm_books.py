@@ -16,6 +16,8 @@ from greenllm.vllm_env import check_vllm, vllm_python
 from workers.serve.proxy_books import ProxyBooks, WorkCosts
 from workers.shards.vllm_replica import parse_vllm_metrics, vllm_command, vllm_environment
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 class Meter:
     """A fake GPU energy counter and clock: the GPU draws ``watts`` from now on."""
@@ -239,3 +241,25 @@ def test_vllm_metrics_are_summed_over_labels() -> None:
         "generation_tokens": 42.0,
         "requests_succeeded": 4.0,
     }
+
+
+def test_the_simulator_models_a_vllm_job_with_greenllms_replica_model(tmp_path: Path) -> None:
+    from scheduler.policies import load_policy
+    from scheduler.sim.engine import Simulation
+    from scheduler.sim.scenario import load_scenario
+
+    doc = yaml.safe_load((REPO / "examples" / "scenarios" / "small.yaml").read_text())
+    doc["duration_s"] = 30
+    (tmp_path / "greenllm.yaml").write_text(yaml.safe_dump(doc))
+    for job in doc["jobs"]:
+        if job["kind"] == "infer":
+            job["model"] = "/models/llama"
+            job["infer"].update(engine="vllm", vllm={"max_num_seqs": 32})
+    (tmp_path / "vllm.yaml").write_text(yaml.safe_dump(doc))
+    runs = {}
+    for name in ("greenllm", "vllm"):
+        scenario, base_dir = load_scenario(tmp_path / f"{name}.yaml")
+        sim = Simulation(scenario, base_dir, load_policy("uniform"), "uniform")
+        runs[name] = sim.run()
+    assert runs["vllm"].work == runs["greenllm"].work and runs["vllm"].work["chat-7b"] > 0
+    assert runs["vllm"].energy_j == runs["greenllm"].energy_j

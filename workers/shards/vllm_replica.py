@@ -204,6 +204,8 @@ class VllmReplica:
         self.process: subprocess.Popen[bytes] | None = None
         self.proxy: EnergyProxy | None = None
         self.books: ProxyBooks | None = None
+        #: vLLM's own root URL, on loopback ("" until started).
+        self.upstream = ""
         self._before_j = 0.0
         self._engine: dict[str, float] = {}
         self._metrics_ok = False
@@ -223,7 +225,7 @@ class VllmReplica:
         python = check_vllm(v.python)
         start_j = float(self.status.extra.get("start_energy_j") or self.gpu.energy_j())
         port = _free_port()
-        upstream = f"http://127.0.0.1:{port}"
+        upstream = self.upstream = f"http://127.0.0.1:{port}"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with self.lock:
