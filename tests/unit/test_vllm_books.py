@@ -263,3 +263,43 @@ def test_the_simulator_models_a_vllm_job_with_greenllms_replica_model(tmp_path: 
         runs[name] = sim.run()
     assert runs["vllm"].work == runs["greenllm"].work and runs["vllm"].work["chat-7b"] > 0
     assert runs["vllm"].energy_j == runs["greenllm"].energy_j
+
+
+def test_a_simulated_gpu_follows_vllms_activity_and_a_cap_does_not_slow_it(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    from workers.shards.status import ShardStatus
+    from workers.shards.vllm_replica import VllmReplica
+
+    spec = parse_job_spec({**_infer(engine="vllm"), "simulated_model_params": 1e9})
+    gpu = SimulatedGPU("H100-SXM")
+    replica = VllmReplica(
+        spec, ShardStatus("v-1-0", "v-1"), threading.Lock(), gpu, "127.0.0.1", tmp_path, tmp_path
+    )
+    m = Meter()
+    costs = WorkCosts.for_gpu("H100-SXM", 1e9, spec.infer_settings.batch_size)
+    b = ProxyBooks(m.read, costs, m.clock)
+
+    def second_of(tokens: int) -> tuple[float, float | None]:
+        """One second in which the engine streams ``tokens``; the GPU's busy share."""
+        b.begin("r", tokens)
+        m.advance(1.0)
+        b.tokens("r", tokens, prompt_tokens=0)
+        b.finish("r")
+        wait = replica._follow_activity(b.snapshot())
+        return gpu.busy_fraction, wait
+
+    busy, wait = second_of(100)
+    assert gpu.workload is not None
+    assert busy == pytest.approx(100 * costs.decode_s_per_token, rel=1e-6)
+    assert wait == pytest.approx(1.0 - busy)
+    # a cap: the GPU is slower, so the same tokens keep it busier; vLLM itself is not slowed
+    gpu.set_power_limit_w(gpu.power_limit_constraints().min_power_limit_w)
+    capped_busy, _ = second_of(100)
+    assert capped_busy > busy
+    # nothing in flight and no activity since: the GPU idles
+    m.advance(1.0)
+    replica._follow_activity(b.snapshot())
+    assert gpu.workload is None
