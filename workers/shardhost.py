@@ -10,7 +10,9 @@ folder, or a Ray package unpacked on this node by Ray (:mod:`workers.shards.rank
 :mod:`workers.shards.rayrank`). Its output is kept in a file and shipped to the controller
 in telemetry (:meth:`ShardHost.log_chunks`). An inference replica serves the job's model
 on its own OpenAI-compatible API at ``serve_host`` (:mod:`workers.shards.served`); the
-job's ingress routes requests to it by the load weights.
+job's ingress routes requests to it by the load weights. A replica of a job whose
+``infer.engine`` is ``vllm`` is a vLLM server process behind greenllm's energy proxy
+(:mod:`workers.shards.vllm_replica`); its output is in the job's logs.
 """
 
 from __future__ import annotations
@@ -308,6 +310,9 @@ class ShardHost:
             s.extra["gpu_wait_fraction"] = doc.get("gpu_wait_fraction")  # simulated GPUs
 
     def _run_infer(self, shard: _Shard, rank: int) -> None:
+        if shard.spec.infer_settings.engine == "vllm":
+            self._run_vllm(shard, rank)
+            return
         from workers.shards.served import ServedReplica
 
         replica = ServedReplica(shard.spec, shard.status, shard.lock, shard.gpu, self.serve_host)
@@ -315,3 +320,29 @@ class ShardHost:
         if shard.stop_event.is_set():
             return
         replica.run(_MODEL_LOAD_LOCK)
+
+    def _run_vllm(self, shard: _Shard, rank: int) -> None:
+        """A replica served by vLLM (its own process) behind greenllm's energy proxy; its
+        output is the shard's log, shipped like a training rank's."""
+        from workers.shards.vllm_replica import VllmReplica
+
+        job_id, generation = shard.status.job_id, shard.status.generation
+        folder = self.state_dir / "ranks" / job_id / f"{rank}-g{generation}"
+        folder.mkdir(parents=True, exist_ok=True)
+        log_path = folder / "output.log"
+        log_path.touch()
+        with self._lock:
+            key = (shard.status.shard_id, generation)
+            self._tails[key] = LogTail(shard.status.shard_id, generation, log_path)
+        replica = VllmReplica(
+            shard.spec,
+            shard.status,
+            shard.lock,
+            shard.gpu,
+            self.serve_host,
+            log_path,
+            self.state_dir / "vllm-cache",
+            stop_event=shard.stop_event,
+        )
+        shard.runner = replica
+        replica.run()

@@ -74,7 +74,9 @@ def serving_fields(job: cluster_pb2.Job) -> dict[str, Any]:
     """An inference job's ``endpoint`` (its OpenAI-compatible API; None: not served
     through the ingress), ``replicas`` (where each serves, its share of the requests),
     the slowest replica's ``ttft_p99_s``/``tpot_p99_s`` (None: none yet), requests
-    ``queued`` and ``rejected``, and ``idle_energy_j``; an empty dict for training."""
+    ``queued`` and ``rejected``, and ``idle_energy_j``; an empty dict for training. Each
+    replica names its ``engine`` (``greenllm`` or ``vllm``) and, for vLLM, its
+    ``engine_metrics``."""
     if job.spec.kind != "infer":
         return {}
     return {
@@ -87,6 +89,8 @@ def serving_fields(job: cluster_pb2.Job) -> dict[str, Any]:
                 "endpoint": r.endpoint or None,
                 "load_weight": r.load_weight,
                 "state": r.state,
+                "engine": r.engine_metrics.engine if r.HasField("engine_metrics") else "greenllm",
+                "engine_metrics": engine_metrics(r),
             }
             for r in job.replicas
         ],
@@ -95,6 +99,25 @@ def serving_fields(job: cluster_pb2.Job) -> dict[str, Any]:
         "queued_requests": job.queued_requests,
         "rejected_requests": job.rejected_requests,
         "idle_energy_j": job.idle_energy_j,
+    }
+
+
+def engine_metrics(replica: cluster_pb2.Replica) -> dict[str, Any] | None:
+    """A replica's engine figures (vLLM's /metrics and its proxy's token counts); None
+    for greenllm's own engine."""
+    if not replica.HasField("engine_metrics"):
+        return None
+    m = replica.engine_metrics
+    return {
+        "requests_running": m.requests_running,
+        "requests_waiting": m.requests_waiting,
+        "kv_cache_usage": m.kv_cache_usage,
+        "prompt_tokens": m.prompt_tokens,
+        "generation_tokens": m.generation_tokens,
+        "requests_succeeded": m.requests_succeeded,
+        "proxy_prefill_tokens": m.proxy_prefill_tokens,
+        "proxy_decode_tokens": m.proxy_decode_tokens,
+        "metrics_ok": m.metrics_ok,
     }
 
 
@@ -166,6 +189,10 @@ def submit(
         raise ConfigError("submit: give one JOB_FILE, or --name NAME and -- CMD ARGS")
     else:
         spec = load_job_spec(words[0])
+    if spec.infer is not None and spec.infer.engine == "vllm":
+        from greenllm.vllm_env import check_vllm
+
+        check_vllm(spec.infer.vllm_settings.python)  # one line when vLLM is missing
     config, client = client_for(config_path)
     spec = ship_working_dir(spec, config)
     with client:

@@ -86,16 +86,17 @@ def _serving(shell: ControllerShell, job: JobRecord, out: cluster_pb2.Job) -> No
         latest = report.latest if report is not None else None
         if latest is not None and latest.generation != job.generation:
             latest = None
-        out.replicas.append(
-            cluster_pb2.Replica(
-                shard_id=shard.shard_id,
-                node=shard.node,
-                gpu_index=shard.index,
-                endpoint=latest.endpoint if latest is not None else "",
-                load_weight=weights.get(shard.shard_id, 0.0),
-                state=shard.phase.value,
-            )
+        replica = cluster_pb2.Replica(
+            shard_id=shard.shard_id,
+            node=shard.node,
+            gpu_index=shard.index,
+            endpoint=latest.endpoint if latest is not None else "",
+            load_weight=weights.get(shard.shard_id, 0.0),
+            state=shard.phase.value,
         )
+        if latest is not None and latest.HasField("engine_metrics"):  # vLLM's own figures
+            replica.engine_metrics.CopyFrom(latest.engine_metrics)
+        out.replicas.append(replica)
         if latest is not None:
             out.ttft_p99_s = max(out.ttft_p99_s, latest.ttft_p99_s)
             out.tpot_p99_s = max(out.tpot_p99_s, latest.tpot_p99_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,3 +241,20 @@ def test_piped_config_summary_is_not_cut_to_80_columns(
     assert code == 0
     row = next(line for line in out.splitlines() if name in line)
     assert "2 x H100-SXM, 2 x A100-SXM4, 2 x L4, 2 x A40" in row
+
+
+def test_submitting_a_vllm_job_without_vllm_says_what_to_install(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "model").mkdir()
+    job = tmp_path / "job.yaml"
+    spec = {"name": "v", "kind": "infer", "infer": {"engine": "vllm", "vllm": {"model": "model"}}}
+    job.write_text(yaml.safe_dump(spec))
+    monkeypatch.delenv("GREENLLM_VLLM_PYTHON", raising=False)
+    code, _, err = run(capsys, "submit", str(job))
+    line = one_line_error(err)
+    assert code != 0 and "GREENLLM_VLLM_PYTHON" in line and "pip install vllm" in line
+    # greenllm's own python has no vLLM (it is never installed there)
+    monkeypatch.setenv("GREENLLM_VLLM_PYTHON", sys.executable)
+    code, _, err = run(capsys, "submit", str(job))
+    assert code != 0 and "has no vllm package" in one_line_error(err)

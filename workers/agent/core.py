@@ -348,6 +348,12 @@ def apply_shard_command(
     return agent_pb2.CommandAck(command_id=cid, success=True)
 
 
+#: The numeric fields of an EngineMetrics message.
+_ENGINE_FIGURES = frozenset(
+    f.name for f in agent_pb2.EngineMetrics.DESCRIPTOR.fields if f.type == f.TYPE_DOUBLE
+)
+
+
 def shard_samples(runner: ShardRunner, now_s: float) -> list[agent_pb2.ShardSample]:
     """Every shard's cumulative progress, for the telemetry stream."""
     return [_shard_sample(s, now_s) for s in runner.statuses()]
@@ -386,6 +392,19 @@ def _shard_sample(s: Any, now_s: float) -> agent_pb2.ShardSample:
         queued_prompt_tokens=getattr(s, "queued_prompt_tokens", 0.0),
         oldest_wait_s=figure("oldest_wait_s"),
     )
+    engine = extra.get("engine_metrics")  # an engine other than greenllm's (vLLM)
+    if isinstance(engine, dict):
+        sample.engine_metrics.CopyFrom(
+            agent_pb2.EngineMetrics(
+                engine=str(engine.get("engine") or ""),
+                metrics_ok=bool(engine.get("metrics_ok")),
+                **{
+                    k: float(v)
+                    for k, v in engine.items()
+                    if k in _ENGINE_FIGURES and isinstance(v, int | float)
+                },
+            )
+        )
     wait = extra.get("gpu_wait_fraction")  # simulated GPUs: share of time it waited (CPU)
     if isinstance(wait, int | float) and 0.0 <= wait <= 1.0:
         sample.gpu_wait_fraction = wait

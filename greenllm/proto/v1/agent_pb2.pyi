@@ -101,7 +101,7 @@ class GpuSamples(_message.Message):
     def __init__(self, index: _Optional[_Iterable[int]] = ..., timestamp_s: _Optional[_Iterable[float]] = ..., power_w: _Optional[_Iterable[float]] = ..., energy_j: _Optional[_Iterable[float]] = ..., power_limit_w: _Optional[_Iterable[float]] = ..., sm_clock_mhz: _Optional[_Iterable[float]] = ..., utilization_pct: _Optional[_Iterable[float]] = ..., temperature_c: _Optional[_Iterable[float]] = ..., memory_used_mib: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ShardSample(_message.Message):
-    __slots__ = ("shard_id", "job_id", "timestamp_s", "work_units", "steps", "requests", "state", "error", "generation", "offered_units", "queued_units", "endpoint", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "queued_requests", "rejected_requests", "idle_energy_j", "gpu_wait_fraction", "cpu_bound", "start_energy_j", "booked_energy_counter_j", "offered_prompt_tokens", "queued_prompt_tokens", "oldest_wait_s")
+    __slots__ = ("shard_id", "job_id", "timestamp_s", "work_units", "steps", "requests", "state", "error", "generation", "offered_units", "queued_units", "endpoint", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "queued_requests", "rejected_requests", "idle_energy_j", "gpu_wait_fraction", "cpu_bound", "start_energy_j", "booked_energy_counter_j", "offered_prompt_tokens", "queued_prompt_tokens", "oldest_wait_s", "engine_metrics")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_S_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,7 @@ class ShardSample(_message.Message):
     OFFERED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     QUEUED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OLDEST_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_METRICS_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     job_id: str
     timestamp_s: float
@@ -154,7 +155,32 @@ class ShardSample(_message.Message):
     offered_prompt_tokens: float
     queued_prompt_tokens: float
     oldest_wait_s: float
-    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., timestamp_s: _Optional[float] = ..., work_units: _Optional[float] = ..., steps: _Optional[int] = ..., requests: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., generation: _Optional[int] = ..., offered_units: _Optional[float] = ..., queued_units: _Optional[float] = ..., endpoint: _Optional[str] = ..., ttft_p50_s: _Optional[float] = ..., ttft_p99_s: _Optional[float] = ..., tpot_p50_s: _Optional[float] = ..., tpot_p99_s: _Optional[float] = ..., queued_requests: _Optional[int] = ..., rejected_requests: _Optional[int] = ..., idle_energy_j: _Optional[float] = ..., gpu_wait_fraction: _Optional[float] = ..., cpu_bound: _Optional[bool] = ..., start_energy_j: _Optional[float] = ..., booked_energy_counter_j: _Optional[float] = ..., offered_prompt_tokens: _Optional[float] = ..., queued_prompt_tokens: _Optional[float] = ..., oldest_wait_s: _Optional[float] = ...) -> None: ...
+    engine_metrics: EngineMetrics
+    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., timestamp_s: _Optional[float] = ..., work_units: _Optional[float] = ..., steps: _Optional[int] = ..., requests: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., generation: _Optional[int] = ..., offered_units: _Optional[float] = ..., queued_units: _Optional[float] = ..., endpoint: _Optional[str] = ..., ttft_p50_s: _Optional[float] = ..., ttft_p99_s: _Optional[float] = ..., tpot_p50_s: _Optional[float] = ..., tpot_p99_s: _Optional[float] = ..., queued_requests: _Optional[int] = ..., rejected_requests: _Optional[int] = ..., idle_energy_j: _Optional[float] = ..., gpu_wait_fraction: _Optional[float] = ..., cpu_bound: _Optional[bool] = ..., start_energy_j: _Optional[float] = ..., booked_energy_counter_j: _Optional[float] = ..., offered_prompt_tokens: _Optional[float] = ..., queued_prompt_tokens: _Optional[float] = ..., oldest_wait_s: _Optional[float] = ..., engine_metrics: _Optional[_Union[EngineMetrics, _Mapping]] = ...) -> None: ...
+
+class EngineMetrics(_message.Message):
+    __slots__ = ("engine", "requests_running", "requests_waiting", "kv_cache_usage", "prompt_tokens", "generation_tokens", "requests_succeeded", "proxy_prefill_tokens", "proxy_decode_tokens", "metrics_ok")
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_WAITING_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_USAGE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    PROXY_PREFILL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROXY_DECODE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_OK_FIELD_NUMBER: _ClassVar[int]
+    engine: str
+    requests_running: float
+    requests_waiting: float
+    kv_cache_usage: float
+    prompt_tokens: float
+    generation_tokens: float
+    requests_succeeded: float
+    proxy_prefill_tokens: float
+    proxy_decode_tokens: float
+    metrics_ok: bool
+    def __init__(self, engine: _Optional[str] = ..., requests_running: _Optional[float] = ..., requests_waiting: _Optional[float] = ..., kv_cache_usage: _Optional[float] = ..., prompt_tokens: _Optional[float] = ..., generation_tokens: _Optional[float] = ..., requests_succeeded: _Optional[float] = ..., proxy_prefill_tokens: _Optional[float] = ..., proxy_decode_tokens: _Optional[float] = ..., metrics_ok: _Optional[bool] = ...) -> None: ...
 
 class LogChunk(_message.Message):
     __slots__ = ("shard_id", "generation", "offset", "data")

@@ -22,67 +22,68 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from greenllm.proto.v1 import agent_pb2 as greenllm_dot_v1_dot_agent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19greenllm/v1/cluster.proto\x12\x0bgreenllm.v1\"\xa8\x01\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x0e\n\x06shards\x18\x05 \x01(\r\x12\x11\n\tgpu_types\x18\x06 \x03(\t\x12\x16\n\x0emin_throughput\x18\x07 \x01(\x01\x12\x12\n\ndeadline_s\x18\x08 \x01(\x01\x12\x11\n\tspec_json\x18\t \x01(\t\"\xf7\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04spec\x18\x02 \x01(\x0b\x32\x14.greenllm.v1.JobSpec\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\nthroughput\x18\x04 \x01(\x01\x12\x10\n\x08\x65nergy_j\x18\x05 \x01(\x01\x12\x12\n\nwork_units\x18\x06 \x01(\x01\x12\x16\n\x0esubmitted_at_s\x18\x07 \x01(\x01\x12\r\n\x05steps\x18\x08 \x01(\x04\x12\x10\n\x08restarts\x18\t \x01(\r\x12$\n\x05phase\x18\n \x01(\x0e\x32\x15.greenllm.v1.JobPhase\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x12\n\nended_at_s\x18\x0c \x01(\x01\x12\x10\n\x08\x65ndpoint\x18\r \x01(\t\x12&\n\x08replicas\x18\x0e \x03(\x0b\x32\x14.greenllm.v1.Replica\x12\x12\n\nttft_p99_s\x18\x0f \x01(\x01\x12\x12\n\ntpot_p99_s\x18\x10 \x01(\x01\x12\x17\n\x0fqueued_requests\x18\x11 \x01(\r\x12\x19\n\x11rejected_requests\x18\x12 \x01(\x04\x12\x15\n\ridle_energy_j\x18\x13 \x01(\x01\x12\x1e\n\x11gpu_wait_fraction\x18\x14 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\tcpu_bound\x18\x15 \x01(\x08\x42\x14\n\x12_gpu_wait_fraction\"r\n\x07Replica\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x11\n\tgpu_index\x18\x03 \x01(\r\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x13\n\x0bload_weight\x18\x05 \x01(\x01\x12\r\n\x05state\x18\x06 \x01(\t\"%\n\x10SubmitJobRequest\x12\x11\n\tspec_json\x18\x01 \x01(\t\"2\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.greenllm.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.greenllm.v1.Job\"8\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.greenllm.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\r\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"T\n\x11GetJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x11\n\tmax_bytes\x18\x04 \x01(\r\"Y\n\x12GetJobLogsResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x12\n\ngeneration\x18\x04 \x01(\r\"\x12\n\x10GetStatusRequest\"\x81\x02\n\tGpuStatus\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\rpower_limit_w\x18\x03 \x01(\x01\x12\x0f\n\x07power_w\x18\x04 \x01(\x01\x12\x14\n\x0csm_clock_mhz\x18\x05 \x01(\x01\x12\x17\n\x0futilization_pct\x18\x06 \x01(\x01\x12\x15\n\rtemperature_c\x18\x07 \x01(\x01\x12\x17\n\x0fmemory_used_mib\x18\x08 \x01(\x01\x12\x10\n\x08\x65nergy_j\x18\t \x01(\x01\x12\x1f\n\x17\x63ommanded_power_limit_w\x18\n \x01(\x01\x12\x1d\n\x15pending_power_limit_w\x18\x0b \x01(\x01\"\xbb\x01\n\nNodeStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\r\n\x05stale\x18\x03 \x01(\x08\x12\x17\n\x0f\x66\x61ilsafe_active\x18\x04 \x01(\x08\x12$\n\x04gpus\x18\x05 \x03(\x0b\x32\x16.greenllm.v1.GpuStatus\x12\x17\n\x0ftelemetry_age_s\x18\x06 \x01(\x01\x12%\n\x05phase\x18\x07 \x01(\x0e\x32\x16.greenllm.v1.NodePhase\"\x82\x03\n\rClusterStatus\x12\x10\n\x08\x62udget_w\x18\x01 \x01(\x01\x12\x11\n\treserve_w\x18\x02 \x01(\x01\x12\x0f\n\x07power_w\x18\x03 \x01(\x01\x12\x1f\n\x17\x61\x63\x63ounted_power_limit_w\x18\x04 \x01(\x01\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12&\n\x05nodes\x18\x06 \x03(\x0b\x32\x17.greenllm.v1.NodeStatus\x12\x1e\n\x04jobs\x18\x07 \x03(\x0b\x32\x10.greenllm.v1.Job\x12\x13\n\x0btimestamp_s\x18\x08 \x01(\x01\x12\x19\n\x11telemetry_samples\x18\t \x01(\x04\x12\x12\n\njobs_total\x18\n \x01(\r\x12\x16\n\x0estate_writable\x18\x0b \x01(\x08\x12\x13\n\x0bstate_error\x18\x0c \x01(\t\x12\x19\n\x11refused_lowerings\x18\r \x01(\x04\x12\x1a\n\x12\x63ontrol_step_p50_s\x18\x0e \x01(\x01\x12\x1a\n\x12\x63ontrol_step_p99_s\x18\x0f \x01(\x01\"J\n\x10SetBudgetRequest\x12\x10\n\x08\x62udget_w\x18\x01 \x01(\x01\x12\x16\n\treserve_w\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x0c\n\n_reserve_w\"8\n\x11SetBudgetResponse\x12\x10\n\x08\x62udget_w\x18\x01 \x01(\x01\x12\x11\n\treserve_w\x18\x02 \x01(\x01\" \n\x10SetPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x11SetPolicyResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\"(\n\x12WatchStatusRequest\x12\x12\n\ninterval_s\x18\x01 \x01(\x01\"4\n\x13GetJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"h\n\x08JobEvent\x12\x13\n\x0btimestamp_s\x18\x01 \x01(\x01\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x04 \x01(\t\x12\x0b\n\x03key\x18\x05 \x01(\t\x12\x0b\n\x03old\x18\x06 \x01(\t\"=\n\x14GetJobEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.greenllm.v1.JobEvent*\xac\x01\n\x08JobPhase\x12\x19\n\x15JOB_PHASE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_PHASE_PENDING\x10\x01\x12\x14\n\x10JOB_PHASE_PLACED\x10\x02\x12\x15\n\x11JOB_PHASE_RUNNING\x10\x03\x12\x12\n\x0eJOB_PHASE_DONE\x10\x04\x12\x14\n\x10JOB_PHASE_FAILED\x10\x05\x12\x17\n\x13JOB_PHASE_CANCELLED\x10\x06*\x7f\n\tNodePhase\x12\x1a\n\x16NODE_PHASE_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_PHASE_UNKNOWN\x10\x01\x12\x13\n\x0fNODE_PHASE_LIVE\x10\x02\x12\x14\n\x10NODE_PHASE_STALE\x10\x03\x12\x13\n\x0fNODE_PHASE_LOST\x10\x04\x32\xf4\x05\n\x07\x43luster\x12J\n\tSubmitJob\x12\x1d.greenllm.v1.SubmitJobRequest\x1a\x1e.greenllm.v1.SubmitJobResponse\x12J\n\tCancelJob\x12\x1d.greenllm.v1.CancelJobRequest\x1a\x1e.greenllm.v1.CancelJobResponse\x12G\n\x08ListJobs\x12\x1c.greenllm.v1.ListJobsRequest\x1a\x1d.greenllm.v1.ListJobsResponse\x12\x46\n\tGetStatus\x12\x1d.greenllm.v1.GetStatusRequest\x1a\x1a.greenllm.v1.ClusterStatus\x12J\n\tSetBudget\x12\x1d.greenllm.v1.SetBudgetRequest\x1a\x1e.greenllm.v1.SetBudgetResponse\x12J\n\tSetPolicy\x12\x1d.greenllm.v1.SetPolicyRequest\x1a\x1e.greenllm.v1.SetPolicyResponse\x12L\n\x0bWatchStatus\x12\x1f.greenllm.v1.WatchStatusRequest\x1a\x1a.greenllm.v1.ClusterStatus0\x01\x12S\n\x0cGetJobEvents\x12 .greenllm.v1.GetJobEventsRequest\x1a!.greenllm.v1.GetJobEventsResponse\x12\x36\n\x06GetJob\x12\x1a.greenllm.v1.GetJobRequest\x1a\x10.greenllm.v1.Job\x12M\n\nGetJobLogs\x12\x1e.greenllm.v1.GetJobLogsRequest\x1a\x1f.greenllm.v1.GetJobLogsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19greenllm/v1/cluster.proto\x12\x0bgreenllm.v1\x1a\x17greenllm/v1/agent.proto\"\xa8\x01\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x0e\n\x06shards\x18\x05 \x01(\r\x12\x11\n\tgpu_types\x18\x06 \x03(\t\x12\x16\n\x0emin_throughput\x18\x07 \x01(\x01\x12\x12\n\ndeadline_s\x18\x08 \x01(\x01\x12\x11\n\tspec_json\x18\t \x01(\t\"\xf7\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04spec\x18\x02 \x01(\x0b\x32\x14.greenllm.v1.JobSpec\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\nthroughput\x18\x04 \x01(\x01\x12\x10\n\x08\x65nergy_j\x18\x05 \x01(\x01\x12\x12\n\nwork_units\x18\x06 \x01(\x01\x12\x16\n\x0esubmitted_at_s\x18\x07 \x01(\x01\x12\r\n\x05steps\x18\x08 \x01(\x04\x12\x10\n\x08restarts\x18\t \x01(\r\x12$\n\x05phase\x18\n \x01(\x0e\x32\x15.greenllm.v1.JobPhase\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x12\n\nended_at_s\x18\x0c \x01(\x01\x12\x10\n\x08\x65ndpoint\x18\r \x01(\t\x12&\n\x08replicas\x18\x0e \x03(\x0b\x32\x14.greenllm.v1.Replica\x12\x12\n\nttft_p99_s\x18\x0f \x01(\x01\x12\x12\n\ntpot_p99_s\x18\x10 \x01(\x01\x12\x17\n\x0fqueued_requests\x18\x11 \x01(\r\x12\x19\n\x11rejected_requests\x18\x12 \x01(\x04\x12\x15\n\ridle_energy_j\x18\x13 \x01(\x01\x12\x1e\n\x11gpu_wait_fraction\x18\x14 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\tcpu_bound\x18\x15 \x01(\x08\x42\x14\n\x12_gpu_wait_fraction\"\xa6\x01\n\x07Replica\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x11\n\tgpu_index\x18\x03 \x01(\r\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x13\n\x0bload_weight\x18\x05 \x01(\x01\x12\r\n\x05state\x18\x06 \x01(\t\x12\x32\n\x0e\x65ngine_metrics\x18\x07 \x01(\x0b\x32\x1a.greenllm.v1.EngineMetrics\"%\n\x10SubmitJobRequest\x12\x11\n\tspec_json\x18\x01 \x01(\t\"2\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.greenllm.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.greenllm.v1.Job\"8\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.greenllm.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\r\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"T\n\x11GetJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x11\n\tmax_bytes\x18\x04 \x01(\r\"Y\n\x12GetJobLogsResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0bnext_offset\x18\x02 \x01(\x04\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x12\n\ngeneration\x18\x04 \x01(\r\"\x12\n\x10GetStatusRequest\"\x81\x02\n\tGpuStatus\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\rpower_limit_w\x18\x03 \x01(\x01\x12\x0f\n\x07power_w\x18\x04 \x01(\x01\x12\x14\n\x0csm_clock_mhz\x18\x05 \x01(\x01\x12\x17\n\x0futilization_pct\x18\x06 \x01(\x01\x12\x15\n\rtemperature_c\x18\x07 \x01(\x01\x12\x17\n\x0fmemory_used_mib\x18\x08 \x01(\x01\x12\x10\n\x08\x65nergy_j\x18\t \x01(\x01\x12\x1f\n\x17\x63ommanded_power_limit_w\x18\n \x01(\x01\x12\x1d\n\x15pending_power_limit_w\x18\x0b \x01(\x01\"\xbb\x01\n\nNodeStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12\r\n\x05stale\x18\x03 \x01(\x08\x12\x17\n\x0f\x66\x61ilsafe_active\x18\x04 \x01(\x08\x12$\n\x04gpus\x18\x05 \x03(\x0b\x32\x16.greenllm.v1.GpuStatus\x12\x17\n\x0ftelemetry_age_s\x18\x06 \x01(\x01\x12%\n\x05phase\x18\x07 \x01(\x0e\x32\x16.greenllm.v1.NodePhase\"\x82\x03\n\rClusterStatus\x12\x10\n\x08\x62udget_w\x18\x01 \x01(\x01\x12\x11\n\treserve_w\x18\x02 \x01(\x01\x12\x0f\n\x07power_w\x18\x03 \x01(\x01\x12\x1f\n\x17\x61\x63\x63ounted_power_limit_w\x18\x04 \x01(\x01\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12&\n\x05nodes\x18\x06 \x03(\x0b\x32\x17.greenllm.v1.NodeStatus\x12\x1e\n\x04jobs\x18\x07 \x03(\x0b\x32\x10.greenllm.v1.Job\x12\x13\n\x0btimestamp_s\x18\x08 \x01(\x01\x12\x19\n\x11telemetry_samples\x18\t \x01(\x04\x12\x12\n\njobs_total\x18\n \x01(\r\x12\x16\n\x0estate_writable\x18\x0b \x01(\x08\x12\x13\n\x0bstate_error\x18\x0c \x01(\t\x12\x19\n\x11refused_lowerings\x18\r \x01(\x04\x12\x1a\n\x12\x63ontrol_step_p50_s\x18\x0e \x01(\x01\x12\x1a\n\x12\x63ontrol_step_p99_s\x18\x0f \x01(\x01\"J\n\x10SetBudgetRequest\x12\x10\n\x08\x62udget_w\x18\x01 \x01(\x01\x12\x16\n\treserve_w\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x0c\n\n_reserve_w\"8\n\x11SetBudgetResponse\x12\x10\n\x08\x62udget_w\x18\x01 \x01(\x01\x12\x11\n\treserve_w\x18\x02 \x01(\x01\" \n\x10SetPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x11SetPolicyResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\"(\n\x12WatchStatusRequest\x12\x12\n\ninterval_s\x18\x01 \x01(\x01\"4\n\x13GetJobEventsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"h\n\x08JobEvent\x12\x13\n\x0btimestamp_s\x18\x01 \x01(\x01\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x04 \x01(\t\x12\x0b\n\x03key\x18\x05 \x01(\t\x12\x0b\n\x03old\x18\x06 \x01(\t\"=\n\x14GetJobEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.greenllm.v1.JobEvent*\xac\x01\n\x08JobPhase\x12\x19\n\x15JOB_PHASE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_PHASE_PENDING\x10\x01\x12\x14\n\x10JOB_PHASE_PLACED\x10\x02\x12\x15\n\x11JOB_PHASE_RUNNING\x10\x03\x12\x12\n\x0eJOB_PHASE_DONE\x10\x04\x12\x14\n\x10JOB_PHASE_FAILED\x10\x05\x12\x17\n\x13JOB_PHASE_CANCELLED\x10\x06*\x7f\n\tNodePhase\x12\x1a\n\x16NODE_PHASE_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_PHASE_UNKNOWN\x10\x01\x12\x13\n\x0fNODE_PHASE_LIVE\x10\x02\x12\x14\n\x10NODE_PHASE_STALE\x10\x03\x12\x13\n\x0fNODE_PHASE_LOST\x10\x04\x32\xf4\x05\n\x07\x43luster\x12J\n\tSubmitJob\x12\x1d.greenllm.v1.SubmitJobRequest\x1a\x1e.greenllm.v1.SubmitJobResponse\x12J\n\tCancelJob\x12\x1d.greenllm.v1.CancelJobRequest\x1a\x1e.greenllm.v1.CancelJobResponse\x12G\n\x08ListJobs\x12\x1c.greenllm.v1.ListJobsRequest\x1a\x1d.greenllm.v1.ListJobsResponse\x12\x46\n\tGetStatus\x12\x1d.greenllm.v1.GetStatusRequest\x1a\x1a.greenllm.v1.ClusterStatus\x12J\n\tSetBudget\x12\x1d.greenllm.v1.SetBudgetRequest\x1a\x1e.greenllm.v1.SetBudgetResponse\x12J\n\tSetPolicy\x12\x1d.greenllm.v1.SetPolicyRequest\x1a\x1e.greenllm.v1.SetPolicyResponse\x12L\n\x0bWatchStatus\x12\x1f.greenllm.v1.WatchStatusRequest\x1a\x1a.greenllm.v1.ClusterStatus0\x01\x12S\n\x0cGetJobEvents\x12 .greenllm.v1.GetJobEventsRequest\x1a!.greenllm.v1.GetJobEventsResponse\x12\x36\n\x06GetJob\x12\x1a.greenllm.v1.GetJobRequest\x1a\x10.greenllm.v1.Job\x12M\n\nGetJobLogs\x12\x1e.greenllm.v1.GetJobLogsRequest\x1a\x1f.greenllm.v1.GetJobLogsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'greenllm.v1.cluster_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBPHASE']._serialized_start=2702
-  _globals['_JOBPHASE']._serialized_end=2874
-  _globals['_NODEPHASE']._serialized_start=2876
-  _globals['_NODEPHASE']._serialized_end=3003
-  _globals['_JOBSPEC']._serialized_start=43
-  _globals['_JOBSPEC']._serialized_end=211
-  _globals['_JOB']._serialized_start=214
-  _globals['_JOB']._serialized_end=717
-  _globals['_REPLICA']._serialized_start=719
-  _globals['_REPLICA']._serialized_end=833
-  _globals['_SUBMITJOBREQUEST']._serialized_start=835
-  _globals['_SUBMITJOBREQUEST']._serialized_end=872
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=874
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=924
-  _globals['_CANCELJOBREQUEST']._serialized_start=926
-  _globals['_CANCELJOBREQUEST']._serialized_end=960
-  _globals['_CANCELJOBRESPONSE']._serialized_start=962
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1012
-  _globals['_LISTJOBSREQUEST']._serialized_start=1014
-  _globals['_LISTJOBSREQUEST']._serialized_end=1070
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1072
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1162
-  _globals['_GETJOBREQUEST']._serialized_start=1164
-  _globals['_GETJOBREQUEST']._serialized_end=1195
-  _globals['_GETJOBLOGSREQUEST']._serialized_start=1197
-  _globals['_GETJOBLOGSREQUEST']._serialized_end=1281
-  _globals['_GETJOBLOGSRESPONSE']._serialized_start=1283
-  _globals['_GETJOBLOGSRESPONSE']._serialized_end=1372
-  _globals['_GETSTATUSREQUEST']._serialized_start=1374
-  _globals['_GETSTATUSREQUEST']._serialized_end=1392
-  _globals['_GPUSTATUS']._serialized_start=1395
-  _globals['_GPUSTATUS']._serialized_end=1652
-  _globals['_NODESTATUS']._serialized_start=1655
-  _globals['_NODESTATUS']._serialized_end=1842
-  _globals['_CLUSTERSTATUS']._serialized_start=1845
-  _globals['_CLUSTERSTATUS']._serialized_end=2231
-  _globals['_SETBUDGETREQUEST']._serialized_start=2233
-  _globals['_SETBUDGETREQUEST']._serialized_end=2307
-  _globals['_SETBUDGETRESPONSE']._serialized_start=2309
-  _globals['_SETBUDGETRESPONSE']._serialized_end=2365
-  _globals['_SETPOLICYREQUEST']._serialized_start=2367
-  _globals['_SETPOLICYREQUEST']._serialized_end=2399
-  _globals['_SETPOLICYRESPONSE']._serialized_start=2401
-  _globals['_SETPOLICYRESPONSE']._serialized_end=2434
-  _globals['_WATCHSTATUSREQUEST']._serialized_start=2436
-  _globals['_WATCHSTATUSREQUEST']._serialized_end=2476
-  _globals['_GETJOBEVENTSREQUEST']._serialized_start=2478
-  _globals['_GETJOBEVENTSREQUEST']._serialized_end=2530
-  _globals['_JOBEVENT']._serialized_start=2532
-  _globals['_JOBEVENT']._serialized_end=2636
-  _globals['_GETJOBEVENTSRESPONSE']._serialized_start=2638
-  _globals['_GETJOBEVENTSRESPONSE']._serialized_end=2699
-  _globals['_CLUSTER']._serialized_start=3006
-  _globals['_CLUSTER']._serialized_end=3762
+  _globals['_JOBPHASE']._serialized_start=2780
+  _globals['_JOBPHASE']._serialized_end=2952
+  _globals['_NODEPHASE']._serialized_start=2954
+  _globals['_NODEPHASE']._serialized_end=3081
+  _globals['_JOBSPEC']._serialized_start=68
+  _globals['_JOBSPEC']._serialized_end=236
+  _globals['_JOB']._serialized_start=239
+  _globals['_JOB']._serialized_end=742
+  _globals['_REPLICA']._serialized_start=745
+  _globals['_REPLICA']._serialized_end=911
+  _globals['_SUBMITJOBREQUEST']._serialized_start=913
+  _globals['_SUBMITJOBREQUEST']._serialized_end=950
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=952
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=1002
+  _globals['_CANCELJOBREQUEST']._serialized_start=1004
+  _globals['_CANCELJOBREQUEST']._serialized_end=1038
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1040
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1090
+  _globals['_LISTJOBSREQUEST']._serialized_start=1092
+  _globals['_LISTJOBSREQUEST']._serialized_end=1148
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1150
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1240
+  _globals['_GETJOBREQUEST']._serialized_start=1242
+  _globals['_GETJOBREQUEST']._serialized_end=1273
+  _globals['_GETJOBLOGSREQUEST']._serialized_start=1275
+  _globals['_GETJOBLOGSREQUEST']._serialized_end=1359
+  _globals['_GETJOBLOGSRESPONSE']._serialized_start=1361
+  _globals['_GETJOBLOGSRESPONSE']._serialized_end=1450
+  _globals['_GETSTATUSREQUEST']._serialized_start=1452
+  _globals['_GETSTATUSREQUEST']._serialized_end=1470
+  _globals['_GPUSTATUS']._serialized_start=1473
+  _globals['_GPUSTATUS']._serialized_end=1730
+  _globals['_NODESTATUS']._serialized_start=1733
+  _globals['_NODESTATUS']._serialized_end=1920
+  _globals['_CLUSTERSTATUS']._serialized_start=1923
+  _globals['_CLUSTERSTATUS']._serialized_end=2309
+  _globals['_SETBUDGETREQUEST']._serialized_start=2311
+  _globals['_SETBUDGETREQUEST']._serialized_end=2385
+  _globals['_SETBUDGETRESPONSE']._serialized_start=2387
+  _globals['_SETBUDGETRESPONSE']._serialized_end=2443
+  _globals['_SETPOLICYREQUEST']._serialized_start=2445
+  _globals['_SETPOLICYREQUEST']._serialized_end=2477
+  _globals['_SETPOLICYRESPONSE']._serialized_start=2479
+  _globals['_SETPOLICYRESPONSE']._serialized_end=2512
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=2514
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=2554
+  _globals['_GETJOBEVENTSREQUEST']._serialized_start=2556
+  _globals['_GETJOBEVENTSREQUEST']._serialized_end=2608
+  _globals['_JOBEVENT']._serialized_start=2610
+  _globals['_JOBEVENT']._serialized_end=2714
+  _globals['_GETJOBEVENTSRESPONSE']._serialized_start=2716
+  _globals['_GETJOBEVENTSRESPONSE']._serialized_end=2777
+  _globals['_CLUSTER']._serialized_start=3084
+  _globals['_CLUSTER']._serialized_end=3840
 # @@protoc_insertion_point(module_scope)

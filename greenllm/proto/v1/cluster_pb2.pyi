@@ -1,3 +1,4 @@
+from greenllm.proto.v1 import agent_pb2 as _agent_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -106,20 +107,22 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[str] = ..., throughput: _Optional[float] = ..., energy_j: _Optional[float] = ..., work_units: _Optional[float] = ..., submitted_at_s: _Optional[float] = ..., steps: _Optional[int] = ..., restarts: _Optional[int] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., reason: _Optional[str] = ..., ended_at_s: _Optional[float] = ..., endpoint: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., ttft_p99_s: _Optional[float] = ..., tpot_p99_s: _Optional[float] = ..., queued_requests: _Optional[int] = ..., rejected_requests: _Optional[int] = ..., idle_energy_j: _Optional[float] = ..., gpu_wait_fraction: _Optional[float] = ..., cpu_bound: _Optional[bool] = ...) -> None: ...
 
 class Replica(_message.Message):
-    __slots__ = ("shard_id", "node", "gpu_index", "endpoint", "load_weight", "state")
+    __slots__ = ("shard_id", "node", "gpu_index", "endpoint", "load_weight", "state", "engine_metrics")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     GPU_INDEX_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     LOAD_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_METRICS_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     node: str
     gpu_index: int
     endpoint: str
     load_weight: float
     state: str
-    def __init__(self, shard_id: _Optional[str] = ..., node: _Optional[str] = ..., gpu_index: _Optional[int] = ..., endpoint: _Optional[str] = ..., load_weight: _Optional[float] = ..., state: _Optional[str] = ...) -> None: ...
+    engine_metrics: _agent_pb2.EngineMetrics
+    def __init__(self, shard_id: _Optional[str] = ..., node: _Optional[str] = ..., gpu_index: _Optional[int] = ..., endpoint: _Optional[str] = ..., load_weight: _Optional[float] = ..., state: _Optional[str] = ..., engine_metrics: _Optional[_Union[_agent_pb2.EngineMetrics, _Mapping]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec_json",)
