@@ -15,7 +15,7 @@ from greenllm.proto.v1 import agent_pb2
 from scheduler.core.lifecycle import JOB_TRANSITIONS, JobEvent, JobPhase, ShardPhase, next_phase
 from scheduler.core.reconcile import shard_id
 from scheduler.core.types import Actions, Placement
-from scheduler.shell.jobs import ShardRecord
+from scheduler.shell.jobs import ShardRecord, park
 from scheduler.shell.ports import StoredEvent
 
 if TYPE_CHECKING:
@@ -173,6 +173,11 @@ def _load_weights(shell: ControllerShell, actions: Actions, now_s: float) -> Non
         for node in nodes:
             per_node[node].update(weights)
         nodes_of[job_id] = nodes
+    for job_id, by_gpu in per_job.items():
+        job = shell.jobs.jobs[job_id]
+        if job.spec.kind == "infer":  # a drained replica's GPU goes back to the cluster
+            for gpu, weight in by_gpu.items():
+                park(job, shell.nodes, gpu, weight <= 0.0)
     for node, weights in per_node.items():
         body = agent_pb2.SetLoadWeights(weights=weights)
         if shell.queue(node, agent_pb2.Command(set_load_weights=body), now_s) is None:

@@ -88,6 +88,11 @@ class JobRecord:
         ended_at_s: Unix time it ended (0 while active).
         active_replicas: Inference: replicas the policy keeps serving (None: all).
         replicas_since_s: When ``active_replicas`` last changed, seconds (-inf: never).
+        parked_since_j: Inference: ``(node, GPU index)`` of each drained (parked) replica
+            -> its GPU's energy counter when it was drained, joules. A parked GPU is back
+            with the cluster: what it draws is not the job's (see :func:`park`).
+        parked_j: Energy of the parked periods that ended, joules (taken off the job's
+            books when each ended; kept to close its idle figure).
         cpu_bound: Its simulated GPUs were last seen waiting for the CPU (see
             :func:`wait_fraction`); a change is an event.
     """
@@ -110,7 +115,40 @@ class JobRecord:
     ended_at_s: float = 0.0
     active_replicas: int | None = None
     replicas_since_s: float = float("-inf")
+    parked_since_j: dict[tuple[str, int], float] = field(default_factory=dict)
+    parked_j: float = 0.0
     cpu_bound: bool = False
+
+    def parked_now_j(self, nodes: dict[str, NodeRecord]) -> float:
+        """Energy its parked GPUs drew since they were parked, up to their newest
+        readings, joules."""
+        total = 0.0
+        for (node, index), since_j in self.parked_since_j.items():
+            gpus = nodes[node].gpus if node in nodes else []
+            latest_j = gpus[index].energy_j() if index < len(gpus) else None
+            if latest_j is not None and latest_j >= since_j:
+                total += latest_j - since_j
+        return total
+
+
+def park(job: JobRecord, nodes: dict[str, NodeRecord], gpu: tuple[str, int], parked: bool) -> None:
+    """A replica of ``job`` on ``gpu`` was drained (``parked``) or serves again: from its
+    drain to its return its GPU is the cluster's, not the job's: the energy it drew then is
+    taken off the job's books (its ``carried`` energy, persisted) when it returns, and
+    until then :func:`measure_job` leaves it out."""
+    node, index = gpu
+    gpus = nodes[node].gpus if node in nodes else []
+    counter_j = gpus[index].energy_j() if index < len(gpus) else None
+    if job.energy_start_j.get(gpu) is None:
+        return  # not booked from a counter yet: nothing to take off
+    if parked and gpu not in job.parked_since_j and counter_j is not None:
+        job.parked_since_j[gpu] = counter_j
+    elif not parked and gpu in job.parked_since_j:
+        since_j = job.parked_since_j.pop(gpu)
+        if counter_j is not None and counter_j >= since_j:
+            job.parked_j += counter_j - since_j
+            energy_j, work = job.carried
+            job.carried = (energy_j - (counter_j - since_j), work)
 
 
 @dataclass(frozen=True)
@@ -195,6 +233,7 @@ def measure_job(nodes: dict[str, NodeRecord], job: JobRecord) -> JobMeasure:
             latest_j = node.gpus[shard.index].energy_j()
             if start_j is not None and latest_j is not None and latest_j >= start_j:
                 energy += latest_j - start_j
+    energy -= job.parked_now_j(nodes)
     return JobMeasure(
         throughput=rate if reporting else None,
         work_units=work,

@@ -76,7 +76,8 @@ def _serving(shell: ControllerShell, job: JobRecord, out: cluster_pb2.Job) -> No
     """An active inference job's endpoint, replicas and request figures (from its
     replicas' latest reports). Its idle energy is what its replicas drew with no request
     in flight, what its GPUs drew from its placement until its replicas started, and what
-    they drew since the replicas last booked their energy."""
+    they drew since the replicas last booked their energy; not what a drained (parked)
+    replica's GPU drew, which is the cluster's."""
     if shell.ingress_url:
         out.endpoint = f"{shell.ingress_url}/jobs/{job.job_id}/v1"
     weights = shell.weights_sent.get(job.job_id, ({}, set()))[0]
@@ -108,6 +109,8 @@ def _serving(shell: ControllerShell, job: JobRecord, out: cluster_pb2.Job) -> No
                 out.idle_energy_j += latest.start_energy_j - held_from_j  # placed, not yet run
             if node is not None:
                 out.idle_energy_j += _unbooked_j(node, shard.index, latest)
+    # what parked replicas drew is the cluster's idle energy, not the job's
+    out.idle_energy_j -= job.parked_j + job.parked_now_j(shell.nodes)
     out.idle_energy_j = max(0.0, out.idle_energy_j)
 
 

@@ -181,6 +181,7 @@ def _job_transition(
         job.reason = reason
         _retire_shards(shell, job)
         job.energy_start_j.clear()
+        job.parked_since_j.clear()
         job.active_replicas = None
         job.generation += 1
         job.restarts += 1

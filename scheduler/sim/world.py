@@ -219,9 +219,10 @@ class World:
 
     # -- each step -----------------------------------------------------------------------
     def serving(self, job: JobModel, shard: ShardModel) -> bool:
-        """An inference replica takes requests (load weight above 0, or none given yet) or
-        still holds some: its job holds its GPU."""
-        return job.weights.get(shard.shard_id, 1.0) > 0 or not shard.replica.empty
+        """An inference replica takes requests (load weight above 0, or none given yet): its
+        job holds its GPU. From its drain on, its GPU is the cluster's (as the controller
+        books it: :func:`scheduler.shell.jobs.park`)."""
+        return job.weights.get(shard.shard_id, 1.0) > 0
 
     def current_shards(self, job: JobModel) -> list[ShardModel]:
         """The running shards of the job's newest generation, by rank."""

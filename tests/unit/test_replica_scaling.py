@@ -11,6 +11,7 @@ import pytest
 from greenllm.errors import ConfigError
 from greenllm.jobspec import parse_job_spec
 from scheduler.policies import load_policy
+from scheduler.shell.jobs import measure_job
 from scheduler.sim.engine import Simulation
 from scheduler.sim.scenario import Scenario
 
@@ -73,3 +74,18 @@ def test_min_shards_is_checked() -> None:
         parse_job_spec({"name": "x", "kind": "infer", "shards": 2, "min_shards": 3}, "x.yaml")
     with pytest.raises(ConfigError, match="min_shards is for inference"):
         parse_job_spec({"name": "x", "kind": "train", "shards": 2, "min_shards": 1}, "x.yaml")
+
+
+def test_a_drained_replica_is_off_the_jobs_books_live_and_simulated() -> None:
+    """The controller's books (the shell's, as the live cluster keeps them) and the
+    simulated truth agree that a drained replica's GPU is the cluster's: the job's energy is
+    that of the GPUs it held while it held them, well under what all its GPUs drew."""
+    sim = run("min-energy")
+    [truth] = sim.world.jobs.values()
+    assert sim.shell is not None
+    [record] = sim.shell.jobs.jobs.values()
+    booked_j = measure_job(sim.shell.nodes, record).energy_j
+    assert booked_j == pytest.approx(truth.energy_j, rel=0.05)
+    all_gpus_j = sum(sim.result.idle_energy_j.values()) + truth.energy_j
+    assert truth.energy_j < 0.8 * all_gpus_j  # parked GPUs drew the rest, as idle
+    assert record.parked_j > 0
