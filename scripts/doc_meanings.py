@@ -58,6 +58,12 @@ STATUS = {
     "nodes[].stale": "Connected but its telemetry stopped.",
     "nodes[].failsafe_active": "Its agent holds its fail-safe limits.",
     "nodes[].telemetry_age_s": "Age of its latest telemetry, seconds (null when none).",
+    "nodes[].phase": "unknown (not registered since the controller started), live, stale "
+    "(silent: counted at the highest limits it may hold) or lost (its shards placed "
+    "elsewhere; still counted at those limits unless known down).",
+    "nodes[].down_reason": "Why it is known powered off (`greenllm node down`, or its Ray "
+    "node died): counted at no more than its fail-safe limits until its agent registers "
+    "again (null when not known down).",
     "nodes[].gpus": "One entry per GPU.",
     **{f"nodes[].gpus[].{k}": v for k, v in GPU.items()},
     "jobs": "One entry per job.",
@@ -237,6 +243,11 @@ OTHERS = {
     },
     "budget set": {"budget_w": "Budget now in force, watts.", "reserve_w": "Reserve, watts."},
     "policy set": {"policy": "Policy now in force."},
+    "node down": {
+        "node": "The node.",
+        "changed": "False when it was already known down.",
+        "phase": "Its phase now (lost from the next control step).",
+    },
     "policy list": {
         "policies": "Every policy, then the oracle.",
         "policies[].name": "Policy name.",

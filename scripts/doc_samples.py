@@ -112,6 +112,7 @@ def cli_samples() -> dict[str, Any]:
         "logs": {"job_id": "", "events": [{"timestamp_s": 0.0, "kind": "", "message": ""}]},
         "budget set": {"budget_w": 0.0, "reserve_w": 0.0},
         "policy set": {"policy": ""},
+        "node down": {"node": "", "changed": True, "phase": ""},
         "policy list": run_json("policy", "list"),
         "config check": run_json("config", "check", str(CLUSTER)),
         "gpus": run_json("gpus", "--config", str(CLUSTER), "--backend", "simulated"),

@@ -148,6 +148,11 @@ class ClusterClient:
         """Switch the allocation policy."""
         return self._call(self._stub.SetPolicy, cluster_pb2.SetPolicyRequest(name=name))
 
+    def node_down(self, node: str, reason: str = "") -> cluster_pb2.NodeDownResponse:
+        """Say that ``node`` is powered off (see ``greenllm node down``)."""
+        request = cluster_pb2.NodeDownRequest(node=node, reason=reason)
+        return self._call(self._stub.NodeDown, request)
+
     def submit_job(self, spec_json: str) -> cluster_pb2.Job:
         """Submit a job (its JOB.yaml document as JSON); returns it with its id and state."""
         request = cluster_pb2.SubmitJobRequest(spec_json=spec_json)

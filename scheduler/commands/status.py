@@ -29,6 +29,8 @@ def status_document(status: cluster_pb2.ClusterStatus) -> dict[str, Any]:
                 "stale": n.stale,
                 "failsafe_active": n.failsafe_active,
                 "telemetry_age_s": n.telemetry_age_s if n.telemetry_age_s >= 0 else None,
+                "phase": cluster_pb2.NodePhase.Name(n.phase).removeprefix("NODE_PHASE_").lower(),
+                "down_reason": n.down_reason or None,
                 "gpus": [
                     {
                         "index": g.index,
@@ -72,6 +74,8 @@ def _unknown(value: float | None) -> float | str:
 
 
 def _node_state(n: cluster_pb2.NodeStatus) -> str:
+    if n.down_reason:
+        return "down"
     if not n.connected:
         return "failsafe" if n.failsafe_active else "disconnected"
     return "stale" if n.stale else "ok"

@@ -201,6 +201,7 @@ class ControllerShell:
         node, remarks = self.ledger.register(
             msg, session, self.stale_after_s, now_s, peer_address, listen_s
         )
+        node.down_reason = ""  # it reports again: not down
         old = node.phase
         node.phase = NODE_TRANSITIONS[(old, NodeEvent.REGISTERED)]
         node.phase_since_s = listen_s
@@ -350,7 +351,7 @@ class ControllerShell:
             now_s=now_s,
             budget_w=self.budget_w,
             reserve_w=self.reserve_w,
-            gpus=tuple(gpu_states(self.nodes, assigned, reserved)),
+            gpus=tuple(gpu_states(self.nodes, assigned, reserved, self.config.failsafe_limit_w)),
             jobs=tuple(jobs),
             power_model=self.power_model,
         )

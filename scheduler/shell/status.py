@@ -35,6 +35,11 @@ _NODE_PHASES = {
 }
 
 
+def node_phase(node: NodeRecord) -> int:
+    """The node's phase as the API's enum value."""
+    return _NODE_PHASES[node.phase.value]
+
+
 def job_proto(shell: ControllerShell, job: JobRecord, with_spec: bool = False) -> cluster_pb2.Job:
     """A job with its measurements (its whole spec only when ``with_spec``)."""
     m = measure_job(shell.nodes, job)
@@ -158,7 +163,8 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
                 failsafe_active=node.failsafe_active,
                 gpus=gpus,
                 telemetry_age_s=now_s - last if last is not None else -1.0,
-                phase=_NODE_PHASES[node.phase.value],  # type: ignore[arg-type]
+                phase=node_phase(node),  # type: ignore[arg-type]
+                down_reason=node.down_reason,
             )
         )
     store_error = shell.persist.error
