@@ -8,6 +8,7 @@ from typing import Any
 
 from scheduler.policies import load_policy
 from scheduler.shell import operator
+from scheduler.shell.jobs import measure_job
 from scheduler.sim.engine import Simulation
 from scheduler.sim.scenario import Scenario
 
@@ -183,3 +184,20 @@ def test_a_node_whose_machine_died_is_known_down_through_the_ray_path() -> None:
     job = next(iter(s.shell.jobs.jobs.values()))
     assert {sh.node for sh in job.shards.values()} == {"idle"}  # placed again
     assert s.result.limits_over_budget_s == 0.0
+
+
+def test_a_job_placed_right_after_a_controller_restart_has_its_energy_booked() -> None:
+    """Issue 19 (d): a job placed on nodes that had just registered with a restarted
+    controller (no energy reading yet) had no counter to measure from, and finished with
+    energy_j 0 however long it ran."""
+    job = {**TRAIN, "sim": {"arrive_s": 3.0}}  # submitted while the controller is down
+    s = sim(12.0, jobs=[job], controller_restarts=[{"at_s": 2.0, "down_s": 2.0}])
+    run_until(s, 12.0)
+    assert s.shell is not None
+    record = next(iter(s.shell.jobs.jobs.values()))
+    assert record.phase.value == "running"
+    measured_j = measure_job(s.shell.nodes, record).energy_j
+    true_j = next(iter(s.world.jobs.values())).energy_j
+    assert true_j > 1000.0
+    # the books close at the latest reading, up to a telemetry period behind the truth
+    assert 0.8 * true_j <= measured_j <= true_j, (measured_j, true_j)
