@@ -19,8 +19,9 @@ from greenllm.rpc.locate import PROBE_TIMEOUT_S, find_controller, listening
 #: Deadline of a unary call, seconds.
 DEFAULT_TIMEOUT_S = 5.0
 
-#: How the controller's own UNAVAILABLE answers begin (it is up, but cannot do that now).
-SERVER_UNAVAILABLE = "state directory not writable"
+#: How the controller's own UNAVAILABLE answers begin (it is up, but cannot do that now:
+#: its state cannot be saved; the second is how earlier controllers said it).
+SERVER_UNAVAILABLE = ("state not saved", "state directory not writable")
 
 T = TypeVar("T")
 

@@ -199,6 +199,14 @@ class Store(Protocol):
         """
         ...
 
+    def check(self) -> None:
+        """Make sure the store is still the one opened and still reads (called now and then).
+
+        Raises:
+            StoreError: It is not (writes are refused from then on), or cannot be checked.
+        """
+        ...
+
     def events(self, job_id: str | None, limit: int) -> list[StoredEvent]:
         """The newest ``limit`` events (of one job, or of all), oldest first."""
         ...
