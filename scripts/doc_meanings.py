@@ -66,8 +66,18 @@ STATUS = {
     "again (null when not known down).",
     "nodes[].gpus": "One entry per GPU.",
     **{f"nodes[].gpus[].{k}": v for k, v in GPU.items()},
-    "jobs": "One entry per job.",
+    "jobs": "At most `jobs_cap` jobs: running first, then placed, pending (in submission "
+    "order), then the most recently ended. `greenllm jobs` pages through all of them.",
     **{f"jobs[].{k}": v for k, v in JOB.items()},
+    "jobs_total": "Jobs ever submitted.",
+    "jobs_by_phase": "Every job ever submitted, counted by state (pending, placed, running, "
+    "done, failed, cancelled); states with no job are left out.",
+    "jobs_truncated": "True when `jobs` lists fewer jobs than the controller holds (the cap).",
+    "jobs_cap": "The most jobs `jobs` lists.",
+    "state_writable": "False when the controller cannot save its state (disk full, "
+    "read-only, path missing, or its database replaced, deleted or damaged): changes are "
+    "refused until it can, the cluster is kept safe from memory.",
+    "state_error": "Why, naming the file (null when it can).",
 }
 
 GPUS = {
@@ -231,7 +241,12 @@ COMPRESS = {
 }
 
 OTHERS = {
-    "jobs": {"jobs": "One entry per job.", **{f"jobs[].{k}": v for k, v in JOB.items()}},
+    "jobs": {
+        "jobs": "One page of jobs, newest first (`--limit` of them).",
+        **{f"jobs[].{k}": v for k, v in JOB.items()},
+        "total": "Jobs ever submitted.",
+        "next_page_token": "Pass as `--page-token` for the next page (null: this was the last).",
+    },
     "submit": JOB,
     "cancel": JOB,
     "logs": {
@@ -284,6 +299,7 @@ CLI_MAPS = frozenset(
         "baseline.details",
         "results[].details",
         "errors",
+        "jobs_by_phase",
     }
 )
 

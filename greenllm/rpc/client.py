@@ -164,8 +164,21 @@ class ClusterClient:
         return self._call(self._stub.CancelJob, cluster_pb2.CancelJobRequest(job_id=job_id)).job
 
     def list_jobs(self) -> list[cluster_pb2.Job]:
-        """Every job the controller knows."""
-        return list(self._call(self._stub.ListJobs, cluster_pb2.ListJobsRequest()).jobs)
+        """The newest jobs (the first page of :meth:`list_jobs_page`)."""
+        return list(self.list_jobs_page().jobs)
+
+    def list_jobs_page(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> cluster_pb2.ListJobsResponse:
+        """One page of every job ever submitted, newest first, with the total and the next
+        page's token ("" after the last).
+
+        Args:
+            page_size: Jobs per page (0: the server's default, 100; at most 1000).
+            page_token: A previous page's ``next_page_token`` ("": the first page).
+        """
+        request = cluster_pb2.ListJobsRequest(page_size=page_size, page_token=page_token)
+        return self._call(self._stub.ListJobs, request)
 
     def job_events(self, job_id: str, limit: int = 0) -> list[cluster_pb2.JobEvent]:
         """A job's event log, oldest first (the newest ``limit``; 0: the server's default)."""

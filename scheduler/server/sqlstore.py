@@ -389,6 +389,38 @@ class SqliteStore:
             rows = self._db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [StoredEvent(*r) for r in reversed(rows)]
 
+    def ended_counts(self, exclude: set[str]) -> dict[str, int]:
+        """See :meth:`scheduler.shell.ports.Store.ended_counts`.
+
+        Raises:
+            StoreError: The data cannot be read.
+        """
+        try:
+            return self._ended_counts(exclude)
+        except sqlite3.Error as exc:
+            raise _fail(self.path, exc) from None
+
+    def _ended_counts(self, exclude: set[str]) -> dict[str, int]:
+        with self._lock:
+            rows = (
+                self._db.execute(
+                    "SELECT job_id, state FROM jobs WHERE final = 1 AND job_id IN "
+                    f"({', '.join('?' for _ in exclude)})",
+                    tuple(exclude),
+                ).fetchall()
+                if exclude
+                else []
+            )
+            counts = {
+                str(state): int(n)
+                for state, n in self._db.execute(
+                    "SELECT state, COUNT(*) FROM jobs WHERE final = 1 GROUP BY state"
+                )
+            }
+        for _, state in rows:
+            counts[str(state)] -= 1
+        return {k: v for k, v in counts.items() if v > 0}
+
     def jobs_page(self, offset: int, limit: int) -> tuple[list[StoredJob], int]:
         """See :meth:`scheduler.shell.ports.Store.jobs_page`."""
         with self._lock:

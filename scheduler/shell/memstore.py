@@ -31,6 +31,14 @@ class MemoryStore:
         self.broken: str | None = None
         self.writes = 0
 
+    def ended_counts(self, exclude: set[str]) -> dict[str, int]:
+        """See :meth:`scheduler.shell.ports.Store.ended_counts`."""
+        counts: dict[str, int] = {}
+        for job in self.jobs.values():
+            if job.final and job.job_id not in exclude:
+                counts[job.phase] = counts.get(job.phase, 0) + 1
+        return counts
+
     def check(self) -> None:
         """See :meth:`scheduler.shell.ports.Store.check`."""
         if self.broken is not None:

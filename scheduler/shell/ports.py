@@ -211,6 +211,10 @@ class Store(Protocol):
         """The newest ``limit`` events (of one job, or of all), oldest first."""
         ...
 
+    def ended_counts(self, exclude: set[str]) -> dict[str, int]:
+        """Ended jobs (final) by phase, leaving out the jobs ``exclude`` names."""
+        ...
+
     def jobs_page(self, offset: int, limit: int) -> tuple[list[StoredJob], int]:
         """Jobs newest first from ``offset`` (at most ``limit``), and how many there are."""
         ...

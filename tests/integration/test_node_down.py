@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import grpc
 import pytest
 
-from greenllm.proto.v1 import cluster_pb2
+from greenllm.proto.v1 import agent_pb2, cluster_pb2
 from greenllm.rpc.client import ClusterClient
 from scheduler.server.app import Controller
 
@@ -53,9 +56,30 @@ def test_node_down_counts_a_silent_node_at_its_failsafe_limits(
         agent = raw_agents()
         agent.send(register=messages.register("node-l4"))
         agent.receive()
-        agent.send(telemetry=messages.telemetry("node-l4"))
-        wait(lambda: shell.nodes["node-l4"].last_telemetry_s is not None, 10, "telemetry")
-        refused = cli("node", "down", "node-l4", "--config", str(config_path))
+        reporting = threading.Event()
+
+        def report() -> None:  # telemetry every 0.1 s, so node-l4 stays fresh however slow
+            while not reporting.wait(0.1):
+                agent.send(telemetry=messages.telemetry("node-l4"))
+
+        def ack() -> None:  # and every command acked, so its stream is never ended
+            with contextlib.suppress(grpc.RpcError):  # the stream is cancelled at the end
+                for msg in agent.call:
+                    if msg.WhichOneof("body") == "commands":
+                        acks = [agent_pb2.CommandAck(command_id=c.command_id, success=True)
+                                for c in msg.commands.commands]  # fmt: skip
+                        agent.send(acks=agent_pb2.AckBatch(acks=acks))
+
+        reporter = threading.Thread(target=report, daemon=True)
+        acker = threading.Thread(target=ack, daemon=True)
+        reporter.start()
+        acker.start()
+        try:
+            wait(lambda: shell.nodes["node-l4"].last_telemetry_s is not None, 10, "telemetry")
+            refused = cli("node", "down", "node-l4", "--config", str(config_path))
+        finally:
+            reporting.set()
+            reporter.join(5)
         assert refused.returncode != 0 and "Traceback" not in refused.stderr
         assert "reporting telemetry" in refused.stderr and len(refused.stderr.splitlines()) == 1
         unknown = cli("node", "down", "nope", "--config", str(config_path))
