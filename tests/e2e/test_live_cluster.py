@@ -260,9 +260,14 @@ def test_node_removal_is_survived(cluster: Path, training_job: str) -> None:
     h100 = next(n for n in doc["nodes"] if n["name"] == "node-h100")
     assert not h100["connected"]
     assert doc["accounted_power_limit_w"] <= doc["budget_w"] - doc["reserve_w"], json.dumps(doc)
-    a100_busy = [g for n in doc["nodes"] if n["name"] == "node-a100" for g in n["gpus"]
-                 if g["utilization_pct"] > 0]  # fmt: skip
-    assert len(a100_busy) == 2
+
+    def a100_busy() -> bool:  # both ranks at work on A100s (a reading may catch one idle)
+        d = status(cluster)
+        busy = [g for n in d["nodes"] if n["name"] == "node-a100" for g in n["gpus"]
+                if g["utilization_pct"] > 0]  # fmt: skip
+        return len(busy) == 2
+
+    wait_for(a100_busy, 60, "the two ranks at work on A100s")
     logs = greenllm("logs", training_job, "--events", "--config", str(cluster), "--json")
     job_events = [e for e in json.loads(ok(logs))["events"] if e["entity"] == "job"]
     # Phase changes only: the job's log also holds other kinds (cpu_bound, ...).
