@@ -224,7 +224,8 @@ class ControlPlane(_Strict):
         power_noise_frac: Relative noise of measured power.
         stale_after_s: Telemetry older than this marks a node stale, seconds.
         lost_after_s: A node silent this long is declared lost, seconds (its jobs are
-            placed again; it counts at no more than its fail-safe limits).
+            placed again; it still counts at the limits it may hold, unless its machine is
+            known down: a crash, which counts at no more than its fail-safe limits).
         failsafe_timeout_s: Agents lower their GPUs to their fail-safe limits after this
             long without the controller, seconds.
     """
