@@ -58,10 +58,26 @@ STATUS = {
     "nodes[].stale": "Connected but its telemetry stopped.",
     "nodes[].failsafe_active": "Its agent holds its fail-safe limits.",
     "nodes[].telemetry_age_s": "Age of its latest telemetry, seconds (null when none).",
+    "nodes[].phase": "unknown (not registered since the controller started), live, stale "
+    "(silent: counted at the highest limits it may hold) or lost (its shards placed "
+    "elsewhere; still counted at those limits unless known down).",
+    "nodes[].down_reason": "Why it is known powered off (`greenllm node down`, or its Ray "
+    "node died): counted at no more than its fail-safe limits until its agent registers "
+    "again (null when not known down).",
     "nodes[].gpus": "One entry per GPU.",
     **{f"nodes[].gpus[].{k}": v for k, v in GPU.items()},
-    "jobs": "One entry per job.",
+    "jobs": "At most `jobs_cap` jobs: running first, then placed, pending (in submission "
+    "order), then the most recently ended. `greenllm jobs` pages through all of them.",
     **{f"jobs[].{k}": v for k, v in JOB.items()},
+    "jobs_total": "Jobs ever submitted.",
+    "jobs_by_phase": "Every job ever submitted, counted by state (pending, placed, running, "
+    "done, failed, cancelled); states with no job are left out.",
+    "jobs_truncated": "True when `jobs` lists fewer jobs than the controller holds (the cap).",
+    "jobs_cap": "The most jobs `jobs` lists.",
+    "state_writable": "False when the controller cannot save its state (disk full, "
+    "read-only, path missing, or its database replaced, deleted or damaged): changes are "
+    "refused until it can, the cluster is kept safe from memory.",
+    "state_error": "Why, naming the file (null when it can).",
 }
 
 GPUS = {
@@ -225,7 +241,12 @@ COMPRESS = {
 }
 
 OTHERS = {
-    "jobs": {"jobs": "One entry per job.", **{f"jobs[].{k}": v for k, v in JOB.items()}},
+    "jobs": {
+        "jobs": "One page of jobs, newest first (`--limit` of them).",
+        **{f"jobs[].{k}": v for k, v in JOB.items()},
+        "total": "Jobs ever submitted.",
+        "next_page_token": "Pass as `--page-token` for the next page (null: this was the last).",
+    },
     "submit": JOB,
     "cancel": JOB,
     "logs": {
@@ -237,6 +258,11 @@ OTHERS = {
     },
     "budget set": {"budget_w": "Budget now in force, watts.", "reserve_w": "Reserve, watts."},
     "policy set": {"policy": "Policy now in force."},
+    "node down": {
+        "node": "The node.",
+        "changed": "False when it was already known down.",
+        "phase": "Its phase now (lost from the next control step).",
+    },
     "policy list": {
         "policies": "Every policy, then the oracle.",
         "policies[].name": "Policy name.",
@@ -273,6 +299,7 @@ CLI_MAPS = frozenset(
         "baseline.details",
         "results[].details",
         "errors",
+        "jobs_by_phase",
     }
 )
 

@@ -53,7 +53,9 @@ def status_sample() -> dict[str, Any]:
     from scheduler.commands.status import status_document
 
     status = cluster_pb2.ClusterStatus(
-        nodes=[cluster_pb2.NodeStatus(gpus=[cluster_pb2.GpuStatus()])], jobs=[cluster_pb2.Job()]
+        nodes=[cluster_pb2.NodeStatus(gpus=[cluster_pb2.GpuStatus()])],
+        jobs=[cluster_pb2.Job()],
+        jobs_by_phase={"running": 1},
     )
     return status_document(status)
 
@@ -106,12 +108,13 @@ def cli_samples() -> dict[str, Any]:
     job = job_sample()
     return {
         "status": status_sample(),
-        "jobs": {"jobs": [job]},
+        "jobs": {"jobs": [job], "total": 1, "next_page_token": "100"},
         "submit": job,
         "cancel": job,
         "logs": {"job_id": "", "events": [{"timestamp_s": 0.0, "kind": "", "message": ""}]},
         "budget set": {"budget_w": 0.0, "reserve_w": 0.0},
         "policy set": {"policy": ""},
+        "node down": {"node": "", "changed": True, "phase": ""},
         "policy list": run_json("policy", "list"),
         "config check": run_json("config", "check", str(CLUSTER)),
         "gpus": run_json("gpus", "--config", str(CLUSTER), "--backend", "simulated"),

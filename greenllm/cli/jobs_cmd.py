@@ -204,15 +204,34 @@ def submit(
 
 
 @click.command("jobs")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=100,
+    show_default=True,
+    help="Jobs per page, newest first.",
+)
+@click.option(
+    "--page-token",
+    default="",
+    help="Where to go on from: the next_page_token a previous page printed.",
+)
 @CONFIG_OPTION
 @JSON_OPTION
-def jobs(config_path: Path | None, as_json: bool) -> None:
-    """List jobs with their throughput, energy, J per unit and CO2e."""
+def jobs(config_path: Path | None, as_json: bool, limit: int, page_token: str) -> None:
+    """List jobs, newest first, with their throughput, energy, J per unit and CO2e.
+
+    Every job ever submitted, a page at a time (`greenllm status` shows the running ones
+    first, and counts every job by phase).
+    """
     config, client = client_for(config_path)
     with client:
-        docs = [job_document(j, config) for j in client.list_jobs()]
+        page = client.list_jobs_page(limit, page_token)
+    docs = [job_document(j, config) for j in page.jobs]
     if as_json:
-        emit_json({"jobs": docs})
+        emit_json(
+            {"jobs": docs, "total": page.total, "next_page_token": page.next_page_token or None}
+        )
         return
     rows = [
         [
@@ -232,6 +251,10 @@ def jobs(config_path: Path | None, as_json: bool) -> None:
     for d in docs:
         if d.get("endpoint"):
             click.echo(f"{d['id']}: OpenAI-compatible API at {d['endpoint']}")
+    if page.next_page_token:
+        click.echo(
+            f"{len(docs)} of {page.total} jobs; more with --page-token {page.next_page_token}"
+        )
 
 
 @click.command("cancel")

@@ -19,8 +19,9 @@ from greenllm.rpc.locate import PROBE_TIMEOUT_S, find_controller, listening
 #: Deadline of a unary call, seconds.
 DEFAULT_TIMEOUT_S = 5.0
 
-#: How the controller's own UNAVAILABLE answers begin (it is up, but cannot do that now).
-SERVER_UNAVAILABLE = "state directory not writable"
+#: How the controller's own UNAVAILABLE answers begin (it is up, but cannot do that now:
+#: its state cannot be saved; the second is how earlier controllers said it).
+SERVER_UNAVAILABLE = ("state not saved", "state directory not writable")
 
 T = TypeVar("T")
 
@@ -148,6 +149,11 @@ class ClusterClient:
         """Switch the allocation policy."""
         return self._call(self._stub.SetPolicy, cluster_pb2.SetPolicyRequest(name=name))
 
+    def node_down(self, node: str, reason: str = "") -> cluster_pb2.NodeDownResponse:
+        """Say that ``node`` is powered off (see ``greenllm node down``)."""
+        request = cluster_pb2.NodeDownRequest(node=node, reason=reason)
+        return self._call(self._stub.NodeDown, request)
+
     def submit_job(self, spec_json: str) -> cluster_pb2.Job:
         """Submit a job (its JOB.yaml document as JSON); returns it with its id and state."""
         request = cluster_pb2.SubmitJobRequest(spec_json=spec_json)
@@ -158,8 +164,21 @@ class ClusterClient:
         return self._call(self._stub.CancelJob, cluster_pb2.CancelJobRequest(job_id=job_id)).job
 
     def list_jobs(self) -> list[cluster_pb2.Job]:
-        """Every job the controller knows."""
-        return list(self._call(self._stub.ListJobs, cluster_pb2.ListJobsRequest()).jobs)
+        """The newest jobs (the first page of :meth:`list_jobs_page`)."""
+        return list(self.list_jobs_page().jobs)
+
+    def list_jobs_page(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> cluster_pb2.ListJobsResponse:
+        """One page of every job ever submitted, newest first, with the total and the next
+        page's token ("" after the last).
+
+        Args:
+            page_size: Jobs per page (0: the server's default, 100; at most 1000).
+            page_token: A previous page's ``next_page_token`` ("": the first page).
+        """
+        request = cluster_pb2.ListJobsRequest(page_size=page_size, page_token=page_token)
+        return self._call(self._stub.ListJobs, request)
 
     def job_events(self, job_id: str, limit: int = 0) -> list[cluster_pb2.JobEvent]:
         """A job's event log, oldest first (the newest ``limit``; 0: the server's default)."""

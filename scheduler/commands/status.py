@@ -29,6 +29,8 @@ def status_document(status: cluster_pb2.ClusterStatus) -> dict[str, Any]:
                 "stale": n.stale,
                 "failsafe_active": n.failsafe_active,
                 "telemetry_age_s": n.telemetry_age_s if n.telemetry_age_s >= 0 else None,
+                "phase": cluster_pb2.NodePhase.Name(n.phase).removeprefix("NODE_PHASE_").lower(),
+                "down_reason": n.down_reason or None,
                 "gpus": [
                     {
                         "index": g.index,
@@ -64,6 +66,12 @@ def status_document(status: cluster_pb2.ClusterStatus) -> dict[str, Any]:
             }
             for j in status.jobs
         ],
+        "jobs_total": status.jobs_total,
+        "jobs_by_phase": dict(sorted(status.jobs_by_phase.items())),
+        "jobs_truncated": status.jobs_truncated,
+        "jobs_cap": status.jobs_cap,
+        "state_writable": status.state_writable,
+        "state_error": status.state_error or None,
     }
 
 
@@ -72,6 +80,8 @@ def _unknown(value: float | None) -> float | str:
 
 
 def _node_state(n: cluster_pb2.NodeStatus) -> str:
+    if n.down_reason:
+        return "down"
     if not n.connected:
         return "failsafe" if n.failsafe_active else "disconnected"
     return "stale" if n.stale else "ok"
@@ -107,6 +117,12 @@ def status(config_path: Path | None, as_json: bool) -> None:
     ]
     cols = ["node", "state", "gpu", "type", "limit W", "power W", "SM MHz", "util %"]
     print_table("GPUs", cols, rows)
+    if not st.state_writable:
+        click.echo(f"state not saved: {st.state_error}")
+    if st.jobs_by_phase:
+        counts = ", ".join(f"{n} {phase}" for phase, n in sorted(st.jobs_by_phase.items()))
+        shown = f" (showing {len(st.jobs)}, running first)" if st.jobs_truncated else ""
+        click.echo(f"jobs: {counts}{shown}")
     if st.jobs:
         jobs = [
             [j.id, j.spec.kind, j.state, _unknown(throughput_of(j)), j.energy_j / 1000.0]

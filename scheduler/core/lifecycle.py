@@ -62,7 +62,7 @@ class NodePhase(StrEnum):
     UNKNOWN = "unknown"  # not registered since this controller started
     LIVE = "live"  # registered, telemetry fresh
     STALE = "stale"  # telemetry old or stream gone: counted at its worst limits
-    LOST = "lost"  # silent past the lost timeout: its shards are placed elsewhere
+    LOST = "lost"  # silent past the lost timeout, or known down: its shards are placed elsewhere
 
 
 class JobEvent(StrEnum):
@@ -100,6 +100,9 @@ class NodeEvent(StrEnum):
     TELEMETRY = "telemetry"
     SILENT = "silent"  # telemetry older than the stale timeout, or the stream ended
     TIMEOUT = "timeout"
+    #: Known powered off: an operator said so (``greenllm node down``), or its Ray node
+    #: died with its machine.
+    DOWN = "down"
 
 
 J, S, N = JobPhase, ShardPhase, NodePhase
@@ -153,6 +156,8 @@ NODE_TRANSITIONS: dict[tuple[NodePhase, NodeEvent], NodePhase] = {
     (N.STALE, NodeEvent.TELEMETRY): N.LIVE,
     (N.STALE, NodeEvent.REGISTERED): N.LIVE,
     (N.STALE, NodeEvent.TIMEOUT): N.LOST,
+    (N.UNKNOWN, NodeEvent.DOWN): N.LOST,
+    (N.STALE, NodeEvent.DOWN): N.LOST,
     (N.LOST, NodeEvent.REGISTERED): N.LIVE,
 }
 

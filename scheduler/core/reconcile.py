@@ -55,12 +55,14 @@ class NodeView(NamedTuple):
         phase: Its phase now.
         since_s: When it entered that phase, seconds.
         fresh: Connected with telemetry younger than its stale timeout.
+        down: Why it is known powered off ("" when it is not known to be).
     """
 
     name: str
     phase: NodePhase
     since_s: float
     fresh: bool
+    down: str = ""
 
 
 class ShardView(NamedTuple):
@@ -227,6 +229,8 @@ def _nodes(view: LifecycleView, b: _Builder) -> dict[str, NodePhase]:
             events.append((NodeEvent.TELEMETRY, "telemetry again"))
         elif not node.fresh and phase is NodePhase.LIVE:
             events.append((NodeEvent.SILENT, "no telemetry"))
+        elif not node.fresh and node.down and phase is not NodePhase.LOST:
+            events.append((NodeEvent.DOWN, f"down: {node.down}"))
         elif not node.fresh and b.expired(node.since_s, b.timeouts.node(phase)):
             what = (
                 "not heard from since the controller started"

@@ -3,8 +3,9 @@
 :class:`AgentWatcher` runs inside the controller actor: every :data:`POLL_S` it reads
 ``ray.nodes()``, binds new Ray nodes to greenllm nodes (:class:`NodeMap`) and starts the
 agent of each node that has none, pinned with ``NodeAffinitySchedulingStrategy(soft=False)``.
-A Ray node that joins later gets its agent within a poll or two; one that leaves takes its
-agent with it (the controller sees a lost node when its stream goes silent).
+A Ray node that joins later gets its agent within a poll or two; one that dies takes its
+agent with it, and the controller is told that node is down (its machine is gone: counted at
+its fail-safe limits, its shards placed elsewhere) until its agent registers again.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ class AgentWatcher:
         on_new_nodes: Told of nodes discovered, before their agents start.
         lock: Guards ``nodes``.
         poll_s: Seconds between polls.
+        on_dead_nodes: Told, every poll, of the nodes whose Ray node died (see
+            :meth:`NodeMap.dead`).
     """
 
     def __init__(
@@ -110,10 +113,12 @@ class AgentWatcher:
         on_new_nodes: Callable[[list[NodeConfig]], None],
         lock: threading.RLock,
         poll_s: float = POLL_S,
+        on_dead_nodes: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.nodes = nodes
         self._handoff = handoff
         self._on_new_nodes = on_new_nodes
+        self._on_dead_nodes = on_dead_nodes
         self._lock = lock
         self._poll_s = poll_s
         #: Ray node id of each started agent, by node name.
@@ -143,16 +148,21 @@ class AgentWatcher:
         """Bind the alive Ray nodes and start the agents that are missing."""
         import ray
 
-        alive = ray_nodes(ray.nodes())
+        raw = ray.nodes()
+        alive = ray_nodes(raw)
         with self._lock:
+            before = dict(self.nodes.bound)
             new = self.nodes.update(alive)
             for note in self.nodes.notes:
                 log.warning("%s", note)
             self.nodes.notes.clear()
             bound = dict(self.nodes.bound)
+            dead = self.nodes.dead(raw, before)
         if new:
             log.info("Ray nodes joined: %s", ", ".join(n.name for n in new))
             self._on_new_nodes(new)
+        if dead and self._on_dead_nodes is not None:
+            self._on_dead_nodes(dead)
         by_id = {n.node_id: n for n in alive}
         self.started = {k: v for k, v in self.started.items() if v in by_id}
         for node_id, name in bound.items():

@@ -30,6 +30,8 @@ from scheduler.runtime.ingress_keeper import IngressKeeper
 from scheduler.runtime.listen import plan_listen
 from scheduler.runtime.nodemap import DISCOVERED_FILE, NodeMap, ray_nodes
 from scheduler.server.app import Controller
+from scheduler.shell import operator
+from scheduler.shell.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,13 @@ class ControllerActor:
             return
         write_endpoint(self._state_dir, self._plan.published, self._plan.ca_file)
         if start_agents:
-            self._watcher = AgentWatcher(self._nodes, self._handoff, self._add_nodes, self._lock)
+            self._watcher = AgentWatcher(
+                self._nodes,
+                self._handoff,
+                self._add_nodes,
+                self._lock,
+                on_dead_nodes=self._nodes_down,
+            )
             self._watcher.start()
         self._ingress = IngressKeeper(
             base,
@@ -168,6 +176,23 @@ class ControllerActor:
         restart = self._restart
         if restart is not None:
             self._service.call(restart.set)
+
+    def _nodes_down(self, names: list[str]) -> None:
+        """Tell the controller that these nodes' Ray nodes died (their machines are gone)."""
+        assert self._service is not None
+        shell = self._controller.shell
+
+        def tell() -> None:
+            for name in names:
+                if name not in shell.nodes or shell.nodes[name].down_reason:
+                    continue
+                try:
+                    if operator.node_down(shell, name, "its Ray node died"):
+                        log.warning("node %s is down: its Ray node died", name)
+                except BadInput:  # its agent still reports: not down after all
+                    continue
+
+        self._service.call(tell)
 
     def info(self) -> dict[str, Any]:
         """Where the controller listens, whether it runs, and its CA."""

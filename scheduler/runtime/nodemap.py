@@ -150,6 +150,48 @@ class NodeMap:
             self.bound[ray_node.node_id] = name
         return new
 
+    def dead(self, raw: list[dict[str, Any]], before: dict[str, str]) -> list[str]:
+        """Greenllm nodes whose machine is gone: a Ray node they were bound to died, or (after
+        a controller restart) ``ray.nodes()`` lists a dead Ray node that is theirs; never one
+        an alive Ray node is bound to now.
+
+        Args:
+            raw: A ``ray.nodes()`` answer.
+            before: :attr:`bound` before the last :meth:`update`.
+        """
+        alive_names = set(self.bound.values())
+        gone = {name for node_id, name in before.items() if node_id not in self.bound}
+        for n in raw:
+            if n.get("Alive"):
+                continue
+            ray_node = RayNode(
+                node_id=str(n.get("NodeID", "")),
+                address=str(n.get("NodeManagerAddress", "")),
+                hostname=str(n.get("NodeManagerHostname", "")),
+                resources={str(k): float(v) for k, v in (n.get("Resources") or {}).items()},
+            )
+            name = self._owner(ray_node)
+            if name is not None:
+                gone.add(name)
+        order = [n.name for n in self.nodes()]
+        return [name for name in order if name in gone and name not in alive_names]
+
+    def _owner(self, ray_node: RayNode) -> str | None:
+        """The greenllm node a (dead) Ray node was, when it can be told (None: unknown)."""
+        for key in ray_node.resources:
+            if key.startswith(NODE_RESOURCE_PREFIX):
+                name = key[len(NODE_RESOURCE_PREFIX) :]
+                return name if name in self.config.names() else None
+        if not self.joined:
+            return None
+        matches = [n.name for n in self.config.nodes if describes(n, ray_node)]
+        matches += [
+            n.name
+            for n in self.discovered.values()
+            if n.match is not None and n.match.address == ray_node.address
+        ]
+        return matches[0] if len(matches) == 1 else None
+
     def _bind_embedded(self, ray_node: RayNode) -> str | None:
         for key in ray_node.resources:
             if key.startswith(NODE_RESOURCE_PREFIX):

@@ -94,6 +94,24 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         log.info("policy -> %s", name)
         return cluster_pb2.SetPolicyResponse(name=name)
 
+    async def NodeDown(
+        self, request: cluster_pb2.NodeDownRequest, context: Context
+    ) -> cluster_pb2.NodeDownResponse:
+        try:
+            changed = operator.node_down(
+                self._shell, request.node, request.reason or "an operator said so"
+            )
+        except BadInput as exc:
+            await abort_with(context, exc)
+        node = self._shell.nodes[request.node]
+        if changed:
+            log.warning("node %s is down: %s", node.name, node.down_reason)
+        return cluster_pb2.NodeDownResponse(
+            node=node.name,
+            changed=changed,
+            phase=status.node_phase(node),  # type: ignore[arg-type]
+        )
+
     async def GetJobEvents(
         self, request: cluster_pb2.GetJobEventsRequest, context: Context
     ) -> cluster_pb2.GetJobEventsResponse:

@@ -150,7 +150,12 @@ CLUSTER_FAMILIES = (
     ("agents_connected", False, "Node agents with a live stream."),
     ("stale_nodes", False, "Nodes whose telemetry is too old (or never came)."),
     ("failsafe_nodes", False, "Nodes reporting their fail-safe limits are in force."),
-    ("state_writable", False, "1 when the controller can write its state directory."),
+    (
+        "state_writable",
+        False,
+        "1 when the controller can write its state (0: disk full, read-only, or its database "
+        "replaced, deleted or damaged; status' state_error says which, naming the file).",
+    ),
     ("telemetry_samples", True, "GPU telemetry samples ingested since start."),
     ("refused_lowerings", True, "Power-limit lowerings GPUs refused since start."),
     ("jobs_submitted", True, "Jobs ever submitted (status jobs_total)."),

@@ -6,11 +6,23 @@ before the answer), the rest with NORMAL. The file is marked as greenllm's
 start). A database that is corrupt, truncated, someone else's, from a newer greenllm, or
 missing where one was before (``controller.db.id`` stays beside it) stops the start-up
 with one line saying what and what to do; it is never emptied silently.
+
+While the controller runs, :meth:`SqliteStore.check` (every few seconds, before every
+durable write, and after any failed write) makes sure the file is still the one it opened
+(its device and inode) and still reads (``PRAGMA quick_check`` on a fresh connection, so
+no cached page hides what is on disk). A file replaced, deleted or damaged under it makes
+the store refuse every write from then on, naming the path (UNAVAILABLE to operators, in
+status and in the ``greenllm_state_writable`` metric): an acknowledged change must never
+land in a file nobody can read back. A failed write says what happened: disk full,
+read-only, or path missing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -35,8 +47,36 @@ _JOB_COLUMNS = (
 )
 
 
+#: SQLite primary result codes a failed write is told by.
+_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 8, 10, 11, 13, 14
+_SQLITE_NOTADB = 26
+#: How every SQLite database file begins.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def describe_failure(path: Path, exc: sqlite3.Error) -> str:
+    """One line saying why a write to ``path`` failed: disk full, read-only, path missing,
+    or SQLite's own words (never a secondary error such as a failed rollback)."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    folder = path.parent
+    free = None
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(folder).free
+    if not folder.is_dir() or (code == _SQLITE_CANTOPEN and not path.exists()):
+        return f"{path}: path missing (its state directory {folder} is gone): {exc}"
+    if code == _SQLITE_FULL or (code == _SQLITE_IOERR and free == 0):
+        room = f"{free} bytes free" if free is not None else "free space unknown"
+        return f"{path}: disk full ({room} on its file system): {exc}"
+    writable = os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+    if code == _SQLITE_READONLY or not writable:
+        return (
+            f"{path}: read-only (the file, its directory or its file system refuses writes): {exc}"
+        )
+    return f"{path}: {exc}"
+
+
 def _fail(path: Path, exc: sqlite3.Error) -> StoreError:
-    return StoreError(f"{path}: {exc}")
+    return StoreError(describe_failure(path, exc))
 
 
 def _job(row: tuple[object, ...]) -> StoredJob:
@@ -118,6 +158,76 @@ class SqliteStore:
         except StoreError:
             self._db.close()
             raise
+        #: ``(st_dev, st_ino)`` of the file opened.
+        self._identity = self._stat()
+        #: Why the file can no longer be trusted (None: it can); every write is refused then.
+        self.broken: str | None = None
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def check(self) -> None:
+        """Make sure the file is still the one opened and still reads.
+
+        Raises:
+            StoreError: It was replaced, deleted or damaged (the store refuses writes from
+                now on), or could not be checked now.
+        """
+        with self._lock:
+            self._check_locked()
+
+    def _check_locked(self) -> None:
+        if self.broken is not None:
+            raise StoreError(self.broken)
+        problem = None
+        identity = self._stat()
+        if identity is None:
+            problem = f"{self.path} is missing: it was deleted or moved while the controller ran"
+        elif identity != self._identity:
+            problem = f"{self.path} was replaced by another file while the controller ran"
+        else:
+            problem = self._quick_check()
+        if problem is not None:
+            self.broken = (
+                f"{problem}; writes are refused: restore the database from a backup (or move "
+                "it aside for an empty cluster) and restart the controller"
+            )
+            raise StoreError(self.broken)
+
+    def _quick_check(self) -> str | None:
+        """What is wrong with the file on disk (None: nothing): its header, then
+        ``quick_check`` by a fresh connection (pages still in the write-ahead log are read
+        from there, so the header is read from the file itself)."""
+        try:
+            with self.path.open("rb") as fh:
+                header = fh.read(len(SQLITE_MAGIC))
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot read: {exc.strerror}") from None
+        if header and header != SQLITE_MAGIC:
+            return f"{self.path} is damaged (its header is not SQLite's)"
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _fail(self.path, exc) from None
+        try:
+            row = db.execute("PRAGMA quick_check").fetchone()
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+            if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                return f"{self.path} is damaged ({exc})"
+            raise _fail(self.path, exc) from None
+        finally:
+            db.close()
+        if row is None or row[0] != "ok":
+            return f"{self.path} is damaged (quick_check: {row[0] if row else 'no answer'})"
+        if app_id != APPLICATION_ID:
+            return f"{self.path} is no longer greenllm's database (application id {app_id})"
+        return None
 
     def _open(self) -> None:
         db = self._db
@@ -174,6 +284,10 @@ class SqliteStore:
     def write(self, changes: Write, durable: bool) -> None:
         """See :meth:`scheduler.shell.ports.Store.write`."""
         with self._lock:
+            if durable:  # an acknowledged change must land in a file that reads back
+                self._check_locked()
+            elif self.broken is not None:
+                raise StoreError(self.broken)
             db = self._db
             try:
                 db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
@@ -182,10 +296,24 @@ class SqliteStore:
                     self._apply(db, changes)
                     db.execute("COMMIT")
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    # SQLite may have rolled back itself (a full disk): a second rollback's
+                    # "no transaction is active" must not hide what happened
+                    if db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
+                self._check_after_failure()  # the file gone, replaced or damaged says so
                 raise _fail(self.path, exc) from None
+
+    def _check_after_failure(self) -> None:
+        """After a failed write: raise when the file is replaced, deleted or damaged (else
+        the write's own error is the news)."""
+        try:
+            self._check_locked()
+        except StoreError:
+            if self.broken is not None:
+                raise
 
     @staticmethod
     def _apply(db: sqlite3.Connection, changes: Write) -> None:
@@ -260,6 +388,38 @@ class SqliteStore:
         with self._lock:
             rows = self._db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [StoredEvent(*r) for r in reversed(rows)]
+
+    def ended_counts(self, exclude: set[str]) -> dict[str, int]:
+        """See :meth:`scheduler.shell.ports.Store.ended_counts`.
+
+        Raises:
+            StoreError: The data cannot be read.
+        """
+        try:
+            return self._ended_counts(exclude)
+        except sqlite3.Error as exc:
+            raise _fail(self.path, exc) from None
+
+    def _ended_counts(self, exclude: set[str]) -> dict[str, int]:
+        with self._lock:
+            rows = (
+                self._db.execute(
+                    "SELECT job_id, state FROM jobs WHERE final = 1 AND job_id IN "
+                    f"({', '.join('?' for _ in exclude)})",
+                    tuple(exclude),
+                ).fetchall()
+                if exclude
+                else []
+            )
+            counts = {
+                str(state): int(n)
+                for state, n in self._db.execute(
+                    "SELECT state, COUNT(*) FROM jobs WHERE final = 1 GROUP BY state"
+                )
+            }
+        for _, state in rows:
+            counts[str(state)] -= 1
+        return {k: v for k, v in counts.items() if v > 0}
 
     def jobs_page(self, offset: int, limit: int) -> tuple[list[StoredJob], int]:
         """See :meth:`scheduler.shell.ports.Store.jobs_page`."""

@@ -9,12 +9,17 @@ The budget counts each GPU at the highest limit it may really hold:
   persisted before any raise was sent; the catalog maximum when nothing is known. An agent
   only ever lowers a limit on its own (fail-safe and boot take the lower of its limit and
   its fail-safe limit), so it never holds more;
-* a LOST node's, silent past the lost timeout (twice the fail-safe timeout at least), at the
-  lower of that and its fail-safe limit: its agent has applied the fail-safe by then, or the
-  node is down (and boots at no more than that).
+* a LOST node's (silent past the lost timeout) the same way while it may still be powered:
+  its agent may be dead rather than cut off, and a dead agent applies no fail-safe (NVML
+  limits outlive the process), so its GPUs hold what they were last given;
+* a node KNOWN DOWN (an operator's ``greenllm node down``, or its Ray node died with its
+  machine) at the lower of that and its fail-safe limit: it draws nothing now and its agent
+  boots at no more than that.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from greenllm.devices.catalog import get_spec
 from scheduler.core.lifecycle import NodePhase
@@ -34,6 +39,7 @@ def gpu_states(
     nodes: dict[str, NodeRecord],
     assigned: dict[tuple[str, int], tuple[str, int, float]],
     reserved: set[tuple[str, int]],
+    boot_limit_w: Callable[[str], float] | None = None,
 ) -> list[GPUState]:
     """Every GPU of every configured node, accounted safely.
 
@@ -41,6 +47,9 @@ def gpu_states(
         nodes: The nodes, with their phases of this step.
         assigned: ``(node, index)`` -> ``(job_id, rank, work rate)`` of running shards.
         reserved: GPUs on which a shard is still stopping.
+        boot_limit_w: The limit an agent that never registered boots a GPU of a type at
+            (its config fail-safe limit), watts: a node known down that never registered is
+            counted at no more than that (None: at its maximum).
     """
     out: list[GPUState] = []
     for node in nodes.values():
@@ -48,6 +57,8 @@ def gpu_states(
         if not node.gpus:
             for index, gpu_type in enumerate(node.config_gpu_types):
                 max_w = get_spec(gpu_type).max_power_limit_w
+                if node.down_reason and boot_limit_w is not None:
+                    max_w = min(max_w, boot_limit_w(gpu_type))
                 out.append(GPUState(node.name, index, gpu_type, 0.0, 0.0, max_w, stale=True))
             continue
         for g in node.gpus:
@@ -57,7 +68,7 @@ def gpu_states(
                 acked_w, pending_w = g.acked_limit_w, g.pending_limit_w()
             else:
                 acked_w, pending_w = g.worst_limit_w(), None
-                if node.phase is NodePhase.LOST:
+                if node.phase is NodePhase.LOST and node.down_reason:
                     acked_w = min(acked_w, g.worst_failsafe_w())
             out.append(
                 GPUState(

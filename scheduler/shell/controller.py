@@ -31,7 +31,7 @@ from scheduler.shell.accounting import gpu_states, job_state
 from scheduler.shell.cpubound import note_cpu_bound
 from scheduler.shell.errors import BadInput
 from scheduler.shell.failsafe import failsafe_targets
-from scheduler.shell.jobs import JobRecord, JobTable, ShardRecord, measure_job
+from scheduler.shell.jobs import JobRecord, JobTable, ShardRecord, fill_energy_bases, measure_job
 from scheduler.shell.learning import learn
 from scheduler.shell.ledger import Ledger
 from scheduler.shell.nodes import NodeRecord
@@ -201,6 +201,7 @@ class ControllerShell:
         node, remarks = self.ledger.register(
             msg, session, self.stale_after_s, now_s, peer_address, listen_s
         )
+        node.down_reason = ""  # it reports again: not down
         old = node.phase
         node.phase = NODE_TRANSITIONS[(old, NodeEvent.REGISTERED)]
         node.phase_since_s = listen_s
@@ -314,6 +315,8 @@ class ControllerShell:
                     g.floor_w = None
         for cid in [c for c in self.start_commands if c not in self.ledger.pending]:
             del self.start_commands[cid]  # its stream ended: the shard times out
+        for job in self.jobs.active():
+            fill_energy_bases(self.nodes, job)
         transitions.reconcile_step(self, now_s)
         self._sync_failsafe(now_s)
         observed = self.observed(now_s)
@@ -350,7 +353,7 @@ class ControllerShell:
             now_s=now_s,
             budget_w=self.budget_w,
             reserve_w=self.reserve_w,
-            gpus=tuple(gpu_states(self.nodes, assigned, reserved)),
+            gpus=tuple(gpu_states(self.nodes, assigned, reserved, self.config.failsafe_limit_w)),
             jobs=tuple(jobs),
             power_model=self.power_model,
         )

@@ -253,6 +253,21 @@ def measure_job(nodes: dict[str, NodeRecord], job: JobRecord) -> JobMeasure:
     )
 
 
+def fill_energy_bases(nodes: dict[str, NodeRecord], job: JobRecord) -> None:
+    """Give the job's GPUs that had no energy reading when it was placed (a node that had
+    just registered, e.g. after a controller restart) their first reading since as the
+    counter its energy is measured from. Without it, such a GPU's energy was never booked:
+    a job placed again after a restart finished with ``energy_j`` 0."""
+    for (node_name, index), start_j in job.energy_start_j.items():
+        if start_j is not None:
+            continue
+        node = nodes.get(node_name)
+        if node is None or index >= len(node.gpus) or not node.gpus[index].energy_window:
+            continue
+        # every reading in the window came after the placement: there was none at it
+        job.energy_start_j[(node_name, index)] = node.gpus[index].energy_window[0][1]
+
+
 def wait_fraction(nodes: dict[str, NodeRecord], job: JobRecord) -> float | None:
     """Share of the recent time the job's simulated GPUs waited for the CPU, from its current
     shards' reports (None: none reports one, e.g. real GPUs).

@@ -17,6 +17,8 @@ class MemoryStore:
 
     Attributes:
         fail_writes: When set, every write raises :class:`StoreError` with this message.
+        broken: When set, :meth:`check` and every write raise :class:`StoreError` with this
+            message (a store replaced or damaged under the controller).
         writes: Transactions written so far.
     """
 
@@ -26,7 +28,21 @@ class MemoryStore:
         self.gpus: dict[tuple[str, int], StoredGpu] = {}
         self.event_log: list[StoredEvent] = []
         self.fail_writes: str | None = None
+        self.broken: str | None = None
         self.writes = 0
+
+    def ended_counts(self, exclude: set[str]) -> dict[str, int]:
+        """See :meth:`scheduler.shell.ports.Store.ended_counts`."""
+        counts: dict[str, int] = {}
+        for job in self.jobs.values():
+            if job.final and job.job_id not in exclude:
+                counts[job.phase] = counts.get(job.phase, 0) + 1
+        return counts
+
+    def check(self) -> None:
+        """See :meth:`scheduler.shell.ports.Store.check`."""
+        if self.broken is not None:
+            raise StoreError(self.broken)
 
     def load(self, recent_ended: int) -> Snapshot:
         """See :meth:`scheduler.shell.ports.Store.load`."""
@@ -39,6 +55,8 @@ class MemoryStore:
 
     def write(self, changes: Write, durable: bool) -> None:
         """See :meth:`scheduler.shell.ports.Store.write`."""
+        if self.broken is not None:
+            raise StoreError(self.broken)
         if self.fail_writes is not None:
             raise StoreError(self.fail_writes)
         self.settings.update(changes.settings)

@@ -195,6 +195,9 @@ class NodeRecord:
         shards: The shards it reports, by shard id.
         last_sent_s: When a message last went to its agent (heartbeats follow it), seconds.
         address: Where other nodes reach it (from its registration; "" unknown).
+        down_reason: Why it is known powered off ("" when it is not known to be): an
+            operator's ``greenllm node down``, or its Ray node's death. Cleared when its agent
+            registers again.
     """
 
     name: str
@@ -211,6 +214,7 @@ class NodeRecord:
     shards: dict[str, ShardReport] = field(default_factory=dict)
     last_sent_s: float = -np.inf
     address: str = ""
+    down_reason: str = ""
 
     def fresh(self, now_s: float) -> bool:
         """Connected, with telemetry (or its registration) younger than :attr:`stale_after_s`."""

@@ -1,4 +1,5 @@
-"""What operators and ML engineers ask of the controller: jobs, budget, policy.
+"""What operators and ML engineers ask of the controller: jobs, budget, policy, a node known
+down.
 
 Every change is on disk before it is acknowledged. When the state directory cannot be
 written, changes are refused with UNAVAILABLE, except a budget cut: lowering is always
@@ -183,6 +184,47 @@ def set_policy(shell: ControllerShell, name: str) -> str:
     shell.policy, shell.policy_name = policy, name
     shell.wake()
     return name
+
+
+def node_down(shell: ControllerShell, name: str, reason: str) -> bool:
+    """Say that node ``name`` is powered off (its machine is gone, or an operator knows it is
+    off): its GPUs draw nothing and its agent boots at no more than its fail-safe limits,
+    so from now on it is counted at the lower of its last limits and its fail-safe limits,
+    and its shards are placed elsewhere at once. Until then a silent node is counted at the
+    limits it may still hold, however long it stays silent.
+
+    It holds until the node's agent registers again. It is not written to disk: a restarted
+    controller counts the node at its persisted limits until it registers or is said to be
+    down again (the safe side).
+
+    Args:
+        shell: The controller.
+        name: The node.
+        reason: Why it is known down (an operator's word, a Ray node's death), for the log.
+
+    Returns:
+        True when this call marked it down (False: it was already).
+
+    Raises:
+        BadInput: NOT_FOUND (no such node), FAILED_PRECONDITION (its agent is connected and
+            reporting: it is not down).
+    """
+    node = shell.nodes.get(name)
+    if node is None:
+        known = ", ".join(sorted(shell.nodes)) or "none"
+        raise BadInput(grpc.StatusCode.NOT_FOUND, f"no node {name[:100]!r} (nodes: {known})")
+    if node.session is not None and node.fresh(shell.listen_now()):
+        raise BadInput(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"node {name} is connected and reporting telemetry: it is not down",
+        )
+    if node.down_reason:
+        return False
+    node.down_reason = reason[:500] or "down"
+    text = f"node {name} is down ({node.down_reason}): counted at its fail-safe limits"
+    shell.persist.event(StoredEvent(shell.wall_clock(), None, "node_down", text, "node", name))
+    shell.wake()
+    return True
 
 
 def min_limits_w(shell: ControllerShell) -> float:

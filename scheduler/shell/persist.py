@@ -37,6 +37,8 @@ LEDGER_PERIOD_S = 5.0
 MAX_HELD_EVENTS = 10_000
 #: Slack when comparing limits, watts.
 EPS_W = 1e-6
+#: How often the store is checked (still the file opened, still readable), seconds.
+CHECK_PERIOD_S = 5.0
 
 
 class Persister:
@@ -57,6 +59,7 @@ class Persister:
         self._dirty: set[str] = set()
         self._saved_gpus: dict[tuple[str, int], tuple[float, float]] = {}
         self._ledger_at_s = -LEDGER_PERIOD_S
+        self._checked_at_s = -CHECK_PERIOD_S
 
     # -- start ---------------------------------------------------------------------------
     def restore(self) -> None:
@@ -133,15 +136,22 @@ class Persister:
             self._failed(exc)
             raise BadInput(
                 grpc.StatusCode.UNAVAILABLE,
-                f"state directory not writable ({exc.message}): {what}",
+                f"state not saved ({exc.message}): {what}",
             ) from None
         self._events = []
         self.error = None
 
     # -- every step ----------------------------------------------------------------------
     def step(self, now_s: float) -> None:
-        """Write this step's changes; take back raises that could not be written."""
+        """Write this step's changes; take back raises that could not be written. Every
+        :data:`CHECK_PERIOD_S` the store is checked even when nothing is written."""
         shell = self.shell
+        if now_s - self._checked_at_s >= CHECK_PERIOD_S:
+            self._checked_at_s = now_s
+            try:
+                self.store.check()
+            except StoreError as exc:
+                self._failed(exc)
         changes = Write(events=list(self._events))
         raised: list[tuple[str, GpuRecord, tuple[float, float]]] = []
         for node in shell.nodes.values():

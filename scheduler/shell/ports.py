@@ -199,8 +199,20 @@ class Store(Protocol):
         """
         ...
 
+    def check(self) -> None:
+        """Make sure the store is still the one opened and still reads (called now and then).
+
+        Raises:
+            StoreError: It is not (writes are refused from then on), or cannot be checked.
+        """
+        ...
+
     def events(self, job_id: str | None, limit: int) -> list[StoredEvent]:
         """The newest ``limit`` events (of one job, or of all), oldest first."""
+        ...
+
+    def ended_counts(self, exclude: set[str]) -> dict[str, int]:
+        """Ended jobs (final) by phase, leaving out the jobs ``exclude`` names."""
         ...
 
     def jobs_page(self, offset: int, limit: int) -> tuple[list[StoredJob], int]:

@@ -1,8 +1,10 @@
 """Read-only views for the API: cluster status, jobs (paged), a job's event log.
 
-Status stays bounded however long the controller runs: it lists active jobs and the most
-recently ended ones, without their specs (``GetJob`` has a job's spec; ``ListJobs``
-pages through every job).
+Status stays bounded however many jobs wait or ran: it counts every job by phase
+(``jobs_by_phase``) and lists at most :data:`STATUS_JOBS_CAP` of them, without their specs:
+running first, then placed, pending (each in submission order), then the most recently
+ended; ``jobs_truncated`` says when some were left out (``GetJob`` has a job's spec;
+``ListJobs`` pages through every job).
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ from greenllm.proto.v1 import agent_pb2, cluster_pb2
 from scheduler.shell.errors import BadInput
 from scheduler.shell.jobs import JobRecord, measure_job, restored_job
 from scheduler.shell.nodes import NodeRecord
-from scheduler.shell.ports import StoredEvent, StoredJob
+from scheduler.shell.ports import StoredEvent, StoredJob, StoreError
 
 if TYPE_CHECKING:
     from scheduler.shell.controller import ControllerShell
 
 #: Jobs per ListJobs page by default, and at most.
 PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
+#: Jobs status lists at most.
+STATUS_JOBS_CAP = 100
+#: Order of the jobs status lists: by phase, ended ones last.
+_LIST_ORDER = {"running": 0, "placed": 1, "pending": 2}
 #: Events per GetJobEvents by default, and at most.
 EVENTS, MAX_EVENTS = 200, 10_000
 _JOB_PHASES = {
@@ -33,6 +39,11 @@ _NODE_PHASES = {
     p.name.removeprefix("NODE_PHASE_").lower(): p.number
     for p in cluster_pb2.NodePhase.DESCRIPTOR.values
 }
+
+
+def node_phase(node: NodeRecord) -> int:
+    """The node's phase as the API's enum value."""
+    return _NODE_PHASES[node.phase.value]
 
 
 def job_proto(shell: ControllerShell, job: JobRecord, with_spec: bool = False) -> cluster_pb2.Job:
@@ -128,6 +139,7 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
     """The whole cluster now (bounded: active and recently ended jobs, no specs)."""
     now_s = shell.clock()
     observed = shell.observed(now_s)
+    listed = listed_jobs(shell)
     accounted_w = sum(g.accounted_limit_w for g in observed.gpus)
     nodes = []
     power_w = 0.0
@@ -162,7 +174,8 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
                 failsafe_active=node.failsafe_active,
                 gpus=gpus,
                 telemetry_age_s=now_s - last if last is not None else -1.0,
-                phase=_NODE_PHASES[node.phase.value],  # type: ignore[arg-type]
+                phase=node_phase(node),  # type: ignore[arg-type]
+                down_reason=node.down_reason,
             )
         )
     store_error = shell.persist.error
@@ -174,7 +187,7 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
         accounted_power_limit_w=accounted_w,
         policy=shell.policy_name,
         nodes=nodes,
-        jobs=[job_proto(shell, j) for j in shell.jobs.jobs.values()],
+        jobs=[job_proto(shell, j) for j in listed],
         timestamp_s=shell.wall_clock(),
         telemetry_samples=shell.ledger.samples_ingested,
         jobs_total=shell.jobs.last_seq,
@@ -183,7 +196,35 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
         refused_lowerings=shell.refused_lowerings,
         control_step_p50_s=float(np.percentile(steps, 50)),
         control_step_p99_s=float(np.percentile(steps, 99)),
+        jobs_by_phase=jobs_by_phase(shell),
+        jobs_truncated=len(listed) < len(shell.jobs.jobs),
+        jobs_cap=STATUS_JOBS_CAP,
     )
+
+
+def listed_jobs(shell: ControllerShell) -> list[JobRecord]:
+    """The jobs status lists: at most :data:`STATUS_JOBS_CAP`, running first, then placed
+    and pending (in submission order), then the most recently ended."""
+    held = list(shell.jobs.jobs.values())
+    active = sorted((j for j in held if j.phase.active), key=lambda j: _LIST_ORDER[j.phase.value])
+    ended = sorted((j for j in held if not j.phase.active), key=lambda j: -j.seq)
+    return (active + ended)[:STATUS_JOBS_CAP]
+
+
+def jobs_by_phase(shell: ControllerShell) -> dict[str, int]:
+    """Every job ever submitted by phase: those the controller holds as it holds them, the
+    others (ended) as its store has them."""
+    held = shell.jobs.jobs.values()
+    counts: dict[str, int] = {}
+    for job in held:
+        counts[job.phase.value] = counts.get(job.phase.value, 0) + 1
+    try:
+        stored = shell.persist.store.ended_counts({j.job_id for j in held})
+    except StoreError:
+        stored = {}
+    for phase, n in stored.items():
+        counts[phase] = counts.get(phase, 0) + n
+    return counts
 
 
 def list_jobs(

@@ -84,7 +84,8 @@ def _steady(shell: ControllerShell, s: ShardRecord) -> bool:
 def _view(shell: ControllerShell, now_s: float) -> LifecycleView:
     listen_s = shell.listen_now()
     nodes = tuple(
-        NodeView(n.name, n.phase, n.phase_since_s, n.fresh(listen_s)) for n in shell.nodes.values()
+        NodeView(n.name, n.phase, n.phase_since_s, n.fresh(listen_s), n.down_reason)
+        for n in shell.nodes.values()
     )
     jobs = []
     records = list(shell.stopping.values())

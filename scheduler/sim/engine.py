@@ -181,6 +181,9 @@ class Simulation:
             if self.shell is None:
                 self.result.controller_up(t, reconnect_s(self.plane), self.window_s)
             self.shell = self._new_shell()
+            for node in self.nodes.values():
+                if not node.up:  # Ray still knows which machines are gone
+                    self._tell_down(node.name)
         else:
             self._node_event(t, kind, what)
         return True
@@ -191,6 +194,7 @@ class Simulation:
             self._disconnect(node.name)
             self.world.node_down(node.name)
             node.crash(t)
+            self._tell_down(node.name)
         elif kind == "end-crash" and not node.up:
             node.reboot(t)
             self.physics.rebase(node)
@@ -200,6 +204,12 @@ class Simulation:
                 node.channel.cut()
         elif kind == "end-partition":
             node.partitioned = False
+        elif kind == "agent_crash" and node.up and node.agent is not None:
+            self._disconnect(node.name)
+            self.world.node_down(node.name)  # its shards die with it
+            node.agent_crash(t)
+        elif kind == "end-agent_crash" and node.up and node.agent is None:
+            node.boot(t)
         elif kind == "agent_restart" and node.up:
             self._disconnect(node.name)
             node.boot(t)
@@ -209,6 +219,12 @@ class Simulation:
         elif kind == "end-refuse_lowering":
             for g in node.gpus:
                 g.refuse_below_w = 0.0
+
+    def _tell_down(self, name: str) -> None:
+        """Tell the controller that node ``name``'s machine is gone, as the live runtime does
+        when its Ray node dies (:func:`scheduler.shell.operator.node_down`)."""
+        if self.shell is not None:
+            operator.node_down(self.shell, name, "its Ray node died")
 
     def _kill_controller(self) -> None:
         self.shell = None
@@ -225,7 +241,7 @@ class Simulation:
     # -- streams -------------------------------------------------------------------------
     def _agents(self, t: float) -> None:
         for node in self.nodes.values():
-            if not node.up:
+            if not node.up or node.agent is None:
                 continue
             ch = node.channel
             if ch is not None and not ch.open and (not node.partitioned or ch.closed_by_controller):
@@ -308,7 +324,7 @@ class Simulation:
         ticks = round(self.plane.control_period_s / self.plane.step_s)
         factory = next(iter(self.nodes.values())).factory
         for node in self.nodes.values():
-            if not node.up:
+            if not node.up or node.agent is None:
                 continue
             node.samples.MergeFrom(factory.sample(node.gpus))
             if (k + 1) % ticks == 0:

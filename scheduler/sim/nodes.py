@@ -176,6 +176,13 @@ class SimNode:
         for g in self.gpus:
             g.set_workload(None)
 
+    def agent_crash(self, t_s: float) -> None:
+        """Its agent process dies: stream gone, nobody applies the fail-safe; its GPUs stay
+        up at the limits they hold (NVML limits outlive the process)."""
+        self.set_time(t_s)
+        self.drop_stream(t_s)
+        self.agent = None
+
     def reboot(self, t_s: float) -> None:
         """The node comes back: its GPUs at their default limits, then its agent boots."""
         self.up = True

@@ -168,21 +168,25 @@ class ScenarioJob(JobSpec):
 class Failure(_Strict):
     """Node ``node`` fails at ``at_s`` and, if ``recover_s`` is given, comes back then.
 
-    ``kind``: ``crash`` (the node goes down: its GPUs draw nothing; it reboots at
-    ``recover_s``), ``partition`` (its agent and GPUs run on but cannot reach the
-    controller), ``agent_restart`` (only its agent process restarts, at ``at_s``), or
+    ``kind``: ``crash`` (the node goes down with its machine: its GPUs draw nothing; the
+    controller hears of it as of a Ray node's death; it reboots at ``recover_s``),
+    ``partition`` (its agent and GPUs run on but cannot reach the controller),
+    ``agent_restart`` (only its agent process restarts, at ``at_s``), ``agent_crash`` (its
+    agent process dies and stays dead until ``recover_s``: its shards stop, its GPUs stay
+    up at the limits they were given, nobody applies the fail-safe), or
     ``refuse_lowering`` (its GPUs refuse limits below ``below_w`` until ``recover_s``).
 
     Attributes:
         node: The node that fails (a name the scenario's nodes give).
-        kind: ``crash``, ``partition``, ``agent_restart`` or ``refuse_lowering``.
+        kind: ``crash``, ``partition``, ``agent_restart``, ``agent_crash`` or
+            ``refuse_lowering``.
         at_s: When it fails, seconds of virtual time.
         recover_s: When it comes back, seconds (null: never).
         below_w: ``refuse_lowering``: limits below this are refused, watts.
     """
 
     node: str
-    kind: Literal["crash", "partition", "agent_restart", "refuse_lowering"] = "crash"
+    kind: Literal["crash", "partition", "agent_restart", "agent_crash", "refuse_lowering"] = "crash"
     at_s: float = Field(ge=0, allow_inf_nan=False)
     recover_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     below_w: float | None = Field(default=None, gt=0, allow_inf_nan=False)
@@ -220,7 +224,8 @@ class ControlPlane(_Strict):
         power_noise_frac: Relative noise of measured power.
         stale_after_s: Telemetry older than this marks a node stale, seconds.
         lost_after_s: A node silent this long is declared lost, seconds (its jobs are
-            placed again; it counts at no more than its fail-safe limits).
+            placed again; it still counts at the limits it may hold, unless its machine is
+            known down: a crash, which counts at no more than its fail-safe limits).
         failsafe_timeout_s: Agents lower their GPUs to their fail-safe limits after this
             long without the controller, seconds.
     """

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from scheduler.core.lifecycle import JobPhase
 from scheduler.runtime.raynodes import RuntimeRecord, free_port, pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,20 +124,21 @@ def test_jobs_run_within_budget_and_a_cut_is_honoured(cluster: Path, tmp_path: P
     wait_for(running, 180, "both jobs running with throughput")
     doc = status(cluster)
     assert doc["accounted_power_limit_w"] <= doc["budget_w"] - doc["reserve_w"]
-    h100_power = sum(
-        g["power_w"] for n in doc["nodes"] if n["name"] == "node-h100" for g in n["gpus"]
-    )
 
     ok(greenllm("budget", "set", "1600", "--config", str(cluster)))
 
     def under_new_budget() -> bool:
         d = status(cluster)
-        return d["power_w"] <= 1600 and d["accounted_power_limit_w"] <= 1600 - d["reserve_w"]
+        held_w = sum(g["power_limit_w"] for n in d["nodes"] for g in n["gpus"])
+        cap_w = 1600 - d["reserve_w"]
+        return d["power_w"] <= 1600 and d["accounted_power_limit_w"] <= cap_w and held_w <= cap_w
 
-    wait_for(under_new_budget, 20, "power and limits under the new budget")
+    # What the product promises after a cut: every limit the GPUs report holding fits the
+    # new budget, and so does their draw (not that one node draws less than before: before
+    # the cut its ranks may have been waiting on this machine's CPU and drawing little).
+    wait_for(under_new_budget, 60, "reported limits, accounted limits and power under the cut")
     doc = status(cluster)
-    capped = sum(g["power_w"] for n in doc["nodes"] if n["name"] == "node-h100" for g in n["gpus"])
-    assert capped < h100_power
+    assert doc["accounted_power_limit_w"] <= 1600 - doc["reserve_w"], json.dumps(doc)
     jobs = json.loads(ok(greenllm("jobs", "--config", str(cluster), "--json")))["jobs"]
     for job in jobs:
         assert job["energy_j"] > 0 and job["co2e_g"] > 0
@@ -258,14 +260,21 @@ def test_node_removal_is_survived(cluster: Path, training_job: str) -> None:
     h100 = next(n for n in doc["nodes"] if n["name"] == "node-h100")
     assert not h100["connected"]
     assert doc["accounted_power_limit_w"] <= doc["budget_w"] - doc["reserve_w"], json.dumps(doc)
-    a100_busy = [g for n in doc["nodes"] if n["name"] == "node-a100" for g in n["gpus"]
-                 if g["utilization_pct"] > 0]  # fmt: skip
-    assert len(a100_busy) == 2
+
+    def a100_busy() -> bool:  # both ranks at work on A100s (a reading may catch one idle)
+        d = status(cluster)
+        busy = [g for n in d["nodes"] if n["name"] == "node-a100" for g in n["gpus"]
+                if g["utilization_pct"] > 0]  # fmt: skip
+        return len(busy) == 2
+
+    wait_for(a100_busy, 60, "the two ranks at work on A100s")
     logs = greenllm("logs", training_job, "--events", "--config", str(cluster), "--json")
     job_events = [e for e in json.loads(ok(logs))["events"] if e["entity"] == "job"]
-    phases = [(e["old"], e["kind"]) for e in job_events]
+    # Phase changes only: the job's log also holds other kinds (cpu_bound, ...).
+    phase_names = {p.value for p in JobPhase}
+    phases = [(e["old"], e["kind"]) for e in job_events if e["kind"] in phase_names]
     assert job_events[0]["kind"] == "submitted" and ("running", "pending") in phases
-    assert phases[-1][1] == "running"  # placed again after the node was lost
+    assert phases[-1][1] == "running", phases  # placed again after the node was lost
 
 
 def test_down_leaves_no_process(cluster: Path) -> None:

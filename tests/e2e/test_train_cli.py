@@ -24,9 +24,11 @@ from typing import Any
 import pytest
 import yaml
 
+from scheduler.core.lifecycle import JobPhase
 from scheduler.runtime.raynodes import RuntimeRecord, free_port
 
 REPO = Path(__file__).resolve().parents[2]
+JOB_PHASES = {p.value for p in JobPhase}
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 NODES = ("node-a", "node-b", "node-c")
 
@@ -231,7 +233,9 @@ def test_plain_ddp_script_is_metered_with_unknown_throughput(cluster: Path, proj
     assert "rank 0 of 2" in zero and "step 400 loss" in zero and "finished" in zero
     events = json.loads(ok(greenllm("logs", job_id, "--events", "--json", "--config",
                                     str(cluster))))["events"]  # fmt: skip
-    assert events[0]["kind"] == "submitted" and events[-1]["kind"] == "done"
+    # the job's phase changes only: its log also holds shard transitions and cpu_bound events
+    phases = [e["kind"] for e in events if e["entity"] == "job" and e["kind"] in JOB_PHASES]
+    assert events[0]["kind"] == "submitted" and phases[-1] == "done", phases
 
 
 def test_reporting_script_shows_samples_per_second_and_joules_per_sample(
@@ -280,8 +284,10 @@ def test_node_loss_resumes_from_the_jobs_own_checkpoint(cluster: Path, project: 
     state_dir = Path(yaml.safe_load(cluster.read_text())["state_dir"])
     checkpoints = state_dir / "checkpoints" / job_id  # GREENLLM_CHECKPOINT_DIR
     wait_for(lambda: len(list(checkpoints.glob("ckpt-*.pt"))) >= 2, 240, "two checkpoints")
+    # a reading may catch a rank between steps (its GPU idle): wait until both show at work
+    wait_for(lambda: len(busy_nodes(cluster)) == 2, 60, "both ranks at work")
     victims = sorted(busy_nodes(cluster))
-    assert len(victims) == 2
+    assert len(victims) == 2, victims
     record = RuntimeRecord.load(state_dir)
     assert record is not None
     kill_tree(record.raylet_pids[victims[0]])  # the machine is gone: raylet, agent, rank
@@ -292,7 +298,8 @@ def test_node_loss_resumes_from_the_jobs_own_checkpoint(cluster: Path, project: 
         return job["restarts"] >= 1 and job["state"] == "running" and job["steps"] > newest
 
     wait_for(resumed, 300, "the job to run again on the nodes left")
-    assert busy_nodes(cluster) == set(NODES) - {victims[0]}
+    left = set(NODES) - {victims[0]}
+    wait_for(lambda: busy_nodes(cluster) == left, 60, f"the ranks at work on {sorted(left)}")
     text = rank_output(cluster, job_id, 0)
     assert "rank 0 resumed from step 0" in text  # its first start
     assert "[greenllm] generation" in text  # the output of the next start follows

@@ -137,7 +137,9 @@ def test_failsafe_after_kill9_and_recovery(config, controller_process, fleet, wa
         config.failsafe.timeout_s + 5,
         "every agent's fail-safe",
     )
-    assert took_s <= config.failsafe.timeout_s + 1.0
+    # the agents give up on the controller after the timeout, checking a few times a
+    # second; the slack covers a busy machine (the wait above allows it 5 s)
+    assert took_s <= config.failsafe.timeout_s + 2.5
     assert fleet.limits_w() == min_limits_w, "the fail-safe never raises a limit"
 
     controller_process.start()

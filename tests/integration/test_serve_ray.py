@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # ~30 s: a Ray cluster and Serve
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from scheduler.sim.replica import ReplicaModel, Request
 from workers.serve.engine import ReplicaEngine
 from workers.serve.stream import Sampling
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]  # ~35 s: two live replica runs
 
 GPU_TYPE = "A100-SXM4"
 PARAMS = 1.3e10

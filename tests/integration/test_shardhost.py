@@ -40,6 +40,7 @@ def complete(endpoint: str, model: str, max_tokens: int) -> dict:  # type: ignor
     return reply.json()  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow  # ~13 s: two torch ranks
 def test_two_training_ranks_on_one_node(tmp_path: Path) -> None:
     gpus = [SimulatedGPU("H100-SXM", i, "n") for i in range(2)]
     host = ShardHost("n", gpus, tmp_path)

@@ -46,6 +46,8 @@ from greenllm.energy.cpu_estimate import CpuTimeEstimator
 from greenllm.errors import GreenllmError
 from greenllm.workloads import LoadedModel, corpus_ids, load_model, pretrained_builtin
 
+#: Training `tiny` for the module takes 1-4 min on 2 cores (275 s measured beside other work).
+pytestmark = pytest.mark.slow
 TEST_STEPS = 300
 #: int8 (dynamic or weight-only) may change held-out perplexity by at most this fraction.
 INT8_PERPLEXITY_BOUND = 0.02

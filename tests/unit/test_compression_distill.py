@@ -22,6 +22,8 @@ from greenllm.compression.evaluate import EvalConfig, generate, perplexity
 from greenllm.errors import GreenllmError
 from greenllm.workloads import LoadedModel, TrainConfig, corpus_ids, pretrained_builtin
 
+#: A teacher and students trained here: ~80 s on 2 cores.
+pytestmark = pytest.mark.slow
 TEACHER_STEPS = 300  # the `tiny` recipe: a teacher clearly better than a 30-step student
 EVAL = EvalConfig(seq_len=128, max_eval_tokens=2048)
 

@@ -203,6 +203,7 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "gpus": 5,
         "telemetry_age_s": 6,
         "phase": 7,
+        "down_reason": 8,
     },
     "ClusterStatus": {
         "budget_w": 1,
@@ -220,12 +221,17 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "refused_lowerings": 13,
         "control_step_p50_s": 14,
         "control_step_p99_s": 15,
+        "jobs_by_phase": 16,
+        "jobs_truncated": 17,
+        "jobs_cap": 18,
     },
     "SetBudgetRequest": {"budget_w": 1, "reserve_w": 2},
     "SetBudgetResponse": {"budget_w": 1, "reserve_w": 2},
     "SetPolicyRequest": {"name": 1},
     "SetPolicyResponse": {"name": 1},
     "WatchStatusRequest": {"interval_s": 1},
+    "NodeDownRequest": {"node": 1, "reason": 2},
+    "NodeDownResponse": {"node": 1, "changed": 2, "phase": 3},
 }
 
 # method -> (request type, response type, client streaming, server streaming)
@@ -241,6 +247,7 @@ METHODS: dict[str, tuple[str, str, bool, bool]] = {
     "Cluster.GetJobEvents": ("GetJobEventsRequest", "GetJobEventsResponse", False, False),
     "Cluster.GetJob": ("GetJobRequest", "Job", False, False),
     "Cluster.GetJobLogs": ("GetJobLogsRequest", "GetJobLogsResponse", False, False),
+    "Cluster.NodeDown": ("NodeDownRequest", "NodeDownResponse", False, False),
 }
 
 

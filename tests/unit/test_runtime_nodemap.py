@@ -175,3 +175,29 @@ def test_an_agent_gets_the_config_without_tls_paths_and_a_safe_boot(tmp_path) ->
         {**cfg.model_dump(mode="json"), "failsafe": {"timeout_s": 5, "limit_w": 250}}
     )
     assert agent_config(fixed, "real", strip_tls=False).failsafe.limit_w == 250
+
+
+def _raw(node_id: str, alive: bool, resources: dict[str, float], address: str = "127.0.0.1"):
+    return {"NodeID": node_id, "Alive": alive, "NodeManagerAddress": address,
+            "NodeManagerHostname": "h", "Resources": resources}  # fmt: skip
+
+
+def test_a_ray_node_that_dies_names_its_node_as_down() -> None:
+    """Issue 19 (a): a dead Ray node is a machine gone, told to the controller as node down:
+    one it was bound to, and (after a controller restart, nothing bound yet) one that
+    ``ray.nodes()`` lists as dead with its node's resource; never a node that is back."""
+    cfg = config([{"name": "n1", "gpus": SIM}, {"name": "n2", "gpus": SIM}])
+    nodes = NodeMap(cfg, joined=False)
+    up = [_raw("x", True, {"greenllm-node:n1": 1.0}), _raw("y", True, {"greenllm-node:n2": 1.0})]
+    nodes.update(ray_nodes(up))
+    before = dict(nodes.bound)
+    now = [up[0], _raw("y", False, {"greenllm-node:n2": 1.0})]
+    nodes.update(ray_nodes(now))
+    assert nodes.dead(now, before) == ["n2"]
+    fresh = NodeMap(cfg, joined=False)  # a restarted controller
+    fresh.update(ray_nodes(now))
+    assert fresh.dead(now, {}) == ["n2"]
+    back = [*now, _raw("z", True, {"greenllm-node:n2": 1.0})]  # n2's machine rebooted
+    before = dict(fresh.bound)
+    fresh.update(ray_nodes(back))
+    assert fresh.dead(back, before) == []

@@ -111,3 +111,45 @@ def test_a_thousand_nodes_of_eight_gpus() -> None:
     s.step()
     st = status.cluster_status(s)
     assert len(st.nodes) == 1000 and st.ByteSize() < 4 * 1024 * 1024
+
+
+def test_status_is_bounded_by_job_count_and_counts_every_phase() -> None:
+    """Issue 19 (b): 2,000 waiting jobs were all inlined in status (3.2 s, 948 KB live). Now
+    status lists at most STATUS_JOBS_CAP jobs, the running ones first, says it truncated,
+    and counts every job by phase (ended ones the controller no longer holds too)."""
+    from pathlib import Path
+
+    from scheduler.policies import load_policy
+    from scheduler.sim.engine import Simulation
+    from scheduler.sim.scenario import Scenario
+
+    train = {"name": "t", "kind": "train", "shards": 1, "gpu_types": ["H100-SXM"]}
+    doc = {
+        "duration_s": 5.0,
+        "nodes": [{"name": "n", "gpus": [{"type": "H100-SXM", "count": 2}]}],
+        "jobs": [{**train, "name": f"t{i}"} for i in range(300)],
+        "budget": {"budget_w": 1400, "reserve_w": 0},
+    }
+    sim = Simulation(Scenario.model_validate(doc), Path("."), load_policy("uniform"), "uniform")
+    while sim.k * sim.plane.step_s < 3.0:
+        sim.step()
+    s = sim.shell
+    assert s is not None
+    for _ in range(RECENT_ENDED + 20):  # more ended jobs than the controller holds
+        operator.cancel(s, operator.submit(s, json.dumps(JOB)).job_id)
+    s.step()
+    running = [j.job_id for j in s.jobs.active() if j.phase.value == "running"]
+    assert len(running) == 2  # one H100 each
+    st = status.cluster_status(s)
+    assert len(st.jobs) == 100 == st.jobs_cap and st.jobs_truncated  # the documented cap
+    assert {j.id for j in st.jobs[:2]} == set(running)  # running first
+    assert dict(st.jobs_by_phase) == {
+        "running": 2,
+        "pending": 298,
+        "cancelled": RECENT_ENDED + 20,
+    }
+    assert sum(st.jobs_by_phase.values()) == st.jobs_total == RECENT_ENDED + 320
+    assert st.ByteSize() < 64 * 1024
+    small = shell(MemoryStore())
+    operator.submit(small, json.dumps(JOB))
+    assert not status.cluster_status(small).jobs_truncated

@@ -1,7 +1,8 @@
 """The budget invariant through the production shell, with the in-memory transport.
 
 Random small clusters and workloads, with command and telemetry delays, budget cuts and
-raises, crashed and rebooted nodes, partitions, agent restarts, GPUs that refuse
+raises, crashed and rebooted nodes, partitions, agent restarts, agents that die (their GPUs
+up at their limits, nobody applying the fail-safe), GPUs that refuse
 lowerings, and controller restarts mid-transition: the sum of the limits the simulated GPUs
 *really* hold never exceeds budget - reserve, except within the documented transition
 window after a budget change (:func:`scheduler.sim.plane.transition_window_s`), which a
@@ -76,9 +77,13 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     failures: list[dict[str, Any]] = []
     refuse: dict[str, float] = {}
     victim = nodes[0]["name"]
-    kind = draw(st.sampled_from(["none", "crash", "partition", "agent_restart", "refuse_lowering"]))
+    kind = draw(
+        st.sampled_from(
+            ["none", "crash", "partition", "agent_restart", "agent_crash", "refuse_lowering"]
+        )
+    )
     at_s = draw(st.floats(0.5, 6.0))
-    if kind in ("crash", "partition"):
+    if kind in ("crash", "partition", "agent_crash"):
         failures.append(
             {
                 "node": victim,

@@ -169,8 +169,9 @@ def test_a_full_disk_fails_the_write_and_nothing_half_written(tmp_path: Path) ->
     pages = store._db.execute("PRAGMA page_count").fetchone()[0]
     store._db.execute(f"PRAGMA max_page_count = {pages}")  # the file may not grow: a full disk
     big = [StoredJob(f"j-{i}", i, "x" * 4000, "pending", "", 0.0) for i in range(20)]
-    with pytest.raises(StoreError, match="full"):
+    with pytest.raises(StoreError, match="full") as raised:
         store.write(Write(settings={"budget_w": 2000.0}, jobs=big), durable=True)
+    assert "cannot rollback" not in raised.value.message
     assert store.load(10).settings == {"budget_w": 1000.0} and store.load(10).jobs == []
 
 
@@ -179,3 +180,49 @@ def test_a_read_only_database_fails_the_write(tmp_path: Path) -> None:
     store._db.execute("PRAGMA query_only = ON")  # as a read-only file system would
     with pytest.raises(StoreError, match="readonly"):
         store.write(Write(settings={"budget_w": 2000.0}), durable=True)
+
+
+def _budget(budget_w: float) -> Write:
+    return Write(settings={"budget_w": budget_w})
+
+
+def test_a_database_overwritten_under_the_store_refuses_writes(tmp_path: Path) -> None:
+    """Issue 19 (c): 64 KiB of random bytes written over the file (same inode) under a running
+    controller went unnoticed, and an acknowledged budget landed in a file nobody can read."""
+    import os
+
+    path = tmp_path / "controller.db"
+    store = SqliteStore(path)
+    store.write(_budget(1000.0), durable=True)
+    path.write_bytes(os.urandom(64 * 1024))
+    with pytest.raises(StoreError, match="damaged") as raised:
+        store.write(_budget(2000.0), durable=True)
+    assert str(path) in raised.value.message and "refused" in raised.value.message
+    with pytest.raises(StoreError, match="damaged"):  # and every write after it
+        store.write(Write(events=[StoredEvent(1.0, None, "x", "y")]), durable=False)
+
+
+def test_a_database_replaced_or_deleted_under_the_store_refuses_writes(tmp_path: Path) -> None:
+    replaced = tmp_path / "a" / "controller.db"
+    store = SqliteStore(replaced)
+    other = SqliteStore(tmp_path / "other.db")  # a valid greenllm database, but not this one
+    other.close()
+    (tmp_path / "other.db").replace(replaced)
+    with pytest.raises(StoreError, match="replaced by another file"):
+        store.check()
+    with pytest.raises(StoreError, match="replaced"):
+        store.write(_budget(2000.0), durable=False)
+    deleted = tmp_path / "b" / "controller.db"
+    store = SqliteStore(deleted)
+    deleted.unlink()
+    with pytest.raises(StoreError, match="is missing") as raised:
+        store.write(_budget(2000.0), durable=True)
+    assert str(deleted) in raised.value.message
+
+
+def test_a_healthy_database_passes_its_checks(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "controller.db")
+    for budget_w in (1000.0, 1100.0):
+        store.write(_budget(budget_w), durable=True)
+        store.check()
+    assert store.load(10).settings == {"budget_w": 1100.0} and store.broken is None

@@ -84,6 +84,11 @@ class ClusterStub:
                 request_serializer=greenllm_dot_v1_dot_cluster__pb2.GetJobLogsRequest.SerializeToString,
                 response_deserializer=greenllm_dot_v1_dot_cluster__pb2.GetJobLogsResponse.FromString,
                 _registered_method=True)
+        self.NodeDown = channel.unary_unary(
+                '/greenllm.v1.Cluster/NodeDown',
+                request_serializer=greenllm_dot_v1_dot_cluster__pb2.NodeDownRequest.SerializeToString,
+                response_deserializer=greenllm_dot_v1_dot_cluster__pb2.NodeDownResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -153,6 +158,16 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def NodeDown(self, request, context):
+        """Say a node is powered off (its machine is gone): until its agent registers again it is
+        counted at no more than its fail-safe limits (what it boots at) and its shards are
+        placed elsewhere at once. A silent node no one said is down is counted at the limits
+        it may still hold. Refused (FAILED_PRECONDITION) while its agent reports.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +220,11 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.GetJobLogs,
                     request_deserializer=greenllm_dot_v1_dot_cluster__pb2.GetJobLogsRequest.FromString,
                     response_serializer=greenllm_dot_v1_dot_cluster__pb2.GetJobLogsResponse.SerializeToString,
+            ),
+            'NodeDown': grpc.unary_unary_rpc_method_handler(
+                    servicer.NodeDown,
+                    request_deserializer=greenllm_dot_v1_dot_cluster__pb2.NodeDownRequest.FromString,
+                    response_serializer=greenllm_dot_v1_dot_cluster__pb2.NodeDownResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -477,6 +497,33 @@ class Cluster:
             '/greenllm.v1.Cluster/GetJobLogs',
             greenllm_dot_v1_dot_cluster__pb2.GetJobLogsRequest.SerializeToString,
             greenllm_dot_v1_dot_cluster__pb2.GetJobLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NodeDown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/greenllm.v1.Cluster/NodeDown',
+            greenllm_dot_v1_dot_cluster__pb2.NodeDownRequest.SerializeToString,
+            greenllm_dot_v1_dot_cluster__pb2.NodeDownResponse.FromString,
             options,
             channel_credentials,
             insecure,
