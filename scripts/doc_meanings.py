@@ -64,6 +64,11 @@ STATUS = {
     "nodes[].down_reason": "Why it is known powered off (`greenllm node down`, or its Ray "
     "node died): counted at no more than its fail-safe limits until its agent registers "
     "again (null when not known down).",
+    "nodes[].idle_energy_j": "Energy its GPUs drew while no job held them (idle, or a "
+    "drained inference replica's) since the controller started, joules; booked every 5 s, "
+    "so an estimate to that resolution.",
+    "nodes[].releasable": "No job holds any of its GPUs now (an operator or an autoscaler "
+    "could switch it off).",
     "nodes[].gpus": "One entry per GPU.",
     **{f"nodes[].gpus[].{k}": v for k, v in GPU.items()},
     "jobs": "At most `jobs_cap` jobs: running first, then placed, pending (in submission "

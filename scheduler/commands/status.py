@@ -31,6 +31,8 @@ def status_document(status: cluster_pb2.ClusterStatus) -> dict[str, Any]:
                 "telemetry_age_s": n.telemetry_age_s if n.telemetry_age_s >= 0 else None,
                 "phase": cluster_pb2.NodePhase.Name(n.phase).removeprefix("NODE_PHASE_").lower(),
                 "down_reason": n.down_reason or None,
+                "idle_energy_j": n.idle_energy_j,
+                "releasable": n.releasable,
                 "gpus": [
                     {
                         "index": g.index,

@@ -31,6 +31,7 @@ from scheduler.shell.accounting import gpu_states, job_state
 from scheduler.shell.cpubound import note_cpu_bound
 from scheduler.shell.errors import BadInput
 from scheduler.shell.failsafe import failsafe_targets
+from scheduler.shell.idle import IdleBooks
 from scheduler.shell.jobs import JobRecord, JobTable, ShardRecord, fill_energy_bases, measure_job
 from scheduler.shell.learning import learn
 from scheduler.shell.ledger import Ledger
@@ -116,6 +117,8 @@ class ControllerShell:
         self.orphan_stops: dict[tuple[str, str, int], float] = {}
         #: Jobs whose SLO decide() says the budget cannot meet, with why.
         self.unmet_slos: dict[str, str] = {}
+        #: What GPUs drew while no job held them, per node (see :mod:`.idle`).
+        self.idle = IdleBooks()
         #: StartShard commands awaiting their ack, by command id.
         self.start_commands: dict[int, ShardRecord] = {}
         #: Per job, the load weights last sent, and the nodes they went to.
@@ -320,6 +323,7 @@ class ControllerShell:
         transitions.reconcile_step(self, now_s)
         self._sync_failsafe(now_s)
         observed = self.observed(now_s)
+        self.idle.book(self.nodes, self.held_gpus(observed), now_s)
         note_cpu_bound(self)
         learn(self.power_model, observed, self.nodes, self.rng)
         started_s = time.process_time()
@@ -336,6 +340,15 @@ class ControllerShell:
                 self._notes_logged.add(note)
                 log.warning("decide: %s", note)
         return actions
+
+    def held_gpus(self, observed: ObservedState) -> set[tuple[str, int]]:
+        """GPUs a job holds now: a shard of it runs there, not a drained replica."""
+        parked = {gpu for job in self.jobs.active() for gpu in job.parked_since_j}
+        return {
+            (g.node, g.index)
+            for g in observed.gpus
+            if g.job_id is not None and (g.node, g.index) not in parked
+        }
 
     def observed(self, now_s: float) -> ObservedState:
         """The cluster as ``decide()`` sees it now."""

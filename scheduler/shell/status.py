@@ -16,6 +16,7 @@ import numpy as np
 
 from greenllm.proto.v1 import agent_pb2, cluster_pb2
 from scheduler.shell.errors import BadInput
+from scheduler.shell.idle import releasable
 from scheduler.shell.jobs import JobRecord, measure_job, restored_job
 from scheduler.shell.nodes import NodeRecord
 from scheduler.shell.ports import StoredEvent, StoredJob, StoreError
@@ -141,6 +142,7 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
     observed = shell.observed(now_s)
     listed = listed_jobs(shell)
     accounted_w = sum(g.accounted_limit_w for g in observed.gpus)
+    held = shell.held_gpus(observed)
     nodes = []
     power_w = 0.0
     for node in shell.nodes.values():
@@ -176,6 +178,8 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
                 telemetry_age_s=now_s - last if last is not None else -1.0,
                 phase=node_phase(node),  # type: ignore[arg-type]
                 down_reason=node.down_reason,
+                idle_energy_j=shell.idle.by_node_j.get(node.name, 0.0),
+                releasable=releasable(node, held),
             )
         )
     store_error = shell.persist.error

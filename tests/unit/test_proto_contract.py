@@ -204,6 +204,8 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "telemetry_age_s": 6,
         "phase": 7,
         "down_reason": 8,
+        "idle_energy_j": 20,
+        "releasable": 21,
     },
     "ClusterStatus": {
         "budget_w": 1,

@@ -12,6 +12,7 @@ from greenllm.errors import ConfigError
 from greenllm.jobspec import parse_job_spec
 from scheduler.policies import load_policy
 from scheduler.shell.jobs import measure_job
+from scheduler.shell.status import cluster_status
 from scheduler.sim.engine import Simulation
 from scheduler.sim.scenario import Scenario
 
@@ -89,3 +90,20 @@ def test_a_drained_replica_is_off_the_jobs_books_live_and_simulated() -> None:
     all_gpus_j = sum(sim.result.idle_energy_j.values()) + truth.energy_j
     assert truth.energy_j < 0.8 * all_gpus_j  # parked GPUs drew the rest, as idle
     assert record.parked_j > 0
+
+
+def test_the_controller_books_the_idle_energy_of_parked_gpus_per_node() -> None:
+    """What the drained replicas' GPUs drew is the cluster's idle energy, per node, in the
+    controller's books (read every 5 s) as in the simulated truth; status says which nodes
+    no job holds a GPU of."""
+    sim = run("min-energy")
+    assert sim.shell is not None
+    booked = sim.shell.idle.by_node_j
+    truth = sim.result.idle_energy_j
+    assert sum(truth.values()) > 0
+    assert sum(booked.values()) == pytest.approx(sum(truth.values()), rel=0.2)
+    status = cluster_status(sim.shell)
+    by_name = {n.name: n for n in status.nodes}
+    assert all(by_name[n].idle_energy_j == pytest.approx(j) for n, j in booked.items())
+    # the load has ended: the job is done and its GPUs are free, so every node is releasable
+    assert all(n.releasable for n in status.nodes)

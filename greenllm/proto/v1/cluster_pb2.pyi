@@ -227,7 +227,7 @@ class GpuStatus(_message.Message):
     def __init__(self, index: _Optional[int] = ..., type: _Optional[str] = ..., power_limit_w: _Optional[float] = ..., power_w: _Optional[float] = ..., sm_clock_mhz: _Optional[float] = ..., utilization_pct: _Optional[float] = ..., temperature_c: _Optional[float] = ..., memory_used_mib: _Optional[float] = ..., energy_j: _Optional[float] = ..., commanded_power_limit_w: _Optional[float] = ..., pending_power_limit_w: _Optional[float] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("name", "connected", "stale", "failsafe_active", "gpus", "telemetry_age_s", "phase", "down_reason")
+    __slots__ = ("name", "connected", "stale", "failsafe_active", "gpus", "telemetry_age_s", "phase", "down_reason", "idle_energy_j", "releasable")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
@@ -236,6 +236,8 @@ class NodeStatus(_message.Message):
     TELEMETRY_AGE_S_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     DOWN_REASON_FIELD_NUMBER: _ClassVar[int]
+    IDLE_ENERGY_J_FIELD_NUMBER: _ClassVar[int]
+    RELEASABLE_FIELD_NUMBER: _ClassVar[int]
     name: str
     connected: bool
     stale: bool
@@ -244,7 +246,9 @@ class NodeStatus(_message.Message):
     telemetry_age_s: float
     phase: NodePhase
     down_reason: str
-    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., stale: _Optional[bool] = ..., failsafe_active: _Optional[bool] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ..., telemetry_age_s: _Optional[float] = ..., phase: _Optional[_Union[NodePhase, str]] = ..., down_reason: _Optional[str] = ...) -> None: ...
+    idle_energy_j: float
+    releasable: bool
+    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., stale: _Optional[bool] = ..., failsafe_active: _Optional[bool] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ..., telemetry_age_s: _Optional[float] = ..., phase: _Optional[_Union[NodePhase, str]] = ..., down_reason: _Optional[str] = ..., idle_energy_j: _Optional[float] = ..., releasable: _Optional[bool] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
     __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples", "jobs_total", "state_writable", "state_error", "refused_lowerings", "control_step_p50_s", "control_step_p99_s", "jobs_by_phase", "jobs_truncated", "jobs_cap")
