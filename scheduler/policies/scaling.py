@@ -34,7 +34,7 @@ from scheduler.core.types import JobState
 #: Grow when the serving replicas would be busier than this share of their capacity.
 UP_UTILIZATION = 0.9
 #: Shrink only to a count that stays below this share.
-DOWN_UTILIZATION = 0.7
+DOWN_UTILIZATION = 0.8
 #: A measured figure at this share of its SLO (or over) is a miss: scale up, clocks up.
 OVER_SLO = 0.9
 #: Shrink only while every measured figure stays below this share of its SLO.
