@@ -82,7 +82,10 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         except BadInput as exc:
             await abort_with(context, exc)
         log.info("budget %g W (reserve %g W)", budget_w, reserve_w)
-        return cluster_pb2.SetBudgetResponse(budget_w=budget_w, reserve_w=reserve_w)
+        over_w, why = operator.budget_shortfall(self._shell)
+        return cluster_pb2.SetBudgetResponse(
+            budget_w=budget_w, reserve_w=reserve_w, shortfall_w=over_w, shortfall_reason=why
+        )
 
     async def SetPolicy(
         self, request: cluster_pb2.SetPolicyRequest, context: Context

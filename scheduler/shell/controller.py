@@ -262,8 +262,9 @@ class ControllerShell:
             )
         elif result.refused_lowering:
             gpu = self.nodes[cmd.node].gpus[cmd.gpu_index]
-            gpu.floor_w = gpu.acked_limit_w
+            gpu.floor_w = gpu.refused_w = gpu.acked_limit_w
             gpu.floor_until_s = self.clock() + REFUSAL_RETRY_S
+            gpu.refused_reason = (ack.reason or "no reason given")[:200]
             self.refused_lowerings += 1
             self.wake()
             text = (

@@ -241,6 +241,8 @@ class Ledger:
                 if not gpu.pending_limits_w and limit_w >= 0 and limit_w != gpu.acked_limit_w:
                     gpu.acked_limit_w = reading.power_limit_w
                     gpu.limit_since = (reading.power_limit_w, now_s)
+                if gpu.refused_w is not None and 0 <= limit_w < gpu.refused_w - EPS_W:
+                    gpu.floor_w = gpu.refused_w = None  # it holds less than it refused: try
         for sh in batch.shards:
             if not (
                 finite(sh.work_units, sh.offered_units, sh.queued_units, sh.timestamp_s)
@@ -254,10 +256,25 @@ class Ledger:
             if report is None or report.latest.generation != sh.generation:
                 report = node.shards[sh.shard_id] = ShardReport(sh)
             report.add(sh)
+        self._state_error(node, batch)
         node.last_telemetry_s = now_s
         node.contact_s = now_s if contact_s is None else contact_s
         node.failsafe_active = batch.failsafe_active
         self.samples_ingested += readings
+
+    @staticmethod
+    def _state_error(node: NodeRecord, batch: agent_pb2.TelemetryBatch) -> None:
+        """Take the agent's word on its state file: while it cannot write it, each GPU
+        counts (when the node is not LIVE) at the limit the state on disk boots it at."""
+        node.agent_state_error = batch.state_error[:500]
+        bounds = list(batch.persisted_limits_w)
+        for i, gpu in enumerate(node.gpus):
+            if not batch.state_error:
+                gpu.boot_limit_w = None
+            elif i < len(bounds) and finite(bounds[i]) and 0 < bounds[i] <= gpu.max_power_limit_w:
+                gpu.boot_limit_w = bounds[i]
+            else:
+                gpu.boot_limit_w = gpu.max_power_limit_w
 
     # -- commands ----------------------------------------------------------------------
     def send(self, node_name: str, command: agent_pb2.Command, now_s: float) -> int | None:
@@ -278,6 +295,7 @@ class Ledger:
         if action == "set_power_limit":
             index, value = body.gpu_index, body.power_limit_w
             node.gpus[index].pending_limits_w[cid] = value
+            node.gpus[index].asked_w = value
         elif action == "lock_sm_clocks":
             index, value = body.gpu_index, body.max_sm_clock_mhz
         elif action == "reset_sm_clocks":
@@ -307,10 +325,32 @@ class Ledger:
                 gpu.failsafe_w = limit_w
         elif cmd.action == "set_power_limit":
             gpu = node.gpus[cmd.gpu_index]
-            if ack.success:
+            applied_w = ack.applied_limit_w if ack.HasField("applied_limit_w") else None
+            if applied_w is not None and not (
+                math.isfinite(applied_w)
+                and gpu.min_power_limit_w - 1e-3 <= applied_w <= gpu.max_power_limit_w + 1e-3
+            ):
+                raise reject(
+                    session.node,
+                    f"GPU {cmd.gpu_index}: applied_limit_w {applied_w!r} outside "
+                    f"[{gpu.min_power_limit_w:g}, {gpu.max_power_limit_w:g}]",
+                )
+            if applied_w is not None:  # what it holds, whatever the ack says
+                refused = not ack.success and cmd.value < applied_w - EPS_W
+                gpu.acked_limit_w = applied_w
+            elif ack.success:
                 gpu.acked_limit_w = cmd.value
             else:
                 refused = cmd.value < gpu.acked_limit_w - EPS_W
+            if gpu.refused_w is not None and gpu.acked_limit_w < gpu.refused_w - EPS_W:
+                gpu.floor_w = gpu.refused_w = None
+            if ack.not_persisted:
+                boot_w = ack.persisted_limit_w
+                gpu.boot_limit_w = (
+                    boot_w
+                    if math.isfinite(boot_w) and 0 < boot_w <= gpu.max_power_limit_w
+                    else gpu.max_power_limit_w
+                )
         elif ack.success and cmd.action == "lock_sm_clocks":
             node.gpus[cmd.gpu_index].locked_max_sm_clock_mhz = int(cmd.value)
         elif ack.success and cmd.action == "reset_sm_clocks":

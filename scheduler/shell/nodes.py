@@ -51,6 +51,13 @@ class GpuRecord:
         latest: Latest reading (None: none yet).
         energy_window: Recent ``(timestamp_s, energy_j)`` pairs.
         limit_since: ``(limit_w, since_s)``: the acked limit and since when it holds.
+        boot_limit_w: While its agent cannot write its state: the highest limit the state
+            on disk lets it boot at, watts (None: its state is on disk). A restarted agent
+            may hold that until the controller speaks, so a node not LIVE counts it.
+        asked_w: The limit last commanded, watts (None: none yet).
+        refused_w: After a refused lowering, the limit it held (kept past ``floor_until_s``,
+            until it reports holding less): the least it is known to hold, watts.
+        refused_reason: What the refusal said.
     """
 
     index: int
@@ -70,6 +77,10 @@ class GpuRecord:
         default_factory=lambda: deque(maxlen=WINDOW_SAMPLES)
     )
     limit_since: tuple[float, float] = (0.0, 0.0)
+    boot_limit_w: float | None = None
+    asked_w: float | None = None
+    refused_w: float | None = None
+    refused_reason: str = ""
 
     @property
     def power_cap_w(self) -> float:
@@ -81,8 +92,10 @@ class GpuRecord:
         return max(self.pending_limits_w.values()) if self.pending_limits_w else None
 
     def worst_limit_w(self) -> float:
-        """The highest limit the GPU may hold now (acked or in flight), watts."""
-        return max([self.acked_limit_w, *self.pending_limits_w.values()])
+        """The highest limit the GPU may hold now (acked or in flight, or what its agent
+        boots it at while its state is not on disk), watts."""
+        boot = [] if self.boot_limit_w is None else [self.boot_limit_w]
+        return max([self.acked_limit_w, *self.pending_limits_w.values(), *boot])
 
     def worst_failsafe_w(self) -> float:
         """The highest fail-safe limit its agent may hold for it (acked or in flight), W."""
@@ -165,6 +178,7 @@ class NodeRecord:
         shards: The shards it reports, by shard id.
         last_sent_s: When a message last went to its agent (heartbeats follow it), seconds.
         address: Where other nodes reach it (from its registration; "" unknown).
+        agent_state_error: Why its agent cannot write its state ("" when it can).
     """
 
     name: str
@@ -181,6 +195,7 @@ class NodeRecord:
     shards: dict[str, ShardReport] = field(default_factory=dict)
     last_sent_s: float = -np.inf
     address: str = ""
+    agent_state_error: str = ""
 
     def fresh(self, now_s: float) -> bool:
         """Connected, with telemetry (or its registration) younger than :attr:`stale_after_s`."""

@@ -17,6 +17,7 @@ from scheduler.shell.errors import BadInput
 from scheduler.shell.jobs import JobRecord, measure_job, restored_job
 from scheduler.shell.nodes import NodeRecord
 from scheduler.shell.ports import StoredEvent, StoredJob
+from scheduler.shell.shortfall import above_plan, shortfall_now_w
 
 if TYPE_CHECKING:
     from scheduler.shell.controller import ControllerShell
@@ -125,6 +126,7 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
     now_s = shell.clock()
     observed = shell.observed(now_s)
     accounted_w = sum(g.accounted_limit_w for g in observed.gpus)
+    states = {g.key: g for g in observed.gpus}
     nodes = []
     power_w = 0.0
     for node in shell.nodes.values():
@@ -132,6 +134,8 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
         for g in node.gpus:
             r = g.latest
             pending = g.pending_limit_w()
+            state = states.get((node.name, g.index))
+            over_w, why = above_plan(shell, state) if state is not None else (0.0, "")
             gpus.append(
                 cluster_pb2.GpuStatus(
                     index=g.index,
@@ -145,6 +149,9 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
                     energy_j=r.energy_j if r is not None else 0.0,
                     commanded_power_limit_w=g.acked_limit_w,
                     pending_power_limit_w=pending if pending is not None else 0.0,
+                    planned_power_limit_w=g.asked_w or 0.0,
+                    above_plan_w=over_w,
+                    above_plan_reason=why,
                 )
             )
             if r is not None and node.session is not None:
@@ -159,6 +166,7 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
                 gpus=gpus,
                 telemetry_age_s=now_s - last if last is not None else -1.0,
                 phase=_NODE_PHASES[node.phase.value],  # type: ignore[arg-type]
+                agent_state_error=node.agent_state_error,
             )
         )
     store_error = shell.persist.error
@@ -179,6 +187,7 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
         refused_lowerings=shell.refused_lowerings,
         control_step_p50_s=float(np.percentile(steps, 50)),
         control_step_p99_s=float(np.percentile(steps, 99)),
+        shortfall_w=shortfall_now_w(shell, observed.gpus),
     )
 
 

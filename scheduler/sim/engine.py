@@ -208,6 +208,10 @@ class Simulation:
         elif kind == "end-refuse_lowering":
             for g in node.gpus:
                 g.refuse_below_w = 0.0
+        elif kind == "state_unwritable":
+            node.state.fail = "No space left on device"
+        elif kind == "end-state_unwritable":
+            node.state.fail = None
 
     def _kill_controller(self) -> None:
         self.shell = None

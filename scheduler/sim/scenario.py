@@ -170,19 +170,24 @@ class Failure(_Strict):
 
     ``kind``: ``crash`` (the node goes down: its GPUs draw nothing; it reboots at
     ``recover_s``), ``partition`` (its agent and GPUs run on but cannot reach the
-    controller), ``agent_restart`` (only its agent process restarts, at ``at_s``), or
-    ``refuse_lowering`` (its GPUs refuse limits below ``below_w`` until ``recover_s``).
+    controller), ``agent_restart`` (only its agent process restarts, at ``at_s``),
+    ``refuse_lowering`` (its GPUs refuse limits below ``below_w`` until ``recover_s``), or
+    ``state_unwritable`` (its agent cannot write its state file, as on a full disk, until
+    ``recover_s``).
 
     Attributes:
         node: The node that fails (a name the scenario's nodes give).
-        kind: ``crash``, ``partition``, ``agent_restart`` or ``refuse_lowering``.
+        kind: ``crash``, ``partition``, ``agent_restart``, ``refuse_lowering`` or
+            ``state_unwritable``.
         at_s: When it fails, seconds of virtual time.
         recover_s: When it comes back, seconds (null: never).
         below_w: ``refuse_lowering``: limits below this are refused, watts.
     """
 
     node: str
-    kind: Literal["crash", "partition", "agent_restart", "refuse_lowering"] = "crash"
+    kind: Literal["crash", "partition", "agent_restart", "refuse_lowering", "state_unwritable"] = (
+        "crash"
+    )
     at_s: float = Field(ge=0, allow_inf_nan=False)
     recover_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     below_w: float | None = Field(default=None, gt=0, allow_inf_nan=False)

@@ -198,7 +198,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GpuStatus(_message.Message):
-    __slots__ = ("index", "type", "power_limit_w", "power_w", "sm_clock_mhz", "utilization_pct", "temperature_c", "memory_used_mib", "energy_j", "commanded_power_limit_w", "pending_power_limit_w")
+    __slots__ = ("index", "type", "power_limit_w", "power_w", "sm_clock_mhz", "utilization_pct", "temperature_c", "memory_used_mib", "energy_j", "commanded_power_limit_w", "pending_power_limit_w", "planned_power_limit_w", "above_plan_w", "above_plan_reason")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,9 @@ class GpuStatus(_message.Message):
     ENERGY_J_FIELD_NUMBER: _ClassVar[int]
     COMMANDED_POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
     PENDING_POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    ABOVE_PLAN_W_FIELD_NUMBER: _ClassVar[int]
+    ABOVE_PLAN_REASON_FIELD_NUMBER: _ClassVar[int]
     index: int
     type: str
     power_limit_w: float
@@ -221,10 +224,20 @@ class GpuStatus(_message.Message):
     energy_j: float
     commanded_power_limit_w: float
     pending_power_limit_w: float
-    def __init__(self, index: _Optional[int] = ..., type: _Optional[str] = ..., power_limit_w: _Optional[float] = ..., power_w: _Optional[float] = ..., sm_clock_mhz: _Optional[float] = ..., utilization_pct: _Optional[float] = ..., temperature_c: _Optional[float] = ..., memory_used_mib: _Optional[float] = ..., energy_j: _Optional[float] = ..., commanded_power_limit_w: _Optional[float] = ..., pending_power_limit_w: _Optional[float] = ...) -> None: ...
+    planned_power_limit_w: float
+    above_plan_w: float
+    above_plan_reason: str
+    def __init__(self, index: _Optional[int] = ..., type: _Optional[str] = ..., power_limit_w: _Optional[float] = ..., power_w: _Optional[float] = ..., sm_clock_mhz: _Optional[float] = ..., utilization_pct: _Optional[float] = ..., temperature_c: _Optional[float] = ..., memory_used_mib: _Optional[float] = ..., energy_j: _Optional[float] = ..., commanded_power_limit_w: _Optional[float] = ..., pending_power_limit_w: _Optional[float] = ..., planned_power_limit_w: _Optional[float] = ..., above_plan_w: _Optional[float] = ..., above_plan_reason: _Optional[str] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("name", "connected", "stale", "failsafe_active", "gpus", "telemetry_age_s", "phase")
+    __slots__ = ("name", "connected", "stale", "failsafe_active", "gpus", "telemetry_age_s", "phase", "agent_state_error", "energy_samples_rejected")
+    class EnergySamplesRejectedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +245,8 @@ class NodeStatus(_message.Message):
     GPUS_FIELD_NUMBER: _ClassVar[int]
     TELEMETRY_AGE_S_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_STATE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_SAMPLES_REJECTED_FIELD_NUMBER: _ClassVar[int]
     name: str
     connected: bool
     stale: bool
@@ -239,10 +254,12 @@ class NodeStatus(_message.Message):
     gpus: _containers.RepeatedCompositeFieldContainer[GpuStatus]
     telemetry_age_s: float
     phase: NodePhase
-    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., stale: _Optional[bool] = ..., failsafe_active: _Optional[bool] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ..., telemetry_age_s: _Optional[float] = ..., phase: _Optional[_Union[NodePhase, str]] = ...) -> None: ...
+    agent_state_error: str
+    energy_samples_rejected: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., stale: _Optional[bool] = ..., failsafe_active: _Optional[bool] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ..., telemetry_age_s: _Optional[float] = ..., phase: _Optional[_Union[NodePhase, str]] = ..., agent_state_error: _Optional[str] = ..., energy_samples_rejected: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples", "jobs_total", "state_writable", "state_error", "refused_lowerings", "control_step_p50_s", "control_step_p99_s")
+    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples", "jobs_total", "state_writable", "state_error", "refused_lowerings", "control_step_p50_s", "control_step_p99_s", "shortfall_w", "jobs_waiting", "max_waiting_jobs")
     BUDGET_W_FIELD_NUMBER: _ClassVar[int]
     RESERVE_W_FIELD_NUMBER: _ClassVar[int]
     POWER_W_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +275,9 @@ class ClusterStatus(_message.Message):
     REFUSED_LOWERINGS_FIELD_NUMBER: _ClassVar[int]
     CONTROL_STEP_P50_S_FIELD_NUMBER: _ClassVar[int]
     CONTROL_STEP_P99_S_FIELD_NUMBER: _ClassVar[int]
+    SHORTFALL_W_FIELD_NUMBER: _ClassVar[int]
+    JOBS_WAITING_FIELD_NUMBER: _ClassVar[int]
+    MAX_WAITING_JOBS_FIELD_NUMBER: _ClassVar[int]
     budget_w: float
     reserve_w: float
     power_w: float
@@ -273,7 +293,10 @@ class ClusterStatus(_message.Message):
     refused_lowerings: int
     control_step_p50_s: float
     control_step_p99_s: float
-    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ..., telemetry_samples: _Optional[int] = ..., jobs_total: _Optional[int] = ..., state_writable: _Optional[bool] = ..., state_error: _Optional[str] = ..., refused_lowerings: _Optional[int] = ..., control_step_p50_s: _Optional[float] = ..., control_step_p99_s: _Optional[float] = ...) -> None: ...
+    shortfall_w: float
+    jobs_waiting: int
+    max_waiting_jobs: int
+    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ..., telemetry_samples: _Optional[int] = ..., jobs_total: _Optional[int] = ..., state_writable: _Optional[bool] = ..., state_error: _Optional[str] = ..., refused_lowerings: _Optional[int] = ..., control_step_p50_s: _Optional[float] = ..., control_step_p99_s: _Optional[float] = ..., shortfall_w: _Optional[float] = ..., jobs_waiting: _Optional[int] = ..., max_waiting_jobs: _Optional[int] = ...) -> None: ...
 
 class SetBudgetRequest(_message.Message):
     __slots__ = ("budget_w", "reserve_w")
@@ -284,12 +307,16 @@ class SetBudgetRequest(_message.Message):
     def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ...) -> None: ...
 
 class SetBudgetResponse(_message.Message):
-    __slots__ = ("budget_w", "reserve_w")
+    __slots__ = ("budget_w", "reserve_w", "shortfall_w", "shortfall_reason")
     BUDGET_W_FIELD_NUMBER: _ClassVar[int]
     RESERVE_W_FIELD_NUMBER: _ClassVar[int]
+    SHORTFALL_W_FIELD_NUMBER: _ClassVar[int]
+    SHORTFALL_REASON_FIELD_NUMBER: _ClassVar[int]
     budget_w: float
     reserve_w: float
-    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ...) -> None: ...
+    shortfall_w: float
+    shortfall_reason: str
+    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., shortfall_w: _Optional[float] = ..., shortfall_reason: _Optional[str] = ...) -> None: ...
 
 class SetPolicyRequest(_message.Message):
     __slots__ = ("name",)
