@@ -8,19 +8,24 @@ were ever submitted.
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import grpc
 
+from greenllm.devices.catalog import CATALOG, find_spec
 from greenllm.errors import ConfigError
 from greenllm.jobspec import JobSpec, parse_job_spec
 from greenllm.pacing import CPU_BOUND_WAIT_FRACTION
 from scheduler.core.lifecycle import JobPhase, ShardPhase
 from scheduler.core.reconcile import shard_id
 from scheduler.shell.errors import BadInput
-from scheduler.shell.nodes import NodeRecord
+from scheduler.shell.nodes import ENERGY_MARGIN, ENERGY_SLACK_S, NodeRecord
 from scheduler.shell.ports import StoredJob, StoredShard
+
+log = logging.getLogger(__name__)
 
 #: Largest job spec accepted, bytes of JSON.
 MAX_SPEC_BYTES = 64 * 1024
@@ -89,6 +94,8 @@ class JobRecord:
         active_replicas: Inference: replicas the policy keeps serving (None: all).
         cpu_bound: Its simulated GPUs were last seen waiting for the CPU (see
             :func:`wait_fraction`); a change is an event.
+        energy_peak_j: The most energy it was measured at, joules: its energy never goes
+            down (a GPU's counter that went back, a shard placed again).
     """
 
     job_id: str
@@ -109,6 +116,7 @@ class JobRecord:
     ended_at_s: float = 0.0
     active_replicas: int | None = None
     cpu_bound: bool = False
+    energy_peak_j: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -164,10 +172,15 @@ def measure_job(nodes: dict[str, NodeRecord], job: JobRecord) -> JobMeasure:
             queued += report.latest.queued_units
             known = known or report.latest.offered_units > 0
         if shard.index < len(node.gpus):
+            gpu = node.gpus[shard.index]
             start_j = job.energy_start_j.get((shard.node, shard.index))
-            latest_j = node.gpus[shard.index].energy_j()
+            latest_j = gpu.energy_j()
             if start_j is not None and latest_j is not None and latest_j >= start_j:
-                energy += latest_j - start_j
+                # never more than the GPU could draw since the job was submitted
+                held_s = max(0.0, gpu.energy_window[-1][0] - job.submitted_at_s)
+                most_j = gpu.max_power_limit_w * (ENERGY_MARGIN * held_s + ENERGY_SLACK_S)
+                energy += min(latest_j - start_j, most_j)
+    job.energy_peak_j = energy = max(energy, job.energy_peak_j)  # a job's energy never drops
     return JobMeasure(
         rate if reporting else None,
         work,
@@ -309,7 +322,49 @@ def restored_job(stored: StoredJob, now_s: float, wall_s: float) -> JobRecord:
         job.shards[s.rank] = ShardRecord(
             job.job_id, s.rank, s.generation, s.node, s.index, ShardPhase(s.phase), now_s, ack=""
         )
+    end_s = stored.ended_at_s or wall_s
+    energy_j = checked_energy_j(job, stored.energy_j, end_s, "energy")
+    job.carried = (
+        checked_energy_j(job, stored.carried[0], end_s, "carried energy"),
+        job.carried[1],
+    )
     if stored.final or not job.phase.active:
-        job.final = (stored.energy_j, stored.work_units)
+        job.final = (energy_j, stored.work_units)
         job.shards.clear()
     return job
+
+
+#: Jobs whose stored energy was found impossible (logged once each).
+_BOOKS_LOGGED: set[str] = set()
+
+
+def most_energy_j(spec: JobSpec, held_s: float) -> float:
+    """The most energy a job could have drawn in ``held_s`` seconds, joules: each of its
+    shards on a GPU with the highest limit in the catalog (or of a GPU type it names), at
+    :data:`~scheduler.shell.nodes.ENERGY_MARGIN` times that limit."""
+    named = [find_spec(t) for t in spec.gpu_types]
+    max_w = max(s.max_power_limit_w for s in [*CATALOG.values(), *named] if s is not None)
+    return spec.shards * max_w * (ENERGY_MARGIN * max(0.0, held_s) + ENERGY_SLACK_S)
+
+
+def checked_energy_j(job: JobRecord, energy_j: float, end_s: float, what: str) -> float:
+    """A stored energy figure, checked on load: finite, non-negative and no more than the
+    job could have drawn from its submission to ``end_s`` (:func:`most_energy_j`). An
+    impossible figure is not carried forward: it reads as 0 and is logged (once per job).
+    """
+    most_j = most_energy_j(job.spec, end_s - job.submitted_at_s)
+    if math.isfinite(energy_j) and 0.0 <= energy_j <= most_j:
+        return energy_j
+    if job.job_id not in _BOOKS_LOGGED:
+        _BOOKS_LOGGED.add(job.job_id)
+        log.warning(
+            "job %s: stored %s %r J is impossible (%d shards over %.0f s draw at most %.6g J): "
+            "not carried forward, read as 0 J",
+            job.job_id,
+            what,
+            energy_j,
+            job.spec.shards,
+            max(0.0, end_s - job.submitted_at_s),
+            most_j,
+        )
+    return 0.0

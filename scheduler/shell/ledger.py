@@ -10,6 +10,7 @@ the same stream. A rejected message ends its stream with a precise status
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from dataclasses import dataclass
 
@@ -23,8 +24,10 @@ from scheduler.shell.agent_checks import (
     reject,
 )
 from scheduler.shell.errors import BadInput
-from scheduler.shell.nodes import GpuReading, GpuRecord, NodeRecord, ShardReport
+from scheduler.shell.nodes import COUNTER_BACK, GpuReading, GpuRecord, NodeRecord, ShardReport
 from scheduler.shell.ports import Session
+
+log = logging.getLogger(__name__)
 
 #: A node is stale after this many of its telemetry message intervals without one.
 STALE_MESSAGE_INTERVALS = 3
@@ -83,6 +86,7 @@ class Ledger:
         #: GPU samples ingested since start.
         self.samples_ingested = 0
         self._ids = itertools.count(1)
+        self._energy_logged: set[tuple[str, int, str]] = set()
 
     # -- registration ------------------------------------------------------------------
     def inventory(self, node: NodeRecord, msg: agent_pb2.Register) -> list[GpuRecord]:
@@ -177,6 +181,9 @@ class Ledger:
         remarks = []
         if len(node.gpus) == len(gpus):
             for old, new in zip(node.gpus, gpus, strict=True):
+                # the booked energy counter goes on: a counter that restarted is a new base
+                new.energy_offset_j, new.energy_base = old.energy_offset_j, old.energy_base
+                new.energy_window = old.energy_window
                 if new.acked_limit_w > old.worst_limit_w() + EPS_W:
                     remarks.append(
                         f"node {node.name} GPU {new.index} holds {new.acked_limit_w:g} W, above "
@@ -236,7 +243,9 @@ class Ledger:
             for i, row in zip(gpu_indices, values.T.tolist(), strict=True):
                 gpu = node.gpus[i]
                 reading = gpu.latest = GpuReading._make(row)
-                gpu.energy_window.append((reading.timestamp_s, reading.energy_j))
+                rejected = gpu.book_energy(reading.timestamp_s, reading.energy_j)
+                if rejected is not None:
+                    self._energy_rejected(node, gpu, rejected, reading)
                 limit_w = reading.power_limit_w
                 if not gpu.pending_limits_w and limit_w >= 0 and limit_w != gpu.acked_limit_w:
                     gpu.acked_limit_w = reading.power_limit_w
@@ -261,6 +270,30 @@ class Ledger:
         node.contact_s = now_s if contact_s is None else contact_s
         node.failsafe_active = batch.failsafe_active
         self.samples_ingested += readings
+
+    def _energy_rejected(
+        self, node: NodeRecord, gpu: GpuRecord, kind: str, reading: GpuReading
+    ) -> None:
+        """Count a reading not booked; log the first of each kind per GPU."""
+        node.energy_rejected[kind] = node.energy_rejected.get(kind, 0) + 1
+        key = (node.name, gpu.index, kind)
+        if key in self._energy_logged:
+            return
+        self._energy_logged.add(key)
+        what = (
+            "its energy counter went back"
+            if kind == COUNTER_BACK
+            else "its energy counter jumped by more than it can draw"
+        )
+        log.warning(
+            "node %s GPU %d: %s (reading %.6g J): a new base, nothing booked for the interval "
+            "(counted in energy_samples_rejected{kind=%s}; logged once per GPU and kind)",
+            node.name,
+            gpu.index,
+            what,
+            reading.energy_j,
+            kind,
+        )
 
     @staticmethod
     def _state_error(node: NodeRecord, batch: agent_pb2.TelemetryBatch) -> None:

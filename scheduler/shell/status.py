@@ -104,8 +104,14 @@ def _serving(shell: ControllerShell, job: JobRecord, out: cluster_pb2.Job) -> No
             out.rejected_requests += latest.rejected_requests
             out.idle_energy_j += latest.idle_energy_j
             held_from_j = job.energy_start_j.get((shard.node, shard.index))
-            if held_from_j is not None and latest.start_energy_j >= held_from_j:
-                out.idle_energy_j += latest.start_energy_j - held_from_j  # placed, not yet run
+            gpu = (
+                node.gpus[shard.index]
+                if node is not None and shard.index < len(node.gpus)
+                else None
+            )
+            started_j = gpu.booked_of(latest.start_energy_j) if gpu is not None else 0.0
+            if held_from_j is not None and latest.start_energy_j > 0 and started_j >= held_from_j:
+                out.idle_energy_j += started_j - held_from_j  # placed, not yet run
             if node is not None:
                 out.idle_energy_j += _unbooked_j(node, shard.index, latest)
     out.idle_energy_j = max(0.0, out.idle_energy_j)
@@ -115,10 +121,11 @@ def _unbooked_j(node: NodeRecord, index: int, latest: agent_pb2.ShardSample) -> 
     """Energy a replica's GPU drew after the replica last booked its energy, up to the
     GPU's newest reading (negative when the booking is newer than the reading): it goes to
     no request yet, so it counts as idle, and the job's books close at the reading."""
-    counter_j = node.gpus[index].energy_j() if index < len(node.gpus) else None
-    if counter_j is None or latest.booked_energy_counter_j <= 0:
+    gpu = node.gpus[index] if index < len(node.gpus) else None
+    counter_j = gpu.energy_j() if gpu is not None else None
+    if gpu is None or counter_j is None or latest.booked_energy_counter_j <= 0:
         return 0.0
-    return counter_j - latest.booked_energy_counter_j
+    return counter_j - gpu.booked_of(latest.booked_energy_counter_j)
 
 
 def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
@@ -167,6 +174,7 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
                 telemetry_age_s=now_s - last if last is not None else -1.0,
                 phase=_NODE_PHASES[node.phase.value],  # type: ignore[arg-type]
                 agent_state_error=node.agent_state_error,
+                energy_samples_rejected=node.energy_rejected,
             )
         )
     store_error = shell.persist.error
