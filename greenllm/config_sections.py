@@ -78,11 +78,15 @@ class ControllerConfig(_Strict):
         metrics_port: Port of its Prometheus endpoint (0 disables it).
         metrics_address: Host its Prometheus endpoint listens on (e.g. ``0.0.0.0`` for a
             Prometheus on another machine); None: the host of ``address``.
+        max_waiting_jobs: Jobs that may wait for GPUs at once; past it SubmitJob answers
+            RESOURCE_EXHAUSTED until some are placed or cancelled (a flood of submissions
+            cannot grow the controller's memory, its status or its control step).
     """
 
     address: str = "127.0.0.1:50051"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_address: str | None = Field(default=None, min_length=1, pattern=r"^[^\s/]+$")
+    max_waiting_jobs: int = Field(default=1000, ge=1, le=1_000_000)
 
     @field_validator("address")
     @classmethod

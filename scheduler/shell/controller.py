@@ -31,7 +31,7 @@ from scheduler.shell.accounting import gpu_states, job_state
 from scheduler.shell.cpubound import note_cpu_bound
 from scheduler.shell.errors import BadInput
 from scheduler.shell.failsafe import failsafe_targets
-from scheduler.shell.jobs import JobRecord, JobTable, ShardRecord, measure_job
+from scheduler.shell.jobs import JobRecord, JobTable, ShardRecord, measure_job, placeable
 from scheduler.shell.learning import learn
 from scheduler.shell.ledger import Ledger
 from scheduler.shell.nodes import NodeRecord
@@ -340,18 +340,21 @@ class ControllerShell:
         assigned: dict[tuple[str, int], tuple[str, int, float]] = {}
         reserved = {(s.node, s.index) for s in self.stopping.values() if not s.phase.ended}
         jobs = []
-        for job in self.jobs.active():
+        for job in self.jobs.busy():
             measure = measure_job(self.nodes, job)
             jobs.append(job_state(job, measure, now_s, self.period_s))
             for shard in job.shards.values():
                 report = self.nodes[shard.node].shards.get(shard.shard_id)
                 rate = report.work_rate() if report is not None else 0.0
                 assigned[(shard.node, shard.index)] = (job.job_id, shard.rank, rate)
+        gpus = tuple(gpu_states(self.nodes, assigned, reserved))
+        for job in placeable(self.jobs.queue(), gpus):
+            jobs.append(job_state(job, measure_job(self.nodes, job), now_s, self.period_s))
         return ObservedState(
             now_s=now_s,
             budget_w=self.budget_w,
             reserve_w=self.reserve_w,
-            gpus=tuple(gpu_states(self.nodes, assigned, reserved)),
+            gpus=gpus,
             jobs=tuple(jobs),
             power_model=self.power_model,
         )

@@ -7,10 +7,11 @@ were ever submitted.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import math
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import grpc
@@ -21,11 +22,15 @@ from greenllm.jobspec import JobSpec, parse_job_spec
 from greenllm.pacing import CPU_BOUND_WAIT_FRACTION
 from scheduler.core.lifecycle import JobPhase, ShardPhase
 from scheduler.core.reconcile import shard_id
+from scheduler.core.types import GPUState
 from scheduler.shell.errors import BadInput
 from scheduler.shell.nodes import ENERGY_MARGIN, ENERGY_SLACK_S, NodeRecord
 from scheduler.shell.ports import StoredJob, StoredShard
 
 log = logging.getLogger(__name__)
+
+_PENDING = JobPhase.PENDING
+_ACTIVE = frozenset(p for p in JobPhase if p.active)
 
 #: Largest job spec accepted, bytes of JSON.
 MAX_SPEC_BYTES = 64 * 1024
@@ -117,6 +122,19 @@ class JobRecord:
     active_replicas: int | None = None
     cpu_bound: bool = False
     energy_peak_j: float = 0.0
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name == "phase":
+            table = self.__dict__.get("_table")
+            if table is not None:
+                table.moved(self)
+
+    #: ``(allowed GPU types, shards)``: what placing it takes.
+    shape: tuple[tuple[str, ...], int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.shape = (tuple(self.spec.gpu_types), self.spec.shards)
 
 
 @dataclass(frozen=True)
@@ -214,6 +232,50 @@ def wait_fraction(nodes: dict[str, NodeRecord], job: JobRecord) -> float | None:
     return min(waits) if job.spec.kind == "train" else max(waits)
 
 
+_NEVER, _FITS, _WAITS = 0, 1, 2
+
+
+def placeable(waiting: list[JobRecord], gpus: tuple[GPUState, ...]) -> list[JobRecord]:
+    """The waiting jobs ``decide()`` is shown this step: those that could be placed now,
+    and those that never can be (so it reports them); in submission order.
+
+    A job fits when its allowed types have as many free GPUs as it has shards (free as
+    placement counts them: not busy, reserved or stale). Each placed job takes at least one
+    GPU, so of those that fit only the first ``free GPUs`` in placement order (priority,
+    then submission) are shown: the step's cost follows the free GPUs, not the queue. One
+    that fits only with GPUs an earlier one takes waits a step more.
+
+    Args:
+        waiting: Pending jobs with no shards, in submission order.
+        gpus: Every GPU as accounted this step.
+    """
+    if not waiting:
+        return []
+    counts = Counter(g.gpu_type for g in gpus)
+    free = Counter(g.gpu_type for g in gpus if g.job_id is None and not g.stale and not g.reserved)
+    n_free = sum(free.values())
+    verdicts: dict[tuple[tuple[str, ...], int], int] = {}  # shape -> NEVER, FITS or WAITS
+    never, fits = [], []
+    for pos, job in enumerate(waiting):
+        shape = job.shape
+        verdict = verdicts.get(shape)
+        if verdict is None:
+            allowed = shape[0] or tuple(counts)
+            if sum(counts.get(t, 0) for t in allowed) < shape[1]:
+                verdict = _NEVER
+            elif sum(free.get(t, 0) for t in allowed) >= shape[1]:
+                verdict = _FITS
+            else:
+                verdict = _WAITS
+            verdicts[shape] = verdict
+        if verdict == _NEVER:
+            never.append(pos)
+        elif verdict == _FITS and n_free > 0:
+            fits.append((-job.spec.priority, pos))
+    shown = never + [pos for _, pos in heapq.nsmallest(n_free, fits)]
+    return [waiting[pos] for pos in sorted(shown)]
+
+
 def parse_submission(spec_json: str) -> JobSpec:
     """Validate a submitted spec (JSON).
 
@@ -242,31 +304,81 @@ def parse_submission(spec_json: str) -> JobSpec:
 
 
 class JobTable:
-    """Active jobs and the most recently ended ones, in submission order."""
+    """Active jobs and the most recently ended ones, in submission order.
+
+    The jobs waiting for GPUs are indexed apart from those that hold GPUs (a job's phase
+    change moves it, see :meth:`JobRecord.__setattr__`), so a control step walks the jobs
+    that hold GPUs and only as many waiting ones as could be placed: its cost does not
+    grow with the queue.
+    """
 
     def __init__(self) -> None:
         self.jobs: OrderedDict[str, JobRecord] = OrderedDict()
         self.last_seq = 0
+        self._pending: dict[str, JobRecord] = {}
+        self._pending_in_order = True
+        self._held: dict[str, JobRecord] = {}
+
+    @property
+    def waiting(self) -> int:
+        """Jobs waiting for GPUs (pending)."""
+        return len(self._pending)
 
     def add(self, spec: JobSpec, spec_json: str, wall_s: float, now_s: float) -> JobRecord:
         """A new job, with the next id."""
         self.last_seq += 1
         job_id = f"{spec.name}-{self.last_seq}"
         job = JobRecord(job_id, spec, spec_json, self.last_seq, wall_s, now_s, phase_since_s=now_s)
-        self.jobs[job_id] = job
+        self.put(job)
         return job
+
+    def put(self, job: JobRecord) -> None:
+        """Keep ``job`` (a new one, or one read back at start)."""
+        self.jobs[job.job_id] = job
+        job.__dict__["_table"] = self
+        self.moved(job)
 
     def forget(self, job_id: str) -> None:
         """Take a job out (a submission whose write failed)."""
         self.jobs.pop(job_id, None)
+        self._pending.pop(job_id, None)
+        self._held.pop(job_id, None)
+
+    def moved(self, job: JobRecord) -> None:
+        """Index ``job`` by its phase (called when its phase changes)."""
+        self._pending.pop(job.job_id, None)
+        self._held.pop(job.job_id, None)
+        if job.job_id not in self.jobs:
+            return
+        if job.phase is _PENDING:
+            if self._pending and job.seq < next(reversed(self._pending.values())).seq:
+                self._pending_in_order = False  # placed again after a restart
+            self._pending[job.job_id] = job
+        elif job.phase in _ACTIVE:
+            self._held[job.job_id] = job
 
     def active(self) -> list[JobRecord]:
         """Jobs pending, placed or running."""
-        return [j for j in self.jobs.values() if j.phase.active]
+        return [j for j in self.jobs.values() if j.phase in _ACTIVE]
+
+    def busy(self) -> list[JobRecord]:
+        """The placed and running jobs, in submission order. A pending job holds no shard:
+        placing it makes it PLACED before its shards are recorded, and a restart retires
+        its shards before it waits again."""
+        return sorted(self._held.values(), key=lambda j: j.seq)
+
+    def queue(self) -> list[JobRecord]:
+        """Jobs waiting for GPUs, in submission order."""
+        if not self._pending_in_order:
+            self._pending = dict(sorted(self._pending.items(), key=lambda kv: kv[1].seq))
+            self._pending_in_order = True
+        return list(self._pending.values())
 
     def trim(self) -> None:
         """Drop ended jobs beyond the newest :data:`RECENT_ENDED` from memory."""
-        ended = [j.job_id for j in self.jobs.values() if not j.phase.active]
+        if len(self.jobs) - len(self._pending) - len(self._held) <= RECENT_ENDED:
+            return
+        ended = [j.job_id for j in self.jobs.values() if j.phase not in _ACTIVE]
         for job_id in ended[: max(0, len(ended) - RECENT_ENDED)]:
             del self.jobs[job_id]
 

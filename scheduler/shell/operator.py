@@ -36,9 +36,18 @@ def submit(shell: ControllerShell, spec_json: str) -> JobRecord:
     """Validate and add a job; it is on disk when this returns.
 
     Raises:
-        BadInput: INVALID_ARGUMENT (a bad spec, naming the field), UNAVAILABLE (not written).
+        BadInput: INVALID_ARGUMENT (a bad spec, naming the field), RESOURCE_EXHAUSTED
+            (``controller.max_waiting_jobs`` jobs already wait), UNAVAILABLE (not written).
     """
     spec = parse_submission(spec_json)
+    cap = shell.config.controller.max_waiting_jobs
+    if shell.jobs.waiting >= cap:
+        raise BadInput(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"job {spec.name} was not submitted: {shell.jobs.waiting} jobs already wait for "
+            f"GPUs, the most this cluster takes (controller.max_waiting_jobs = {cap}); "
+            "submit again once some are placed or cancelled",
+        )
     job = shell.jobs.add(spec, spec_json, shell.wall_clock(), shell.clock())
     event = StoredEvent(
         job.submitted_at_s,

@@ -196,6 +196,8 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
         control_step_p50_s=float(np.percentile(steps, 50)),
         control_step_p99_s=float(np.percentile(steps, 99)),
         shortfall_w=shortfall_now_w(shell, observed.gpus),
+        jobs_waiting=shell.jobs.waiting,
+        max_waiting_jobs=shell.config.controller.max_waiting_jobs,
     )
 
 
