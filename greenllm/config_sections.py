@@ -107,11 +107,15 @@ class ServeConfig(_Strict):
         host: Address Serve's HTTP proxy listens on (``0.0.0.0``: every interface; the
             endpoint shown then names the controller's address).
         port: Its port.
+        max_body_bytes: Largest request body the ingress reads, bytes; a larger one is
+            answered 413 before it is read (each replica's own API caps at the default,
+            4 MiB).
     """
 
     enabled: bool = True
     host: str = Field(default="127.0.0.1", min_length=1, pattern=r"^[^\s/]+$")
     port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024**3)
 
 
 class CarbonConfig(_Strict):
