@@ -3,11 +3,12 @@
 In process: the controller shell (the live controller's own step) on the embedded
 cluster.yaml (3 nodes, 12 simulated GPUs), with one in-memory session per node that
 sends a telemetry reading per GPU before each step and acks every command at once (no
-gRPC, no agents: the figures are the step's own cost). Four running jobs hold every GPU;
-then N one-shard inference jobs are submitted and wait. For each N the benchmark prints
-the control step's wall time, p50 and p99 over 60 steps, and the time from a budget cut
-(to 60 %) to the end of the step that sends its lowerings (goal: p99 under 0.1 s at
-10,000 waiting jobs, and a cut enforced as fast as with an empty queue).
+gRPC, no agents: the figures are the step's own cost). Three training jobs of four shards
+hold every GPU; then N one-shard inference jobs are submitted and wait. For each N the
+benchmark prints the control step's wall time, p50 and p99 over 60 steps, and the time
+from a budget cut (to 60 %) to the end of the step that sends its lowerings (goal: p99
+under 0.1 s at 10,000 waiting jobs, and a cut enforced as fast as with an empty queue).
+Figures, and how they compare with the code before the queue was bounded: docs/faults.md.
 
 ``GREENLLM_WAITING_JOBS=0,500 python -m benchmarks waiting_jobs`` runs other sizes.
 """
