@@ -194,8 +194,9 @@ def measure_job(nodes: dict[str, NodeRecord], job: JobRecord) -> JobMeasure:
             start_j = job.energy_start_j.get((shard.node, shard.index))
             latest_j = gpu.energy_j()
             if start_j is not None and latest_j is not None and latest_j >= start_j:
-                # never more than the GPU could draw since the job was submitted
-                held_s = max(0.0, gpu.energy_window[-1][0] - job.submitted_at_s)
+                # never more than the GPU could draw since the job was submitted (both on
+                # the controller's clock: an agent's skewed clock does not move the bound)
+                held_s = max(0.0, gpu.read_at_s - job.submitted_s)
                 most_j = gpu.max_power_limit_w * (ENERGY_MARGIN * held_s + ENERGY_SLACK_S)
                 energy += min(latest_j - start_j, most_j)
     job.energy_peak_j = energy = max(energy, job.energy_peak_j)  # a job's energy never drops

@@ -183,7 +183,7 @@ class Ledger:
             for old, new in zip(node.gpus, gpus, strict=True):
                 # the booked energy counter goes on: a counter that restarted is a new base
                 new.energy_offset_j, new.energy_base = old.energy_offset_j, old.energy_base
-                new.energy_window = old.energy_window
+                new.energy_window, new.read_at_s = old.energy_window, old.read_at_s
                 if new.acked_limit_w > old.worst_limit_w() + EPS_W:
                     remarks.append(
                         f"node {node.name} GPU {new.index} holds {new.acked_limit_w:g} W, above "
@@ -243,6 +243,7 @@ class Ledger:
             for i, row in zip(gpu_indices, values.T.tolist(), strict=True):
                 gpu = node.gpus[i]
                 reading = gpu.latest = GpuReading._make(row)
+                gpu.read_at_s = now_s
                 rejected = gpu.book_energy(reading.timestamp_s, reading.energy_j)
                 if rejected is not None:
                     self._energy_rejected(node, gpu, rejected, reading)
@@ -359,14 +360,13 @@ class Ledger:
         elif cmd.action == "set_power_limit":
             gpu = node.gpus[cmd.gpu_index]
             applied_w = ack.applied_limit_w if ack.HasField("applied_limit_w") else None
-            if applied_w is not None and not (
-                math.isfinite(applied_w)
-                and gpu.min_power_limit_w - 1e-3 <= applied_w <= gpu.max_power_limit_w + 1e-3
-            ):
-                raise reject(
-                    session.node,
-                    f"GPU {cmd.gpu_index}: applied_limit_w {applied_w!r} outside "
-                    f"[{gpu.min_power_limit_w:g}, {gpu.max_power_limit_w:g}]",
+            if applied_w is not None:
+                # unreadable: go by the ack; below its range (an enforced cap): counted at
+                # its minimum, never at less than it may hold
+                applied_w = (
+                    min(max(applied_w, gpu.min_power_limit_w), gpu.max_power_limit_w)
+                    if math.isfinite(applied_w) and applied_w > 0
+                    else None
                 )
             if applied_w is not None:  # what it holds, whatever the ack says
                 refused = not ack.success and cmd.value < applied_w - EPS_W

@@ -63,6 +63,7 @@ class GpuRecord:
             the GPU could draw is a new base, so the booked counter never goes back and
             never grows faster than the GPU can draw.
         energy_base: ``(timestamp_s, raw energy_j)`` of the last reading booked from.
+        read_at_s: When its latest reading arrived, on the controller's clock, seconds.
         boot_limit_w: While its agent cannot write its state: the highest limit the state
             on disk lets it boot at, watts (None: its state is on disk). A restarted agent
             may hold that until the controller speaks, so a node not LIVE counts it.
@@ -91,6 +92,7 @@ class GpuRecord:
     limit_since: tuple[float, float] = (0.0, 0.0)
     energy_offset_j: float = 0.0
     energy_base: tuple[float, float] | None = None
+    read_at_s: float = 0.0
     boot_limit_w: float | None = None
     asked_w: float | None = None
     refused_w: float | None = None

@@ -42,8 +42,9 @@ class Session:
 class Cluster:
     """A shell with one node of two H100s whose counters the test writes."""
 
-    def __init__(self) -> None:
+    def __init__(self, skew_s: float = 0.0) -> None:
         self.t = START_S
+        self.skew_s = skew_s  # the agent's clock minus the controller's
         self.shell = ControllerShell(
             parse_cluster_config(CONFIG),
             MemoryStore(),
@@ -74,7 +75,7 @@ class Cluster:
         readings = [glitch_j if glitch_j is not None else self.energy_j[0], self.energy_j[1]]
         samples = agent_pb2.GpuSamples(
             index=[0, 1],
-            timestamp_s=[self.t, self.t],
+            timestamp_s=[self.t + self.skew_s] * 2,
             power_w=[watts, watts],
             energy_j=readings,
             power_limit_w=[-1.0, -1.0],
@@ -101,6 +102,15 @@ class Cluster:
         job = self.shell.job(job_id)
         assert job is not None
         return measure_job(self.shell.nodes, job).energy_j
+
+
+def test_an_agent_clock_far_behind_does_not_clip_what_a_job_drew() -> None:
+    """The bound on a job's energy is on the controller's clock, not the agent's."""
+    c = Cluster(skew_s=-900.0)
+    job_id = placed_job(c)
+    before_j = c.energy_of(job_id)
+    c.tick(dt_s=4.0, watts=300.0)
+    assert c.energy_of(job_id) == pytest.approx(before_j + 2 * 4 * 300.0)
 
 
 def placed_job(c: Cluster) -> str:

@@ -102,3 +102,66 @@ def test_a_cut_the_gpus_cannot_meet_says_so() -> None:
 
 def limits_of(s: Simulation, node: str) -> list[float]:
     return [g.power_limit_w() for g in s.nodes[node].gpus]
+
+
+def test_a_refusal_floor_ends_when_the_gpu_reports_holding_less() -> None:
+    """A GPU that refused a lowering is planned at the limit it held for 60 s; when it
+    reports (telemetry) holding less, the floor ends at once. An ack that says the lowering
+    was applied is no refusal, whatever its success flag."""
+    from greenllm.config import parse_cluster_config
+    from greenllm.proto.v1 import agent_pb2
+    from scheduler.shell.controller import ControllerShell
+    from scheduler.shell.memstore import MemoryStore
+
+    class Session:
+        session_id = node = "n"
+
+        def deliver(self, message: agent_pb2.ControllerMessage) -> None:
+            pass
+
+        def close(self, reason: str) -> None:
+            pass
+
+    doc = {
+        "nodes": [{"name": "n", "gpus": [{"type": "H100-SXM", "count": 1}]}],
+        "budget": {"budget_w": 700},
+    }
+    shell = ControllerShell(parse_cluster_config(doc), MemoryStore(), clock=lambda: 0.0)
+    info = agent_pb2.GpuInfo(
+        index=0, type="H100-SXM", min_power_limit_w=200, max_power_limit_w=700, power_limit_w=500
+    )
+    session = Session()
+    shell.register(agent_pb2.Register(node="n", gpus=[info]), session)  # type: ignore[arg-type]
+    gpu = shell.nodes["n"].gpus[0]
+
+    def lower_and_ack(**ack: Any) -> None:
+        cid = shell.ledger.send(
+            "n",
+            agent_pb2.Command(
+                set_power_limit=agent_pb2.SetPowerLimit(gpu_index=0, power_limit_w=300)
+            ),
+            0.0,
+        )
+        assert cid is not None
+        reply = agent_pb2.AckBatch(acks=[agent_pb2.CommandAck(command_id=cid, **ack)])
+        shell.on_message(session, agent_pb2.AgentMessage(acks=reply))  # type: ignore[arg-type]
+
+    lower_and_ack(success=False, reason="applied, not persisted", applied_limit_w=300.0)
+    assert gpu.floor_w is None and gpu.acked_limit_w == 300.0 and shell.refused_lowerings == 0
+    gpu.acked_limit_w = 500.0
+    lower_and_ack(success=False, reason="the device refused", applied_limit_w=500.0)
+    assert gpu.floor_w == 500.0 and shell.refused_lowerings == 1
+    samples = agent_pb2.GpuSamples(
+        index=[0],
+        timestamp_s=[1.0],
+        power_w=[100.0],
+        energy_j=[10.0],
+        power_limit_w=[250.0],  # holds less now (e.g. an operator's nvidia-smi)
+        sm_clock_mhz=[1000.0],
+        utilization_pct=[0.0],
+        temperature_c=[40.0],
+        memory_used_mib=[0.0],
+    )
+    telemetry = agent_pb2.TelemetryBatch(gpus=samples)
+    shell.on_message(session, agent_pb2.AgentMessage(telemetry=telemetry))  # type: ignore[arg-type]
+    assert gpu.floor_w is None, "the floor ends as soon as the GPU reports holding less"
