@@ -110,7 +110,12 @@ def cli_samples() -> dict[str, Any]:
         "submit": job,
         "cancel": job,
         "logs": {"job_id": "", "events": [{"timestamp_s": 0.0, "kind": "", "message": ""}]},
-        "budget set": {"budget_w": 0.0, "reserve_w": 0.0},
+        "budget set": {
+            "budget_w": 0.0,
+            "reserve_w": 0.0,
+            "shortfall_w": 0.0,
+            "shortfall_reason": "",
+        },
         "policy set": {"policy": ""},
         "policy list": run_json("policy", "list"),
         "config check": run_json("config", "check", str(CLUSTER)),
