@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from greenllm.devices.catalog import get_spec
 from scheduler.core.lifecycle import NodePhase
 from scheduler.core.types import GPUState
 
@@ -54,9 +55,21 @@ def above_plan(shell: ControllerShell, g: GPUState) -> tuple[float, str]:
     return over_w, f"holds {g.accounted_limit_w:g} W, above the {planned_w:g} W commanded"
 
 
+def _seen(shell: ControllerShell, g: GPUState) -> bool:
+    """Whether the controller knows GPU ``g`` (registered, or its limits persisted): one of
+    a node never seen is accounted at its maximum for safety, but nothing says it holds
+    anything, so the shortfall counts it at its minimum."""
+    return g.index < len(shell.nodes[g.node].gpus)
+
+
 def shortfall_now_w(shell: ControllerShell, gpus: tuple[GPUState, ...] | list[GPUState]) -> float:
-    """Watts the accounted limits exceed ``budget - reserve`` by (0 when within)."""
-    over_w = sum(g.accounted_limit_w for g in gpus) - shell.usable_w
+    """Watts the accounted limits exceed ``budget - reserve`` by (0 when within; GPUs of
+    nodes never seen at their minimum limit)."""
+    held_w = sum(
+        g.accounted_limit_w if _seen(shell, g) else get_spec(g.gpu_type).min_power_limit_w
+        for g in gpus
+    )
+    over_w = held_w - shell.usable_w
     return over_w if over_w > SLACK_W else 0.0
 
 
@@ -65,13 +78,17 @@ def least_reachable(shell: ControllerShell, gpus: list[GPUState]) -> tuple[float
     them up (above their minimum limit), with why.
 
     A LIVE GPU can go down to its minimum limit, or to the limit it refused to go below;
-    a GPU of a node that is not LIVE stays counted at what it is accounted at.
+    a GPU of a node that is not LIVE stays counted at what it is accounted at; one of a
+    node never seen counts at its minimum (nothing says it holds more).
     """
     total_w, why = 0.0, []
     for g in gpus:
         node = shell.nodes[g.node]
         record = node.gpus[g.index] if g.index < len(node.gpus) else None
-        if g.stale or record is None:
+        if record is None:
+            total_w += g.min_limit_w or get_spec(g.gpu_type).min_power_limit_w
+            continue
+        if g.stale:
             total_w += g.accounted_limit_w
             if g.accounted_limit_w > g.min_limit_w + SLACK_W:
                 why.append(

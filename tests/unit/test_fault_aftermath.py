@@ -165,3 +165,17 @@ def test_a_refusal_floor_ends_when_the_gpu_reports_holding_less() -> None:
     telemetry = agent_pb2.TelemetryBatch(gpus=samples)
     shell.on_message(session, agent_pb2.AgentMessage(telemetry=telemetry))  # type: ignore[arg-type]
     assert gpu.floor_w is None, "the floor ends as soon as the GPU reports holding less"
+
+
+def test_nodes_never_seen_are_no_shortfall() -> None:
+    """A controller whose agents have not registered yet accounts their GPUs at their
+    maximum (safety), but reports no shortfall for them: nothing says they hold anything."""
+    from greenllm.config import parse_cluster_config
+    from scheduler.shell.controller import ControllerShell
+    from scheduler.shell.memstore import MemoryStore
+
+    doc = {"nodes": NODES, "budget": {"budget_w": 1000}}
+    shell = ControllerShell(parse_cluster_config(doc), MemoryStore(), clock=lambda: 0.0)
+    assert sum(g.accounted_limit_w for g in shell.observed(0.0).gpus) == 4 * 700
+    assert operator.budget_shortfall(shell) == (0.0, "")
+    assert cluster_status(shell).shortfall_w == 0.0
