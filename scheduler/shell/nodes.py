@@ -19,8 +19,8 @@ WINDOW_SAMPLES = 32
 #: Energy between two readings above this multiple of the GPU's highest limit times the
 #: time between them (plus :data:`ENERGY_SLACK_S` of it) is implausible: not booked.
 ENERGY_MARGIN = 1.5
-#: Seconds at the GPU's highest limit allowed on top (counter update granularity), s.
-ENERGY_SLACK_S = 0.5
+#: Seconds at the GPU's highest limit allowed on top of that, s.
+ENERGY_SLACK_S = 0.1
 #: Kinds of energy readings not booked.
 COUNTER_BACK, IMPLAUSIBLE = "counter-back", "implausible"
 
@@ -62,7 +62,8 @@ class GpuRecord:
             a counter that goes back (a driver reload, a GPU reset) or jumps by more than
             the GPU could draw is a new base, so the booked counter never goes back and
             never grows faster than the GPU can draw.
-        energy_base: ``(timestamp_s, raw energy_j)`` of the last reading booked from.
+        energy_base: ``(timestamp_s, raw energy_j)`` of the last reading whose counter
+            moved (what the next change is measured from).
         read_at_s: When its latest reading arrived, on the controller's clock, seconds.
         boot_limit_w: While its agent cannot write its state: the highest limit the state
             on disk lets it boot at, watts (None: its state is on disk). A restarted agent
@@ -131,10 +132,11 @@ class GpuRecord:
     def book_energy(self, timestamp_s: float, raw_j: float) -> str | None:
         """Take a reading of its raw energy counter into the booked counter.
 
-        The change since the last reading is booked when it is non-negative and no more
-        than the GPU could draw (:data:`ENERGY_MARGIN` x its highest limit x the time
-        between them, plus :data:`ENERGY_SLACK_S` of it); otherwise the reading is a new
-        base and nothing is booked for the interval.
+        The change since the base (the last reading whose counter moved) is booked when it
+        is non-negative and no more than the GPU could draw since (:data:`ENERGY_MARGIN` x
+        its highest limit x the seconds since the base, plus :data:`ENERGY_SLACK_S` of it:
+        a counter that updates seldom is measured over the time it stood still);
+        otherwise the reading is a new base and nothing is booked for the interval.
 
         Returns:
             None when booked, else the kind of rejection (:data:`COUNTER_BACK`,
@@ -142,7 +144,9 @@ class GpuRecord:
         """
         base, self.energy_base = self.energy_base, (timestamp_s, raw_j)
         kind = None
-        if base is not None:
+        if base is not None and raw_j == base[1]:
+            self.energy_base = base  # the counter stood still: the base keeps its time
+        elif base is not None:
             delta_j = raw_j - base[1]
             most_j = self.max_power_limit_w * (
                 ENERGY_MARGIN * max(0.0, timestamp_s - base[0]) + ENERGY_SLACK_S

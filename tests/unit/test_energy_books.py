@@ -66,13 +66,24 @@ class Cluster:
         ]
         self.shell.register(agent_pb2.Register(node="n", gpus=info), self.session)
         self.energy_j = [5_000.0, 7_000.0]
+        self.shown_j = list(self.energy_j)
 
-    def tick(self, dt_s: float = 1.0, watts: float = 300.0, glitch_j: float | None = None) -> None:
+    def tick(
+        self,
+        dt_s: float = 1.0,
+        watts: float = 300.0,
+        glitch_j: float | None = None,
+        stuck: bool = False,
+    ) -> None:
         """``dt_s`` later: each counter grew by ``watts`` x ``dt_s`` (GPU 0 reads
-        ``glitch_j`` instead, when given), then a control step; every command acked."""
+        ``glitch_j`` instead, when given; both read as before when ``stuck``: a counter
+        that updates seldom), then a control step; every command acked."""
         self.t += dt_s
+        shown = list(self.shown_j) if stuck else None
         self.energy_j = [e + watts * dt_s for e in self.energy_j]
         readings = [glitch_j if glitch_j is not None else self.energy_j[0], self.energy_j[1]]
+        readings = shown if shown is not None else readings
+        self.shown_j = readings
         samples = agent_pb2.GpuSamples(
             index=[0, 1],
             timestamp_s=[self.t + self.skew_s] * 2,
@@ -111,6 +122,19 @@ def test_an_agent_clock_far_behind_does_not_clip_what_a_job_drew() -> None:
     before_j = c.energy_of(job_id)
     c.tick(dt_s=4.0, watts=300.0)
     assert c.energy_of(job_id) == pytest.approx(before_j + 2 * 4 * 300.0)
+
+
+def test_a_counter_that_updates_seldom_is_booked_whole() -> None:
+    """A counter that stands still for two readings, then catches up with 3 s at 650 W: the
+    jump is measured over the time it stood still, not the last second."""
+    c = Cluster()
+    job_id = placed_job(c)
+    before_j = c.energy_of(job_id)
+    c.tick(watts=650.0, stuck=True)
+    c.tick(watts=650.0, stuck=True)
+    c.tick(watts=650.0)
+    assert c.energy_of(job_id) == pytest.approx(before_j + 2 * 3 * 650.0)
+    assert cluster_status(c.shell).nodes[0].energy_samples_rejected == {}
 
 
 def placed_job(c: Cluster) -> str:
