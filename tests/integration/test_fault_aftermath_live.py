@@ -172,10 +172,11 @@ def test_live_a_flood_of_jobs_is_bounded_and_a_cut_is_not_slowed(
 def test_live_a_cut_the_gpus_cannot_meet_says_so(
     config_path: Path, config, controller, fleet, wait
 ) -> None:
-    """node-h100's GPUs refuse any limit below 600 W; a cut below what the rest can absorb:
-    `greenllm budget set` warns with the shortfall and exits 3, status names the GPUs that
-    hold more than planned and why, and the metric tracks it. Before: answered OK, nothing
-    in status, 1,488 W held on 1,400 W usable."""
+    """node-h100's GPUs refuse any limit below 600 W, and a cut (one `greenllm budget set`)
+    below what the rest can absorb: the command warns with the shortfall and exits 3 (the
+    answer waits for the cut's acks, so this very cut's refusals count), status names the
+    GPUs that hold more than planned and why, and the metric tracks it. Before: answered
+    OK, nothing in status (live: 1,488 W held on 1,400 W usable)."""
     h100 = fleet.agents[0]
     for gpu in h100.gpus:
         setter = gpu.set_power_limit_w
@@ -188,13 +189,10 @@ def test_live_a_cut_the_gpus_cannot_meet_says_so(
         gpu.set_power_limit_w = refusing  # type: ignore[method-assign]
     with ClusterClient(config) as client:
         fill(client, fleet, config, wait)
-        client.set_budget(2400)  # the H100s refuse: their floors are learnt
-        wait(lambda: client.get_status().refused_lowerings >= 4, 10, "the refusals")
         least_w = 4 * 700 + 4 * get_spec("A100-SXM4").min_power_limit_w
         least_w += 4 * get_spec("L4").min_power_limit_w
-        wait(lambda: sum(fleet.limits_w()) == least_w, 10, "the others at their minimum")
         argv = [sys.executable, "-m", "greenllm.cli.main", "budget", "set", "2200"]
-        out = subprocess.run(
+        out = subprocess.run(  # the H100s refuse this very cut: the answer counts them
             [*argv, "--config", str(config_path)],
             capture_output=True,
             text=True,
@@ -204,7 +202,9 @@ def test_live_a_cut_the_gpus_cannot_meet_says_so(
         expected_w = least_w - (2200 - config.budget.reserve_w)
         assert f"{expected_w:g} W above the budget" in out.stderr, out.stderr
         assert "node-h100/0" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+        wait(lambda: sum(fleet.limits_w()) == least_w, 10, "the others at their minimum")
         status = client.get_status()
+        assert status.refused_lowerings >= 4
         assert status.shortfall_w == pytest.approx(expected_w)
         h100_status = status.nodes[0].gpus
         assert all(g.above_plan_w > 0 and "refused" in g.above_plan_reason for g in h100_status)
