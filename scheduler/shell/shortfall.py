@@ -7,9 +7,12 @@ Two figures:
   ``budget - reserve``, when positive (status, the ``greenllm_budget_shortfall_watts``
   metric);
 * the shortfall a budget leaves once every GPU that can lower does: each LIVE GPU at its
-  minimum limit, or at the limit it refused to go below; every other GPU at what it is
-  accounted at (a stale node's highest limit). SetBudget answers with it, so an operator
+  minimum limit, or at the limit it refused to go below; a GPU of a stale or lost node at
+  what it is accounted at (its highest limit). SetBudget answers with it, so an operator
   whose cut cannot be met learns so at once.
+
+In both, a GPU of a node never seen (not registered, nothing persisted) counts at its
+minimum limit: it is accounted at its maximum for safety, but nothing says it holds that.
 """
 
 from __future__ import annotations

@@ -295,8 +295,9 @@ class AgentCore:
                 self._say_applied(c.set_power_limit.gpu_index, ack)
             acks.append(ack)
         if any(c.WhichOneof("action") == "set_power_limit" for c in commands):
+            held = [g.power_limit_w() for g in self.gpus]
             try:
-                self._save(commanded=[g.power_limit_w() for g in self.gpus])
+                self._save(commanded=held)
             except AgentStateError as exc:
                 log.error(
                     "node %s: cannot write its state (%s): the limits applied hold; "
@@ -304,7 +305,7 @@ class AgentCore:
                     self.node,
                     exc,
                 )
-                self.commanded_limits_w = [g.power_limit_w() for g in self.gpus]
+                self.commanded_limits_w = held
                 bounds = self.boot_bounds_w(self.saved)
                 for c, ack in zip(commands, acks, strict=True):
                     index = c.set_power_limit.gpu_index
