@@ -81,3 +81,21 @@ def test_what_the_step_shows_of_the_queue_keeps_placement_order() -> None:
     shown = placeable(s.jobs.queue(), (free, GPUState("a", 1, "L4", 0.0, 0.0, 72.0)))
     assert shown == [low[0], never, high], [j.job_id for j in shown]
     assert wide not in shown
+
+
+def test_the_simulator_lets_every_job_of_a_scenario_wait() -> None:
+    """A scenario submitting more jobs than the default cap runs (its simulated controller
+    takes a cap that fits them; a refusal would end the run)."""
+    from pathlib import Path
+
+    from scheduler.policies import load_policy
+    from scheduler.sim.engine import Simulation
+    from scheduler.sim.scenario import Scenario
+
+    jobs = [{"name": f"j{i}", "kind": "infer", "shards": 1} for i in range(1200)]
+    doc = {"duration_s": 1.0, "nodes": NODES, "jobs": jobs, "budget": {"budget_w": 150}}
+    s = Simulation(
+        Scenario.model_validate(doc), Path("."), load_policy("max-throughput"), "max-throughput"
+    )
+    s.run()
+    assert s.shell is not None and s.shell.jobs.waiting == 1198
