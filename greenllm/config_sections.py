@@ -78,11 +78,15 @@ class ControllerConfig(_Strict):
         metrics_port: Port of its Prometheus endpoint (0 disables it).
         metrics_address: Host its Prometheus endpoint listens on (e.g. ``0.0.0.0`` for a
             Prometheus on another machine); None: the host of ``address``.
+        max_waiting_jobs: Jobs that may wait for GPUs at once; past it SubmitJob answers
+            RESOURCE_EXHAUSTED until some are placed or cancelled (a flood of submissions
+            cannot grow the controller's memory, its status or its control step).
     """
 
     address: str = "127.0.0.1:50051"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_address: str | None = Field(default=None, min_length=1, pattern=r"^[^\s/]+$")
+    max_waiting_jobs: int = Field(default=1000, ge=1, le=1_000_000)
 
     @field_validator("address")
     @classmethod
@@ -103,11 +107,15 @@ class ServeConfig(_Strict):
         host: Address Serve's HTTP proxy listens on (``0.0.0.0``: every interface; the
             endpoint shown then names the controller's address).
         port: Its port.
+        max_body_bytes: Largest request body the ingress reads, bytes; a larger one is
+            answered 413 before it is read (each replica's own API caps at the default,
+            4 MiB).
     """
 
     enabled: bool = True
     host: str = Field(default="127.0.0.1", min_length=1, pattern=r"^[^\s/]+$")
     port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024**3)
 
 
 class CarbonConfig(_Strict):

@@ -51,7 +51,12 @@ STATUS = {
     "power_w": "Sum of the latest power readings, watts.",
     "accounted_power_limit_w": "Sum of the limits the controller counts against the budget "
     "(stale nodes at their highest possible limits), watts.",
+    "shortfall_w": "Watts the accounted limits exceed budget - reserve by: a cut the GPUs "
+    "cannot meet (0 when within; see docs/faults.md).",
     "policy": "Allocation policy in force.",
+    "jobs_waiting": "Jobs waiting for GPUs.",
+    "max_waiting_jobs": "Jobs that may wait before a submission is refused "
+    "(`controller.max_waiting_jobs`).",
     "nodes": "One entry per node.",
     "nodes[].name": "Node name.",
     "nodes[].connected": "Whether its agent is connected.",
@@ -69,8 +74,17 @@ STATUS = {
     "so an estimate to that resolution.",
     "nodes[].releasable": "No job holds any of its GPUs now (an operator or an autoscaler "
     "could switch it off).",
+    "nodes[].agent_state_error": "Why its agent cannot write its state file (null when it "
+    "can; it retries).",
+    "nodes[].energy_samples_rejected": "Energy readings not booked since the controller "
+    "started, by kind (`counter-back`, `implausible`).",
     "nodes[].gpus": "One entry per GPU.",
     **{f"nodes[].gpus[].{k}": v for k, v in GPU.items()},
+    "nodes[].gpus[].planned_power_limit_w": "Limit the controller last commanded to it, watts "
+    "(null before any).",
+    "nodes[].gpus[].above_plan_w": "Watts it is counted at above that plan (0 when none).",
+    "nodes[].gpus[].above_plan_reason": "Why (a refused lowering, a stale node, a lowering "
+    "not acked yet); null when none.",
     "jobs": "At most `jobs_cap` jobs: running first, then placed, pending (in submission "
     "order), then the most recently ended. `greenllm jobs` pages through all of them.",
     **{f"jobs[].{k}": v for k, v in JOB.items()},
@@ -261,7 +275,13 @@ OTHERS = {
         "events[].kind": "The new phase of a transition, or the event's kind (e.g. `submitted`).",
         "events[].message": "What happened.",
     },
-    "budget set": {"budget_w": "Budget now in force, watts.", "reserve_w": "Reserve, watts."},
+    "budget set": {
+        "budget_w": "Budget now in force, watts.",
+        "reserve_w": "Reserve, watts.",
+        "shortfall_w": "Watts the GPUs will still hold above budget - reserve once every GPU "
+        "that can lower does (0: the cut can be met; otherwise the command exits 3).",
+        "shortfall_reason": "Why, naming the GPUs that hold it up (empty when none).",
+    },
     "policy set": {"policy": "Policy now in force."},
     "node down": {
         "node": "The node.",
@@ -302,6 +322,7 @@ CLI_MAPS = frozenset(
         "cpu_energy_j",
         "cpu_estimate",
         "baseline.details",
+        "nodes[].energy_samples_rejected",
         "results[].details",
         "errors",
         "jobs_by_phase",

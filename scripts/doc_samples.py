@@ -112,7 +112,12 @@ def cli_samples() -> dict[str, Any]:
         "submit": job,
         "cancel": job,
         "logs": {"job_id": "", "events": [{"timestamp_s": 0.0, "kind": "", "message": ""}]},
-        "budget set": {"budget_w": 0.0, "reserve_w": 0.0},
+        "budget set": {
+            "budget_w": 0.0,
+            "reserve_w": 0.0,
+            "shortfall_w": 0.0,
+            "shortfall_reason": "",
+        },
         "policy set": {"policy": ""},
         "node down": {"node": "", "changed": True, "phase": ""},
         "policy list": run_json("policy", "list"),

@@ -21,7 +21,10 @@ def status_document(status: cluster_pb2.ClusterStatus) -> dict[str, Any]:
         "reserve_w": status.reserve_w,
         "power_w": status.power_w,
         "accounted_power_limit_w": status.accounted_power_limit_w,
+        "shortfall_w": status.shortfall_w,
         "policy": status.policy,
+        "jobs_waiting": status.jobs_waiting,
+        "max_waiting_jobs": status.max_waiting_jobs,
         "nodes": [
             {
                 "name": n.name,
@@ -33,6 +36,8 @@ def status_document(status: cluster_pb2.ClusterStatus) -> dict[str, Any]:
                 "down_reason": n.down_reason or None,
                 "idle_energy_j": n.idle_energy_j,
                 "releasable": n.releasable,
+                "agent_state_error": n.agent_state_error or None,
+                "energy_samples_rejected": dict(n.energy_samples_rejected),
                 "gpus": [
                     {
                         "index": g.index,
@@ -46,6 +51,9 @@ def status_document(status: cluster_pb2.ClusterStatus) -> dict[str, Any]:
                         "energy_j": g.energy_j,
                         "commanded_power_limit_w": g.commanded_power_limit_w,
                         "pending_power_limit_w": g.pending_power_limit_w or None,
+                        "planned_power_limit_w": g.planned_power_limit_w or None,
+                        "above_plan_w": g.above_plan_w,
+                        "above_plan_reason": g.above_plan_reason or None,
                     }
                     for g in n.gpus
                 ],
@@ -125,6 +133,21 @@ def status(config_path: Path | None, as_json: bool) -> None:
         counts = ", ".join(f"{n} {phase}" for phase, n in sorted(st.jobs_by_phase.items()))
         shown = f" (showing {len(st.jobs)}, running first)" if st.jobs_truncated else ""
         click.echo(f"jobs: {counts}{shown}")
+    for n in st.nodes:
+        if n.agent_state_error:
+            click.echo(f"node {n.name}: its agent cannot write its state: {n.agent_state_error}")
+    if st.shortfall_w > 0:
+        click.echo(
+            f"warning: the GPUs hold {st.shortfall_w:.0f} W above budget - reserve", err=True
+        )
+        for n in st.nodes:
+            for g in n.gpus:
+                if g.above_plan_w > 0:
+                    click.echo(
+                        f"  {n.name} GPU {g.index}: {g.above_plan_w:.0f} W above plan: "
+                        f"{g.above_plan_reason}",
+                        err=True,
+                    )
     if st.jobs:
         jobs = [
             [j.id, j.spec.kind, j.state, _unknown(throughput_of(j)), j.energy_j / 1000.0]

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 #: Bounds of WatchStatus's interval, seconds.
 WATCH_INTERVAL_RANGE_S = (0.05, 3600.0)
+#: SetBudget waits at most this many control periods (and seconds) for the step that
+#: carries the change out and its acks, so its answer includes refusals.
+SETTLE_PERIODS, SETTLE_MAX_S = 4, 3.0
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
@@ -82,7 +85,24 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         except BadInput as exc:
             await abort_with(context, exc)
         log.info("budget %g W (reserve %g W)", budget_w, reserve_w)
-        return cluster_pb2.SetBudgetResponse(budget_w=budget_w, reserve_w=reserve_w)
+        await self._settled()
+        over_w, why = operator.budget_shortfall(self._shell)
+        return cluster_pb2.SetBudgetResponse(
+            budget_w=budget_w, reserve_w=reserve_w, shortfall_w=over_w, shortfall_reason=why
+        )
+
+    async def _settled(self) -> None:
+        """Wait (a few control periods at most) for the step that carries out a change and
+        for its power-limit acks: a GPU that refuses its lowering says so by then, so the
+        answer tells what the GPUs will hold."""
+        shell = self._shell
+        loop = asyncio.get_running_loop()
+        steps = shell.steps
+        deadline = loop.time() + min(SETTLE_MAX_S, SETTLE_PERIODS * shell.period_s)
+        while loop.time() < deadline:
+            if shell.steps > steps and not shell.ledger.power_commands_pending():
+                return
+            await asyncio.sleep(min(0.02, shell.period_s / 4))
 
     async def SetPolicy(
         self, request: cluster_pb2.SetPolicyRequest, context: Context

@@ -159,6 +159,13 @@ CLUSTER_FAMILIES = (
     ("telemetry_samples", True, "GPU telemetry samples ingested since start."),
     ("refused_lowerings", True, "Power-limit lowerings GPUs refused since start."),
     ("jobs_submitted", True, "Jobs ever submitted (status jobs_total)."),
+    (
+        "budget_shortfall_watts",
+        False,
+        "Watts the GPUs hold (as accounted) above budget - reserve: a cut they cannot meet.",
+    ),
+    ("jobs_waiting", False, "Jobs waiting for GPUs."),
+    ("max_waiting_jobs", False, "Jobs that may wait before SubmitJob is refused."),
 )
 
 
@@ -178,6 +185,9 @@ def cluster_metrics(status: cluster_pb2.ClusterStatus) -> list[Family]:
         status.telemetry_samples,
         status.refused_lowerings,
         status.jobs_total,
+        status.shortfall_w,
+        status.jobs_waiting,
+        status.max_waiting_jobs,
     ]
     out: list[Family] = []
     for (name, is_counter, doc), value in zip(CLUSTER_FAMILIES, values, strict=True):
@@ -189,14 +199,27 @@ def cluster_metrics(status: cluster_pb2.ClusterStatus) -> list[Family]:
     phase = _gauge("node_phase", "1 for the node's phase, 0 for the others.", ["node", "phase"])
     failsafe = _gauge("node_failsafe_active", "1 while the node's fail-safe is in force.", ["node"])
     age = _gauge("node_telemetry_age_seconds", "Seconds since the node's telemetry.", ["node"])
+    unsaved = _gauge(
+        "agent_state_unwritable",
+        "1 while the node's agent cannot write its state file (it retries).",
+        ["node"],
+    )
+    rejected = _counter(
+        "energy_samples_rejected",
+        "Energy readings not booked (kind: counter-back, implausible).",
+        ["node", "kind"],
+    )
     for node in nodes:
+        unsaved.add_metric([node.name], float(bool(node.agent_state_error)))
+        for kind in sorted(node.energy_samples_rejected):
+            rejected.add_metric([node.name, kind], node.energy_samples_rejected[kind])
         now = cluster_pb2.NodePhase.Name(node.phase).removeprefix("NODE_PHASE_").lower()
         for p in NODE_PHASES:
             phase.add_metric([node.name, p], float(p == now))
         failsafe.add_metric([node.name], float(node.failsafe_active))
         if node.telemetry_age_s >= 0:
             age.add_metric([node.name], node.telemetry_age_s)
-    return [*out, policy, phase, failsafe, age]
+    return [*out, policy, phase, failsafe, age, unsaved, rejected]
 
 
 def gpu_metrics(status: cluster_pb2.ClusterStatus) -> list[Family]:
@@ -208,6 +231,11 @@ def gpu_metrics(status: cluster_pb2.ClusterStatus) -> list[Family]:
     power = _gauge("gpu_power_watts", "Latest power reading.", GPU_LABELS)
     clock = _gauge("gpu_sm_clock_mhz", "Latest SM clock.", GPU_LABELS)
     util = _gauge("gpu_utilization_percent", "Latest utilization.", GPU_LABELS)
+    above = _gauge(
+        "gpu_above_plan_watts",
+        "Watts the GPU is accounted at above the limit last commanded (refused, stale).",
+        GPU_LABELS,
+    )
     energy = _counter(
         "gpu_energy_joules",
         "The GPU's energy counter (restarts from 0 with its agent or node; use rate()).",
@@ -221,9 +249,10 @@ def gpu_metrics(status: cluster_pb2.ClusterStatus) -> list[Family]:
             power.add_metric(labels, g.power_w)
             clock.add_metric(labels, g.sm_clock_mhz)
             util.add_metric(labels, g.utilization_pct)
+            above.add_metric(labels, g.above_plan_w)
             if node.telemetry_age_s >= 0:  # no reading yet: no sample (not a false reset)
                 energy.add_metric(labels, g.energy_j)
-    return [limit, commanded, power, clock, util, energy]
+    return [limit, commanded, power, clock, util, above, energy]
 
 
 def job_metrics(status: cluster_pb2.ClusterStatus, totals: dict[str, JobTotals]) -> list[Family]:

@@ -32,7 +32,14 @@ from scheduler.shell.cpubound import note_cpu_bound
 from scheduler.shell.errors import BadInput
 from scheduler.shell.failsafe import failsafe_targets
 from scheduler.shell.idle import IdleBooks
-from scheduler.shell.jobs import JobRecord, JobTable, ShardRecord, fill_energy_bases, measure_job
+from scheduler.shell.jobs import (
+    JobRecord,
+    JobTable,
+    ShardRecord,
+    fill_energy_bases,
+    measure_job,
+    placeable,
+)
 from scheduler.shell.learning import learn
 from scheduler.shell.ledger import Ledger
 from scheduler.shell.nodes import NodeRecord
@@ -266,8 +273,9 @@ class ControllerShell:
             )
         elif result.refused_lowering:
             gpu = self.nodes[cmd.node].gpus[cmd.gpu_index]
-            gpu.floor_w = gpu.acked_limit_w
+            gpu.floor_w = gpu.refused_w = gpu.acked_limit_w
             gpu.floor_until_s = self.clock() + REFUSAL_RETRY_S
+            gpu.refused_reason = (ack.reason or "no reason given")[:200]
             self.refused_lowerings += 1
             self.wake()
             text = (
@@ -355,18 +363,21 @@ class ControllerShell:
         assigned: dict[tuple[str, int], tuple[str, int, float]] = {}
         reserved = {(s.node, s.index) for s in self.stopping.values() if not s.phase.ended}
         jobs = []
-        for job in self.jobs.active():
+        for job in self.jobs.busy():
             measure = measure_job(self.nodes, job)
             jobs.append(job_state(job, measure, now_s, self.period_s))
             for shard in job.shards.values():
                 report = self.nodes[shard.node].shards.get(shard.shard_id)
                 rate = report.work_rate() if report is not None else 0.0
                 assigned[(shard.node, shard.index)] = (job.job_id, shard.rank, rate)
+        gpus = tuple(gpu_states(self.nodes, assigned, reserved, self.config.failsafe_limit_w))
+        for job in placeable(self.jobs.queue(), gpus):
+            jobs.append(job_state(job, measure_job(self.nodes, job), now_s, self.period_s))
         return ObservedState(
             now_s=now_s,
             budget_w=self.budget_w,
             reserve_w=self.reserve_w,
-            gpus=tuple(gpu_states(self.nodes, assigned, reserved, self.config.failsafe_limit_w)),
+            gpus=gpus,
             jobs=tuple(jobs),
             power_model=self.power_model,
         )

@@ -29,7 +29,7 @@ EVENT = "cpu_bound"
 def note_cpu_bound(shell: ControllerShell) -> None:
     """Record a ``cpu_bound`` event for every active job that started or stopped being
     CPU-bound since the last call (its :attr:`JobRecord.cpu_bound` follows)."""
-    for job in shell.jobs.active():
+    for job in shell.jobs.busy():
         wait = wait_fraction(shell.nodes, job)
         if wait is None:
             continue

@@ -7,20 +7,30 @@ were ever submitted.
 
 from __future__ import annotations
 
+import heapq
 import json
-from collections import OrderedDict
+import logging
+import math
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import grpc
 
+from greenllm.devices.catalog import CATALOG, find_spec
 from greenllm.errors import ConfigError
 from greenllm.jobspec import JobSpec, parse_job_spec
 from greenllm.pacing import CPU_BOUND_WAIT_FRACTION
 from scheduler.core.lifecycle import JobPhase, ShardPhase
 from scheduler.core.reconcile import shard_id
+from scheduler.core.types import GPUState
 from scheduler.shell.errors import BadInput
-from scheduler.shell.nodes import NodeRecord
+from scheduler.shell.nodes import ENERGY_MARGIN, ENERGY_SLACK_S, NodeRecord
 from scheduler.shell.ports import StoredJob, StoredShard
+
+log = logging.getLogger(__name__)
+
+_PENDING = JobPhase.PENDING
+_ACTIVE = frozenset(p for p in JobPhase if p.active)
 
 #: Largest job spec accepted, bytes of JSON.
 MAX_SPEC_BYTES = 64 * 1024
@@ -95,6 +105,8 @@ class JobRecord:
             books when each ended; kept to close its idle figure).
         cpu_bound: Its simulated GPUs were last seen waiting for the CPU (see
             :func:`wait_fraction`); a change is an event.
+        energy_peak_j: The most energy it was measured at, joules: its energy never goes
+            down (a GPU's counter that went back, a shard placed again).
     """
 
     job_id: str
@@ -118,6 +130,20 @@ class JobRecord:
     parked_since_j: dict[tuple[str, int], float] = field(default_factory=dict)
     parked_j: float = 0.0
     cpu_bound: bool = False
+    energy_peak_j: float = 0.0
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name == "phase":
+            table = self.__dict__.get("_table")
+            if table is not None:
+                table.moved(self)
+
+    #: ``(allowed GPU types, shards)``: what placing it takes.
+    shape: tuple[tuple[str, ...], int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.shape = (tuple(self.spec.gpu_types), self.spec.shards)
 
     def parked_now_j(self, nodes: dict[str, NodeRecord]) -> float:
         """Energy its parked GPUs drew since they were parked, up to their newest
@@ -229,11 +255,17 @@ def measure_job(nodes: dict[str, NodeRecord], job: JobRecord) -> JobMeasure:
             tpot = max(tpot, report.latest.tpot_p99_s)
             oldest = max(oldest, report.latest.oldest_wait_s)
         if shard.index < len(node.gpus):
+            gpu = node.gpus[shard.index]
             start_j = job.energy_start_j.get((shard.node, shard.index))
-            latest_j = node.gpus[shard.index].energy_j()
+            latest_j = gpu.energy_j()
             if start_j is not None and latest_j is not None and latest_j >= start_j:
-                energy += latest_j - start_j
-    energy -= job.parked_now_j(nodes)
+                # never more than the GPU could draw since the job was submitted (both on
+                # the controller's clock: an agent's skewed clock does not move the bound)
+                held_s = max(0.0, gpu.read_at_s - job.submitted_s)
+                most_j = gpu.max_power_limit_w * (ENERGY_MARGIN * held_s + ENERGY_SLACK_S)
+                energy += min(latest_j - start_j, most_j)
+    energy -= job.parked_now_j(nodes)  # a drained replica's GPU is the cluster's
+    job.energy_peak_j = energy = max(energy, job.energy_peak_j)  # a job's energy never drops
     return JobMeasure(
         throughput=rate if reporting else None,
         work_units=work,
@@ -289,6 +321,50 @@ def wait_fraction(nodes: dict[str, NodeRecord], job: JobRecord) -> float | None:
     return min(waits) if job.spec.kind == "train" else max(waits)
 
 
+_NEVER, _FITS, _WAITS = 0, 1, 2
+
+
+def placeable(waiting: list[JobRecord], gpus: tuple[GPUState, ...]) -> list[JobRecord]:
+    """The waiting jobs ``decide()`` is shown this step: those that could be placed now,
+    and those that never can be (so it reports them); in submission order.
+
+    A job fits when its allowed types have as many free GPUs as it has shards (free as
+    placement counts them: not busy, reserved or stale). Each placed job takes at least one
+    GPU, so of those that fit only the first ``free GPUs`` in placement order (priority,
+    then submission) are shown: the step's cost follows the free GPUs, not the queue. One
+    that fits only with GPUs an earlier one takes waits a step more.
+
+    Args:
+        waiting: Pending jobs with no shards, in submission order.
+        gpus: Every GPU as accounted this step.
+    """
+    if not waiting:
+        return []
+    counts = Counter(g.gpu_type for g in gpus)
+    free = Counter(g.gpu_type for g in gpus if g.job_id is None and not g.stale and not g.reserved)
+    n_free = sum(free.values())
+    verdicts: dict[tuple[tuple[str, ...], int], int] = {}  # shape -> NEVER, FITS or WAITS
+    never, fits = [], []
+    for pos, job in enumerate(waiting):
+        shape = job.shape
+        verdict = verdicts.get(shape)
+        if verdict is None:
+            allowed = shape[0] or tuple(counts)
+            if sum(counts.get(t, 0) for t in allowed) < shape[1]:
+                verdict = _NEVER
+            elif sum(free.get(t, 0) for t in allowed) >= shape[1]:
+                verdict = _FITS
+            else:
+                verdict = _WAITS
+            verdicts[shape] = verdict
+        if verdict == _NEVER:
+            never.append(pos)
+        elif verdict == _FITS and n_free > 0:
+            fits.append((-job.spec.priority, pos))
+    shown = never + [pos for _, pos in heapq.nsmallest(n_free, fits)]
+    return [waiting[pos] for pos in sorted(shown)]
+
+
 def parse_submission(spec_json: str) -> JobSpec:
     """Validate a submitted spec (JSON).
 
@@ -317,31 +393,81 @@ def parse_submission(spec_json: str) -> JobSpec:
 
 
 class JobTable:
-    """Active jobs and the most recently ended ones, in submission order."""
+    """Active jobs and the most recently ended ones, in submission order.
+
+    The jobs waiting for GPUs are indexed apart from those that hold GPUs (a job's phase
+    change moves it, see :meth:`JobRecord.__setattr__`), so a control step walks the jobs
+    that hold GPUs and only as many waiting ones as could be placed: its cost does not
+    grow with the queue.
+    """
 
     def __init__(self) -> None:
         self.jobs: OrderedDict[str, JobRecord] = OrderedDict()
         self.last_seq = 0
+        self._pending: dict[str, JobRecord] = {}
+        self._pending_in_order = True
+        self._held: dict[str, JobRecord] = {}
+
+    @property
+    def waiting(self) -> int:
+        """Jobs waiting for GPUs (pending)."""
+        return len(self._pending)
 
     def add(self, spec: JobSpec, spec_json: str, wall_s: float, now_s: float) -> JobRecord:
         """A new job, with the next id."""
         self.last_seq += 1
         job_id = f"{spec.name}-{self.last_seq}"
         job = JobRecord(job_id, spec, spec_json, self.last_seq, wall_s, now_s, phase_since_s=now_s)
-        self.jobs[job_id] = job
+        self.put(job)
         return job
+
+    def put(self, job: JobRecord) -> None:
+        """Keep ``job`` (a new one, or one read back at start)."""
+        self.jobs[job.job_id] = job
+        job.__dict__["_table"] = self
+        self.moved(job)
 
     def forget(self, job_id: str) -> None:
         """Take a job out (a submission whose write failed)."""
         self.jobs.pop(job_id, None)
+        self._pending.pop(job_id, None)
+        self._held.pop(job_id, None)
+
+    def moved(self, job: JobRecord) -> None:
+        """Index ``job`` by its phase (called when its phase changes)."""
+        self._pending.pop(job.job_id, None)
+        self._held.pop(job.job_id, None)
+        if job.job_id not in self.jobs:
+            return
+        if job.phase is _PENDING:
+            if self._pending and job.seq < next(reversed(self._pending.values())).seq:
+                self._pending_in_order = False  # placed again after a restart
+            self._pending[job.job_id] = job
+        elif job.phase in _ACTIVE:
+            self._held[job.job_id] = job
 
     def active(self) -> list[JobRecord]:
         """Jobs pending, placed or running."""
-        return [j for j in self.jobs.values() if j.phase.active]
+        return [j for j in self.jobs.values() if j.phase in _ACTIVE]
+
+    def busy(self) -> list[JobRecord]:
+        """The placed and running jobs, in submission order. A pending job holds no shard:
+        placing it makes it PLACED before its shards are recorded, and a restart retires
+        its shards before it waits again."""
+        return sorted(self._held.values(), key=lambda j: j.seq)
+
+    def queue(self) -> list[JobRecord]:
+        """Jobs waiting for GPUs, in submission order."""
+        if not self._pending_in_order:
+            self._pending = dict(sorted(self._pending.items(), key=lambda kv: kv[1].seq))
+            self._pending_in_order = True
+        return list(self._pending.values())
 
     def trim(self) -> None:
         """Drop ended jobs beyond the newest :data:`RECENT_ENDED` from memory."""
-        ended = [j.job_id for j in self.jobs.values() if not j.phase.active]
+        if len(self.jobs) - len(self._pending) - len(self._held) <= RECENT_ENDED:
+            return
+        ended = [j.job_id for j in self.jobs.values() if j.phase not in _ACTIVE]
         for job_id in ended[: max(0, len(ended) - RECENT_ENDED)]:
             del self.jobs[job_id]
 
@@ -397,7 +523,49 @@ def restored_job(stored: StoredJob, now_s: float, wall_s: float) -> JobRecord:
         job.shards[s.rank] = ShardRecord(
             job.job_id, s.rank, s.generation, s.node, s.index, ShardPhase(s.phase), now_s, ack=""
         )
+    end_s = stored.ended_at_s or wall_s
+    energy_j = checked_energy_j(job, stored.energy_j, end_s, "energy")
+    job.carried = (
+        checked_energy_j(job, stored.carried[0], end_s, "carried energy"),
+        job.carried[1],
+    )
     if stored.final or not job.phase.active:
-        job.final = (stored.energy_j, stored.work_units)
+        job.final = (energy_j, stored.work_units)
         job.shards.clear()
     return job
+
+
+#: Jobs whose stored energy was found impossible (logged once each).
+_BOOKS_LOGGED: set[str] = set()
+
+
+def most_energy_j(spec: JobSpec, held_s: float) -> float:
+    """The most energy a job could have drawn in ``held_s`` seconds, joules: each of its
+    shards on a GPU with the highest limit in the catalog (or of a GPU type it names), at
+    :data:`~scheduler.shell.nodes.ENERGY_MARGIN` times that limit."""
+    named = [find_spec(t) for t in spec.gpu_types]
+    max_w = max(s.max_power_limit_w for s in [*CATALOG.values(), *named] if s is not None)
+    return spec.shards * max_w * (ENERGY_MARGIN * max(0.0, held_s) + ENERGY_SLACK_S)
+
+
+def checked_energy_j(job: JobRecord, energy_j: float, end_s: float, what: str) -> float:
+    """A stored energy figure, checked on load: finite, non-negative and no more than the
+    job could have drawn from its submission to ``end_s`` (:func:`most_energy_j`). An
+    impossible figure is not carried forward: it reads as 0 and is logged (once per job).
+    """
+    most_j = most_energy_j(job.spec, end_s - job.submitted_at_s)
+    if math.isfinite(energy_j) and 0.0 <= energy_j <= most_j:
+        return energy_j
+    if job.job_id not in _BOOKS_LOGGED:
+        _BOOKS_LOGGED.add(job.job_id)
+        log.warning(
+            "job %s: stored %s %r J is impossible (%d shards over %.0f s draw at most %.6g J): "
+            "not carried forward, read as 0 J",
+            job.job_id,
+            what,
+            energy_j,
+            job.spec.shards,
+            max(0.0, end_s - job.submitted_at_s),
+            most_j,
+        )
+    return 0.0

@@ -10,6 +10,7 @@ the same stream. A rejected message ends its stream with a precise status
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from dataclasses import dataclass
 
@@ -23,8 +24,10 @@ from scheduler.shell.agent_checks import (
     reject,
 )
 from scheduler.shell.errors import BadInput
-from scheduler.shell.nodes import GpuReading, GpuRecord, NodeRecord, ShardReport
+from scheduler.shell.nodes import COUNTER_BACK, GpuReading, GpuRecord, NodeRecord, ShardReport
 from scheduler.shell.ports import Session
+
+log = logging.getLogger(__name__)
 
 #: A node is stale after this many of its telemetry message intervals without one.
 STALE_MESSAGE_INTERVALS = 3
@@ -83,6 +86,7 @@ class Ledger:
         #: GPU samples ingested since start.
         self.samples_ingested = 0
         self._ids = itertools.count(1)
+        self._energy_logged: set[tuple[str, int, str]] = set()
 
     # -- registration ------------------------------------------------------------------
     def inventory(self, node: NodeRecord, msg: agent_pb2.Register) -> list[GpuRecord]:
@@ -177,6 +181,9 @@ class Ledger:
         remarks = []
         if len(node.gpus) == len(gpus):
             for old, new in zip(node.gpus, gpus, strict=True):
+                # the booked energy counter goes on: a counter that restarted is a new base
+                new.energy_offset_j, new.energy_base = old.energy_offset_j, old.energy_base
+                new.energy_window, new.read_at_s = old.energy_window, old.read_at_s
                 if new.acked_limit_w > old.worst_limit_w() + EPS_W:
                     remarks.append(
                         f"node {node.name} GPU {new.index} holds {new.acked_limit_w:g} W, above "
@@ -236,11 +243,16 @@ class Ledger:
             for i, row in zip(gpu_indices, values.T.tolist(), strict=True):
                 gpu = node.gpus[i]
                 reading = gpu.latest = GpuReading._make(row)
-                gpu.energy_window.append((reading.timestamp_s, reading.energy_j))
+                gpu.read_at_s = now_s
+                rejected = gpu.book_energy(reading.timestamp_s, reading.energy_j)
+                if rejected is not None:
+                    self._energy_rejected(node, gpu, rejected, reading)
                 limit_w = reading.power_limit_w
                 if not gpu.pending_limits_w and limit_w >= 0 and limit_w != gpu.acked_limit_w:
                     gpu.acked_limit_w = reading.power_limit_w
                     gpu.limit_since = (reading.power_limit_w, now_s)
+                if gpu.refused_w is not None and 0 <= limit_w < gpu.refused_w - EPS_W:
+                    gpu.floor_w = gpu.refused_w = None  # it holds less than it refused: try
         for sh in batch.shards:
             if not (
                 finite(sh.work_units, sh.offered_units, sh.queued_units, sh.timestamp_s)
@@ -254,10 +266,49 @@ class Ledger:
             if report is None or report.latest.generation != sh.generation:
                 report = node.shards[sh.shard_id] = ShardReport(sh)
             report.add(sh)
+        self._state_error(node, batch)
         node.last_telemetry_s = now_s
         node.contact_s = now_s if contact_s is None else contact_s
         node.failsafe_active = batch.failsafe_active
         self.samples_ingested += readings
+
+    def _energy_rejected(
+        self, node: NodeRecord, gpu: GpuRecord, kind: str, reading: GpuReading
+    ) -> None:
+        """Count a reading not booked; log the first of each kind per GPU."""
+        node.energy_rejected[kind] = node.energy_rejected.get(kind, 0) + 1
+        key = (node.name, gpu.index, kind)
+        if key in self._energy_logged:
+            return
+        self._energy_logged.add(key)
+        what = (
+            "its energy counter went back"
+            if kind == COUNTER_BACK
+            else "its energy counter jumped by more than it can draw"
+        )
+        log.warning(
+            "node %s GPU %d: %s (reading %.6g J): a new base, nothing booked for the interval "
+            "(counted in energy_samples_rejected{kind=%s}; logged once per GPU and kind)",
+            node.name,
+            gpu.index,
+            what,
+            reading.energy_j,
+            kind,
+        )
+
+    @staticmethod
+    def _state_error(node: NodeRecord, batch: agent_pb2.TelemetryBatch) -> None:
+        """Take the agent's word on its state file: while it cannot write it, each GPU
+        counts (when the node is not LIVE) at the limit the state on disk boots it at."""
+        node.agent_state_error = batch.state_error[:500]
+        bounds = list(batch.persisted_limits_w)
+        for i, gpu in enumerate(node.gpus):
+            if not batch.state_error:
+                gpu.boot_limit_w = None
+            elif i < len(bounds) and finite(bounds[i]) and 0 < bounds[i] <= gpu.max_power_limit_w:
+                gpu.boot_limit_w = bounds[i]
+            else:
+                gpu.boot_limit_w = gpu.max_power_limit_w
 
     # -- commands ----------------------------------------------------------------------
     def send(self, node_name: str, command: agent_pb2.Command, now_s: float) -> int | None:
@@ -278,6 +329,7 @@ class Ledger:
         if action == "set_power_limit":
             index, value = body.gpu_index, body.power_limit_w
             node.gpus[index].pending_limits_w[cid] = value
+            node.gpus[index].asked_w = value
         elif action == "lock_sm_clocks":
             index, value = body.gpu_index, body.max_sm_clock_mhz
         elif action == "reset_sm_clocks":
@@ -307,10 +359,31 @@ class Ledger:
                 gpu.failsafe_w = limit_w
         elif cmd.action == "set_power_limit":
             gpu = node.gpus[cmd.gpu_index]
-            if ack.success:
+            applied_w = ack.applied_limit_w if ack.HasField("applied_limit_w") else None
+            if applied_w is not None:
+                # unreadable: go by the ack; below its range (an enforced cap): counted at
+                # its minimum, never at less than it may hold
+                applied_w = (
+                    min(max(applied_w, gpu.min_power_limit_w), gpu.max_power_limit_w)
+                    if math.isfinite(applied_w) and applied_w > 0
+                    else None
+                )
+            if applied_w is not None:  # what it holds, whatever the ack says
+                refused = not ack.success and cmd.value < applied_w - EPS_W
+                gpu.acked_limit_w = applied_w
+            elif ack.success:
                 gpu.acked_limit_w = cmd.value
             else:
                 refused = cmd.value < gpu.acked_limit_w - EPS_W
+            if gpu.refused_w is not None and gpu.acked_limit_w < gpu.refused_w - EPS_W:
+                gpu.floor_w = gpu.refused_w = None
+            if ack.not_persisted:
+                boot_w = ack.persisted_limit_w
+                gpu.boot_limit_w = (
+                    boot_w
+                    if math.isfinite(boot_w) and 0 < boot_w <= gpu.max_power_limit_w
+                    else gpu.max_power_limit_w
+                )
         elif ack.success and cmd.action == "lock_sm_clocks":
             node.gpus[cmd.gpu_index].locked_max_sm_clock_mhz = int(cmd.value)
         elif ack.success and cmd.action == "reset_sm_clocks":

@@ -18,6 +18,13 @@ ABSURD_POWER_FACTOR = 2.0
 WINDOW_SAMPLES = 32
 #: Inference arrivals: the span of the short rate that catches a burst, seconds.
 BURST_SPAN_S = 5.0
+#: Energy between two readings above this multiple of the GPU's highest limit times the
+#: time between them (plus :data:`ENERGY_SLACK_S` of it) is implausible: not booked.
+ENERGY_MARGIN = 1.5
+#: Seconds at the GPU's highest limit allowed on top of that, s.
+ENERGY_SLACK_S = 0.1
+#: Kinds of energy readings not booked.
+COUNTER_BACK, IMPLAUSIBLE = "counter-back", "implausible"
 
 
 class GpuReading(NamedTuple):
@@ -53,6 +60,20 @@ class GpuRecord:
         latest: Latest reading (None: none yet).
         energy_window: Recent ``(timestamp_s, energy_j)`` pairs.
         limit_since: ``(limit_w, since_s)``: the acked limit and since when it holds.
+        energy_offset_j: Added to its raw energy counter to give the booked counter, joules:
+            a counter that goes back (a driver reload, a GPU reset) or jumps by more than
+            the GPU could draw is a new base, so the booked counter never goes back and
+            never grows faster than the GPU can draw.
+        energy_base: ``(timestamp_s, raw energy_j)`` of the last reading whose counter
+            moved (what the next change is measured from).
+        read_at_s: When its latest reading arrived, on the controller's clock, seconds.
+        boot_limit_w: While its agent cannot write its state: the highest limit the state
+            on disk lets it boot at, watts (None: its state is on disk). A restarted agent
+            may hold that until the controller speaks, so a node not LIVE counts it.
+        asked_w: The limit last commanded, watts (None: none yet).
+        refused_w: After a refused lowering, the limit it held (kept past ``floor_until_s``,
+            until it reports holding less): the least it is known to hold, watts.
+        refused_reason: What the refusal said.
     """
 
     index: int
@@ -72,6 +93,13 @@ class GpuRecord:
         default_factory=lambda: deque(maxlen=WINDOW_SAMPLES)
     )
     limit_since: tuple[float, float] = (0.0, 0.0)
+    energy_offset_j: float = 0.0
+    energy_base: tuple[float, float] | None = None
+    read_at_s: float = 0.0
+    boot_limit_w: float | None = None
+    asked_w: float | None = None
+    refused_w: float | None = None
+    refused_reason: str = ""
 
     @property
     def power_cap_w(self) -> float:
@@ -83,8 +111,10 @@ class GpuRecord:
         return max(self.pending_limits_w.values()) if self.pending_limits_w else None
 
     def worst_limit_w(self) -> float:
-        """The highest limit the GPU may hold now (acked or in flight), watts."""
-        return max([self.acked_limit_w, *self.pending_limits_w.values()])
+        """The highest limit the GPU may hold now (acked or in flight, or what its agent
+        boots it at while its state is not on disk), watts."""
+        boot = [] if self.boot_limit_w is None else [self.boot_limit_w]
+        return max([self.acked_limit_w, *self.pending_limits_w.values(), *boot])
 
     def worst_failsafe_w(self) -> float:
         """The highest fail-safe limit its agent may hold for it (acked or in flight), W."""
@@ -98,8 +128,43 @@ class GpuRecord:
         return (e1 - e0) / (t1 - t0) if t1 > t0 else None
 
     def energy_j(self) -> float | None:
-        """Its energy counter at the latest reading, joules (None: no reading)."""
+        """Its booked energy counter at the latest reading, joules (None: no reading)."""
         return self.energy_window[-1][1] if self.energy_window else None
+
+    def book_energy(self, timestamp_s: float, raw_j: float) -> str | None:
+        """Take a reading of its raw energy counter into the booked counter.
+
+        The change since the base (the last reading whose counter moved) is booked when it
+        is non-negative and no more than the GPU could draw since (:data:`ENERGY_MARGIN` x
+        its highest limit x the seconds since the base, plus :data:`ENERGY_SLACK_S` of it:
+        a counter that updates seldom is measured over the time it stood still);
+        otherwise the reading is a new base and nothing is booked for the interval.
+
+        Returns:
+            None when booked, else the kind of rejection (:data:`COUNTER_BACK`,
+            :data:`IMPLAUSIBLE`).
+        """
+        base, self.energy_base = self.energy_base, (timestamp_s, raw_j)
+        kind = None
+        if base is not None and raw_j == base[1]:
+            self.energy_base = base  # the counter stood still: the base keeps its time
+        elif base is not None:
+            delta_j = raw_j - base[1]
+            most_j = self.max_power_limit_w * (
+                ENERGY_MARGIN * max(0.0, timestamp_s - base[0]) + ENERGY_SLACK_S
+            )
+            if delta_j < 0:
+                kind = COUNTER_BACK
+            elif delta_j > most_j:
+                kind = IMPLAUSIBLE
+            if kind is not None:
+                self.energy_offset_j -= delta_j
+        self.energy_window.append((timestamp_s, raw_j + self.energy_offset_j))
+        return kind
+
+    def booked_of(self, raw_j: float) -> float:
+        """A raw counter value of this GPU (e.g. one a shard reports) as booked, joules."""
+        return raw_j + self.energy_offset_j
 
 
 @dataclass
@@ -198,6 +263,8 @@ class NodeRecord:
         down_reason: Why it is known powered off ("" when it is not known to be): an
             operator's ``greenllm node down``, or its Ray node's death. Cleared when its agent
             registers again.
+        agent_state_error: Why its agent cannot write its state ("" when it can).
+        energy_rejected: Energy readings not booked since start, by kind.
     """
 
     name: str
@@ -215,6 +282,8 @@ class NodeRecord:
     last_sent_s: float = -np.inf
     address: str = ""
     down_reason: str = ""
+    agent_state_error: str = ""
+    energy_rejected: dict[str, int] = field(default_factory=dict)
 
     def fresh(self, now_s: float) -> bool:
         """Connected, with telemetry (or its registration) younger than :attr:`stale_after_s`."""

@@ -8,6 +8,7 @@ safe, so a cut is enforced at once and the answer says it will not survive a res
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -17,13 +18,15 @@ import grpc
 from greenllm.errors import ConfigError
 from scheduler.core.lifecycle import JOB_TRANSITIONS, JobEvent, JobPhase, allows
 from scheduler.policies import load_policy
-from scheduler.shell import transitions
+from scheduler.shell import shortfall, transitions
 from scheduler.shell.errors import BadInput
 from scheduler.shell.jobs import JobRecord, measure_job, parse_submission, restored_job, stored_job
 from scheduler.shell.ports import StoredEvent, Write
 
 if TYPE_CHECKING:
     from scheduler.shell.controller import ControllerShell
+
+log = logging.getLogger(__name__)
 
 CANCELLED = "cancelled by an operator"
 #: Longest policy name accepted, characters.
@@ -34,9 +37,18 @@ def submit(shell: ControllerShell, spec_json: str) -> JobRecord:
     """Validate and add a job; it is on disk when this returns.
 
     Raises:
-        BadInput: INVALID_ARGUMENT (a bad spec, naming the field), UNAVAILABLE (not written).
+        BadInput: INVALID_ARGUMENT (a bad spec, naming the field), RESOURCE_EXHAUSTED
+            (``controller.max_waiting_jobs`` jobs already wait), UNAVAILABLE (not written).
     """
     spec = parse_submission(spec_json)
+    cap = shell.config.controller.max_waiting_jobs
+    if shell.jobs.waiting >= cap:
+        raise BadInput(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"job {spec.name} was not submitted: {shell.jobs.waiting} jobs already wait for "
+            f"GPUs, the most this cluster takes (controller.max_waiting_jobs = {cap}); "
+            "submit again once some are placed or cancelled",
+        )
     job = shell.jobs.add(spec, spec_json, shell.wall_clock(), shell.clock())
     event = StoredEvent(
         job.submitted_at_s,
@@ -162,6 +174,22 @@ def set_budget(
     shell.budget_w, shell.reserve_w = budget_w, reserve_w
     shell.wake()
     return budget_w, reserve_w
+
+
+def budget_shortfall(shell: ControllerShell) -> tuple[float, str]:
+    """What the budget in force leaves over once every GPU that can lower does (see
+    :func:`scheduler.shell.shortfall.budget_shortfall`); a shortfall is logged and kept in
+    the event log.
+
+    Returns:
+        ``(watts, reason)``; ``(0.0, "")`` when the budget can be met.
+    """
+    over_w, why = shortfall.budget_shortfall(shell)
+    if over_w > 0:
+        text = f"budget {shell.budget_w:g} W cannot be met: {over_w:g} W over; {why}"
+        log.warning("%s", text)
+        shell.persist.event(StoredEvent(shell.wall_clock(), None, "shortfall", text))
+    return over_w, why
 
 
 def set_policy(shell: ControllerShell, name: str) -> str:

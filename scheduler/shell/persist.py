@@ -84,7 +84,7 @@ class Persister:
             except (ConfigError, ValueError) as exc:
                 log.error("stored job %s cannot be read back, left out: %s", stored.job_id, exc)
                 continue
-            shell.jobs.jobs[job.job_id] = job
+            shell.jobs.put(job)
         shell.jobs.last_seq = snap.last_seq
         for g in sorted(snap.gpus, key=lambda g: (g.node, g.index)):
             node = shell.nodes.get(g.node)
@@ -185,9 +185,13 @@ class Persister:
                 elif worst[0] > saved[0] + EPS_W or worst[1] > saved[1] + EPS_W:
                     raised.append((node.name, g, saved))
         ledger_due = now_s - self._ledger_at_s >= LEDGER_PERIOD_S
-        for job in list(shell.jobs.jobs.values()):
-            if job.job_id in self._dirty or (ledger_due and job.phase.active):
-                changes.jobs.append(stored_job(job, measure_job(shell.nodes, job)))
+        due = {j.job_id: j for j in shell.jobs.busy()} if ledger_due else {}
+        for job_id in self._dirty:  # a waiting job's ledger does not change while it waits
+            job = shell.jobs.jobs.get(job_id)
+            if job is not None:
+                due[job_id] = job
+        for job in sorted(due.values(), key=lambda j: j.seq):
+            changes.jobs.append(stored_job(job, measure_job(shell.nodes, job)))
         if not changes:
             return
         try:

@@ -20,6 +20,7 @@ from scheduler.shell.idle import releasable
 from scheduler.shell.jobs import JobRecord, measure_job, restored_job
 from scheduler.shell.nodes import NodeRecord
 from scheduler.shell.ports import StoredEvent, StoredJob, StoreError
+from scheduler.shell.shortfall import above_plan, shortfall_now_w
 
 if TYPE_CHECKING:
     from scheduler.shell.controller import ControllerShell
@@ -117,8 +118,14 @@ def _serving(shell: ControllerShell, job: JobRecord, out: cluster_pb2.Job) -> No
             out.rejected_requests += latest.rejected_requests
             out.idle_energy_j += latest.idle_energy_j
             held_from_j = job.energy_start_j.get((shard.node, shard.index))
-            if held_from_j is not None and latest.start_energy_j >= held_from_j:
-                out.idle_energy_j += latest.start_energy_j - held_from_j  # placed, not yet run
+            gpu = (
+                node.gpus[shard.index]
+                if node is not None and shard.index < len(node.gpus)
+                else None
+            )
+            started_j = gpu.booked_of(latest.start_energy_j) if gpu is not None else 0.0
+            if held_from_j is not None and latest.start_energy_j > 0 and started_j >= held_from_j:
+                out.idle_energy_j += started_j - held_from_j  # placed, not yet run
             if node is not None:
                 out.idle_energy_j += _unbooked_j(node, shard.index, latest)
     # what parked replicas drew is the cluster's idle energy, not the job's
@@ -130,10 +137,11 @@ def _unbooked_j(node: NodeRecord, index: int, latest: agent_pb2.ShardSample) -> 
     """Energy a replica's GPU drew after the replica last booked its energy, up to the
     GPU's newest reading (negative when the booking is newer than the reading): it goes to
     no request yet, so it counts as idle, and the job's books close at the reading."""
-    counter_j = node.gpus[index].energy_j() if index < len(node.gpus) else None
-    if counter_j is None or latest.booked_energy_counter_j <= 0:
+    gpu = node.gpus[index] if index < len(node.gpus) else None
+    counter_j = gpu.energy_j() if gpu is not None else None
+    if gpu is None or counter_j is None or latest.booked_energy_counter_j <= 0:
         return 0.0
-    return counter_j - latest.booked_energy_counter_j
+    return counter_j - gpu.booked_of(latest.booked_energy_counter_j)
 
 
 def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
@@ -143,6 +151,7 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
     listed = listed_jobs(shell)
     accounted_w = sum(g.accounted_limit_w for g in observed.gpus)
     held = shell.held_gpus(observed)
+    states = {g.key: g for g in observed.gpus}
     nodes = []
     power_w = 0.0
     for node in shell.nodes.values():
@@ -150,6 +159,8 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
         for g in node.gpus:
             r = g.latest
             pending = g.pending_limit_w()
+            state = states.get((node.name, g.index))
+            over_w, why = above_plan(shell, state) if state is not None else (0.0, "")
             gpus.append(
                 cluster_pb2.GpuStatus(
                     index=g.index,
@@ -163,6 +174,9 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
                     energy_j=r.energy_j if r is not None else 0.0,
                     commanded_power_limit_w=g.acked_limit_w,
                     pending_power_limit_w=pending if pending is not None else 0.0,
+                    planned_power_limit_w=g.asked_w or 0.0,
+                    above_plan_w=over_w,
+                    above_plan_reason=why,
                 )
             )
             if r is not None and node.session is not None:
@@ -180,6 +194,8 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
                 down_reason=node.down_reason,
                 idle_energy_j=shell.idle.by_node_j.get(node.name, 0.0),
                 releasable=releasable(node, held),
+                agent_state_error=node.agent_state_error,
+                energy_samples_rejected=node.energy_rejected,
             )
         )
     store_error = shell.persist.error
@@ -203,6 +219,9 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
         jobs_by_phase=jobs_by_phase(shell),
         jobs_truncated=len(listed) < len(shell.jobs.jobs),
         jobs_cap=STATUS_JOBS_CAP,
+        shortfall_w=shortfall_now_w(shell, observed.gpus),
+        jobs_waiting=shell.jobs.waiting,
+        max_waiting_jobs=shell.config.controller.max_waiting_jobs,
     )
 
 

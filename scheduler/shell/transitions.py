@@ -90,7 +90,7 @@ def _view(shell: ControllerShell, now_s: float) -> LifecycleView:
     jobs = []
     records = list(shell.stopping.values())
     known = {(s.shard_id, s.generation) for s in records}
-    for j in shell.jobs.active():
+    for j in shell.jobs.busy():  # one waiting with no shard: nothing for reconcile() to do
         listed = [s for s in j.shards.values() if not _steady(shell, s)]
         records.extend(listed)
         known.update((s.shard_id, s.generation) for s in j.shards.values())
@@ -135,7 +135,7 @@ def reconcile_step(shell: ControllerShell, now_s: float) -> None:
     """Run ``reconcile()`` over the shell's records and apply its answer."""
     result = reconcile(_view(shell, now_s), now_s)
     shards: dict[tuple[str, int, int], ShardRecord] = dict(shell.stopping)
-    for job in shell.jobs.active():
+    for job in shell.jobs.busy():
         for s in job.shards.values():
             shards[s.key] = s
     for t in result.transitions:

@@ -219,6 +219,10 @@ class Simulation:
         elif kind == "end-refuse_lowering":
             for g in node.gpus:
                 g.refuse_below_w = 0.0
+        elif kind == "state_unwritable":
+            node.state.fail = "No space left on device"
+        elif kind == "end-state_unwritable":
+            node.state.fail = None
 
     def _tell_down(self, name: str) -> None:
         """Tell the controller that node ``name``'s machine is gone, as the live runtime does
@@ -326,7 +330,7 @@ class Simulation:
         for node in self.nodes.values():
             if not node.up or node.agent is None:
                 continue
-            node.samples.MergeFrom(factory.sample(node.gpus))
+            node.samples.MergeFrom(factory.sample(node.gpus, t))
             if (k + 1) % ticks == 0:
                 if node.channel is not None and node.channel.open and node.agent.registered:
                     node.channel.send_up(t, node.agent.telemetry(node.samples, t))

@@ -42,6 +42,8 @@ def shell_config(sc: Scenario, budget_w: float) -> ClusterConfig:
             "telemetry_interval_s": plane.step_s,
             "failsafe": {"timeout_s": plane.failsafe_timeout_s},
             "auth": {"enabled": False},
+            # every job the scenario submits may wait (a refusal would end the run)
+            "controller": {"max_waiting_jobs": max(1000, sum(len(j.ids()) for j in sc.jobs))},
         },
         f"scenario {sc.name}",
     )

@@ -173,20 +173,24 @@ class Failure(_Strict):
     ``partition`` (its agent and GPUs run on but cannot reach the controller),
     ``agent_restart`` (only its agent process restarts, at ``at_s``), ``agent_crash`` (its
     agent process dies and stays dead until ``recover_s``: its shards stop, its GPUs stay
-    up at the limits they were given, nobody applies the fail-safe), or
-    ``refuse_lowering`` (its GPUs refuse limits below ``below_w`` until ``recover_s``).
+    up at the limits they were given, nobody applies the fail-safe),
+    ``refuse_lowering`` (its GPUs refuse limits below ``below_w`` until ``recover_s``), or
+    ``state_unwritable`` (its agent cannot write its state file, as on a full disk, until
+    ``recover_s``).
 
     Attributes:
         node: The node that fails (a name the scenario's nodes give).
-        kind: ``crash``, ``partition``, ``agent_restart``, ``agent_crash`` or
-            ``refuse_lowering``.
+        kind: ``crash``, ``partition``, ``agent_restart``, ``agent_crash``,
+            ``refuse_lowering`` or ``state_unwritable``.
         at_s: When it fails, seconds of virtual time.
         recover_s: When it comes back, seconds (null: never).
         below_w: ``refuse_lowering``: limits below this are refused, watts.
     """
 
     node: str
-    kind: Literal["crash", "partition", "agent_restart", "agent_crash", "refuse_lowering"] = "crash"
+    kind: Literal[
+        "crash", "partition", "agent_restart", "agent_crash", "refuse_lowering", "state_unwritable"
+    ] = "crash"
     at_s: float = Field(ge=0, allow_inf_nan=False)
     recover_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     below_w: float | None = Field(default=None, gt=0, allow_inf_nan=False)

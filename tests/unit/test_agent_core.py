@@ -52,18 +52,33 @@ def test_boot_lowers_to_the_least_of_failsafe_and_commanded() -> None:
     assert agent.failsafe_limits_w == [250.0, 300.0] and agent.commanded_limits_w == [150.0, 350.0]
 
 
-def test_boot_never_raises_and_a_fresh_agent_uses_the_config_share() -> None:
-    agent = core(devices=gpus(200.0))
+def test_boot_never_raises_and_a_persisted_failsafe_bounds_it() -> None:
+    state = MemoryAgentState()
+    state.state = AgentState(tuple(SHARE_W), None)
+    agent = core(state, devices=gpus(200.0))
     agent.boot(0.0)
     assert limits(agent) == [200.0, 200.0]
-    agent = core(devices=gpus(400.0))
+    agent = core(state, devices=gpus(400.0))
     agent.boot(0.0)
     assert limits(agent) == SHARE_W
 
 
+def test_an_agent_with_no_state_boots_each_gpu_at_its_minimum_limit() -> None:
+    """Issue 25: a node rebooted without its state file while the controller is down booted
+    at its share of the config file's budget, not of the current (lower) one. With nothing
+    persisted it cannot know its share now: each GPU starts at its minimum limit (A100: 100 W)
+    until the controller speaks."""
+    agent = core(devices=gpus(400.0))
+    assert agent.boot(0.0) == []
+    assert limits(agent) == [100.0, 100.0]
+    assert agent.check_failsafe(10.0) is not None and limits(agent) == [100.0, 100.0]
+    reply = agent.on_message(batch(limit(1, 0, 300.0)), 11.0)  # the controller speaks
+    assert reply is not None and reply.acks.acks[0].success and limits(agent) == [300.0, 100.0]
+
+
 def test_failsafe_after_silence_only_lowers_and_ends_on_any_message() -> None:
     agent = core(devices=[*gpus(400.0)[:1], *gpus(100.0)[1:]])
-    agent.boot(0.0)  # GPU 0 down to its share, GPU 1 stays at 100 W
+    agent.boot(0.0)  # no state: both at their minimum, 100 W
     agent.on_message(batch(limit(1, 0, 300.0)), 1.0)
     assert limits(agent) == [300.0, 100.0]
     assert agent.check_failsafe(5.9) is None and not agent.failsafe_active
@@ -87,6 +102,7 @@ def test_a_raise_is_persisted_before_it_is_applied() -> None:
 
 def test_raises_are_refused_when_the_state_cannot_be_written() -> None:
     state = MemoryAgentState()
+    state.state = AgentState((300.0, 300.0), (200.0, 200.0))
     agent = core(state, gpus(200.0))
     agent.boot(0.0)
     state.fail = "disk full"
@@ -94,8 +110,34 @@ def test_raises_are_refused_when_the_state_cannot_be_written() -> None:
     assert reply is not None
     raise_ack, lower_ack = reply.acks.acks
     assert not raise_ack.success and "cannot write its state" in raise_ack.reason
-    assert not lower_ack.success and "not persisted" in lower_ack.reason  # applied, counted higher
+    assert raise_ack.applied_limit_w == 200.0
+    assert lower_ack.success and lower_ack.not_persisted, "applied: what the GPU holds"
     assert limits(agent) == [200.0, 150.0]
+
+
+def test_a_lowering_that_cannot_be_persisted_is_applied_and_said_so() -> None:
+    """Issue 25: a lowering applied during a full disk was acked as failed, and the controller
+    took it for a refusal by the device. The ack says what the GPU holds and that it is not
+    on disk (with the limit the state on disk boots it at); the agent says so in its
+    telemetry and writes its state as soon as it can."""
+    state = MemoryAgentState()
+    state.state = AgentState((300.0, 300.0), (250.0, 250.0))
+    agent = core(state, gpus(250.0))
+    agent.boot(0.0)
+    state.fail = "No space left on device"
+    reply = agent.on_message(batch(limit(1, 1, 150.0)), 1.0)
+    assert reply is not None
+    (ack,) = reply.acks.acks
+    assert ack.success and ack.applied_limit_w == 150.0
+    assert ack.not_persisted and ack.persisted_limit_w == 250.0
+    assert limits(agent) == [250.0, 150.0]
+    told = agent.telemetry(agent_pb2.GpuSamples(), 1.5).telemetry
+    assert "No space left" in told.state_error and list(told.persisted_limits_w) == [250.0, 250.0]
+    assert agent.check_failsafe(2.0) is None, "still full: nothing to say"
+    state.fail = None
+    assert "on disk" in (agent.check_failsafe(3.0) or "")
+    assert state.state.commanded_limits_w == (250.0, 150.0)
+    assert agent.telemetry(agent_pb2.GpuSamples(), 3.5).telemetry.state_error == ""
 
 
 def test_failsafe_limits_are_persisted_and_checked() -> None:

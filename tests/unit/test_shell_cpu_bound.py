@@ -11,7 +11,7 @@ import pytest
 
 from greenllm.config import parse_cluster_config
 from greenllm.proto.v1 import agent_pb2
-from scheduler.core.lifecycle import ShardPhase
+from scheduler.core.lifecycle import JobPhase, ShardPhase
 from scheduler.shell import operator, status
 from scheduler.shell.controller import ControllerShell
 from scheduler.shell.cpubound import note_cpu_bound
@@ -31,6 +31,7 @@ def shell_with(kind: str) -> tuple[ControllerShell, MemoryStore, JobRecord]:
     store = MemoryStore()
     shell = ControllerShell(parse_cluster_config(CONFIG), store, lambda: 0.0)
     job = operator.submit(shell, json.dumps({"name": "j", "kind": kind, "shards": 2}))
+    job.phase = JobPhase.RUNNING  # its shards run (a pending job holds none)
     for rank in (0, 1):
         job.shards[rank] = ShardRecord(job.job_id, rank, 0, "a", rank, ShardPhase.RUNNING, 0.0)
     return shell, store, job

@@ -4,17 +4,24 @@ devices) and the simulator (an in-memory channel, virtual time) both run it.
 Rules it keeps, whatever the controller does:
 
 * at boot each GPU goes to the lowest of its limit now, its fail-safe limit and the limit
-  the controller last commanded (both persisted, :mod:`workers.agent.statefile`);
+  the controller last commanded (both persisted, :mod:`workers.agent.statefile`); with no
+  state at all (a first boot, or a lost state file) to its minimum limit, until the
+  controller speaks: the budget may have been cut since the config file was written, and
+  an agent that knows nothing cannot know its share of the budget now;
 * a controller silent for longer than the fail-safe timeout makes it lower each GPU to its
   fail-safe limit (never raise); any message from the controller ends that;
 * before a command raises a limit, the raised value is on disk (else the raise is
-  refused); after a batch, the limits in force are written (else its lowerings are acked
-  as failed, so the controller keeps counting the higher limit);
+  refused); after a batch, the limits in force are written. A write that fails does not
+  undo what the GPUs hold: each power-limit ack says the limit the GPU holds
+  (``applied_limit_w``) and that it is not persisted, with the limit the state on disk
+  lets the GPU boot at; the agent retries the write (:meth:`AgentCore.retry_state`) and
+  says so in its telemetry (``state_error``) until it succeeds;
 * every command gets an ack, in order; nothing it is sent can crash it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -57,6 +64,10 @@ class ShardRunner(Protocol):
 
 def _failure(cid: int, code: grpc.StatusCode, reason: str) -> agent_pb2.CommandAck:
     return devices.failure(cid, code, reason)
+
+
+def _fits(limits: Sequence[float] | None, n: int) -> bool:
+    return limits is not None and len(limits) == n
 
 
 def lower_to(gpus: Sequence[GPU], bounds_w: Sequence[float]) -> list[str]:
@@ -113,27 +124,48 @@ class AgentCore:
         self.failsafe_active = False
         self.registered = False
         self.commands_applied = 0
+        #: The state last written (or read at boot): what a restarted agent would use.
+        self.saved = AgentState()
+        #: Why the last write failed (None: the state in memory is on disk).
+        self.state_error: str | None = None
 
     # -- boot ----------------------------------------------------------------------------
     def boot(self, now_s: float) -> list[str]:
         """Take back the persisted limits and lower each GPU to the least of its limit now,
-        its fail-safe limit and its commanded limit; returns the errors."""
+        its fail-safe limit and its commanded limit (its minimum limit when nothing is
+        persisted); returns the errors."""
         saved = self.state.load()
         n = len(self.gpus)
-        if saved.failsafe_limits_w is not None and len(saved.failsafe_limits_w) == n:
-            self.failsafe_limits_w = list(saved.failsafe_limits_w)
-        if saved.commanded_limits_w is not None and len(saved.commanded_limits_w) == n:
-            self.commanded_limits_w = list(saved.commanded_limits_w)
-        bounds = [
-            min(fs, cmd)
-            for fs, cmd in zip(
-                self.failsafe_limits_w,
-                self.commanded_limits_w or self.failsafe_limits_w,
-                strict=True,
-            )
-        ]
+        known = AgentState(
+            saved.failsafe_limits_w if _fits(saved.failsafe_limits_w, n) else None,
+            saved.commanded_limits_w if _fits(saved.commanded_limits_w, n) else None,
+        )
+        self.saved = known
+        if known.failsafe_limits_w is not None:
+            self.failsafe_limits_w = list(known.failsafe_limits_w)
+        if known.commanded_limits_w is not None:
+            self.commanded_limits_w = list(known.commanded_limits_w)
         self.last_contact_s = now_s
-        return lower_to(self.gpus, bounds)
+        return lower_to(self.gpus, self.boot_bounds_w(known))
+
+    def boot_bounds_w(self, state: AgentState) -> list[float]:
+        """The highest limit each GPU holds after a boot with ``state`` on disk, watts: the
+        least of its fail-safe and commanded limits; with neither, its minimum limit."""
+        bounds = []
+        for i, gpu in enumerate(self.gpus):
+            known = [
+                limits[i]
+                for limits in (state.failsafe_limits_w, state.commanded_limits_w)
+                if limits is not None
+            ]
+            if known:
+                bounds.append(min(known))
+                continue
+            try:
+                bounds.append(gpu.power_limit_constraints().min_power_limit_w)
+            except DeviceError:
+                bounds.append(0.0)  # lower_to clamps it to the range the GPU reports
+        return bounds
 
     # -- the stream ----------------------------------------------------------------------
     def registration(self) -> agent_pb2.AgentMessage:
@@ -179,18 +211,40 @@ class AgentCore:
             failsafe_active=self.failsafe_active,
             logs=log_chunks() if callable(log_chunks) else [],
         )
+        if self.state_error is not None:
+            batch.state_error = self.state_error
+            batch.persisted_limits_w.extend(self.boot_bounds_w(self.saved))
         return agent_pb2.AgentMessage(telemetry=batch)
+
+    # -- persistence ---------------------------------------------------------------------
+    def retry_state(self) -> str | None:
+        """Write the state that could not be written before (called periodically).
+
+        Returns:
+            What happened (for the log) when the write succeeded at last, else None.
+        """
+        if self.state_error is None:
+            return None
+        cmd = self.commanded_limits_w
+        try:
+            self._write(
+                AgentState(tuple(self.failsafe_limits_w), tuple(cmd) if cmd is not None else None)
+            )
+        except AgentStateError:
+            return None
+        return f"node {self.node}: its state is on disk again"
 
     # -- fail-safe -----------------------------------------------------------------------
     def check_failsafe(self, now_s: float) -> str | None:
-        """After ``failsafe_timeout_s`` of silence, lower every GPU to its fail-safe limit.
+        """After ``failsafe_timeout_s`` of silence, lower every GPU to its fail-safe limit;
+        otherwise retry writing a state that could not be written (:meth:`retry_state`).
 
         Returns:
             What was done (for the log), or None when nothing was.
         """
         silent_s = now_s - self.last_contact_s
         if self.failsafe_active or silent_s <= self.failsafe_timeout_s:
-            return None
+            return self.retry_state()
         errors = lower_to(self.gpus, self.failsafe_limits_w)
         if errors:
             return f"node {self.node}: fail-safe limits not all applied: {'; '.join(errors)}"
@@ -232,51 +286,63 @@ class AgentCore:
         acks = []
         for c in commands:
             if c.command_id in refused:
-                acks.append(
-                    _failure(
-                        c.command_id,
-                        grpc.StatusCode.UNAVAILABLE,
-                        "the agent cannot write its state",
-                    )
+                ack = _failure(
+                    c.command_id, grpc.StatusCode.UNAVAILABLE, "the agent cannot write its state"
                 )
             else:
-                acks.append(self._apply(c))
+                ack = self._apply(c)
+            if c.WhichOneof("action") == "set_power_limit":
+                self._say_applied(c.set_power_limit.gpu_index, ack)
+            acks.append(ack)
         if any(c.WhichOneof("action") == "set_power_limit" for c in commands):
+            held = [g.power_limit_w() for g in self.gpus]
             try:
-                self._save(commanded=[g.power_limit_w() for g in self.gpus])
+                self._save(commanded=held)
             except AgentStateError as exc:
                 log.error(
-                    "node %s: cannot write its state (%s): lowerings acked as failed",
+                    "node %s: cannot write its state (%s): the limits applied hold; "
+                    "retrying the write",
                     self.node,
                     exc,
                 )
-                acks = [
-                    self._fail_lowering(c, a, limits_now, str(exc))
-                    for c, a in zip(commands, acks, strict=True)
-                ]
+                self.commanded_limits_w = held
+                bounds = self.boot_bounds_w(self.saved)
+                for c, ack in zip(commands, acks, strict=True):
+                    index = c.set_power_limit.gpu_index
+                    if c.WhichOneof("action") == "set_power_limit" and index < len(bounds):
+                        ack.not_persisted = True
+                        ack.persisted_limit_w = bounds[index]
         return acks
 
-    def _fail_lowering(
-        self, c: agent_pb2.Command, ack: agent_pb2.CommandAck, before: list[float], why: str
-    ) -> agent_pb2.CommandAck:
-        if (
-            ack.success
-            and c.WhichOneof("action") == "set_power_limit"
-            and c.set_power_limit.power_limit_w < before[c.set_power_limit.gpu_index] - EPS_W
-        ):
-            return _failure(
-                c.command_id, grpc.StatusCode.UNAVAILABLE, f"applied, but not persisted: {why}"
-            )
-        return ack
+    def _say_applied(self, index: int, ack: agent_pb2.CommandAck) -> None:
+        """Put the limit GPU ``index`` holds now into its power-limit ack."""
+        if index >= len(self.gpus):
+            return
+        with contextlib.suppress(DeviceError):  # unknown: the controller goes by the ack
+            ack.applied_limit_w = self.gpus[index].power_limit_w()
 
     def _save(
         self, commanded: list[float] | None = None, failsafe: list[float] | None = None
     ) -> None:
+        """Write the state with these limits (the others as in memory); memory takes them
+        only once they are on disk.
+
+        Raises:
+            AgentStateError: It was not written (:meth:`retry_state` tries again).
+        """
         fs = failsafe if failsafe is not None else self.failsafe_limits_w
         cmd = commanded if commanded is not None else self.commanded_limits_w
-        self.state.save(AgentState(tuple(fs), tuple(cmd) if cmd is not None else None))
+        self._write(AgentState(tuple(fs), tuple(cmd) if cmd is not None else None))
         self.failsafe_limits_w = list(fs)
         self.commanded_limits_w = list(cmd) if cmd is not None else None
+
+    def _write(self, state: AgentState) -> None:
+        try:
+            self.state.save(state)
+        except AgentStateError as exc:
+            self.state_error = str(exc)
+            raise
+        self.saved, self.state_error = state, None
 
     def _apply(self, command: agent_pb2.Command) -> agent_pb2.CommandAck:
         action = command.WhichOneof("action")

@@ -124,14 +124,15 @@ def _read(gpu: GPU) -> GPUSample:
         )
 
 
-def sample(gpus: Sequence[GPU]) -> agent_pb2.GpuSamples:
-    """Read every GPU once, column-wise; timestamps are Unix wall-clock seconds.
+def sample(gpus: Sequence[GPU], now_s: float | None = None) -> agent_pb2.GpuSamples:
+    """Read every GPU once, column-wise; timestamps are ``now_s`` (default: Unix wall-clock
+    seconds; the simulator gives its virtual time, the clock its GPUs run on).
 
     Never raises for a device error: a field a GPU cannot give is
     :data:`~greenllm.devices.base.UNAVAILABLE` (-1), and the energy counter repeats its last
     good value, so the telemetry loop keeps running.
     """
-    now_s = time.time()
+    now_s = time.time() if now_s is None else now_s
     readings = [_read(gpu) for gpu in gpus]
     return agent_pb2.GpuSamples(
         index=[gpu.index for gpu in gpus],

@@ -43,6 +43,6 @@ class EmbeddedAgents:
         )
 
     @staticmethod
-    def sample(gpus: Sequence[GPU]) -> agent_pb2.GpuSamples:
-        """One telemetry tick of ``gpus``."""
-        return devices.sample(gpus)
+    def sample(gpus: Sequence[GPU], now_s: float | None = None) -> agent_pb2.GpuSamples:
+        """One telemetry tick of ``gpus`` (timestamped ``now_s``; default wall-clock)."""
+        return devices.sample(gpus, now_s)

@@ -56,6 +56,7 @@ class ClusterIngress:
         ca_pem: bytes | None = None,
     ) -> None:
         cfg = ClusterConfig.model_validate(config)
+        self.max_body_bytes = cfg.serve.max_body_bytes
         self._client = ClusterClient(
             cfg, token=token, timeout_s=5.0, address=controller_address, root_pem=ca_pem
         )
@@ -87,7 +88,7 @@ class ClusterIngress:
             return list(self._client.get_status().jobs)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_ingress_app(self.directory)
+        return create_ingress_app(self.directory, self.max_body_bytes)
 
     def close(self) -> None:
         """Stop sending loads and close the controller client."""

@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from greenllm.proto.v1 import cluster_pb2
 from greenllm.serving.routing import route_key
+from workers.serve.bodylimit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from workers.serve.schemas import error_body
 
 log = logging.getLogger(__name__)
@@ -159,9 +160,13 @@ def _sse_error(message: str) -> bytes:
     return f"data: {json.dumps(body, separators=(',', ':'))}\n\n".encode()
 
 
-def create_ingress_app(directory: ReplicaDirectory) -> FastAPI:
-    """The ingress app (see module doc)."""
+def create_ingress_app(
+    directory: ReplicaDirectory, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> FastAPI:
+    """The ingress app (see module doc); a request body above ``max_body_bytes`` is
+    answered 413 before it is read (:class:`~workers.serve.bodylimit.BodyLimit`)."""
     app = FastAPI(title="greenllm ingress", docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     router = Router()
     state: dict[str, aiohttp.ClientSession] = {}
 

@@ -10,7 +10,8 @@
 - ``GET /health``.
 
 Each ``usage`` carries ``energy_j``, the GPU energy the request used (measured). Errors are
-OpenAI error bodies: unknown model 404, prompt too long 400, malformed body 400, every
+OpenAI error bodies: unknown model 404, prompt too long 400 (with the token counts),
+malformed body 400, body above the cap 413 (before it is read), every
 queue full 429 with ``Retry-After``, replica stopped 503 (in a stream: an error event, after
 which the stream ends without ``[DONE]``).
 """
@@ -29,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from workers.serve.bodylimit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from workers.serve.pool import ModelInfo, ReplicaPool
 from workers.serve.schemas import (
     ChatCompletionRequest,
@@ -63,10 +65,14 @@ def _sse(data: Any) -> bytes:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def create_app(pool: ReplicaPool, title: str = "greenllm") -> FastAPI:
-    """The API app serving ``pool``'s replicas (see module doc)."""
+def create_app(
+    pool: ReplicaPool, title: str = "greenllm", max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> FastAPI:
+    """The API app serving ``pool``'s replicas (see module doc); a request body above
+    ``max_body_bytes`` is answered 413 before it is read (:class:`BodyLimit`)."""
     app = FastAPI(title=title, docs_url=None, redoc_url=None)
     app.state.pool = pool
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(ServeError)
     async def serve_error(_: Request, exc: ServeError) -> JSONResponse:

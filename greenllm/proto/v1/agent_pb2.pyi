@@ -195,16 +195,20 @@ class LogChunk(_message.Message):
     def __init__(self, shard_id: _Optional[str] = ..., generation: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class TelemetryBatch(_message.Message):
-    __slots__ = ("gpus", "shards", "failsafe_active", "logs")
+    __slots__ = ("gpus", "shards", "failsafe_active", "logs", "state_error", "persisted_limits_w")
     GPUS_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     FAILSAFE_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     LOGS_FIELD_NUMBER: _ClassVar[int]
+    STATE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    PERSISTED_LIMITS_W_FIELD_NUMBER: _ClassVar[int]
     gpus: GpuSamples
     shards: _containers.RepeatedCompositeFieldContainer[ShardSample]
     failsafe_active: bool
     logs: _containers.RepeatedCompositeFieldContainer[LogChunk]
-    def __init__(self, gpus: _Optional[_Union[GpuSamples, _Mapping]] = ..., shards: _Optional[_Iterable[_Union[ShardSample, _Mapping]]] = ..., failsafe_active: _Optional[bool] = ..., logs: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ...) -> None: ...
+    state_error: str
+    persisted_limits_w: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, gpus: _Optional[_Union[GpuSamples, _Mapping]] = ..., shards: _Optional[_Iterable[_Union[ShardSample, _Mapping]]] = ..., failsafe_active: _Optional[bool] = ..., logs: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ..., state_error: _Optional[str] = ..., persisted_limits_w: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SetPowerLimit(_message.Message):
     __slots__ = ("gpu_index", "power_limit_w")
@@ -304,16 +308,22 @@ class Command(_message.Message):
     def __init__(self, command_id: _Optional[int] = ..., set_power_limit: _Optional[_Union[SetPowerLimit, _Mapping]] = ..., lock_sm_clocks: _Optional[_Union[LockSmClocks, _Mapping]] = ..., reset_sm_clocks: _Optional[_Union[ResetSmClocks, _Mapping]] = ..., start_shard: _Optional[_Union[StartShard, _Mapping]] = ..., stop_shard: _Optional[_Union[StopShard, _Mapping]] = ..., set_load_weights: _Optional[_Union[SetLoadWeights, _Mapping]] = ..., set_failsafe_limits: _Optional[_Union[SetFailsafeLimits, _Mapping]] = ...) -> None: ...
 
 class CommandAck(_message.Message):
-    __slots__ = ("command_id", "success", "reason", "code")
+    __slots__ = ("command_id", "success", "reason", "code", "applied_limit_w", "not_persisted", "persisted_limit_w")
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    NOT_PERSISTED_FIELD_NUMBER: _ClassVar[int]
+    PERSISTED_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
     command_id: int
     success: bool
     reason: str
     code: int
-    def __init__(self, command_id: _Optional[int] = ..., success: _Optional[bool] = ..., reason: _Optional[str] = ..., code: _Optional[int] = ...) -> None: ...
+    applied_limit_w: float
+    not_persisted: bool
+    persisted_limit_w: float
+    def __init__(self, command_id: _Optional[int] = ..., success: _Optional[bool] = ..., reason: _Optional[str] = ..., code: _Optional[int] = ..., applied_limit_w: _Optional[float] = ..., not_persisted: _Optional[bool] = ..., persisted_limit_w: _Optional[float] = ...) -> None: ...
 
 class CommandBatch(_message.Message):
     __slots__ = ("commands",)

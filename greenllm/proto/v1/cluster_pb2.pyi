@@ -201,7 +201,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GpuStatus(_message.Message):
-    __slots__ = ("index", "type", "power_limit_w", "power_w", "sm_clock_mhz", "utilization_pct", "temperature_c", "memory_used_mib", "energy_j", "commanded_power_limit_w", "pending_power_limit_w")
+    __slots__ = ("index", "type", "power_limit_w", "power_w", "sm_clock_mhz", "utilization_pct", "temperature_c", "memory_used_mib", "energy_j", "commanded_power_limit_w", "pending_power_limit_w", "planned_power_limit_w", "above_plan_w", "above_plan_reason")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +213,9 @@ class GpuStatus(_message.Message):
     ENERGY_J_FIELD_NUMBER: _ClassVar[int]
     COMMANDED_POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
     PENDING_POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    ABOVE_PLAN_W_FIELD_NUMBER: _ClassVar[int]
+    ABOVE_PLAN_REASON_FIELD_NUMBER: _ClassVar[int]
     index: int
     type: str
     power_limit_w: float
@@ -224,10 +227,20 @@ class GpuStatus(_message.Message):
     energy_j: float
     commanded_power_limit_w: float
     pending_power_limit_w: float
-    def __init__(self, index: _Optional[int] = ..., type: _Optional[str] = ..., power_limit_w: _Optional[float] = ..., power_w: _Optional[float] = ..., sm_clock_mhz: _Optional[float] = ..., utilization_pct: _Optional[float] = ..., temperature_c: _Optional[float] = ..., memory_used_mib: _Optional[float] = ..., energy_j: _Optional[float] = ..., commanded_power_limit_w: _Optional[float] = ..., pending_power_limit_w: _Optional[float] = ...) -> None: ...
+    planned_power_limit_w: float
+    above_plan_w: float
+    above_plan_reason: str
+    def __init__(self, index: _Optional[int] = ..., type: _Optional[str] = ..., power_limit_w: _Optional[float] = ..., power_w: _Optional[float] = ..., sm_clock_mhz: _Optional[float] = ..., utilization_pct: _Optional[float] = ..., temperature_c: _Optional[float] = ..., memory_used_mib: _Optional[float] = ..., energy_j: _Optional[float] = ..., commanded_power_limit_w: _Optional[float] = ..., pending_power_limit_w: _Optional[float] = ..., planned_power_limit_w: _Optional[float] = ..., above_plan_w: _Optional[float] = ..., above_plan_reason: _Optional[str] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("name", "connected", "stale", "failsafe_active", "gpus", "telemetry_age_s", "phase", "down_reason", "idle_energy_j", "releasable")
+    __slots__ = ("name", "connected", "stale", "failsafe_active", "gpus", "telemetry_age_s", "phase", "down_reason", "idle_energy_j", "releasable", "agent_state_error", "energy_samples_rejected")
+    class EnergySamplesRejectedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
@@ -238,6 +251,8 @@ class NodeStatus(_message.Message):
     DOWN_REASON_FIELD_NUMBER: _ClassVar[int]
     IDLE_ENERGY_J_FIELD_NUMBER: _ClassVar[int]
     RELEASABLE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_STATE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_SAMPLES_REJECTED_FIELD_NUMBER: _ClassVar[int]
     name: str
     connected: bool
     stale: bool
@@ -248,10 +263,12 @@ class NodeStatus(_message.Message):
     down_reason: str
     idle_energy_j: float
     releasable: bool
-    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., stale: _Optional[bool] = ..., failsafe_active: _Optional[bool] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ..., telemetry_age_s: _Optional[float] = ..., phase: _Optional[_Union[NodePhase, str]] = ..., down_reason: _Optional[str] = ..., idle_energy_j: _Optional[float] = ..., releasable: _Optional[bool] = ...) -> None: ...
+    agent_state_error: str
+    energy_samples_rejected: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., stale: _Optional[bool] = ..., failsafe_active: _Optional[bool] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ..., telemetry_age_s: _Optional[float] = ..., phase: _Optional[_Union[NodePhase, str]] = ..., down_reason: _Optional[str] = ..., idle_energy_j: _Optional[float] = ..., releasable: _Optional[bool] = ..., agent_state_error: _Optional[str] = ..., energy_samples_rejected: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples", "jobs_total", "state_writable", "state_error", "refused_lowerings", "control_step_p50_s", "control_step_p99_s", "jobs_by_phase", "jobs_truncated", "jobs_cap")
+    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples", "jobs_total", "state_writable", "state_error", "refused_lowerings", "control_step_p50_s", "control_step_p99_s", "jobs_by_phase", "jobs_truncated", "jobs_cap", "shortfall_w", "jobs_waiting", "max_waiting_jobs")
     class JobsByPhaseEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -277,6 +294,9 @@ class ClusterStatus(_message.Message):
     JOBS_BY_PHASE_FIELD_NUMBER: _ClassVar[int]
     JOBS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     JOBS_CAP_FIELD_NUMBER: _ClassVar[int]
+    SHORTFALL_W_FIELD_NUMBER: _ClassVar[int]
+    JOBS_WAITING_FIELD_NUMBER: _ClassVar[int]
+    MAX_WAITING_JOBS_FIELD_NUMBER: _ClassVar[int]
     budget_w: float
     reserve_w: float
     power_w: float
@@ -295,7 +315,10 @@ class ClusterStatus(_message.Message):
     jobs_by_phase: _containers.ScalarMap[str, int]
     jobs_truncated: bool
     jobs_cap: int
-    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ..., telemetry_samples: _Optional[int] = ..., jobs_total: _Optional[int] = ..., state_writable: _Optional[bool] = ..., state_error: _Optional[str] = ..., refused_lowerings: _Optional[int] = ..., control_step_p50_s: _Optional[float] = ..., control_step_p99_s: _Optional[float] = ..., jobs_by_phase: _Optional[_Mapping[str, int]] = ..., jobs_truncated: _Optional[bool] = ..., jobs_cap: _Optional[int] = ...) -> None: ...
+    shortfall_w: float
+    jobs_waiting: int
+    max_waiting_jobs: int
+    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ..., telemetry_samples: _Optional[int] = ..., jobs_total: _Optional[int] = ..., state_writable: _Optional[bool] = ..., state_error: _Optional[str] = ..., refused_lowerings: _Optional[int] = ..., control_step_p50_s: _Optional[float] = ..., control_step_p99_s: _Optional[float] = ..., jobs_by_phase: _Optional[_Mapping[str, int]] = ..., jobs_truncated: _Optional[bool] = ..., jobs_cap: _Optional[int] = ..., shortfall_w: _Optional[float] = ..., jobs_waiting: _Optional[int] = ..., max_waiting_jobs: _Optional[int] = ...) -> None: ...
 
 class SetBudgetRequest(_message.Message):
     __slots__ = ("budget_w", "reserve_w")
@@ -306,12 +329,16 @@ class SetBudgetRequest(_message.Message):
     def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ...) -> None: ...
 
 class SetBudgetResponse(_message.Message):
-    __slots__ = ("budget_w", "reserve_w")
+    __slots__ = ("budget_w", "reserve_w", "shortfall_w", "shortfall_reason")
     BUDGET_W_FIELD_NUMBER: _ClassVar[int]
     RESERVE_W_FIELD_NUMBER: _ClassVar[int]
+    SHORTFALL_W_FIELD_NUMBER: _ClassVar[int]
+    SHORTFALL_REASON_FIELD_NUMBER: _ClassVar[int]
     budget_w: float
     reserve_w: float
-    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ...) -> None: ...
+    shortfall_w: float
+    shortfall_reason: str
+    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., shortfall_w: _Optional[float] = ..., shortfall_reason: _Optional[str] = ...) -> None: ...
 
 class SetPolicyRequest(_message.Message):
     __slots__ = ("name",)
