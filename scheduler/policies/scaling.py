@@ -16,7 +16,9 @@ the worst recent p99 TTFT or TPOT, or the wait of a queued request, reaches
 :data:`OVER_SLO` of its objective, the count grows at once by :data:`STEP_UP_FRAC` (at
 least one; again after :data:`FEEDBACK_COOLDOWN_S` while the miss lasts) and the policy
 runs the job's GPUs at full clocks; it shrinks only while every figure stays under
-:data:`WELL_UNDER_SLO` of its objective and the count has held :data:`DOWN_HOLD_S`.
+:data:`WELL_UNDER_SLO` of its objective and the count has held :data:`DOWN_HOLD_S`, and then
+(the SLO's slack) one replica at a time down to what the demand needs at full utilization,
+below the demand's own hysteresis band.
 Replicas taken out are drained (load weight 0: no new request; what they hold finishes)
 and parked at their lowest limit and clock; the most efficient GPUs serve first.
 """
@@ -32,9 +34,9 @@ from scheduler.core.problem import Group
 from scheduler.core.types import JobState
 
 #: Grow when the serving replicas would be busier than this share of their capacity.
-UP_UTILIZATION = 0.9
+UP_UTILIZATION = 1.0
 #: Shrink only to a count that stays below this share.
-DOWN_UTILIZATION = 0.8
+DOWN_UTILIZATION = 0.85
 #: A measured figure at this share of its SLO (or over) is a miss: scale up, clocks up.
 OVER_SLO = 0.9
 #: Shrink only while every measured figure stays below this share of its SLO.
@@ -81,6 +83,8 @@ def replica_count(job: JobState, groups: list[Group]) -> int | None:
                 count = max(count, current + max(1, math.ceil(current * STEP_UP_FRAC)))
         elif fb.ratio() >= WELL_UNDER_SLO or fb.since_scaled_s < DOWN_HOLD_S:
             count = max(count, current)
+        elif count > grow_to:  # SLO slack held: consolidate, one replica at a time
+            count = max(grow_to, count - 1)
     return min(total, max(1, low, count))
 
 

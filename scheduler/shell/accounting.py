@@ -30,7 +30,7 @@ from scheduler.shell.nodes import NodeRecord
 #: Seconds over which an inference backlog should be drained (sets its demand).
 DRAIN_HORIZON_S = 5.0
 #: Capacity asked for per output token/s of demand (arrivals fluctuate around their mean).
-DEMAND_HEADROOM = 1.1
+DEMAND_HEADROOM = 1.0
 #: Most prompt tokens per output token planned with (a load of prompts alone).
 MAX_PROMPT_PER_OUTPUT = 1e4
 
