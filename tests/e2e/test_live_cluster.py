@@ -256,9 +256,15 @@ def test_node_removal_is_survived(cluster: Path, training_job: str) -> None:
     wait_for(resumed, 240, "the job to run again elsewhere")
     job = job_doc(cluster, training_job)
     assert job["steps"] >= newest  # resumed from its last checkpoint, not from scratch
+
+    def h100_down() -> bool:  # its Ray node's death tells the controller the machine is gone
+        d = status(cluster)
+        return next(n for n in d["nodes"] if n["name"] == "node-h100")["down_reason"] is not None
+
+    wait_for(h100_down, 120, "the Ray node's death to mark node-h100 down")
     doc = status(cluster)
     h100 = next(n for n in doc["nodes"] if n["name"] == "node-h100")
-    assert not h100["connected"]
+    assert not h100["connected"] and h100["phase"] == "lost", h100
     assert doc["accounted_power_limit_w"] <= doc["budget_w"] - doc["reserve_w"], json.dumps(doc)
 
     def a100_busy() -> bool:  # both ranks at work on A100s (a reading may catch one idle)
