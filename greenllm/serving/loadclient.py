@@ -60,11 +60,21 @@ def base_url(endpoint: str) -> str:
     return url if url.endswith("/v1") else f"{url}/v1"
 
 
-def prompt_text(tokens: int) -> str:
-    """ASCII text of ``tokens`` bytes cut from the shipped corpus (repeated as needed)."""
+def prompt_source() -> str:
+    """The ASCII text prompts are cut from: the shipped corpus's held-out split.
+
+    Reading it imports the workloads package, and with it torch (seconds on a busy
+    machine): a load reads it once, before its clock starts.
+    """
     from greenllm.workloads.corpus import corpus_text  # the package imports torch: only here
 
-    source = "".join(c for c in corpus_text("heldout") if c.isascii()) or "power "
+    return "".join(c for c in corpus_text("heldout") if c.isascii()) or "power "
+
+
+def prompt_text(tokens: int, source: str | None = None) -> str:
+    """ASCII text of ``tokens`` bytes cut from ``source`` (repeated as needed; default
+    :func:`prompt_source`)."""
+    source = source or prompt_source()
     return (source * (tokens // len(source) + 1))[:tokens]
 
 
@@ -124,6 +134,7 @@ class LoadClient:
         self.notes: list[str] = []
         self.model = options.model or ""
         self._start = 0.0
+        self._source = ""
 
     async def run(self, arrivals: Sequence[Arrival], duration_s: float, load: str) -> LoadReport:
         """Send the arrivals due before ``duration_s`` and wait for their answers."""
@@ -144,6 +155,10 @@ class LoadClient:
                 card, self.model = cards[0], str(cards[0]["id"])
             due = [a for a in arrivals if a.time_s < duration_s]
             due = self._fit(due, card)
+            # Before the clock starts: made at the first send, the prompt text (torch's
+            # import) held the event loop for seconds and the arrivals due meanwhile left
+            # in one burst.
+            self._source = prompt_source()
             self._start = time.monotonic()
             tasks = []
             ticker = asyncio.create_task(self._ticker(duration_s)) if self.progress else None
@@ -210,7 +225,7 @@ class LoadClient:
             )
 
     def _body(self, arrival: Arrival) -> tuple[str, dict[str, Any]]:
-        text = prompt_text(arrival.prompt_tokens)
+        text = prompt_text(arrival.prompt_tokens, self._source or None)
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": arrival.max_tokens,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -70,6 +71,38 @@ def test_counts_tokens_latency_and_energy_per_token() -> None:
     body = transport.sent[0]  # type: ignore[attr-defined]
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["model"] == "m" and body["max_tokens"] == 3
+
+
+def test_requests_leave_at_their_arrival_times_when_the_prompt_text_is_slow_to_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reading the corpus imports torch (seconds on a busy machine); done at the first send,
+    it held the event loop and the arrivals due meanwhile left late, in one burst."""
+    import greenllm.workloads.corpus as corpus
+
+    read = corpus.corpus_text
+
+    def slow_corpus_text(split: str) -> str:
+        time.sleep(0.4)
+        return read(split)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(corpus, "corpus_text", slow_corpus_text)
+    inner = fake_endpoint()
+    received_s: list[float] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/v1/models":
+            received_s.append(time.monotonic())
+        reply = inner.handler(request)
+        assert isinstance(reply, httpx.Response)
+        return reply
+
+    arrivals = [Arrival(0.05 * i, 8, 2) for i in range(1, 9)]
+    client = LoadClient(LoadOptions("http://fake"), transport=httpx.MockTransport(handle))
+    report = asyncio.run(client.run(arrivals, 10.0, "test"))
+    assert report.ok == len(arrivals) == len(received_s)
+    late_s = [t - client._start - a.time_s for t, a in zip(received_s, arrivals, strict=True)]
+    assert max(late_s) < 0.2, late_s
 
 
 def test_errors_by_status_and_energy_na_without_usage_energy() -> None:
