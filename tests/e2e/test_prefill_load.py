@@ -144,8 +144,9 @@ def test_prefill_heavy_load_keeps_its_ttft_slo_while_replicas_scale(
         # A spec's own load is replayed by the ingress, and its end ends the job. Without
         # one, `greenllm submit` (model_dump_json: every default set) still gives the
         # default load (2 requests/s for 60 s), so the job would end mid-test: a trickle
-        # that outlives the test instead.
-        "infer": {"batch_size": 8, "load": {"rate_per_s": 0.01, "duration_s": 900}},
+        # of short requests that outlives the test instead (a job scales only once a
+        # request has measured its demand).
+        "infer": {"batch_size": 8, "load": {"rate_per_s": 0.2, "duration_s": 900}},
     }
     path = tmp_path / "prefill.yaml"
     path.write_text(yaml.safe_dump(spec))
