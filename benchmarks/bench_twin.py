@@ -29,7 +29,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from greenllm.rpc.client import connect
+from scheduler.commands.status import status_document
 from scheduler.runtime.raynodes import free_port
+
+#: The live side reads status this often, seconds.
+SAMPLE_EVERY_S = 0.5
 
 REPO = Path(__file__).resolve().parents[1]
 #: Seconds one ``greenllm sim`` run may take, and how often it is tried.
@@ -211,12 +216,16 @@ def run_live(config: Path, jobs: list[Path], plan: Plan, log: Any = print) -> Si
                 cut = True
                 log(f"t={time.monotonic() - t0:5.1f} s  budget cut to {plan.cut_to_w:g} W")
             before = time.monotonic()
-            doc = json.loads(cli("status", "--config", str(config), "--json"))
+            # through the API in this process: a `greenllm status` subprocess costs seconds
+            # of start-up on a busy machine, so too few readings fell in a window
+            with connect(config) as client:
+                doc = status_document(client.get_status())
             samples.append(((before + time.monotonic()) / 2 - t0, doc))
             jobs_now = ", ".join(
                 f"{j['name']} {j['state']} {j['throughput'] or 0:.0f}/s" for j in doc["jobs"]
             )
             log(f"t={samples[-1][0]:5.1f} s  {doc['power_w']:5.0f} W  {jobs_now}")
+            time.sleep(SAMPLE_EVERY_S)
     finally:
         try:
             cli("down", "--config", str(config), timeout_s=180)
