@@ -21,20 +21,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cli_run import REPO, greenllm, ok, wait_for
 
 from greenllm.serving.shapes import shaped_load
 from scheduler.runtime.raynodes import free_port
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 #: The job's SLO (the issue's code-completion service's), seconds.
@@ -46,30 +44,6 @@ RATE_PER_S = 8.0
 LOAD_S = 45.0
 #: "job J: N of M replicas serve (was K)" (scheduler/shell/execute.py).
 REPLICAS = re.compile(r": (\d+) of (\d+) replicas serve \(was (\d+)\)")
-
-
-def greenllm(*args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "greenllm.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        cwd=REPO,
-    )
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
