@@ -29,8 +29,6 @@ from scheduler.shell.nodes import NodeRecord
 
 #: Seconds over which an inference backlog should be drained (sets its demand).
 DRAIN_HORIZON_S = 5.0
-#: Capacity asked for per output token/s of demand (arrivals fluctuate around their mean).
-DEMAND_HEADROOM = 1.0
 #: Most prompt tokens per output token planned with (a load of prompts alone).
 MAX_PROMPT_PER_OUTPUT = 1e4
 
@@ -98,7 +96,7 @@ def job_state(job: JobRecord, measure: JobMeasure, now_s: float, period_s: float
 
     Training: a deadline sets the rate still needed to finish on time (work left over time
     left), when the job's total work is known. Inference: demand is the measured arrival
-    rate plus draining what waits, with headroom, in output tokens; the prompt tokens that
+    rate (or, when higher, the last seconds' rate: a burst) plus draining what waits, in output tokens; the prompt tokens that
     come with them (measured likewise) make the prefill share of the replicas' time
     (``prompt_tokens_per_output``). With a latency SLO the job needs that demand served;
     a throughput SLO asks for no more than it. Its replicas' measured latency goes with it
@@ -121,10 +119,11 @@ def job_state(job: JobRecord, measure: JobMeasure, now_s: float, period_s: float
         if job.shards and measure.demand_known:
             drain = measure.queued_units / DRAIN_HORIZON_S
             need = measure.offered_rate + drain
-            mean_demand = DEMAND_HEADROOM * need
+            # no fixed headroom: the replicas' measured latency (SLO feedback) guards it
+            mean_demand = need
             # a burst is served as it comes, not once the window's mean has caught up
-            demand = max(mean_demand, DEMAND_HEADROOM * (measure.recent_offered_rate + drain))
-            slo = demand if latency_slo else min(DEMAND_HEADROOM * slo, demand)
+            demand = max(mean_demand, measure.recent_offered_rate + drain)
+            slo = demand if latency_slo else min(slo, demand)
             prompt_drain = measure.queued_prompt_tokens / DRAIN_HORIZON_S
             prompts = measure.offered_prompt_rate + prompt_drain
             rho = min(MAX_PROMPT_PER_OUTPUT, prompts / need) if need > 0 else rho
