@@ -96,8 +96,9 @@ def job_state(job: JobRecord, measure: JobMeasure, now_s: float, period_s: float
 
     Training: a deadline sets the rate still needed to finish on time (work left over time
     left), when the job's total work is known. Inference: demand is the measured arrival
-    rate (or, when higher, the last seconds' rate: a burst) plus draining what waits, in output tokens; the prompt tokens that
-    come with them (measured likewise) make the prefill share of the replicas' time
+    rate (or, when higher, the last seconds' rate: a burst) plus draining what waits, in
+    output tokens; the prompt tokens that come with them (measured likewise) make the
+    prefill share of the replicas' time
     (``prompt_tokens_per_output``). With a latency SLO the job needs that demand served;
     a throughput SLO asks for no more than it. Its replicas' measured latency goes with it
     (:class:`~scheduler.core.types.LatencyFeedback`).
