@@ -10,6 +10,7 @@ import logging
 from dataclasses import replace
 
 import pytest
+from shellkit import Session
 
 from greenllm.config import parse_cluster_config
 from greenllm.proto.v1 import agent_pb2
@@ -25,18 +26,6 @@ CONFIG = {
     "policy": "max-throughput",
 }
 START_S = 1_000.0
-
-
-class Session:
-    def __init__(self, node: str) -> None:
-        self.session_id, self.node = node, node
-        self.sent: list[agent_pb2.ControllerMessage] = []
-
-    def deliver(self, message: agent_pb2.ControllerMessage) -> None:
-        self.sent.append(message)
-
-    def close(self, reason: str) -> None:
-        pass
 
 
 class Cluster:

@@ -5,22 +5,15 @@ limits the simulated GPUs really hold."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
+from shellkit import NODES, two_node_sim
 
-from scheduler.policies import load_policy
 from scheduler.shell import operator
 from scheduler.shell.status import cluster_status
 from scheduler.sim.engine import Simulation
-from scheduler.sim.scenario import Scenario
 
-CONTROL = {"stale_after_s": 0.8, "failsafe_timeout_s": 1.0, "lost_after_s": 2.0, "ack_delay_s": 0.1}
-NODES = [
-    {"name": "busy", "gpus": [{"type": "H100-SXM", "count": 2}]},
-    {"name": "idle", "gpus": [{"type": "H100-SXM", "count": 2}]},
-]
 WIDE = {
     "name": "t",
     "kind": "train",
@@ -31,17 +24,7 @@ WIDE = {
 
 
 def sim(duration_s: float, **extra: Any) -> Simulation:
-    doc: dict[str, Any] = {
-        "duration_s": duration_s,
-        "nodes": NODES,
-        "jobs": [WIDE],
-        "control": CONTROL,
-        "budget": {"budget_w": 2000, "reserve_w": 0},
-        **extra,
-    }
-    return Simulation(
-        Scenario.model_validate(doc), Path("."), load_policy("max-throughput"), "max-throughput"
-    )
+    return two_node_sim(duration_s, WIDE, **extra)
 
 
 def test_a_disk_full_blip_on_an_agent_does_not_hold_a_later_cut_back() -> None:

@@ -3,20 +3,14 @@ with the in-memory transport, checking the limits the simulated GPUs really hold
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from scheduler.policies import load_policy
+from shellkit import CONTROL, two_node_sim
+
 from scheduler.shell import operator
 from scheduler.shell.jobs import measure_job
 from scheduler.sim.engine import Simulation
-from scheduler.sim.scenario import Scenario
 
-CONTROL = {"stale_after_s": 0.8, "failsafe_timeout_s": 1.0, "lost_after_s": 2.0, "ack_delay_s": 0.1}
-NODES = [
-    {"name": "busy", "gpus": [{"type": "H100-SXM", "count": 2}]},
-    {"name": "idle", "gpus": [{"type": "H100-SXM", "count": 2}]},
-]
 TRAIN = {
     "name": "t",
     "kind": "train",
@@ -27,17 +21,7 @@ TRAIN = {
 
 
 def sim(duration_s: float, **extra: Any) -> Simulation:
-    doc: dict[str, Any] = {
-        "duration_s": duration_s,
-        "nodes": NODES,
-        "jobs": [TRAIN],
-        "control": CONTROL,
-        "budget": {"budget_w": 2000, "reserve_w": 0},
-        **extra,
-    }
-    return Simulation(
-        Scenario.model_validate(doc), Path("."), load_policy("max-throughput"), "max-throughput"
-    )
+    return two_node_sim(duration_s, TRAIN, **extra)
 
 
 def run_until(s: Simulation, t_s: float) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from shellkit import Session
+
 from greenllm.config import parse_cluster_config
 from greenllm.devices.catalog import get_spec
 from greenllm.proto.v1 import agent_pb2
@@ -17,17 +19,6 @@ CONFIG = {
     "budget": {"budget_w": 5000},
     "policy": "max-throughput",
 }
-
-
-class Session:
-    def __init__(self, node: str) -> None:
-        self.session_id, self.node, self.sent = node, node, []  # type: ignore[var-annotated]
-
-    def deliver(self, message: agent_pb2.ControllerMessage) -> None:
-        self.sent.append(message)
-
-    def close(self, reason: str) -> None:
-        pass
 
 
 def gpu(index: int, gpu_type: str, lo: float, hi: float) -> agent_pb2.GpuInfo:
