@@ -356,6 +356,12 @@ SUMMARY = {
     "limits_over_budget_s": "Seconds, outside transitions, the limits held summed above "
     "budget - reserve (the safety invariant; should be 0).",
     "max_limits_over_budget_w": "Largest such excess, watts.",
+    "domain_limits_over_s": (
+        "Seconds in which the limits the GPUs under some power domain really held summed "
+        "above that domain's limit - reserve, outside the transition window after a change "
+        "of its limit (the invariant per domain; 0 without power_domains)."
+    ),
+    "max_domain_limits_over_w": "Per power domain that went over: its largest excess, watts.",
     "slo_met": "Per job: whether its SLO was met.",
     "slo_detail": "Per job: why (or `no SLO`).",
     "unmet_slo_reports": "Per job: the reason the policy reported for giving up its SLO.",

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from scheduler.core.domains import Caps
 from scheduler.core.placement import place
 from scheduler.core.powermodel import PowerModel, serving_curve
 from scheduler.core.problem import Group, Policy, Problem
@@ -124,6 +125,22 @@ def _load_weights(
     return out
 
 
+def _bound_domains(
+    caps: Caps, problem: Problem, target_w: np.ndarray, limits_w: np.ndarray
+) -> tuple[str, ...]:
+    """Domains whose limit binds: the policy wanted more for their GPUs than it allows,
+    or their limits are within 2% of it while a busy GPU under them is below its maximum."""
+    wanted = caps.over(np.clip(target_w, problem.min_w, problem.max_w))
+    full = caps.totals(limits_w) >= caps.cap_w - np.maximum(0.02 * caps.cap_w, 1.0)
+    room = np.zeros(caps.size, dtype=bool)
+    below = problem.busy & (limits_w < problem.max_w - 1.0)
+    np.logical_or.at(room, caps.leaf[below], True)
+    for d in range(caps.size - 1, 0, -1):  # a busy GPU below a child is below its parent
+        room[caps.parent[d]] |= room[d]
+    hit = wanted | (full & room)
+    return tuple(caps.names[d] for d in np.flatnonzero(hit[1:]) + 1)
+
+
 def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Actions:
     """Plan one control period.
 
@@ -161,8 +178,10 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
         ),
         tdp_w=np.array([s.tdp_w for s in specs], dtype=float),
     )
+    caps = Caps.build(observed.domains, usable_w, [g.node for g in gpus])
     live_idx = np.flatnonzero(~stale)
     live = [gpus[i] for i in live_idx]
+    live_caps = caps.less(np.where(stale, state.accounted_w, 0.0)).subset(live_idx)
     ranges = (reported_min_w[live_idx], state.max_w[live_idx])
     groups = _groups(live, placed, jobs, model, config.limit_grid_steps, ranges)
     busy = np.zeros(len(live), dtype=bool)
@@ -176,12 +195,16 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
         busy=busy,
         groups=groups,
         model=model,
+        caps=live_caps if caps.size > 1 else None,
     )
     alloc = policy.allocate(problem)
     live_target = np.where(busy, alloc.limits_w, problem.min_w)
     target = state.commanded_w.copy()
     target[live_idx] = live_target
-    plan = plan_limits(state, target, usable_w, config.lower_band_frac, config.raise_band_frac)
+    plan = plan_limits(
+        state, target, usable_w, config.lower_band_frac, config.raise_band_frac, caps
+    )
+
     new_w = plan.new_w.tolist()
     limits = [SetPowerLimit(gpus[i].node, gpus[i].index, new_w[i]) for i in plan.order.tolist()]
 
@@ -197,6 +220,7 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
             resets.append(ResetClocks(gpu.node, gpu.index))
 
     effective = np.where(np.isnan(plan.new_w), state.commanded_w, plan.new_w)[live_idx]
+    bound = _bound_domains(live_caps, problem, live_target, effective) if caps.size > 1 else ()
     notes = []
     if plan.infeasible:
         notes.append(
@@ -214,4 +238,5 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
         unplaceable=tuple(SLOReport(u.job_id, u.reason) for u in unplaceable),
         raises_deferred=plan.raises_deferred,
         notes=tuple(notes),
+        bound_domains=bound,
     )

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from greenllm.devices.physics import Workload
+from scheduler.core.domains import DomainLayout
 
 if TYPE_CHECKING:
     from scheduler.core.powermodel import PowerModel
@@ -206,6 +207,8 @@ class ObservedState:
         jobs: Pending and running jobs (finished ones may be left out).
         power_model: The learned power model (None: the catalog prior). ``decide()``
             only reads it; the controller feeds it telemetry.
+        domains: The power tree with each domain's usable watts now (None: the cluster
+            budget alone).
     """
 
     now_s: float
@@ -214,6 +217,7 @@ class ObservedState:
     gpus: tuple[GPUState, ...]
     jobs: tuple[JobState, ...]
     power_model: PowerModel | None = None
+    domains: DomainLayout | None = None
 
     @property
     def usable_budget_w(self) -> float:
@@ -312,6 +316,8 @@ class Actions:
         active_replicas: Inference jobs whose serving replica count was chosen: (job, count).
         raises_deferred: True when raises were held back until lowerings are acked.
         notes: Human-readable remarks (e.g. an infeasible budget).
+        bound_domains: Power domains whose limit binds: the policy wanted more for their
+            GPUs than it allows (their limits were fitted under it).
     """
 
     placements: tuple[Placement, ...] = ()
@@ -324,3 +330,4 @@ class Actions:
     active_replicas: tuple[tuple[str, int], ...] = ()
     raises_deferred: bool = False
     notes: tuple[str, ...] = field(default=())
+    bound_domains: tuple[str, ...] = ()

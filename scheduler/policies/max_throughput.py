@@ -3,7 +3,8 @@
 Each job's value is its rate as a fraction of what it can use, times its priority (see
 :mod:`scheduler.policies.planning`). A training job is planned as a whole: all its
 shards get one limit, so no shard is paid for speed the slowest one cannot use. Limits
-past a curve's plateau buy nothing and are not given.
+past a curve's plateau buy nothing and are not given. Under a power tree every upgrade
+must also fit each domain above its GPUs (:mod:`scheduler.policies.nested`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from scheduler.core.problem import Allocation, Problem, no_locks
+from scheduler.policies.nested import group_shares, nested_levels
 from scheduler.policies.planning import greedy_levels, group_costs, group_values
 
 
@@ -27,7 +29,15 @@ class MaxThroughputPolicy:
         budget = problem.budget_w - float(np.sum(problem.min_w[~problem.busy]))
         values = group_values(problem)
         costs = group_costs(groups, [g.curve.limits_w for g in groups])
-        levels = greedy_levels(values, costs, budget)
+        if problem.caps is None:
+            levels = greedy_levels(values, costs, budget)
+        else:  # a power tree: every domain's remaining watts bound the upgrades under it
+            caps = problem.caps
+            shares = group_shares(caps, groups)
+            for g, c in zip(groups, costs, strict=True):
+                limits[g.rows] = c[0] / g.size
+            left = caps.cap_w - caps.totals(limits)
+            levels = nested_levels(values, costs, shares, left)
         for g, k in zip(groups, levels, strict=True):
             limits[g.rows] = g.curve.limits_w[k]
         return Allocation(limits, no_locks(n))

@@ -79,6 +79,7 @@ class Simulation:
             max_w + scenario.budget.reserve_w if unbounded else scenario.budget.watts(sum_tdp_w)
         )
         self.config = shell_config(scenario, self.budget_w)
+        self.layout = self.config.domain_layout()
         self.store = MemoryStore()
         self.shell: ControllerShell | None = self._new_shell()
         factory = embedded_agents()
@@ -87,7 +88,7 @@ class Simulation:
         for spec in scenario.nodes:
             for k, name in enumerate(spec.names()):
                 types = spec.gpu_types()
-                failsafe = [self.config.failsafe_limit_w(t) for t in types]
+                failsafe = [self.config.failsafe_limit_w(t, node=name) for t in types]
                 node = SimNode(
                     name,
                     types,
@@ -136,7 +137,10 @@ class Simulation:
         sc = self.sc
         if not self.unbounded:
             for change in sc.budget.schedule:
-                self._at(change.t_s, "budget", change.watts(sc.sum_tdp_w()))
+                if change.domain is not None:
+                    self._at(change.t_s, "domain", (change.domain, change.budget_w))
+                else:
+                    self._at(change.t_s, "budget", change.watts(sc.sum_tdp_w()))
         for job in sc.jobs:
             for name in job.ids():
                 self._at(job.sim.arrive_s, "submit", (job, name))
@@ -160,9 +164,16 @@ class Simulation:
 
     def _apply(self, t: float, kind: str, what: Any) -> bool:
         shell = self.shell
-        if kind in ("budget", "submit") and shell is None:
+        if kind in ("budget", "domain", "submit") and shell is None:
             return False
-        if kind == "budget":
+        if kind == "domain":
+            assert shell is not None
+            name, limit_w = what
+            old_w = self.layout.usable_w[self.layout.names.index(name)]
+            new_limit_w, reserve_w = operator.set_domain_limit(shell, name, limit_w, None)
+            self.layout = self.layout.with_usable(name, new_limit_w - reserve_w)
+            self.result.domain_change(t, name, old_w, new_limit_w - reserve_w)
+        elif kind == "budget":
             assert shell is not None
             operator.set_budget(shell, float(what), None)
             self.result.budget_change(t, self.budget_w, float(what))
@@ -358,6 +369,7 @@ class Simulation:
         t = k * dt
         if k == 0:
             self.result.budget_change(0.0, None, self.budget_w)
+            self.result.track_domains(self.layout.names, self.layout.usable_w)
         self.clock.t_s = t
         self._fire(t)
         self._agents(t)
@@ -378,9 +390,21 @@ class Simulation:
             self.window_s,
             [n.up for n, _ in self.physics.gpus],
         )
+        if self.layout.names:
+            held_w = self.domain_limits_w()
+            self.result.domain_step(t + dt, dt, self.layout.names, held_w, self.window_s)
         if self.trace is not None:
             self.trace.record(t + dt, self.physics.gpus, readings)
         self.k += 1
+
+    def domain_limits_w(self) -> list[float]:
+        """Per power domain, the limits its powered nodes' GPUs really hold now, watts."""
+        out = [0.0] * len(self.layout.names)
+        for name, node in self.nodes.items():
+            held_w = node.real_limits_w()
+            for at in self.layout.chain(name):
+                out[at] += held_w
+        return out
 
     def real_limits_w(self) -> float:
         """Sum of the limits the GPUs of powered nodes really hold now, watts."""

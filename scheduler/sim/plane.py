@@ -44,6 +44,7 @@ def shell_config(sc: Scenario, budget_w: float) -> ClusterConfig:
             "auth": {"enabled": False},
             # every job the scenario submits may wait (a refusal would end the run)
             "controller": {"max_waiting_jobs": max(1000, sum(len(j.ids()) for j in sc.jobs))},
+            "power_domains": [d.model_dump() for d in sc.power_domains],
         },
         f"scenario {sc.name}",
     )

@@ -139,7 +139,7 @@ class NodeAgent:
         self.core = AgentCore(
             node=self.node,
             gpus=gpus,
-            failsafe_limits_w=[devices.failsafe_limit_w(config, g) for g in gpus],
+            failsafe_limits_w=[devices.failsafe_limit_w(config, g, self.node) for g in gpus],
             failsafe_timeout_s=config.failsafe.timeout_s,
             state=AgentStateFile(config.state_dir / f"agent-{self.node}.json"),
             shards=self.shards,
