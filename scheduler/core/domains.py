@@ -134,9 +134,9 @@ def fit_sum(target_w: np.ndarray, min_w: np.ndarray, cap_w: float) -> tuple[np.n
     if total <= cap_w + EPS_W:
         return target_w, False
     floor = float(np.sum(min_w))
-    if cap_w < floor:
+    if cap_w < floor - EPS_W:
         return min_w.copy(), True
     head = target_w - min_w
-    scale = (cap_w - floor) / float(np.sum(head))
+    scale = max(0.0, (cap_w - floor) / float(np.sum(head)))
     fitted = min_w + np.floor(head * scale * 1000.0) / 1000.0
     return fitted, False
