@@ -57,6 +57,11 @@ STATUS = {
     "jobs_waiting": "Jobs waiting for GPUs.",
     "max_waiting_jobs": "Jobs that may wait before a submission is refused "
     "(`controller.max_waiting_jobs`).",
+    "domains": "The power domains of cluster.yaml's `power_domains`, parents first (empty "
+    "when none): each `{name, parent, limit_w, reserve_w, accounted_power_limit_w, power_w, "
+    "bound, gpus}`: its parent (null for a top domain), its limit and reserve, its GPUs' "
+    "limits as accounted and their power draw (watts), whether its limit binds, and how many "
+    "GPUs are under it (docs/power-domains.md).",
     "nodes": "One entry per node.",
     "nodes[].name": "Node name.",
     "nodes[].connected": "Whether its agent is connected.",
@@ -281,6 +286,9 @@ OTHERS = {
         "shortfall_w": "Watts the GPUs will still hold above budget - reserve once every GPU "
         "that can lower does (0: the cut can be met; otherwise the command exits 3).",
         "shortfall_reason": "Why, naming the GPUs that hold it up (empty when none).",
+        "domain": "With `--domain`: the power domain whose limit was set (`budget_w` and "
+        "`reserve_w` are then its `limit_w` and `reserve_w`, and the shortfall is of its "
+        "GPUs); null for the cluster budget.",
     },
     "policy set": {"policy": "Policy now in force."},
     "node down": {

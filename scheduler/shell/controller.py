@@ -357,6 +357,7 @@ class ControllerShell:
         execute.carry_out(self, actions, now_s)
         self.persist.step(now_s)
         self.flush(now_s)
+        self._note_bound_domains(self.last_actions.bound_domains, actions.bound_domains)
         self.last_actions = actions
         self.steps += 1
         self.jobs.trim()
@@ -365,6 +366,20 @@ class ControllerShell:
                 self._notes_logged.add(note)
                 log.warning("decide: %s", note)
         return actions
+
+    def _note_bound_domains(self, before: tuple[str, ...], now: tuple[str, ...]) -> None:
+        """An event when a power domain starts or stops binding."""
+        for name in sorted(set(now) - set(before)):
+            limit_w, reserve_w = self.domain_limits_w[name]
+            text = (
+                f"domain {name} binds: its GPUs want more than its limit {limit_w:g} W "
+                f"- reserve {reserve_w:g} W allows"
+            )
+            log.info("%s", text)
+            self.persist.event(StoredEvent(self.wall_clock(), None, "domain-bound", text))
+        for name in sorted(set(before) - set(now)):
+            text = f"domain {name} no longer binds"
+            self.persist.event(StoredEvent(self.wall_clock(), None, "domain-released", text))
 
     def held_gpus(self, observed: ObservedState) -> set[tuple[str, int]]:
         """GPUs a job holds now: a shard of it runs there, not a drained replica."""

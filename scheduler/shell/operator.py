@@ -239,17 +239,20 @@ def set_domain_limit(
     return limit_w, reserve_w
 
 
-def budget_shortfall(shell: ControllerShell) -> tuple[float, str]:
-    """What the budget in force leaves over once every GPU that can lower does (see
-    :func:`scheduler.shell.shortfall.budget_shortfall`); a shortfall is logged and kept in
-    the event log.
+def budget_shortfall(shell: ControllerShell, domain: str = "") -> tuple[float, str]:
+    """What the budget in force (or power domain ``domain``'s limit) leaves over once every
+    GPU that can lower does (see :func:`scheduler.shell.shortfall.budget_shortfall`); a
+    shortfall is logged and kept in the event log.
 
     Returns:
         ``(watts, reason)``; ``(0.0, "")`` when the budget can be met.
     """
-    over_w, why = shortfall.budget_shortfall(shell)
+    over_w, why = shortfall.budget_shortfall(shell, domain)
     if over_w > 0:
-        text = f"budget {shell.budget_w:g} W cannot be met: {over_w:g} W over; {why}"
+        what = f"budget {shell.budget_w:g} W"
+        if domain:
+            what = f"domain {domain} limit {shell.domain_limits_w[domain][0]:g} W"
+        text = f"{what} cannot be met: {over_w:g} W over; {why}"
         log.warning("%s", text)
         shell.persist.event(StoredEvent(shell.wall_clock(), None, "shortfall", text))
     return over_w, why
