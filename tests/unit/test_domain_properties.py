@@ -218,3 +218,20 @@ def test_a_site_budget_that_fits_does_not_trip_a_rack_that_does_not() -> None:
             assert sim.result.domain_limits_over_s == 0.0
     assert worst[False] > 3000.0  # the rack trips without the tree
     assert worst[True] <= 3000.0 + 1e-6
+
+
+def test_the_shipped_example_cuts_a_rack_and_holds_every_domain() -> None:
+    from scheduler.sim.scenario import load_scenario
+
+    repo = Path(__file__).resolve().parents[2]
+    sc, base = load_scenario(repo / "examples" / "scenarios" / "power-domains.yaml")
+    sim = Simulation(sc, base, load_policy(sc.policy), sc.policy)
+    rack_a = []
+    for _ in range(int(sc.duration_s / sim.plane.step_s)):
+        sim.step()
+        rack_a.append((sim.clock.t_s, sum(sim.nodes[n].real_limits_w() for n in ("a-0", "a-1"))))
+    result = sim.result
+    assert result.domain_limits_over_s == 0.0 and result.limits_over_budget_s == 0.0
+    during = [w for t, w in rack_a if 20.0 + sim.window_s <= t < 40.0]
+    assert during and max(during) <= 2000.0 + 1e-6
+    assert max(w for t, w in rack_a if t < 20.0) > 2000.0  # the cut changed something

@@ -210,3 +210,35 @@ def test_a_domain_limit_is_set_persisted_and_refused_when_impossible() -> None:
         assert info.value.code == code
     again = shell(store)  # a restarted controller keeps the operator's limit
     assert again.domain_limits_w["rack-h"] == (2500.0, 100.0)
+
+
+def test_status_metrics_and_events_show_a_binding_rack() -> None:
+    """Three racks, the H100 one on a 3,000 W feed under jobs that want more: status shows
+    it bound and within its limit, metrics carry it, an event says it binds."""
+    from scheduler.policies import load_policy
+    from scheduler.server.metrics import status_metrics
+    from scheduler.shell.status import cluster_status
+    from scheduler.sim.engine import Simulation
+    from tests.unit.test_domain_properties import _three_racks
+
+    sim = Simulation(_three_racks(True), Path("."), load_policy("max-throughput"), "mt")
+    for _ in range(60):
+        sim.step()
+    assert sim.shell is not None
+    status = cluster_status(sim.shell)
+    by_name = {d.name: d for d in status.domains}
+    assert [d.name for d in status.domains] == ["site", "rack-h", "rack-a", "rack-l"]
+    rack_h = by_name["rack-h"]
+    assert rack_h.parent == "site" and rack_h.gpus == 8 and rack_h.limit_w == 3000
+    assert rack_h.bound and rack_h.accounted_power_limit_w <= 3000 + 1e-6
+    assert by_name["site"].gpus == 24
+    families = {f.name: f for f in status_metrics(status)}
+    held = {
+        s.labels["domain"]: s.value
+        for s in families["greenllm_domain_accounted_power_limit_watts"].samples
+    }
+    assert held["rack-h"] == rack_h.accounted_power_limit_w
+    bound = {s.labels["domain"]: s.value for s in families["greenllm_domain_bound"].samples}
+    assert bound["rack-h"] == 1.0
+    events = [e for e in sim.store.event_log if e.kind == "domain-bound"]
+    assert any("domain rack-h binds" in e.message for e in events)
