@@ -63,12 +63,36 @@ class Caps:
         return len(self.cap_w)
 
     @cached_property
-    def _levels(self) -> list[np.ndarray]:
-        """Cap positions by depth, deepest last (the cluster alone at depth 0)."""
+    def _depth(self) -> np.ndarray:
+        """Per cap, its depth (the cluster 0)."""
         depth = np.zeros(self.size, dtype=int)
         for d in range(1, self.size):
             depth[d] = depth[self.parent[d]] + 1
+        return depth
+
+    @cached_property
+    def _levels(self) -> list[np.ndarray]:
+        """Cap positions by depth, deepest last (the cluster alone at depth 0)."""
+        depth = self._depth
         return [np.flatnonzero(depth == k) for k in range(int(depth.max()) + 1)]
+
+    @cached_property
+    def _ancestor(self) -> np.ndarray:
+        """``[cap, depth]``: the cap's ancestor (itself included) at that depth, -1 below
+        its own depth."""
+        depth = self._depth
+        out = np.full((self.size, len(self._levels)), -1, dtype=int)
+        for d in range(self.size):
+            at = d
+            while at >= 0:
+                out[d, depth[at]] = at
+                at = int(self.parent[at])
+        return out
+
+    def ancestors(self, leaf: np.ndarray) -> np.ndarray:
+        """``[i, depth]``: the cap at each depth above leaf ``leaf[i]`` (itself included),
+        -1 below its depth."""
+        return self._ancestor[leaf]
 
     def subset(self, rows: np.ndarray) -> Caps:
         """The same caps over the GPUs at ``rows`` only."""
@@ -106,7 +130,8 @@ class Caps:
         """Shrink headroom above the minimums until every cap holds, deepest caps first.
 
         Inside an over-cap domain every GPU's headroom shrinks by the same factor; a
-        parent's shrinking only lowers, so its children stay within theirs.
+        parent's shrinking only lowers, so its children stay within theirs. One vectorised
+        pass per tree level.
 
         Returns:
             The targets, and whether some cap is below its GPUs' summed minimums (those
@@ -114,12 +139,23 @@ class Caps:
         """
         out = target_w.astype(float).copy()
         infeasible = False
-        for level in reversed(self._levels):
-            over = level[(self.totals(out) > self.cap_w + EPS_W)[level]]
-            for cap in over.tolist():
-                rows = self.members(cap)
-                out[rows], short = fit_sum(out[rows], min_w[rows], float(self.cap_w[cap]))
-                infeasible |= short
+        for depth in range(len(self._levels) - 1, -1, -1):
+            over = self.totals(out) > self.cap_w + EPS_W
+            if not over[self._levels[depth]].any():
+                continue
+            above = self._ancestor[self.leaf, depth]  # per GPU, its cap at this depth
+            rows = np.flatnonzero(above >= 0)
+            rows = rows[over[above[rows]]]
+            cap_of = above[rows]
+            floor = np.bincount(cap_of, weights=min_w[rows], minlength=self.size)
+            head_w = out[rows] - min_w[rows]
+            head = np.bincount(cap_of, weights=head_w, minlength=self.size)
+            short = self.cap_w < floor - EPS_W
+            infeasible |= bool(short[over].any())
+            spare = np.maximum(self.cap_w - floor, 0.0)
+            scale = np.where(head > 0, spare / np.where(head > 0, head, 1.0), 0.0)
+            scale = np.where(short, 0.0, np.minimum(scale, 1.0))
+            out[rows] = min_w[rows] + np.floor(head_w * scale[cap_of] * 1000.0) / 1000.0
         return out, infeasible
 
 

@@ -24,17 +24,23 @@ def group_shares(caps: Caps, groups: list[Group]) -> list[tuple[np.ndarray, np.n
         Per group, ``(cap positions, fractions)``; the cluster (position 0) is always
         there with fraction 1.
     """
-    out = []
-    for g in groups:
-        leaves, counts = np.unique(caps.leaf[g.rows], return_counts=True)
-        share: dict[int, float] = {}
-        for leaf, count in zip(leaves.tolist(), counts.tolist(), strict=True):
-            at = leaf
-            while at >= 0:
-                share[at] = share.get(at, 0.0) + count / g.size
-                at = int(caps.parent[at])
-        out.append((np.fromiter(share, dtype=int), np.fromiter(share.values(), dtype=float)))
-    return out
+    if not groups:
+        return []
+    sizes = np.array([g.size for g in groups])
+    gid = np.repeat(np.arange(len(groups)), sizes)
+    leaf = caps.leaf[np.concatenate([g.rows for g in groups])]
+    above = caps.ancestors(leaf)  # [row, depth]
+    depth = above.shape[1]
+    keep = above >= 0
+    key = np.repeat(gid, depth)[keep.ravel()] * caps.size + above.ravel()[keep.ravel()]
+    pairs, count = np.unique(key, return_counts=True)
+    pair_gid, pair_cap = np.divmod(pairs, caps.size)
+    frac = count / sizes[pair_gid]
+    bounds = np.searchsorted(pair_gid, np.arange(len(groups) + 1))
+    return [
+        (pair_cap[a:b], frac[a:b])
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+    ]
 
 
 def nested_levels(
@@ -60,8 +66,13 @@ def nested_levels(
     if not values or (left < -EPS_W).any():
         return levels.tolist()
     seg_g, seg_a, seg_b, seg_dv, seg_dc = [], [], [], [], []
+    hulls: dict[bytes, np.ndarray] = {}
     for g, (v, c) in enumerate(zip(values, costs, strict=True)):
-        hull = np.asarray(_hull(v, c), dtype=int)
+        # the hull is invariant to scaling value or cost: share it between alike groups
+        key = (v / (v[-1] or 1.0)).tobytes() + (c / (c[-1] or 1.0)).tobytes()
+        hull = hulls.get(key)
+        if hull is None:
+            hull = hulls[key] = np.asarray(_hull(v, c), dtype=int)
         if len(hull) < 2:
             continue
         seg_g.append(np.full(len(hull) - 1, g))
