@@ -99,6 +99,7 @@ class Simulation:
                     interval_s,
                     self.plane.power_noise_frac,
                     scenario.seed * 100_003 + k,
+                    telemetry_ticks=round(self.plane.control_period_s / self.plane.step_s),
                 )
                 node.boot(0.0)
                 self.nodes[name] = node
@@ -278,7 +279,7 @@ class Simulation:
                 for msg in ch.due_down(t):
                     reply = node.agent.on_message(msg, t)
                     if msg.WhichOneof("body") == "registered":
-                        node.backoff_s = 0.2
+                        node.reconnect.registered()
                     if reply is not None:
                         ch.send_up(t, reply)
             node.agent.check_failsafe(t)
@@ -335,17 +336,15 @@ class Simulation:
             ch.cut()
             self._disconnect(node.name)
 
-    def _telemetry(self, t: float, k: int) -> None:
-        ticks = round(self.plane.control_period_s / self.plane.step_s)
+    def _telemetry(self, t: float) -> None:
         factory = next(iter(self.nodes.values())).factory
         for node in self.nodes.values():
             if not node.up or node.agent is None:
                 continue
-            node.samples.MergeFrom(factory.sample(node.gpus, t))
-            if (k + 1) % ticks == 0:
-                if node.channel is not None and node.channel.open and node.agent.registered:
-                    node.channel.send_up(t, node.agent.telemetry(node.samples, t))
-                node.samples = agent_pb2.GpuSamples()
+            full = node.telemetry.add(factory.sample(node.gpus, t))
+            ch = node.channel
+            if full is not None and ch is not None and ch.open and node.agent.registered:
+                ch.send_up(t, node.agent.telemetry(full, t))
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> SimResult:
@@ -378,7 +377,7 @@ class Simulation:
         self.clock.t_s = t + dt
         for node in self.nodes.values():
             node.set_time(t + dt)
-        self._telemetry(t + dt, k)
+        self._telemetry(t + dt)
         self._finish_jobs(t + dt)
         self.result.step(
             t + dt,
