@@ -4,9 +4,9 @@ Routing is the ingress's and the simulator's one rule (:func:`greenllm.serving.r
 weighted least-loaded as nginx's ``least_conn`` with weights): a request goes to the replica
 of its model with the fewest requests in flight (queued + in batch, the new one counted) per
 unit of weight; ties go to the lowest name. A replica with weight 0 takes no new requests;
-one whose queue is full is skipped. The weights are meant to follow each replica's measured throughput at
-its current power limit and clocks (the controller sets them; :meth:`ReplicaPool.set_weights`
-can be called at any time, from any thread).
+one whose queue is full is skipped. The weights are meant to follow each replica's measured
+throughput at its current power limit and clocks (the controller sets them;
+:meth:`ReplicaPool.set_weights` can be called at any time, from any thread).
 """
 
 from __future__ import annotations
