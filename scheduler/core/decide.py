@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from scheduler.core.demand import DemandCurve
 from scheduler.core.domains import Caps
 from scheduler.core.placement import place
 from scheduler.core.powermodel import PowerModel, serving_curve
@@ -198,6 +199,12 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
         caps=live_caps if caps.size > 1 else None,
     )
     alloc = policy.allocate(problem)
+    demand = None
+    valuer = getattr(policy, "demand_curve", None)
+    if config.demand_points > 0 and valuer is not None:
+        curve = valuer(problem, config.demand_points)
+        stale_w = float(np.sum(state.accounted_w[stale]))
+        demand = DemandCurve(tuple(w + stale_w for w in curve.watts), curve.value)
     live_target = np.where(busy, alloc.limits_w, problem.min_w)
     target = state.commanded_w.copy()
     target[live_idx] = live_target
@@ -239,4 +246,5 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
         raises_deferred=plan.raises_deferred,
         notes=tuple(notes),
         bound_domains=bound,
+        demand=demand,
     )

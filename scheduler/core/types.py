@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from greenllm.devices.physics import Workload
+from scheduler.core.demand import DemandCurve
 from scheduler.core.domains import DomainLayout
 
 if TYPE_CHECKING:
@@ -235,11 +236,14 @@ class DecideConfig:
         raise_band_frac: Raise a limit only when the target is more than this fraction of
             the GPU's TDP above it (band 3); in between (band 2) the limit holds.
         limit_grid_steps: Candidate power limits per GPU type the planners consider.
+        demand_points: Points of the demand curve decide() returns (0: none; a child
+            controller of a controller tree reports it to its parent).
     """
 
     lower_band_frac: float = 0.01
     raise_band_frac: float = 0.03
     limit_grid_steps: int = 48
+    demand_points: int = 0
 
 
 @dataclass(frozen=True)
@@ -318,6 +322,9 @@ class Actions:
         notes: Human-readable remarks (e.g. an infeasible budget).
         bound_domains: Power domains whose limit binds: the policy wanted more for their
             GPUs than it allows (their limits were fitted under it).
+        demand: The controller's demand curve, with stale GPUs' accounted limits in its
+            floor (None unless ``DecideConfig.demand_points`` > 0 and the policy values
+            watts).
     """
 
     placements: tuple[Placement, ...] = ()
@@ -331,3 +338,4 @@ class Actions:
     raises_deferred: bool = False
     notes: tuple[str, ...] = field(default=())
     bound_domains: tuple[str, ...] = ()
+    demand: DemandCurve | None = None

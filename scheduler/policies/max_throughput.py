@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from scheduler.core.demand import DemandCurve
 from scheduler.core.problem import Allocation, Problem, no_locks
 from scheduler.policies.nested import group_shares, nested_levels
-from scheduler.policies.planning import greedy_levels, group_costs, group_values
+from scheduler.policies.planning import _hull, greedy_levels, group_costs, group_values
 
 
 class MaxThroughputPolicy:
@@ -41,3 +42,24 @@ class MaxThroughputPolicy:
         for g, k in zip(groups, levels, strict=True):
             limits[g.rows] = g.curve.limits_w[k]
         return Allocation(limits, no_locks(n))
+
+    def demand_curve(self, problem: Problem, points: int) -> DemandCurve:
+        """Value of each total of watts, as :meth:`allocate` values them: every group's
+        upgrades along its concave hull, steepest first, from every GPU at its floor.
+
+        Args:
+            problem: The problem (its GPUs are the live ones; ``budget_w`` does not matter).
+            points: About how many points the curve keeps.
+        """
+        groups = problem.groups
+        floor_w = float(np.sum(problem.floor_w()))
+        values = group_values(problem)
+        costs = group_costs(groups, [g.curve.limits_w for g in groups])
+        dw, dv = [], []
+        for v, c in zip(values, costs, strict=True):
+            hull = np.asarray(_hull(v, c), dtype=int)
+            dw.append(c[hull[1:]] - c[hull[:-1]])
+            dv.append(v[hull[1:]] - v[hull[:-1]])
+        if not dw:
+            return DemandCurve((floor_w,), (0.0,))
+        return DemandCurve.from_segments(floor_w, np.concatenate(dw), np.concatenate(dv), points)

@@ -23,6 +23,7 @@ from greenllm.devices.catalog import get_spec
 from greenllm.proto.v1 import agent_pb2
 from scheduler.core.lifecycle import Timeouts
 from scheduler.core.problem import Policy
+from scheduler.core.types import DecideConfig
 from scheduler.shell import operator
 from scheduler.shell.controller import ControllerShell
 from scheduler.shell.errors import BadInput
@@ -49,6 +50,7 @@ class Simulation:
         unbounded: Ignore the budget (the reference run for ``throughput_vs_unbounded``).
         trace: Where to write trace rows (None: no trace).
         progress: Called with the fraction done now and then.
+        decide_config: Tuning of the controller's decide() (None: the defaults).
     """
 
     def __init__(
@@ -60,10 +62,12 @@ class Simulation:
         unbounded: bool = False,
         trace: TraceWriter | None = None,
         progress: Callable[[float], None] | None = None,
+        decide_config: DecideConfig | None = None,
     ) -> None:
         self.sc = scenario
         self.plane = scenario.control
         self.policy = policy
+        self.decide_config = decide_config
         self.trace = trace
         self.progress = progress
         self.clock = VirtualClock(0.0)
@@ -126,6 +130,7 @@ class Simulation:
             seed=self.sc.seed,
             stale_after_s=self.plane.stale_after_s,
             policy=self.policy,
+            decide_config=self.decide_config,
         )
         return shell
 
@@ -199,6 +204,14 @@ class Simulation:
         else:
             self._node_event(t, kind, what)
         return True
+
+    def apply_budget(self, t: float, budget_w: float) -> bool:
+        """Set the budget now as an operator would (the parent of a controller tree does).
+
+        Returns:
+            False when no controller runs to take it.
+        """
+        return self._apply(t, "budget", budget_w)
 
     def _node_event(self, t: float, kind: str, f: Any) -> None:
         node = self.nodes[f.node]
