@@ -246,25 +246,52 @@ def _groups(
 
 
 class _WeightCache:
-    """Load weights per job from the last calls: a job whose GPUs and weights are the
-    same gets the same (immutable) :class:`LoadWeight` objects instead of new ones."""
+    """Load weights from the last calls: when every job's GPUs and weights are those of
+    the last call, its (immutable) :class:`LoadWeight` objects are returned again; else
+    each job whose GPUs and weights are unchanged keeps its objects."""
 
-    _jobs: ClassVar[dict[str, tuple[tuple[str, ...], bytes, tuple[LoadWeight, ...]]]] = {}
+    _last: ClassVar[tuple[list[str], bytes, list[str], list[LoadWeight]] | None] = None
+    _jobs: ClassVar[dict[str, tuple[list[str], bytes, list[LoadWeight]]]] = {}
     _MAX_JOBS: ClassVar[int] = 200_000
 
     @classmethod
-    def get(
-        cls, job_id: str, nodes: tuple[str, ...], index: np.ndarray, weights: np.ndarray
-    ) -> tuple[LoadWeight, ...]:
-        """The job's load weights, in the order given."""
-        blob = index.tobytes() + weights.tobytes()
-        hit = cls._jobs.get(job_id)
-        if hit is not None and hit[1] == blob and hit[0] == nodes:
-            return hit[2]
-        out = tuple(map(LoadWeight, repeat(job_id), nodes, index.tolist(), weights.tolist()))
-        if len(cls._jobs) >= cls._MAX_JOBS:
-            cls._jobs.clear()
-        cls._jobs[job_id] = (nodes, blob, out)
+    def all(
+        cls,
+        job_ids: list[str],
+        counts: np.ndarray,
+        nodes: list[str],
+        index: np.ndarray,
+        weights: np.ndarray,
+    ) -> list[LoadWeight]:
+        """Every job's load weights, jobs in the order given, ``counts`` entries each."""
+        blob = counts.tobytes() + index.tobytes() + weights.tobytes()
+        last = cls._last
+        if last is not None and last[1] == blob and last[0] == job_ids and last[2] == nodes:
+            return last[3]
+        out: list[LoadWeight] = []
+        end = np.cumsum(counts).tolist()
+        start = [0, *end[:-1]]
+        for job_id, a, b in zip(job_ids, start, end, strict=True):
+            job_nodes = nodes[a:b]
+            job_blob = index[a:b].tobytes() + weights[a:b].tobytes()
+            hit = cls._jobs.get(job_id)
+            if hit is not None and hit[1] == job_blob and hit[0] == job_nodes:
+                out.extend(hit[2])
+                continue
+            made = list(
+                map(
+                    LoadWeight,
+                    repeat(job_id),
+                    job_nodes,
+                    index[a:b].tolist(),
+                    weights[a:b].tolist(),
+                )
+            )
+            if len(cls._jobs) >= cls._MAX_JOBS:
+                cls._jobs.clear()
+            cls._jobs[job_id] = (job_nodes, job_blob, made)
+            out.extend(made)
+        cls._last = (job_ids, blob, nodes, out)
         return out
 
 
@@ -272,22 +299,24 @@ def _rates(groups: list[Group], limits_w: np.ndarray) -> tuple[np.ndarray, np.nd
     """Every group's rows concatenated in group order, and each one's predicted rate at
     ``limits_w`` (one interpolation per distinct curve)."""
     rows = np.concatenate([g.rows for g in groups])
-    rates = np.empty(len(rows))
-    by_curve: dict[int, list[int]] = {}
+    slot: dict[int, int] = {}
+    curves: list[Curve] = []
+    curve_of = np.empty(len(groups), dtype=np.intp)
     for i, g in enumerate(groups):
-        by_curve.setdefault(id(g.curve), []).append(i)
-    sizes = np.fromiter((g.size for g in groups), dtype=np.intp, count=len(groups))
-    offset = np.r_[0, np.cumsum(sizes)]
-    for members in by_curve.values():
-        curve = groups[members[0]].curve
-        if len(members) == 1:
-            i = members[0]
-            rates[offset[i] : offset[i + 1]] = np.interp(
-                limits_w[groups[i].rows], curve.limits_w, curve.rate
-            )
-            continue
-        pos = np.concatenate([np.arange(offset[i], offset[i + 1]) for i in members])
-        rates[pos] = np.interp(limits_w[rows[pos]], curve.limits_w, curve.rate)
+        k = slot.get(id(g.curve))
+        if k is None:
+            k = slot[id(g.curve)] = len(curves)
+            curves.append(g.curve)
+        curve_of[i] = k
+    sizes = np.fromiter((len(g.rows) for g in groups), dtype=np.intp, count=len(groups))
+    entry_curve = np.repeat(curve_of, sizes)
+    at = limits_w[rows]
+    if len(curves) == 1:
+        return rows, np.interp(at, curves[0].limits_w, curves[0].rate)
+    rates = np.empty(len(rows))
+    for k, curve in enumerate(curves):
+        mask = entry_curve == k
+        rates[mask] = np.interp(at[mask], curve.limits_w, curve.rate)
     return rows, rates
 
 
@@ -340,24 +369,22 @@ def _load_weights(
         total[which] = np.sum(block, axis=1)
         top[which] = np.max(block, axis=1)
         low[which] = np.min(block, axis=1)
-    index_all = None
-    node_of = None
-    out: list[LoadWeight] = []
-    for j, job_id in enumerate(job_ids):
-        if kinds[job_id] == "train" and top[j] - low[j] <= 1e-3 * float(top[j]):
-            continue
-        if index_all is None:
-            node_of = [g.node for g in gpus]
-            index_all = np.array([g.index for g in gpus], dtype=np.int64)
-        assert node_of is not None
-        a, n = int(start[j]), int(counts[j])
-        r = rates[a : a + n]
-        t = float(total[j])
-        weights = r / t if t > 0 else np.full(n, 1.0 / n)
-        pos = live[rows[a : a + n]]
-        nodes = itemgetter(*pos.tolist())(node_of) if n > 1 else (node_of[int(pos[0])],)
-        out.extend(_WeightCache.get(job_id, nodes, index_all[pos], weights))
-    return out
+    is_train = np.array([kinds[j] == "train" for j in job_ids], dtype=bool)
+    keep = ~(is_train & (top - low <= 1e-3 * top))  # training shards all alike: no weights
+    if not keep.any():
+        return []
+    entry_of = np.repeat(np.arange(len(job_ids)), counts)
+    kept = keep[entry_of]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weights = np.where((total > 0)[entry_of], rates / total[entry_of], 1.0 / counts[entry_of])[
+            kept
+        ]
+    pos = live[rows[kept]].tolist()
+    chosen = itemgetter(*pos)(gpus) if len(pos) > 1 else (gpus[pos[0]],)
+    nodes = [g.node for g in chosen]
+    index = np.array([g.index for g in chosen], dtype=np.int64)
+    ids = [j for j, k in zip(job_ids, keep.tolist(), strict=True) if k]
+    return _WeightCache.all(ids, counts[keep], nodes, index, weights)
 
 
 def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Actions:
@@ -419,10 +446,15 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
     target[live_idx] = live_target
     plan = plan_limits(state, target, usable_w, config.lower_band_frac, config.raise_band_frac)
     order = plan.order.tolist()
-    new_w = plan.new_w[plan.order].tolist()
-    limits = [
-        SetPowerLimit(gpus[i].node, gpus[i].index, w) for i, w in zip(order, new_w, strict=True)
-    ]
+    sent = itemgetter(*order)(gpus) if len(order) > 1 else tuple(gpus[i] for i in order)
+    limits = list(
+        map(
+            SetPowerLimit,
+            [g.node for g in sent],
+            [g.index for g in sent],
+            plan.new_w[plan.order].tolist(),
+        )
+    )
 
     want = np.where(busy, alloc.lock_max_sm_clock_mhz, 0).astype(int)
     have = cols.locked_mhz[live_idx]

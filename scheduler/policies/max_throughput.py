@@ -28,6 +28,8 @@ class MaxThroughputPolicy:
         values = group_values(problem)
         costs = group_costs(groups, [g.curve.limits_w for g in groups])
         levels = greedy_levels(values, costs, budget)
-        for g, k in zip(groups, levels, strict=True):
-            limits[g.rows] = g.curve.limits_w[k]
+        if groups:
+            level_w = [float(g.curve.limits_w[k]) for g, k in zip(groups, levels, strict=True)]
+            sizes = [g.size for g in groups]
+            limits[np.concatenate([g.rows for g in groups])] = np.repeat(level_w, sizes)
         return Allocation(limits, no_locks(n))

@@ -1,4 +1,6 @@
-"""``decide(observed, config, policy) -> Actions``: the controller's pure step.
+"""decide() as of f6df322 (per-GPU), kept only as the oracle of test_decide_equivalence.py.
+
+``decide(observed, config, policy) -> Actions``: the controller's pure step.
 
 One call: place pending jobs whole on free GPUs, build the allocation problem over the
 GPUs that can be commanded, let the policy choose limits and clock locks, make the
@@ -215,3 +217,64 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
         raises_deferred=plan.raises_deferred,
         notes=tuple(notes),
     )
+
+
+# -- the per-group planning helpers and max-throughput as of f6df322 -------------------------
+from scheduler.core.problem import Allocation, no_locks  # noqa: E402
+from scheduler.policies.planning import greedy_levels  # noqa: E402
+
+
+def group_values(problem: Problem, rates: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Value of each group at each of its candidate limits.
+
+    Args:
+        problem: The problem.
+        rates: Per group, rate per GPU at each candidate (default: the group's curve).
+
+    Returns:
+        Per group, ``priority * min(size * rate, demand share) / usable rate of the job``.
+    """
+    rates = rates if rates is not None else [g.curve.rate for g in problem.groups]
+    tops: dict[int, float] = {}
+    for r in rates:
+        if id(r) not in tops:
+            tops[id(r)] = float(np.max(r))
+    full: dict[str, float] = {}
+    for g, r in zip(problem.groups, rates, strict=True):
+        full[g.job.job_id] = full.get(g.job.job_id, 0.0) + g.size * tops[id(r)]
+    out = []
+    for g, r in zip(problem.groups, rates, strict=True):
+        job_full = full[g.job.job_id]
+        group_full = g.size * tops[id(r)]
+        cap = group_full
+        demand = g.job.demand_units_per_s
+        if demand is not None and job_full > 0:
+            cap = min(group_full, demand * group_full / job_full)
+        usable = min(job_full, demand) if demand is not None else job_full
+        scale = g.job.priority / usable if usable > 0 else 0.0
+        out.append(scale * np.minimum(g.size * r, cap))
+    return out
+
+
+def group_costs(groups: list[Group], limits: list[np.ndarray]) -> list[np.ndarray]:
+    """Summed limits of each group at each candidate, watts."""
+    return [g.size * lim for g, lim in zip(groups, limits, strict=True)]
+
+
+class MaxThroughputPolicy:
+    """max-throughput as of f6df322."""
+
+    name = "max-throughput"
+
+    def allocate(self, problem: Problem) -> Allocation:
+        """Give watts where they add the most weighted throughput per watt."""
+        n = len(problem.min_w)
+        limits = problem.min_w.astype(float).copy()
+        groups = problem.groups
+        budget = problem.budget_w - float(np.sum(problem.min_w[~problem.busy]))
+        values = group_values(problem)
+        costs = group_costs(groups, [g.curve.limits_w for g in groups])
+        levels = greedy_levels(values, costs, budget)
+        for g, k in zip(groups, levels, strict=True):
+            limits[g.rows] = g.curve.limits_w[k]
+        return Allocation(limits, no_locks(n))

@@ -26,6 +26,8 @@ from scheduler.core.types import (
     ObservedState,
 )
 from scheduler.policies import load_policy
+from scheduler.policies.planning import group_costs, group_values
+from tests.unit import reference_decide as ref
 from tests.unit.reference_decide import decide as reference_decide
 
 TYPES = ["H100-SXM", "A100-SXM4", "L4", "A40"]
@@ -127,7 +129,8 @@ def random_state(seed: int) -> ObservedState:
 def test_decide_matches_the_per_gpu_reference(seed: int, policy: str) -> None:
     obs = random_state(seed)
     pol = load_policy(policy)
-    want = reference_decide(obs, DecideConfig(), pol)
+    old = ref.MaxThroughputPolicy() if policy == "max-throughput" else pol
+    want = reference_decide(obs, DecideConfig(), old)
     assert decide(obs, DecideConfig(), pol) == want
     assert decide(obs, DecideConfig(), pol) == want  # cached load weights
 
@@ -138,5 +141,35 @@ def test_decide_matches_the_reference_on_a_thousand_gpus(policy: str) -> None:
 
     first, running = _cluster(1000)
     pol = load_policy(policy)
+    old = ref.MaxThroughputPolicy() if policy == "max-throughput" else pol
     for obs in (first, running):
-        assert decide(obs, DecideConfig(), pol) == reference_decide(obs, DecideConfig(), pol)
+        assert decide(obs, DecideConfig(), pol) == reference_decide(obs, DecideConfig(), old)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_group_values_and_costs_match_the_per_group_reference(seed: int) -> None:
+    obs = random_state(seed)
+    captured = []
+
+    class Capture:
+        name = "capture"
+
+        def allocate(self, problem):  # type: ignore[no-untyped-def]
+            captured.append(problem)
+            return load_policy("uniform").allocate(problem)
+
+    decide(obs, DecideConfig(), Capture())
+    problem = captured[0]
+    rng = np.random.default_rng(seed)
+    # the oracle passes rates of its own, some shared between groups
+    own = [g.curve.rate * float(rng.choice([0.5, 1.0])) for g in problem.groups]
+    for rates in (None, own):
+        got = group_values(problem, rates)
+        want = ref.group_values(problem, rates)
+        assert len(got) == len(want)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    limits = [g.curve.limits_w for g in problem.groups]
+    got = group_costs(problem.groups, limits)
+    want = ref.group_costs(problem.groups, limits)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
