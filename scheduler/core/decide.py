@@ -461,10 +461,17 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
     lock_at = np.flatnonzero((want > 0) & (want != have))
     reset_at = np.flatnonzero((want == 0) & (have != -1))
     lock_pos = live_idx[lock_at].tolist()
-    locks = [
-        LockClocks(gpus[i].node, gpus[i].index, cols.spec_min_clock[int(cols.type_code[i])], mhz)
-        for i, mhz in zip(lock_pos, want[lock_at].tolist(), strict=True)
-    ]
+    locking = itemgetter(*lock_pos)(gpus) if len(lock_pos) > 1 else [gpus[i] for i in lock_pos]
+    min_clock = np.array(cols.spec_min_clock, dtype=np.int64)[cols.type_code[lock_pos]]
+    locks = list(
+        map(
+            LockClocks,
+            [g.node for g in locking],
+            [g.index for g in locking],
+            min_clock.tolist(),
+            want[lock_at].tolist(),
+        )
+    )
     resets = [ResetClocks(gpus[i].node, gpus[i].index) for i in live_idx[reset_at].tolist()]
 
     effective = np.where(np.isnan(plan.new_w), state.commanded_w, plan.new_w)[live_idx]
