@@ -9,13 +9,21 @@ and decide() time, as ratios from one run.
    the uncapped rate (goal: >= 30% less energy at <= 1% slowdown).
 3. The budget-cut scenario: seconds from the cut until measured cluster power is under
    the new budget, in control periods (goal: <= 2).
-4. decide() wall time at 1,000 and 10,000 GPUs (goal: < 100 ms at 10,000).
+4. decide() at 10,000 and 100,000 GPUs, steady / every limit changing / placing every job,
+   CPU and wall time, last round's code (git, in a subprocess) beside this tree's (goal at
+   100,000 GPUs: < 100 ms steady, < 250 ms every limit changing).
 """
 
 from __future__ import annotations
 
-import statistics
-import time
+import inspect
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -146,36 +154,130 @@ def _cluster(n_gpus: int) -> tuple[ObservedState, ObservedState]:
 
 
 def _settled(obs: ObservedState, policy: str) -> ObservedState:
+    """``obs`` after its power limits and clock locks were applied and acked."""
     acts = decide(obs, DecideConfig(), load_policy(policy))
     new = {(c.node, c.index): c.power_limit_w for c in acts.power_limits}
-    gpus = tuple(replace(g, acked_limit_w=new.get(g.key, g.acked_limit_w)) for g in obs.gpus)
+    locks: dict[tuple[str, int], int | None] = {
+        (c.node, c.index): c.max_sm_clock_mhz for c in acts.clock_locks
+    }
+    locks.update({(c.node, c.index): None for c in acts.clock_resets})
+    gpus = tuple(
+        replace(
+            g,
+            acked_limit_w=new.get(g.key, g.acked_limit_w),
+            locked_max_sm_clock_mhz=locks.get(g.key, g.locked_max_sm_clock_mhz),
+        )
+        for g in obs.gpus
+    )
     return replace(obs, gpus=gpus)
 
 
-def _time_ms(obs: ObservedState, policy: str, repeat: int = 5) -> str:
-    """Median wall and CPU time of decide(), ms, as ``wall/cpu``."""
-    pol = load_policy(policy)
-    wall, cpu = [], []
-    for _ in range(repeat):
-        w0, c0 = time.perf_counter(), time.process_time()
-        decide(obs, DecideConfig(), pol)
-        wall.append(time.perf_counter() - w0)
-        cpu.append(time.process_time() - c0)
-    return f"{1e3 * statistics.median(wall):6.1f}/{1e3 * statistics.median(cpu):<6.1f}"
+#: The code of last round, timed beside this tree's in the same run.
+OLD_COMMIT = "f6df322"
+#: Last round's figures as recorded in issue 21 (CPU time, one run on main at OLD_COMMIT).
+RECORDED = (
+    "recorded on main at f6df322 (issue 21): 33-42 ms at 10,000 GPUs; 0.50-0.86 s at "
+    "100,000 steady, 1.3-1.8 s placing every job"
+)
+SIZES = (10_000, 100_000)
+POLICIES_TIMED = ("max-throughput", "min-energy")
+CASES = ("steady", "every limit changes", "placing every job")
+
+_TIMER = """
+from __future__ import annotations
+import json, statistics, sys, time
+from dataclasses import replace
+from benchmarks.bench_allocation import _cluster
+from scheduler.core.decide import decide
+from scheduler.core.types import DecideConfig
+from scheduler.policies import load_policy
+
+out = {}
+for n in %(sizes)r:
+    first, running = _cluster(n)
+    for policy in %(policies)r:
+        pol = load_policy(policy)
+        steady = _settled(_settled(running, policy), policy)
+        for case, obs in zip(%(cases)r, (steady, running, first)):
+            decide(obs, DecideConfig(), pol)  # warm the caches, as every later period is
+            wall, cpu = [], []
+            for _ in range(%(repeat)d):
+                w0, c0 = time.perf_counter(), time.process_time()
+                decide(obs, DecideConfig(), pol)
+                wall.append(time.perf_counter() - w0)
+                cpu.append(time.process_time() - c0)
+            out[f"{n}|{policy}|{case}"] = [
+                statistics.fmean(cpu), max(cpu), statistics.fmean(wall), max(wall)
+            ]
+print(json.dumps(out))
+"""
+#: Both trees settle the cluster with this tree's _settled (limits and clock locks acked).
+_TIMER = _TIMER.replace("out = {}", inspect.getsource(_settled).replace("%", "%%") + "\nout = {}")
 
 
-def _decide_time() -> None:
-    print("decide() median time, ms as wall/CPU (goal < 100 ms at 10,000 GPUs; wall time")
-    print("suffers when other work shares the cores, CPU time is what decide() itself costs):")
-    print("  GPUs    policy           steady         every-limit-changes   placing-all-jobs")
-    for n in (1000, 10000):
-        first, running = _cluster(n)
-        for policy in ("max-throughput", "min-energy", "priority", "uniform"):
-            steady = _settled(_settled(running, policy), policy)
-            print(
-                f"  {n:6d}  {policy:16s} {_time_ms(steady, policy)}"
-                f"  {_time_ms(running, policy)}         {_time_ms(first, policy, 3)}"
-            )
+def _time_tree(root: Path, repeat: int) -> dict[str, list[float]]:
+    """decide() timings (CPU mean, CPU max, wall mean, wall max; seconds) per
+    ``GPUs|policy|case``, measured in a fresh interpreter on the code under ``root``."""
+    code = _TIMER % {
+        "sizes": SIZES,
+        "policies": POLICIES_TIMED,
+        "cases": CASES,
+        "repeat": repeat,
+    }
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"timing decide() under {root} failed: {done.stderr.strip()[-400:]}")
+    result: dict[str, list[float]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _old_tree(into: Path) -> Path | None:
+    """The scheduler, library and benchmarks at :data:`OLD_COMMIT`, unpacked under
+    ``into`` (None: no git checkout here)."""
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", OLD_COMMIT, "scheduler", "greenllm", "benchmarks"],
+        capture_output=True,
+    )
+    if archive.returncode != 0:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def _decide_time(repeat: int = 5) -> None:
+    """decide() at 10,000 and 100,000 GPUs, last round's code beside this tree's."""
+    print(f"decide() time, ms, mean/max of {repeat} calls after one warm-up, CPU (process_time:")
+    print("what decide() itself costs) and wall (suffers when other work shares the cores);")
+    print(f"old = {OLD_COMMIT} (last round), run from git in a subprocess of this run;")
+    print("new = this tree; goal at 100,000 GPUs: < 100 ms steady, < 250 ms every limit changing")
+    repo = Path(__file__).resolve().parents[1]
+    new = _time_tree(repo, repeat)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = _old_tree(Path(tmp))
+        old = _time_tree(root, repeat) if root is not None else None
+    if old is None:
+        print(f"  (no git history here: old figures are the recorded ones, {RECORDED})")
+    print(
+        f"  {'GPUs':>7}  {'policy':14s} {'case':20s} {'old CPU':>13} {'new CPU':>13}"
+        f" {'new/old':>7} {'old wall':>13} {'new wall':>13}"
+    )
+
+    def ms(v: list[float], at: int) -> str:
+        return f"{1e3 * v[at]:6.0f}/{1e3 * v[at + 1]:<6.0f}"
+
+    for key, v in new.items():
+        n, policy, case = key.split("|")
+        o = old.get(key) if old is not None else None
+        ratio = f"{v[0] / o[0]:7.2f}" if o else f"{'-':>7}"
+        print(
+            f"  {int(n):7,d}  {policy:14s} {case:20s} {ms(o, 0) if o else '-':>13} {ms(v, 0)}"
+            f" {ratio} {ms(o, 2) if o else '-':>13} {ms(v, 2)}"
+        )
 
 
 def main() -> None:

@@ -19,8 +19,9 @@ Rules:
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
@@ -40,16 +41,26 @@ def _expected_joules_per_unit(
     return float(curve.power_w[0]) / rate if rate > 0 else float("inf")
 
 
-def _free_by_type(gpus: tuple[GPUState, ...]) -> dict[str, list[tuple[str, int]]]:
-    per_node_type: dict[tuple[str, str], list[int]] = defaultdict(list)
+def _free_by_type(gpus: tuple[GPUState, ...]) -> dict[str, tuple[list[str], list[int]]]:
+    """Per type (types in name order), its free GPUs as parallel lists of node and index:
+    nodes with the most free GPUs of the type first, then by name; indices ascending."""
+    per_node_type: dict[tuple[str, str], list[int]] = {}
     for g in gpus:
         if g.job_id is None and not g.stale and not g.reserved:
-            per_node_type[(g.gpu_type, g.node)].append(g.index)
-    ordered: dict[str, list[tuple[str, int]]] = defaultdict(list)
+            key = (g.gpu_type, g.node)
+            indices = per_node_type.get(key)
+            if indices is None:
+                per_node_type[key] = [g.index]
+            else:
+                indices.append(g.index)
+    ordered: dict[str, tuple[list[str], list[int]]] = {}
     for (gpu_type, node), indices in sorted(
         per_node_type.items(), key=lambda kv: (kv[0][0], -len(kv[1]), kv[0][1])
     ):
-        ordered[gpu_type].extend((node, i) for i in sorted(indices))
+        nodes, index = ordered.setdefault(gpu_type, ([], []))
+        indices.sort()
+        nodes.extend([node] * len(indices))
+        index.extend(indices)
     return ordered
 
 
@@ -92,12 +103,12 @@ def place(
     used = dict.fromkeys(free, 0)  # GPUs of each type taken so far, from the front
 
     def left(t: str) -> int:
-        return len(free[t]) - used[t]
+        return len(free[t][0]) - used[t]
 
-    def take(t: str, n: int) -> list[tuple[str, int]]:
-        got = free[t][used[t] : used[t] + n]
+    def take(t: str, n: int) -> tuple[list[str], list[int]]:
+        a = used[t]
         used[t] += n
-        return got
+        return free[t][0][a : a + n], free[t][1][a : a + n]
 
     total_tdp = sum(spec_of(t).tdp_w * n for t, n in counts.items()) or 1.0
     order = sorted(range(len(pending)), key=lambda i: (-pending[i].priority, i))
@@ -117,16 +128,17 @@ def place(
             return (pref.index(t) if t in pref else len(pref), efficiency[key])
 
         types.sort(key=rank)
-        chosen: list[tuple[str, int]] = []
+        nodes: list[str] = []
+        index: list[int] = []
         single = [t for t in types if left(t) >= job.shards] if job.kind == "train" else []
         if single:
-            chosen = take(single[0], job.shards)
+            nodes, index = take(single[0], job.shards)
         elif sum(left(t) for t in types) >= job.shards:
             for t in types:
-                chosen.extend(take(t, min(job.shards - len(chosen), left(t))))
-        placements.extend(
-            Placement(job.job_id, shard, node, index) for shard, (node, index) in enumerate(chosen)
-        )
+                got_nodes, got_index = take(t, min(job.shards - len(nodes), left(t)))
+                nodes.extend(got_nodes)
+                index.extend(got_index)
+        placements.extend(map(Placement, repeat(job.job_id), range(len(nodes)), nodes, index))
     return placements, unplaceable
 
 

@@ -39,8 +39,10 @@ class MaxThroughputPolicy:
                 limits[g.rows] = c[0] / g.size
             left = caps.cap_w - caps.totals(limits)
             levels = nested_levels(values, costs, shares, left)
-        for g, k in zip(groups, levels, strict=True):
-            limits[g.rows] = g.curve.limits_w[k]
+        if groups:
+            level_w = [float(g.curve.limits_w[k]) for g, k in zip(groups, levels, strict=True)]
+            sizes = [g.size for g in groups]
+            limits[np.concatenate([g.rows for g in groups])] = np.repeat(level_w, sizes)
         return Allocation(limits, no_locks(n))
 
     def demand_curve(self, problem: Problem, points: int) -> DemandCurve:

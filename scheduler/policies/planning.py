@@ -16,6 +16,43 @@ from scheduler.core.problem import Group, Problem
 PLATEAU_FRAC = 0.999
 
 
+def _per_distinct(arrays: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """The distinct array objects of ``arrays`` (alike groups share curves), and for each
+    entry, the position of its array among them."""
+    slot: dict[int, int] = {}
+    distinct: list[np.ndarray] = []
+    which = np.empty(len(arrays), dtype=np.intp)
+    for i, a in enumerate(arrays):
+        k = slot.get(id(a))
+        if k is None:
+            k = slot[id(a)] = len(distinct)
+            distinct.append(a)
+        which[i] = k
+    return distinct, which
+
+
+def _scaled_rows(
+    distinct: list[np.ndarray],
+    which: np.ndarray,
+    size: np.ndarray,
+    scale: np.ndarray | None = None,
+    cap: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """Per entry ``i``, ``scale[i] * min(size[i] * distinct[which[i]], cap[i])`` (without
+    the scale or the cap when None), computed as one 2-D operation per distinct array."""
+    out: list[np.ndarray] = [np.empty(0)] * len(which)
+    for k, a in enumerate(distinct):
+        at = np.flatnonzero(which == k)
+        block = size[at, None] * a[None, :]
+        if cap is not None:
+            block = np.minimum(block, cap[at, None])
+        if scale is not None:
+            block = scale[at, None] * block
+        for i, row in zip(at.tolist(), block, strict=True):
+            out[i] = row
+    return out
+
+
 def group_values(problem: Problem, rates: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Value of each group at each of its candidate limits.
 
@@ -26,26 +63,30 @@ def group_values(problem: Problem, rates: list[np.ndarray] | None = None) -> lis
     Returns:
         Per group, ``priority * min(size * rate, demand share) / usable rate of the job``.
     """
-    rates = rates if rates is not None else [g.curve.rate for g in problem.groups]
-    tops: dict[int, float] = {}
-    for r in rates:
-        if id(r) not in tops:
-            tops[id(r)] = float(np.max(r))
-    full: dict[str, float] = {}
-    for g, r in zip(problem.groups, rates, strict=True):
-        full[g.job.job_id] = full.get(g.job.job_id, 0.0) + g.size * tops[id(r)]
-    out = []
-    for g, r in zip(problem.groups, rates, strict=True):
-        job_full = full[g.job.job_id]
-        group_full = g.size * tops[id(r)]
-        cap = group_full
-        demand = g.job.demand_units_per_s
-        if demand is not None and job_full > 0:
-            cap = min(group_full, demand * group_full / job_full)
-        usable = min(job_full, demand) if demand is not None else job_full
-        scale = g.job.priority / usable if usable > 0 else 0.0
-        out.append(scale * np.minimum(g.size * r, cap))
-    return out
+    groups = problem.groups
+    rates = rates if rates is not None else [g.curve.rate for g in groups]
+    if not groups:
+        return []
+    distinct, which = _per_distinct(rates)
+    tops = np.array([float(np.max(r)) for r in distinct])[which]
+    size = np.array([g.size for g in groups], dtype=float)
+    job_pos: dict[str, int] = {}
+    job_of = np.array([job_pos.setdefault(g.job.job_id, len(job_pos)) for g in groups])
+    group_full = size * tops
+    # summed in group order, as the per-group loop did
+    job_full = np.bincount(job_of, weights=group_full, minlength=len(job_pos))[job_of]
+    demand = np.array(
+        [np.nan if g.job.demand_units_per_s is None else g.job.demand_units_per_s for g in groups],
+        dtype=float,
+    )
+    priority = np.array([g.job.priority for g in groups], dtype=float)
+    has_demand = ~np.isnan(demand)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = demand * group_full / job_full
+    cap = np.where(has_demand & (job_full > 0), np.minimum(group_full, share), group_full)
+    usable = np.where(has_demand, np.minimum(job_full, demand), job_full)
+    scale = np.divide(priority, usable, out=np.zeros(len(groups)), where=usable > 0)
+    return _scaled_rows(distinct, which, size, scale, cap)
 
 
 def plateau_index(values: np.ndarray) -> int:
@@ -141,4 +182,7 @@ def greedy_levels(values: list[np.ndarray], costs: list[np.ndarray], budget_w: f
 
 def group_costs(groups: list[Group], limits: list[np.ndarray]) -> list[np.ndarray]:
     """Summed limits of each group at each candidate, watts."""
-    return [g.size * lim for g, lim in zip(groups, limits, strict=True)]
+    if not groups:
+        return []
+    distinct, which = _per_distinct(limits)
+    return _scaled_rows(distinct, which, np.array([g.size for g in groups], dtype=float))

@@ -192,10 +192,12 @@ class ShardReport:
     _work_rate: float = 0.0
     _offered_rate: float = 0.0
     _prompt_rate: float = 0.0
+    _recent_rates: tuple[float, float] | None = None  # until the next sample
 
     def add(self, sample: agent_pb2.ShardSample) -> None:
         """Take a newer sample."""
         self.latest = sample
+        self._recent_rates = None
         self.work_window.append((sample.timestamp_s, sample.work_units))
         self.offered_window.append((sample.timestamp_s, sample.offered_units))
         self.prompt_window.append((sample.timestamp_s, sample.offered_prompt_tokens))
@@ -219,7 +221,12 @@ class ShardReport:
         """Units of work and prompt tokens arriving per second over the last
         :data:`BURST_SPAN_S` (inference): a burst shows here long before it moves the
         window's mean."""
-        return _recent_rate(self.offered_window), _recent_rate(self.prompt_window)
+        if self._recent_rates is None:  # read every step per shard, changed per sample
+            self._recent_rates = (
+                _recent_rate(self.offered_window),
+                _recent_rate(self.prompt_window),
+            )
+        return self._recent_rates
 
 
 def _recent_rate(window: deque[tuple[float, float]]) -> float:
