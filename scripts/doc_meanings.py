@@ -143,6 +143,12 @@ CONFIG_CHECK = {
     "carbon_region": "Grid region for CO2e.",
     "nodes_without_gpu_list": "nvml nodes that list no GPUs (discovered when their agent "
     "starts; not in the sums).",
+    "power_domains": "The power tree, parents first (empty without `power_domains`): each "
+    "`{name, parent, usable_w, nodes}`: its parent (null for a top domain), its limit - "
+    "reserve in watts, and every node under it.",
+    "oversubscribed": "One line per domain whose children may draw more than it allows (a "
+    "child's limit above it, or its children's limits summing above it): allowed, the parent "
+    "binds first.",
 }
 
 PROFILE = {
