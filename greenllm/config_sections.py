@@ -81,12 +81,15 @@ class ControllerConfig(_Strict):
         max_waiting_jobs: Jobs that may wait for GPUs at once; past it SubmitJob answers
             RESOURCE_EXHAUSTED until some are placed or cancelled (a flood of submissions
             cannot grow the controller's memory, its status or its control step).
+        demand_points: Points of the demand curve (watts -> value) the controller puts in
+            its status each step, for a parent controller (``greenllm tree run``); 0: none.
     """
 
     address: str = "127.0.0.1:50051"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_address: str | None = Field(default=None, min_length=1, pattern=r"^[^\s/]+$")
     max_waiting_jobs: int = Field(default=1000, ge=1, le=1_000_000)
+    demand_points: int = Field(default=0, ge=0, le=1024)
 
     @field_validator("address")
     @classmethod

@@ -99,7 +99,9 @@ class ControllerShell:
         self.config = config
         self.clock = clock
         self.wall_clock = wall_clock
-        self.decide_config = decide_config or DecideConfig()
+        self.decide_config = decide_config or DecideConfig(
+            demand_points=config.controller.demand_points
+        )
         self.timeouts = timeouts or Timeouts.for_failsafe(config.failsafe.timeout_s)
         self.stale_after_s = (
             stale_after_s if stale_after_s is not None else default_stale_after_s(config)

@@ -225,6 +225,8 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
         jobs_waiting=shell.jobs.waiting,
         max_waiting_jobs=shell.config.controller.max_waiting_jobs,
         domains=domain_statuses(shell, observed.gpus),
+        demand_w=shell.last_actions.demand.watts if shell.last_actions.demand else (),
+        demand_value=shell.last_actions.demand.value if shell.last_actions.demand else (),
     )
 
 

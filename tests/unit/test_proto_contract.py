@@ -250,6 +250,8 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "jobs_waiting": 20,
         "max_waiting_jobs": 21,
         "domains": 22,
+        "demand_w": 23,
+        "demand_value": 24,
     },
     "SetBudgetRequest": {"budget_w": 1, "reserve_w": 2, "domain": 3},
     "DomainStatus": {

@@ -268,7 +268,7 @@ class NodeStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., stale: _Optional[bool] = ..., failsafe_active: _Optional[bool] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ..., telemetry_age_s: _Optional[float] = ..., phase: _Optional[_Union[NodePhase, str]] = ..., down_reason: _Optional[str] = ..., idle_energy_j: _Optional[float] = ..., releasable: _Optional[bool] = ..., agent_state_error: _Optional[str] = ..., energy_samples_rejected: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples", "jobs_total", "state_writable", "state_error", "refused_lowerings", "control_step_p50_s", "control_step_p99_s", "jobs_by_phase", "jobs_truncated", "jobs_cap", "shortfall_w", "jobs_waiting", "max_waiting_jobs", "domains")
+    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples", "jobs_total", "state_writable", "state_error", "refused_lowerings", "control_step_p50_s", "control_step_p99_s", "jobs_by_phase", "jobs_truncated", "jobs_cap", "shortfall_w", "jobs_waiting", "max_waiting_jobs", "domains", "demand_w", "demand_value")
     class JobsByPhaseEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +298,8 @@ class ClusterStatus(_message.Message):
     JOBS_WAITING_FIELD_NUMBER: _ClassVar[int]
     MAX_WAITING_JOBS_FIELD_NUMBER: _ClassVar[int]
     DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    DEMAND_W_FIELD_NUMBER: _ClassVar[int]
+    DEMAND_VALUE_FIELD_NUMBER: _ClassVar[int]
     budget_w: float
     reserve_w: float
     power_w: float
@@ -320,7 +322,9 @@ class ClusterStatus(_message.Message):
     jobs_waiting: int
     max_waiting_jobs: int
     domains: _containers.RepeatedCompositeFieldContainer[DomainStatus]
-    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ..., telemetry_samples: _Optional[int] = ..., jobs_total: _Optional[int] = ..., state_writable: _Optional[bool] = ..., state_error: _Optional[str] = ..., refused_lowerings: _Optional[int] = ..., control_step_p50_s: _Optional[float] = ..., control_step_p99_s: _Optional[float] = ..., jobs_by_phase: _Optional[_Mapping[str, int]] = ..., jobs_truncated: _Optional[bool] = ..., jobs_cap: _Optional[int] = ..., shortfall_w: _Optional[float] = ..., jobs_waiting: _Optional[int] = ..., max_waiting_jobs: _Optional[int] = ..., domains: _Optional[_Iterable[_Union[DomainStatus, _Mapping]]] = ...) -> None: ...
+    demand_w: _containers.RepeatedScalarFieldContainer[float]
+    demand_value: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ..., telemetry_samples: _Optional[int] = ..., jobs_total: _Optional[int] = ..., state_writable: _Optional[bool] = ..., state_error: _Optional[str] = ..., refused_lowerings: _Optional[int] = ..., control_step_p50_s: _Optional[float] = ..., control_step_p99_s: _Optional[float] = ..., jobs_by_phase: _Optional[_Mapping[str, int]] = ..., jobs_truncated: _Optional[bool] = ..., jobs_cap: _Optional[int] = ..., shortfall_w: _Optional[float] = ..., jobs_waiting: _Optional[int] = ..., max_waiting_jobs: _Optional[int] = ..., domains: _Optional[_Iterable[_Union[DomainStatus, _Mapping]]] = ..., demand_w: _Optional[_Iterable[float]] = ..., demand_value: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class DomainStatus(_message.Message):
     __slots__ = ("name", "parent", "limit_w", "reserve_w", "accounted_power_limit_w", "power_w", "bound", "gpus")
