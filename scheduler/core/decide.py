@@ -389,6 +389,21 @@ def _load_weights(
     return _WeightCache.all(ids, counts[keep], nodes, index, weights)
 
 
+def _domain_headroom(observed: ObservedState, usable_w: float) -> dict[str, float] | None:
+    """Per node, the least spare watts (cap less the limits its GPUs may hold) of the power
+    domains above it (None: no power tree, or no pending job to place)."""
+    if observed.domains is None or not any(j.phase == "pending" for j in observed.jobs):
+        return None
+    gpus = observed.gpus
+    caps = Caps.build(observed.domains, usable_w, [g.node for g in gpus])
+    held = np.array([g.accounted_limit_w for g in gpus], dtype=float)
+    room = caps.cap_w - caps.totals(held)
+    least = caps.ancestors(np.arange(caps.size))  # [cap, depth]: its chain
+    chain_min = np.where(least >= 0, room[np.maximum(least, 0)], np.inf).min(axis=1)
+    per_gpu = chain_min[caps.leaf]
+    return {g.node: float(w) for g, w in zip(gpus, per_gpu.tolist(), strict=True)}
+
+
 def _bound_domains(
     caps: Caps, problem: Problem, target_w: np.ndarray, limits_w: np.ndarray
 ) -> tuple[str, ...]:
@@ -420,7 +435,8 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
     gpus = observed.gpus
     usable_w = observed.usable_budget_w
     jobs = {j.job_id: j for j in observed.jobs if j.phase in ("pending", "running")}
-    placements, unplaceable = place(gpus, observed.jobs, model, usable_w)
+    headroom = _domain_headroom(observed, usable_w)
+    placements, unplaceable = place(gpus, observed.jobs, model, usable_w, headroom)
     placed = {(p.node, p.index): p.job_id for p in placements}
 
     cols = _Columns(gpus)

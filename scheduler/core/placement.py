@@ -13,8 +13,10 @@ Rules:
   Inference replicas may always span types.
 * A job that can never be placed (its allowed types have fewer GPUs in the whole cluster
   than it has shards) is reported with the reason; one that waits for busy GPUs is not.
-* Within a type, GPUs on the nodes with the most free GPUs of that type come first, so
-  shards pack onto few nodes.
+* Within a type, GPUs under the power domains with the most headroom come first (the
+  least spare watts of any domain above a node: a job is not started where a rack's feed
+  already binds); then those on the nodes with the most free GPUs of that type, so shards
+  pack onto few nodes.
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ def _expected_joules_per_unit(
     return float(curve.power_w[0]) / rate if rate > 0 else float("inf")
 
 
-def _free_by_type(gpus: tuple[GPUState, ...]) -> dict[str, tuple[list[str], list[int]]]:
+def _free_by_type(
+    gpus: tuple[GPUState, ...], headroom_w: dict[str, float] | None = None
+) -> dict[str, tuple[list[str], list[int]]]:
     """Per type (types in name order), its free GPUs as parallel lists of node and index:
-    nodes with the most free GPUs of the type first, then by name; indices ascending."""
+    nodes under the most domain headroom first (``headroom_w``, by node), then those with
+    the most free GPUs of the type, then by name; indices ascending."""
     per_node_type: dict[tuple[str, str], list[int]] = {}
     for g in gpus:
         if g.job_id is None and not g.stale and not g.reserved:
@@ -54,8 +59,10 @@ def _free_by_type(gpus: tuple[GPUState, ...]) -> dict[str, tuple[list[str], list
             else:
                 indices.append(g.index)
     ordered: dict[str, tuple[list[str], list[int]]] = {}
+    room = headroom_w or {}
     for (gpu_type, node), indices in sorted(
-        per_node_type.items(), key=lambda kv: (kv[0][0], -len(kv[1]), kv[0][1])
+        per_node_type.items(),
+        key=lambda kv: (kv[0][0], -room.get(kv[0][1], 0.0), -len(kv[1]), kv[0][1]),
     ):
         nodes, index = ordered.setdefault(gpu_type, ([], []))
         indices.sort()
@@ -77,6 +84,7 @@ def place(
     jobs: tuple[JobState, ...],
     model: PowerModel,
     usable_budget_w: float,
+    headroom_w: dict[str, float] | None = None,
 ) -> tuple[list[Placement], list[Unplaceable]]:
     """Place pending jobs whole on free GPUs.
 
@@ -85,6 +93,8 @@ def place(
         jobs: Jobs; only ``phase == "pending"`` ones are placed.
         model: Power model used to rank GPU types by energy efficiency.
         usable_budget_w: Budget minus reserve, watts (sets each type's expected share).
+        headroom_w: Per node, the least spare watts of the power domains above it (None:
+            no power tree).
 
     Returns:
         One placement per shard of each job that fits, and the pending jobs that can never
@@ -97,7 +107,7 @@ def place(
     unplaceable = _unplaceable(pending, counts)
     never = {u.job_id for u in unplaceable}
     pending = [j for j in pending if j.job_id not in never]
-    free = _free_by_type(gpus)
+    free = _free_by_type(gpus, headroom_w)
     if not free or not pending:
         return [], unplaceable
     used = dict.fromkeys(free, 0)  # GPUs of each type taken so far, from the front

@@ -242,3 +242,39 @@ def test_status_metrics_and_events_show_a_binding_rack() -> None:
     assert bound["rack-h"] == 1.0
     events = [e for e in sim.store.event_log if e.kind == "domain-bound"]
     assert any("domain rack-h binds" in e.message for e in events)
+
+
+def test_placement_prefers_the_domain_with_headroom() -> None:
+    """Two racks of H100 nodes; rack-a's feed is nearly taken by a running job, rack-b has
+    room: a new job goes to rack-b, though rack-a's node has more free GPUs (without the
+    tree it packs there)."""
+    from greenllm.devices.physics import Workload
+    from scheduler.core.decide import decide
+    from scheduler.core.types import DecideConfig, GPUState, JobState, ObservedState
+    from scheduler.policies import load_policy
+
+    train = Workload("train", batch=8, model_params=1.3e9)
+    gpus = [
+        GPUState(
+            "a0",
+            i,
+            "H100-SXM",
+            0.0,
+            0.0,
+            600.0 if i < 2 else 200.0,
+            job_id="busy" if i < 2 else None,
+        )
+        for i in range(8)
+    ] + [GPUState("b0", i, "H100-SXM", 0.0, 0.0, 200.0) for i in range(4)]
+    jobs = (
+        JobState("busy", "train", "running", train, shards=2),
+        JobState("new", "train", "pending", train, shards=2),
+    )
+    layout = DomainLayout(("rack-a", "rack-b"), (-1, -1), (2500.0, 2800.0), (("a0", 0), ("b0", 1)))
+    for domains, expect in ((None, "a0"), (layout, "b0")):
+        acts = decide(
+            ObservedState(0, 5000, 0, tuple(gpus), jobs, domains=domains),
+            DecideConfig(),
+            load_policy("max-throughput"),
+        )
+        assert {p.node for p in acts.placements if p.job_id == "new"} == {expect}
