@@ -71,6 +71,9 @@ class TreeSimulation:
         policy_name: The children's allocation policy (one that values watts:
             max-throughput).
         parent_periods: Child control periods between parent steps.
+        parent_outages: ``(at_s, down_s)``: the parent is down from ``at_s`` for ``down_s``
+            seconds (its children keep their grants); it comes back knowing nothing but
+            each child's budget in force, as the live parent does.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class TreeSimulation:
         base_dir: Path,
         policy_name: str = "max-throughput",
         parent_periods: int = PARENT_PERIODS,
+        parent_outages: list[tuple[float, float]] | None = None,
     ) -> None:
         if len(scenario.power_domains) != 1 or len(scenario.power_domains[0].domains) < 2:
             raise ValueError(
@@ -128,7 +132,22 @@ class TreeSimulation:
         self._parent_changes = sorted(
             (c.t_s, c) for c in scenario.budget.schedule if c.domain in (None, top.name)
         )
+        self.parent_outages = list(parent_outages or [])
+        self._parent_down = False
         self.k = 0
+
+    def _parent_up(self, t: float) -> bool:
+        """Whether the parent runs at ``t``; one that comes back starts from the children's
+        budgets in force."""
+        down = any(at <= t < at + length for at, length in self.parent_outages)
+        if down and not self._parent_down:  # a cut nobody carries out stays in transition
+            self._allowance.down(t, self.window_s)
+        if self._parent_down and not down:
+            self.parent.grants_w = [c.budget_w for c in self.children.values()]
+            self.parent._held_w = None
+            self._allowance.up(t, 0.0, self.window_s)
+        self._parent_down = down
+        return not down
 
     def _parent_usable_at(self, t: float) -> float:
         top_w, budget_w = self._top_usable_w, self._budget_usable_w
@@ -173,7 +192,7 @@ class TreeSimulation:
             if cut:
                 self._cuts.append([t, usable_w, None, None])
             self.parent.usable_w = usable_w
-        if cut or self.k % self.period_steps == 0:
+        if self._parent_up(t) and (cut or self.k % self.period_steps == 0):
             self._parent_step(t)
         for child in self.children.values():
             child.step()

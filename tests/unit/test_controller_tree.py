@@ -136,14 +136,34 @@ def _site(restart: bool, fail: str | None, cut_frac: float, seed: int) -> Scenar
     st.sampled_from([None, "crash", "partition", "agent_crash"]),
     st.floats(0.45, 1.0),
     st.integers(0, 100),
+    st.one_of(st.none(), st.tuples(st.floats(1.0, 6.0), st.floats(0.5, 4.0))),
 )
 def test_no_domain_at_any_level_exceeds_its_limit(
-    restart: bool, fail: str | None, cut_frac: float, seed: int
+    restart: bool,
+    fail: str | None,
+    cut_frac: float,
+    seed: int,
+    parent_outage: tuple[float, float] | None,
 ) -> None:
-    tree = TreeSimulation(_site(restart, fail, cut_frac, seed), Path("."))
+    """Child controllers restart (``restart``), the parent may be down across the cut."""
+    outages = [parent_outage] if parent_outage else []
+    tree = TreeSimulation(_site(restart, fail, cut_frac, seed), Path("."), parent_outages=outages)
     for _ in tree.run():
         pass
     assert tree.result.over_s == 0.0
     for child in tree.children.values():
         assert child.result.limits_over_budget_s == 0.0, child.result.max_limits_over_budget_w
         assert child.result.domain_limits_over_s == 0.0, child.result.max_domain_limits_over_w
+
+
+def test_a_cut_while_the_parent_is_down_is_carried_out_once_it_is_back() -> None:
+    tree = TreeSimulation(_site(False, None, 0.5, 1), Path("."), parent_outages=[(3.0, 5.0)])
+    for _ in tree.run():
+        pass
+    r = tree.result
+    assert r.over_s == 0.0  # the outage holds the transition open
+    back_s = 8.0 + tree.window_s
+    after = [w for t, w, u in zip(r.times_s, r.held_w, r.usable_w, strict=True) if t >= back_s]
+    assert after and max(after) <= r.usable_w[-1] + 1e-6
+    during = [w for t, w in zip(r.times_s, r.held_w, strict=True) if 4.5 <= t < 8.0]
+    assert max(during) > r.usable_w[-1]  # nobody carried it out while the parent was down
