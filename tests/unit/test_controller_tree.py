@@ -157,13 +157,13 @@ def test_no_domain_at_any_level_exceeds_its_limit(
 
 
 def test_a_cut_while_the_parent_is_down_is_carried_out_once_it_is_back() -> None:
-    tree = TreeSimulation(_site(False, None, 0.5, 1), Path("."), parent_outages=[(3.0, 5.0)])
+    tree = TreeSimulation(_site(False, None, 0.5, 1), Path("."), parent_outages=[(3.0, 4.0)])
     for _ in tree.run():
         pass
     r = tree.result
     assert r.over_s == 0.0  # the outage holds the transition open
-    back_s = 8.0 + tree.window_s
+    back_s = 7.0 + tree.window_s
     after = [w for t, w, u in zip(r.times_s, r.held_w, r.usable_w, strict=True) if t >= back_s]
     assert after and max(after) <= r.usable_w[-1] + 1e-6
-    during = [w for t, w in zip(r.times_s, r.held_w, strict=True) if 4.5 <= t < 8.0]
+    during = [w for t, w in zip(r.times_s, r.held_w, strict=True) if 4.5 <= t < 7.0]
     assert max(during) > r.usable_w[-1]  # nobody carried it out while the parent was down
