@@ -24,6 +24,7 @@ from greenllm.devices.catalog import get_spec
 from greenllm.devices.physics import Workload
 from greenllm.serving.chunking import step_token_budget
 from greenllm.serving.shapes import SHAPES, shaped_load, write_load
+from greenllm.serving.slo import LATENCY_WINDOW_S
 from scheduler.core.decide import _groups
 from scheduler.core.powermodel import PowerModel
 from scheduler.core.types import GPUState, JobState, LatencyFeedback
@@ -122,10 +123,29 @@ def test_a_prefill_heavy_load_gets_the_replicas_its_prompts_need() -> None:
     assert replica_count(plain, _groups_of(plain)) == 1  # what output tokens alone plan
 
 
+def test_a_mixed_fleet_is_counted_in_the_order_its_replicas_serve() -> None:
+    """4 H100 + 4 A100, a demand of three H100s at full batch and clock: the H100s serve
+    first (fewest joules per token), so three replicas are enough. Counting with the mean
+    capacity of both types (an A100 decodes ~0.46x an H100) planned five."""
+    job = _infer_job()
+    gpus = [
+        GPUState("n", i, "H100-SXM" if i < 4 else "A100-SXM4", 0.0, 0.0, 700.0, None, None,
+                 False, "j", i)
+        for i in range(8)
+    ]  # fmt: skip
+    groups = _groups(gpus, {}, {"j": job}, PowerModel(), 24)
+    h100 = next(g for g in groups if g.gpu_type == "H100-SXM")
+    demand = 3 * float(h100.clock_curve.rate[-1])
+    job = _infer_job(demand_units_per_s=demand, slo_units_per_s=demand, active_shards=3)
+    assert replica_count(job, groups) == 3
+    more = _infer_job(demand_units_per_s=demand * 1.4, slo_units_per_s=demand * 1.4)
+    assert replica_count(more, groups) == 5  # 4.2 H100s of demand: 4 H100 + 1 A100
+
+
 def test_a_measured_slo_miss_scales_up_at_once() -> None:
     """The demand says two replicas are plenty, but the replicas measure p99 TTFT 3 s on a
     2 s SLO: the count grows now, and again only after the cooldown."""
-    miss = LatencyFeedback(slo_ttft_s=2.0, ttft_p99_s=3.0, since_scaled_s=FEEDBACK_COOLDOWN_S)
+    miss = LatencyFeedback(slo_ttft_s=2.0, ttft_p99_s=3.0, since_scaled_s=LATENCY_WINDOW_S)
     job = _infer_job(demand_units_per_s=50.0, slo_units_per_s=50.0, latency=miss)
     groups = _groups_of(job)
     assert replica_count(job, groups) == 3
@@ -138,6 +158,28 @@ def test_a_measured_slo_miss_scales_up_at_once() -> None:
     calm = LatencyFeedback(slo_ttft_s=2.0, ttft_p99_s=0.2, since_scaled_s=60.0)
     quiet = _infer_job(demand_units_per_s=50.0, slo_units_per_s=50.0, latency=calm)
     assert replica_count(quiet, groups) == 1  # well under the SLO: it shrinks
+
+
+def test_a_miss_measured_before_a_step_up_does_not_step_again() -> None:
+    """Just after a step up (past the cooldown, within the latency window) the p99 still
+    holds the requests the smaller count served: no second step on that alone; a queue
+    over the SLO now, or a window that turned over since the change, steps again."""
+    groups = _groups_of(_infer_job())
+    for fb, expected in (
+        (LatencyFeedback(slo_tpot_s=0.25, tpot_p99_s=0.3, since_scaled_s=FEEDBACK_COOLDOWN_S), 2),
+        (LatencyFeedback(slo_tpot_s=0.25, tpot_p99_s=0.3, since_scaled_s=LATENCY_WINDOW_S), 3),
+        (
+            LatencyFeedback(
+                slo_ttft_s=2.0,
+                ttft_p99_s=3.0,
+                oldest_wait_s=1.9,
+                since_scaled_s=FEEDBACK_COOLDOWN_S,
+            ),
+            3,
+        ),
+    ):
+        job = _infer_job(demand_units_per_s=50.0, slo_units_per_s=50.0, latency=fb)
+        assert replica_count(job, groups) == expected, fb
 
 
 def test_a_measured_miss_runs_the_job_at_full_clocks() -> None:
