@@ -15,6 +15,11 @@ drained replica's GPU is back with the cluster), J per output token of the whole
 GPUs), p99 TTFT and TPOT against the SLO, and GPUs held over time (min / mean / max).
 Goals: every SLO the static fleet meets, min-energy meets; its held J/token <= 0.45x the
 static fleet's. Noisy only in wall time: the simulation itself is deterministic.
+
+Then held-out loads nobody tuned to (:func:`greenllm.serving.shapes.random_load`: random
+token mixes, rates and swings, one per seed of :data:`HELDOUT_SEEDS`, each
+:data:`HELDOUT_S` long) on the same fleet: the same figures, and whether min-energy missed
+an SLO the static fleet met or used more J/token.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from greenllm.serving.shapes import SHAPES, shaped_load, write_load
+from greenllm.devices import physics
+from greenllm.devices.catalog import get_spec
+from greenllm.serving.shapes import SHAPES, random_load, shaped_load, write_load
 from scheduler.core.problem import Policy
 from scheduler.policies import load_policy
 from scheduler.policies.min_energy import MinEnergyPolicy
@@ -40,6 +47,11 @@ GOAL = 0.45
 #: Mean request rate of each shape, requests/s (the 16 replicas serve ~33/s of the trace's
 #: mix at full power, ~115/s prefill-heavy, ~18/s decode-heavy).
 RATES = {"trace": 10.0, "prefill-heavy": 30.0, "decode-heavy": 6.0, "bursty": 10.0, "quiet": 10.0}
+#: Seeds of the held-out random loads, and how long each runs, seconds.
+HELDOUT_SEEDS = tuple(range(1, 9))
+HELDOUT_S = 150.0
+FLEET = {"H100-SXM": 8, "A100-SXM4": 8}
+PARAMS = 8.0e9
 
 
 def scenario(trace: Path, scale: bool, duration_s: float = DURATION_S) -> Scenario:
@@ -49,7 +61,7 @@ def scenario(trace: Path, scale: bool, duration_s: float = DURATION_S) -> Scenar
         "kind": "infer",
         "shards": 16,
         "gpu_types": ["H100-SXM", "A100-SXM4"],
-        "simulated_model_params": 8.0e9,
+        "simulated_model_params": PARAMS,
         "slo": dict(SLO),
         "infer": {
             "batch_size": 64,
@@ -91,6 +103,62 @@ def run(trace: Path, policy: Policy, scale: bool, duration_s: float = DURATION_S
     }
 
 
+def fleet_rates() -> tuple[float, float]:
+    """The fleet's prefill and decode (batch 64) rates at full power, tokens/s."""
+    prefill = decode = 0.0
+    for gpu_type, count in FLEET.items():
+        spec = get_spec(gpu_type)
+        for kind, batch in (("prefill", 1), ("decode", 64)):
+            wl = physics.Workload(kind, batch=batch, model_params=PARAMS)  # type: ignore[arg-type]
+            rate = count * physics.operating_point(spec, wl, spec.max_power_limit_w).throughput
+            if kind == "prefill":
+                prefill += rate
+            else:
+                decode += rate
+    return prefill, decode
+
+
+def _row(label: str, name: str, rate: float, r: dict[str, Any], static: dict[str, Any]) -> str:
+    held_x = r["held_j_per_token"] / static["held_j_per_token"]
+    fleet_x = r["fleet_j_per_token"] / static["fleet_j_per_token"]
+    lo, mean, hi = r["held"]
+    slos = "met" if r["slo_met"] else "MISSED: " + r["detail"]
+    return (
+        f"{name:<14} {label:<11} {rate:6.1f} {r['held_j_per_token']:10.3f} "
+        f"{held_x:8.3f} {r['fleet_j_per_token']:11.3f} {fleet_x:8.3f} "
+        f"{r['ttft_s']:8.2f}s {r['tpot_s']:8.3f}s {lo:>8d}/{mean:5.1f}/{hi:<4d}  {slos}"
+    )
+
+
+def heldout(tmp: Path) -> None:
+    """The held-out random loads: static vs min-energy on each."""
+    prefill, decode = fleet_rates()
+    print(
+        f"held-out random loads ({HELDOUT_S:g} s each; fleet at full power: {prefill:,.0f} "
+        f"prefill / {decode:,.0f} decode tokens/s)"
+    )
+    ratios, regressions, dearer = [], [], []
+    for seed in HELDOUT_SEEDS:
+        load = random_load(seed, HELDOUT_S, prefill, decode)
+        trace = write_load(load.arrivals, tmp / f"random-{seed}.csv")
+        static = run(trace, load_policy("uniform"), scale=False, duration_s=HELDOUT_S)
+        green = run(trace, MinEnergyPolicy(), scale=True, duration_s=HELDOUT_S)
+        print(f"seed {seed}: {load.describe()}")
+        rate = len(load.arrivals) / HELDOUT_S
+        for label, r in (("static", static), ("min-energy", green)):
+            print(_row(label, f"random {seed}", rate, r, static))
+        ratios.append(green["held_j_per_token"] / static["held_j_per_token"])
+        if static["slo_met"] and not green["slo_met"]:
+            regressions.append(seed)
+        if ratios[-1] > 1.0:
+            dearer.append(seed)
+    print(
+        f"held-out: held J/token x static {min(ratios):.3f}-{max(ratios):.3f} (geometric mean "
+        f"{float(np.exp(np.mean(np.log(ratios)))):.3f}); SLO the static fleet met missed on "
+        f"seeds {regressions or 'none'}; more J/token than static on seeds {dearer or 'none'}"
+    )
+
+
 def main() -> None:
     """Print the table: each shape, static vs min-energy."""
     print(
@@ -113,23 +181,16 @@ def main() -> None:
             green = run(trace, MinEnergyPolicy(), scale=True)
             rate = len(arrivals) / DURATION_S  # what was sent (the trace's gaps, in order)
             for label, r in (("static", static), ("min-energy", green)):
-                held_x = r["held_j_per_token"] / static["held_j_per_token"]
-                fleet_x = r["fleet_j_per_token"] / static["fleet_j_per_token"]
-                lo, mean, hi = r["held"]
-                slos = "met" if r["slo_met"] else "MISSED: " + r["detail"]
-                print(
-                    f"{shape:<14} {label:<11} {rate:6.1f} {r['held_j_per_token']:10.3f} "
-                    f"{held_x:8.3f} {r['fleet_j_per_token']:11.3f} {fleet_x:8.3f} "
-                    f"{r['ttft_s']:8.2f}s {r['tpot_s']:8.3f}s {lo:>8d}/{mean:5.1f}/{hi:<4d}  "
-                    f"{slos}"
-                )
+                print(_row(label, shape, rate, r, static))
             ok = (green["slo_met"] or not static["slo_met"]) and (
                 green["held_j_per_token"] <= GOAL * static["held_j_per_token"]
             )
             verdicts.append(ok)
             print(f"{'':<14} ({time.perf_counter() - started:.1f} s)", flush=True)
-    met = sum(verdicts)
-    print(
-        f"goal (every SLO the static fleet meets met, held J/token <= {GOAL}x): met on {met} "
-        f"of {len(verdicts)} shapes"
-    )
+        met = sum(verdicts)
+        print(
+            f"goal (every SLO the static fleet meets met, held J/token <= {GOAL}x): met on "
+            f"{met} of {len(verdicts)} shapes",
+            flush=True,
+        )
+        heldout(Path(tmp))
