@@ -17,10 +17,7 @@ planned ~1.4x too many replicas.
 What the replicas measure overrides the prediction (SLO feedback, ``job.latency``): when
 the worst recent p99 TTFT or TPOT, or the wait of a queued request, reaches
 :data:`OVER_SLO` of its objective, the count grows at once by :data:`STEP_UP_FRAC` (at
-least one; again after :data:`FEEDBACK_COOLDOWN_S` while a miss of the new count lasts:
-a queue over the SLO now, or p99 figures whose window holds only requests finished since
-the change, :func:`fresh_miss`; the window's misses from before a step up say nothing of
-the count after it, and stepping on them overshot a prefill-heavy load 3 -> 12) and the policy
+least one; again after :data:`FEEDBACK_COOLDOWN_S` while the miss lasts) and the policy
 runs the job's GPUs at full clocks; it shrinks only while every figure stays under
 :data:`WELL_UNDER_SLO` of its objective and the count has held :data:`DOWN_HOLD_S`, and then
 (the SLO's slack) one replica at a time down to what the demand needs at full utilization,
@@ -36,9 +33,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from greenllm.serving.slo import LATENCY_WINDOW_S
 from scheduler.core.problem import Group
-from scheduler.core.types import JobState, LatencyFeedback
+from scheduler.core.types import JobState
 
 #: Grow when the serving replicas would be busier than this share of their capacity.
 UP_UTILIZATION = 1.0
@@ -60,16 +56,6 @@ DOWN_HOLD_S = 15.0
 def over_slo(job: JobState) -> bool:
     """Its replicas measure a latency miss, or a queue heading for one."""
     return job.latency is not None and job.latency.ratio() >= OVER_SLO
-
-
-def fresh_miss(fb: LatencyFeedback) -> bool:
-    """A miss measured of the replica count now serving: a queue over the SLO now, or
-    p99 figures whose window (:data:`~greenllm.serving.slo.LATENCY_WINDOW_S`) holds only
-    requests finished since the count last changed."""
-    if fb.ratio() < OVER_SLO:
-        return False
-    queue = fb.slo_ttft_s > 0 and fb.oldest_wait_s >= OVER_SLO * fb.slo_ttft_s
-    return queue or fb.since_scaled_s >= LATENCY_WINDOW_S
 
 
 def replica_count(job: JobState, groups: list[Group]) -> int | None:
@@ -99,7 +85,7 @@ def replica_count(job: JobState, groups: list[Group]) -> int | None:
     if fb is not None:
         if over_slo(job):  # a measured miss: never fewer, and more unless just added
             count = max(count, current)
-            if fb.since_scaled_s >= FEEDBACK_COOLDOWN_S and fresh_miss(fb):
+            if fb.since_scaled_s >= FEEDBACK_COOLDOWN_S:
                 count = max(count, current + max(1, math.ceil(current * STEP_UP_FRAC)))
         elif fb.ratio() >= WELL_UNDER_SLO or fb.since_scaled_s < DOWN_HOLD_S:
             count = max(count, current)
