@@ -9,16 +9,19 @@ and shrinks only when fewer would stay below :data:`DOWN_UTILIZATION`, so it doe
 Demand and capacity are in GPU time: a replica's capacity is its curve in output tokens
 per second with each token's share of prefill included
 (:func:`scheduler.core.powermodel.serving_curve`), so a prefill-heavy load gets the
-replicas its prompts need, not those its few output tokens would. Capacity is summed in
-the order replicas serve (the most efficient type first, as :func:`serving_subset` keeps
-them), not at the fleet's mean: on 8 H100 + 8 A100 a load the H100s carry alone was
-planned ~1.4x too many replicas.
+replicas its prompts need, not those its few output tokens would.
 
 What the replicas measure overrides the prediction (SLO feedback, ``job.latency``): when
 the worst recent p99 TTFT or TPOT, or the wait of a queued request, reaches
 :data:`OVER_SLO` of its objective, the count grows at once by :data:`STEP_UP_FRAC` (at
 least one; again after :data:`FEEDBACK_COOLDOWN_S` while the miss lasts) and the policy
-runs the job's GPUs at full clocks; it shrinks only while every figure stays under
+runs the job's GPUs at full clocks. A TTFT miss is a queue's: for
+:data:`~greenllm.serving.slo.LATENCY_WINDOW_S` after the count changes, the p99 TTFT
+(whose window still holds the requests the old count served) is not a miss by itself, the
+queue now (``oldest_wait_s``) is (:func:`live_ratio`); otherwise a burst's first seconds
+held the job at full clocks and its highest count for the whole window after each step
+(bursty: 0.632x -> 0.517x of the static fleet's J/token, SLOs met). TPOT has no live
+figure: its p99 always counts. It shrinks only while every figure stays under
 :data:`WELL_UNDER_SLO` of its objective and the count has held :data:`DOWN_HOLD_S`, and then
 (the SLO's slack) one replica at a time down to what the demand needs at full utilization,
 below the demand's own hysteresis band.
@@ -33,8 +36,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from greenllm.serving.slo import LATENCY_WINDOW_S
 from scheduler.core.problem import Group
-from scheduler.core.types import JobState
+from scheduler.core.types import JobState, LatencyFeedback
 
 #: Grow when the serving replicas would be busier than this share of their capacity.
 UP_UTILIZATION = 1.0
@@ -54,8 +58,23 @@ DOWN_HOLD_S = 15.0
 
 
 def over_slo(job: JobState) -> bool:
-    """Its replicas measure a latency miss, or a queue heading for one."""
-    return job.latency is not None and job.latency.ratio() >= OVER_SLO
+    """Its replicas measure a latency miss of the count now serving, or a queue heading
+    for one (:func:`live_ratio`)."""
+    return job.latency is not None and live_ratio(job.latency) >= OVER_SLO
+
+
+def live_ratio(fb: LatencyFeedback) -> float:
+    """:meth:`~scheduler.core.types.LatencyFeedback.ratio` without the p99 TTFT of a
+    window that still holds requests from before the count last changed: a TTFT miss is
+    a queue's, and the queue now (``oldest_wait_s``) says whether it lasts. TPOT has no
+    live figure: its p99 always counts."""
+    worst = 0.0
+    if fb.slo_ttft_s > 0:
+        ttft = fb.ttft_p99_s if fb.since_scaled_s >= LATENCY_WINDOW_S else 0.0
+        worst = max(ttft, fb.oldest_wait_s) / fb.slo_ttft_s
+    if fb.slo_tpot_s > 0:
+        worst = max(worst, fb.tpot_p99_s / fb.slo_tpot_s)
+    return worst
 
 
 def replica_count(job: JobState, groups: list[Group]) -> int | None:
@@ -64,24 +83,21 @@ def replica_count(job: JobState, groups: list[Group]) -> int | None:
     low = job.min_shards if job.min_shards is not None else total
     if job.kind != "infer" or low >= total or job.demand_units_per_s is None:
         return None
-    # capacity of the first n replicas, in the order they serve (most efficient type first)
-    served = np.cumsum(
-        [float(g.clock_curve.rate[-1]) for g in _serving_order(groups) for _ in range(g.size)]
-    )
-    if served[-1] <= 0:
+    capacity = sum(g.size * float(g.clock_curve.rate[-1]) for g in groups) / total
+    if capacity <= 0:
         return total
     need = max(job.demand_units_per_s, job.slo_units_per_s)
     mean = job.mean_demand_units_per_s
     steady = need if mean is None else min(need, max(mean, job.slo_units_per_s))
-    grow_to = _replicas_for(served, need / UP_UTILIZATION)
-    shrink_to = _replicas_for(served, steady / DOWN_UTILIZATION)
+    grow_to = math.ceil(need / (UP_UTILIZATION * capacity))
+    shrink_to = math.ceil(steady / (DOWN_UTILIZATION * capacity))
     current = job.active_shards if job.active_shards is not None else total
     count = current
-    fb = job.latency
     if count < grow_to:
         count = grow_to
     elif count > shrink_to:
         count = shrink_to
+    fb = job.latency
     if fb is not None:
         if over_slo(job):  # a measured miss: never fewer, and more unless just added
             count = max(count, current)
@@ -94,30 +110,19 @@ def replica_count(job: JobState, groups: list[Group]) -> int | None:
     return min(total, max(1, low, count))
 
 
-def _joules_per_unit(g: Group) -> float:
-    c = g.clock_curve
-    per_unit = np.where(c.rate > 0, c.power_w / np.maximum(c.rate, 1e-12), np.inf)
-    return float(np.min(per_unit))
-
-
-def _serving_order(groups: list[Group]) -> list[Group]:
-    """The groups in the order their replicas serve: the most efficient type first."""
-    return sorted(groups, key=_joules_per_unit)
-
-
-def _replicas_for(served: np.ndarray, rate: float) -> int:
-    """The fewest replicas whose capacities (``served``: cumulative, in serving order)
-    reach ``rate``; all of them when none do."""
-    return min(len(served), int(np.searchsorted(served, rate - 1e-9)) + 1)
-
-
 def serving_subset(groups: list[Group], count: int) -> tuple[list[Group], np.ndarray]:
     """The groups cut down to ``count`` replicas, the most efficient types first; and the
     rows left out (parked)."""
+
+    def joules_per_unit(g: Group) -> float:
+        c = g.clock_curve
+        per_unit = np.where(c.rate > 0, c.power_w / np.maximum(c.rate, 1e-12), np.inf)
+        return float(np.min(per_unit))
+
     kept: list[Group] = []
     parked: list[np.ndarray] = []
     left = count
-    for g in _serving_order(groups):
+    for g in sorted(groups, key=joules_per_unit):
         take = min(left, g.size)
         if take > 0:
             kept.append(replace(g, rows=g.rows[:take]))

@@ -24,12 +24,13 @@ from greenllm.devices.catalog import get_spec
 from greenllm.devices.physics import Workload
 from greenllm.serving.chunking import step_token_budget
 from greenllm.serving.shapes import SHAPES, random_load, shaped_load, write_load
+from greenllm.serving.slo import LATENCY_WINDOW_S
 from scheduler.core.decide import _groups
 from scheduler.core.powermodel import PowerModel
 from scheduler.core.types import GPUState, JobState, LatencyFeedback
 from scheduler.policies import load_policy
 from scheduler.policies.min_energy import MinEnergyPolicy
-from scheduler.policies.scaling import FEEDBACK_COOLDOWN_S, replica_count
+from scheduler.policies.scaling import FEEDBACK_COOLDOWN_S, over_slo, replica_count
 from scheduler.sim.engine import Simulation
 from scheduler.sim.replica import ReplicaModel, Request
 from scheduler.sim.scenario import Scenario
@@ -122,29 +123,10 @@ def test_a_prefill_heavy_load_gets_the_replicas_its_prompts_need() -> None:
     assert replica_count(plain, _groups_of(plain)) == 1  # what output tokens alone plan
 
 
-def test_a_mixed_fleet_is_counted_in_the_order_its_replicas_serve() -> None:
-    """4 H100 + 4 A100, a demand of three H100s at full batch and clock: the H100s serve
-    first (fewest joules per token), so three replicas are enough. Counting with the mean
-    capacity of both types (an A100 decodes ~0.46x an H100) planned five."""
-    job = _infer_job()
-    gpus = [
-        GPUState("n", i, "H100-SXM" if i < 4 else "A100-SXM4", 0.0, 0.0, 700.0, None, None,
-                 False, "j", i)
-        for i in range(8)
-    ]  # fmt: skip
-    groups = _groups(gpus, {}, {"j": job}, PowerModel(), 24)
-    h100 = next(g for g in groups if g.gpu_type == "H100-SXM")
-    demand = 3 * float(h100.clock_curve.rate[-1])
-    job = _infer_job(demand_units_per_s=demand, slo_units_per_s=demand, active_shards=3)
-    assert replica_count(job, groups) == 3
-    more = _infer_job(demand_units_per_s=demand * 1.4, slo_units_per_s=demand * 1.4)
-    assert replica_count(more, groups) == 5  # 4.2 H100s of demand: 4 H100 + 1 A100
-
-
 def test_a_measured_slo_miss_scales_up_at_once() -> None:
     """The demand says two replicas are plenty, but the replicas measure p99 TTFT 3 s on a
     2 s SLO: the count grows now, and again only after the cooldown."""
-    miss = LatencyFeedback(slo_ttft_s=2.0, ttft_p99_s=3.0, since_scaled_s=FEEDBACK_COOLDOWN_S)
+    miss = LatencyFeedback(slo_ttft_s=2.0, ttft_p99_s=3.0, since_scaled_s=LATENCY_WINDOW_S)
     job = _infer_job(demand_units_per_s=50.0, slo_units_per_s=50.0, latency=miss)
     groups = _groups_of(job)
     assert replica_count(job, groups) == 3
@@ -159,8 +141,34 @@ def test_a_measured_slo_miss_scales_up_at_once() -> None:
     assert replica_count(quiet, groups) == 1  # well under the SLO: it shrinks
 
 
+def test_a_ttft_miss_from_before_the_count_changed_is_judged_by_the_queue_now() -> None:
+    """Within the latency window after a change, the p99 TTFT still holds the requests the
+    old count served: with no queue now it neither scales up nor locks full clocks; a
+    queue heading over the SLO does, and so does the p99 once the window turned over. A
+    TPOT miss (no live figure) always counts."""
+    groups = _groups_of(_infer_job())
+    cases = (
+        (LatencyFeedback(slo_ttft_s=2.0, ttft_p99_s=3.0, since_scaled_s=FEEDBACK_COOLDOWN_S), 2),
+        (LatencyFeedback(slo_ttft_s=2.0, ttft_p99_s=3.0, since_scaled_s=LATENCY_WINDOW_S), 3),
+        (
+            LatencyFeedback(
+                slo_ttft_s=2.0,
+                ttft_p99_s=3.0,
+                oldest_wait_s=1.9,
+                since_scaled_s=FEEDBACK_COOLDOWN_S,
+            ),
+            3,
+        ),
+        (LatencyFeedback(slo_tpot_s=0.25, tpot_p99_s=0.3, since_scaled_s=FEEDBACK_COOLDOWN_S), 3),
+    )
+    for fb, expected in cases:
+        job = _infer_job(demand_units_per_s=50.0, slo_units_per_s=50.0, latency=fb)
+        assert replica_count(job, groups) == expected, fb
+        assert over_slo(job) == (expected == 3), fb
+
+
 def test_a_measured_miss_runs_the_job_at_full_clocks() -> None:
-    miss = LatencyFeedback(slo_ttft_s=2.0, ttft_p99_s=3.0, since_scaled_s=0.0)
+    miss = LatencyFeedback(slo_ttft_s=2.0, ttft_p99_s=3.0)
     job = _infer_job(demand_units_per_s=50.0, slo_units_per_s=50.0, latency=miss, min_shards=8)
     groups = _groups_of(job)
     from scheduler.core.problem import Problem
