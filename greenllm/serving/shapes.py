@@ -17,6 +17,7 @@ needs) and scaled to the mean rate asked, so the load keeps the trace's burstine
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,82 @@ def write_load(arrivals: list[Arrival], path: Path) -> Path:
         for a in arrivals:
             w.writerow([f"{a.time_s:.4f}", a.prompt_tokens, a.max_tokens])
     return path
+
+
+@dataclass(frozen=True)
+class RandomLoad:
+    """A random load shape (:func:`random_load`): what was drawn, and its requests.
+
+    Attributes:
+        prompt_median: Median prompt, tokens.
+        output_median: Median output, tokens.
+        rate_per_s: Mean request rate, requests/s.
+        swing: Rate of the high half-period over the low one (1: steady).
+        period_s: Length of one low + high period, seconds.
+        arrivals: The requests, in time order.
+    """
+
+    prompt_median: float
+    output_median: float
+    rate_per_s: float
+    swing: float
+    period_s: float
+    arrivals: list[Arrival]
+
+    def describe(self) -> str:
+        """One line: token mix, rate, swing."""
+        return (
+            f"prompt ~{self.prompt_median:.0f} / output ~{self.output_median:.0f} tokens, "
+            f"{self.rate_per_s:.1f}/s, {self.swing:.1f}x swing per {self.period_s:.0f} s"
+        )
+
+
+def random_load(
+    seed: int,
+    duration_s: float,
+    prefill_tokens_per_s: float,
+    decode_tokens_per_s: float,
+    load: tuple[float, float] = (0.05, 0.5),
+) -> RandomLoad:
+    """A load shape nobody tuned to, drawn from ``seed``: Poisson arrivals whose rate
+    swings between a low and a high half-period (square wave), prompt and output lengths
+    log-normal (sigma 0.6) around medians drawn log-uniformly from 50-4,000 and 5-800
+    tokens; the mean rate keeps the fleet busy a share drawn uniformly from ``load`` of
+    its GPU time (prompts at ``prefill_tokens_per_s``, outputs at
+    ``decode_tokens_per_s``, both the fleet's at full power).
+
+    Args:
+        seed: Seed of every draw.
+        duration_s: How long requests arrive, seconds.
+        prefill_tokens_per_s: The fleet's prefill rate, prompt tokens/s.
+        decode_tokens_per_s: The fleet's decode rate at full batch, output tokens/s.
+        load: Range of the share of the fleet's GPU time the mean load takes.
+
+    Raises:
+        ValueError: A duration or rate that is not positive.
+    """
+    if not (duration_s > 0 and prefill_tokens_per_s > 0 and decode_tokens_per_s > 0):
+        raise ValueError("duration_s and the fleet's rates must be positive")
+    rng = np.random.default_rng([seed, 18])
+    sigma = 0.6
+    prompt_median = float(np.exp(rng.uniform(np.log(50), np.log(4000))))
+    output_median = float(np.exp(rng.uniform(np.log(5), np.log(800))))
+    mean_factor = float(np.exp(sigma**2 / 2))  # log-normal mean over median
+    fleet_s = mean_factor * (
+        prompt_median / prefill_tokens_per_s + output_median / decode_tokens_per_s
+    )  # fleet-seconds per request
+    rate = float(rng.uniform(*load)) / fleet_s
+    swing = float(np.exp(rng.uniform(0.0, np.log(12.0))))
+    period_s = float(rng.uniform(20.0, 120.0))
+    low = 2.0 * rate / (1.0 + swing)
+    out: list[Arrival] = []
+    t = 0.0
+    while True:
+        r = low * (swing if (t % period_s) >= period_s / 2 else 1.0)
+        t += float(rng.exponential(1.0 / r))
+        if t >= duration_s:
+            break
+        prompt = max(1, round(float(rng.lognormal(np.log(prompt_median), sigma))))
+        output = max(1, round(float(rng.lognormal(np.log(output_median), sigma))))
+        out.append(Arrival(t, prompt, output))
+    return RandomLoad(prompt_median, output_median, rate, swing, period_s, out)

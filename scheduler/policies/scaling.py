@@ -15,7 +15,13 @@ What the replicas measure overrides the prediction (SLO feedback, ``job.latency`
 the worst recent p99 TTFT or TPOT, or the wait of a queued request, reaches
 :data:`OVER_SLO` of its objective, the count grows at once by :data:`STEP_UP_FRAC` (at
 least one; again after :data:`FEEDBACK_COOLDOWN_S` while the miss lasts) and the policy
-runs the job's GPUs at full clocks; it shrinks only while every figure stays under
+runs the job's GPUs at full clocks. A TTFT miss is a queue's: for
+:data:`~greenllm.serving.slo.LATENCY_WINDOW_S` after the count changes, the p99 TTFT
+(whose window still holds the requests the old count served) is not a miss by itself, the
+queue now (``oldest_wait_s``) is (:func:`live_ratio`); otherwise a burst's first seconds
+held the job at full clocks and its highest count for the whole window after each step
+(bursty: 0.632x -> 0.517x of the static fleet's J/token, SLOs met). TPOT has no live
+figure: its p99 always counts. It shrinks only while every figure stays under
 :data:`WELL_UNDER_SLO` of its objective and the count has held :data:`DOWN_HOLD_S`, and then
 (the SLO's slack) one replica at a time down to what the demand needs at full utilization,
 below the demand's own hysteresis band.
@@ -30,8 +36,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from greenllm.serving.slo import LATENCY_WINDOW_S
 from scheduler.core.problem import Group
-from scheduler.core.types import JobState
+from scheduler.core.types import JobState, LatencyFeedback
 
 #: Grow when the serving replicas would be busier than this share of their capacity.
 UP_UTILIZATION = 1.0
@@ -51,8 +58,23 @@ DOWN_HOLD_S = 15.0
 
 
 def over_slo(job: JobState) -> bool:
-    """Its replicas measure a latency miss, or a queue heading for one."""
-    return job.latency is not None and job.latency.ratio() >= OVER_SLO
+    """Its replicas measure a latency miss of the count now serving, or a queue heading
+    for one (:func:`live_ratio`)."""
+    return job.latency is not None and live_ratio(job.latency) >= OVER_SLO
+
+
+def live_ratio(fb: LatencyFeedback) -> float:
+    """:meth:`~scheduler.core.types.LatencyFeedback.ratio` without the p99 TTFT of a
+    window that still holds requests from before the count last changed: a TTFT miss is
+    a queue's, and the queue now (``oldest_wait_s``) says whether it lasts. TPOT has no
+    live figure: its p99 always counts."""
+    worst = 0.0
+    if fb.slo_ttft_s > 0:
+        ttft = fb.ttft_p99_s if fb.since_scaled_s >= LATENCY_WINDOW_S else 0.0
+        worst = max(ttft, fb.oldest_wait_s) / fb.slo_ttft_s
+    if fb.slo_tpot_s > 0:
+        worst = max(worst, fb.tpot_p99_s / fb.slo_tpot_s)
+    return worst
 
 
 def replica_count(job: JobState, groups: list[Group]) -> int | None:

@@ -102,3 +102,20 @@ def test_bad_combinations_are_one_line(
     assert out == "" and len(lines) == 1 and lines[0].startswith("greenllm: error:"), err
     assert message in lines[0]
     assert not sent  # nothing was sent
+
+
+def test_random_loads_are_reproducible_and_keep_the_fleet_as_busy_as_drawn() -> None:
+    """random_load: the same seed gives the same requests; the mean load takes a share of
+    the fleet's GPU time inside the range asked (Poisson noise allowed), and seeds differ."""
+    from greenllm.serving.shapes import random_load
+
+    prefill, decode = 300_000.0, 9_000.0
+    loads = [random_load(seed, 600.0, prefill, decode, load=(0.1, 0.3)) for seed in range(6)]
+    again = random_load(0, 600.0, prefill, decode, load=(0.1, 0.3))
+    assert again.arrivals == loads[0].arrivals
+    for load in loads:
+        times = [a.time_s for a in load.arrivals]
+        assert times == sorted(times) and times[0] >= 0 and times[-1] < 600.0
+        busy = sum(a.prompt_tokens / prefill + a.max_tokens / decode for a in load.arrivals)
+        assert 0.05 < busy / 600.0 < 0.45, (load.describe(), busy / 600.0)
+    assert len({round(x.prompt_median) for x in loads}) == len(loads)
