@@ -17,6 +17,7 @@ needs) and scaled to the mean rate asked, so the load keeps the trace's burstine
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,16 +66,31 @@ def shaped_load(
     times = np.array([a.time_s for a in base])
     gaps = np.diff(times)
     gaps = gaps[gaps >= 0]
-    mean_gap_s = float(np.mean(gaps)) if len(gaps) and np.mean(gaps) > 0 else 1.0
     rate = rate_per_s * (QUIET_FRACTION if shape == "quiet" else 1.0)
+    # the gaps this run replays (from the trace's start, cyclic) set the time scale, so the
+    # run's mean rate is the one asked however quiet or busy that part of the trace is
+    used = np.resize(gaps, max(1, math.ceil(duration_s * rate))) if len(gaps) else gaps
+    mean_gap_s = float(np.mean(used)) if len(used) and np.mean(used) > 0 else 1.0
     out_t: list[float] = []
     t, k = 0.0, 0
     low = 2.0 * rate / (1.0 + BURST_SWING)  # bursty: mean of low and high is the rate
+    half_s = BURST_PERIOD_S / 2
     while True:
-        r = rate
-        if shape == "bursty":
-            r = low * (BURST_SWING if (t % BURST_PERIOD_S) >= BURST_PERIOD_S / 2 else 1.0)
-        t += float(gaps[k % len(gaps)]) / mean_gap_s / r if len(gaps) else 1.0 / r
+        # the trace's next gap in units of its mean gap, spent at the rate of each phase
+        # it spans (time rescaling: a gap that starts in a quiet phase ends in the burst)
+        need = float(gaps[k % len(gaps)]) / mean_gap_s if len(gaps) else 1.0
+        while need > 0:
+            if shape != "bursty":
+                t += need / rate
+                break
+            high = (t % BURST_PERIOD_S) >= half_s
+            r = low * (BURST_SWING if high else 1.0)
+            phase_end = (math.floor(t / half_s) + 1) * half_s
+            if t + need / r <= phase_end:
+                t += need / r
+                break
+            need -= (phase_end - t) * r
+            t = phase_end
         if t >= duration_s:
             break
         out_t.append(t)
