@@ -147,6 +147,13 @@ def register(cli: click.Group) -> None:
         show_default=True,
         help="Record every N-th step in trace.csv.",
     )
+    @click.option(
+        "--controller-tree",
+        is_flag=True,
+        help="Run a controller tree: a child controller per child domain of the scenario's "
+        "top power domain and a parent splitting its watts between them "
+        "(docs/power-domains.md). Writes DIR/tree.json.",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
     @click.option(
         "--verbose", is_flag=True, help="Show the simulated controller's and agents' log."
@@ -162,6 +169,7 @@ def register(cli: click.Group) -> None:
         policy: str | None,
         compare: str | None,
         trace_every: int,
+        controller_tree: bool,
         as_json: bool,
         verbose: bool,
     ) -> None:
@@ -194,12 +202,67 @@ def register(cli: click.Group) -> None:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GreenllmError(f"{out_dir}: cannot create: {exc.strerror}") from None
+        if controller_tree:
+            if compare is not None:
+                raise click.UsageError("give --controller-tree or --compare, not both")
+            _run_tree(sc, base_dir, out_dir, policy, as_json)
+            return
         gpu_count = sum(n.count * len(n.gpu_types()) for n in sc.nodes)
         big = gpu_count * sc.duration_s / sc.control.step_s >= PROGRESS_MIN_GPU_STEPS
         try:
             _run(sc, base_dir, out_dir, policy, names, trace_every, as_json, big)
         except OSError as exc:
             raise GreenllmError(f"{out_dir}: cannot write: {exc.strerror or exc}") from None
+
+
+def _run_tree(
+    sc: Scenario, base_dir: Path, out_dir: Path, policy: str | None, as_json: bool
+) -> None:
+    """``--controller-tree``: the parent's figures and each child's, into DIR/tree.json."""
+    from scheduler.tree.sim import TreeSimulation
+
+    try:
+        tree = TreeSimulation(sc, base_dir, _known(policy or sc.policy))
+    except ValueError as exc:
+        raise GreenllmError(f"--controller-tree: {exc}") from None
+    for _ in tree.run():
+        pass
+    doc = tree.summary()
+    try:
+        (out_dir / "tree.json").write_text(json.dumps(finite(doc), indent=2) + "\n", "utf-8")
+    except OSError as exc:
+        raise GreenllmError(f"{out_dir}: cannot write: {exc.strerror or exc}") from None
+    if as_json:
+        emit_json(finite(doc))
+        return
+    parent = doc["parent"]
+    rows = [
+        [
+            name,
+            round(parent["grants_w"][name]),
+            round(child["energy_j"] / 1e3, 1),
+            child["limits_over_budget_s"],
+            child["domain_limits_over_s"],
+        ]
+        for name, child in doc["children"].items()
+    ]
+    print_table(
+        f"{sc.name} as a controller tree: {len(rows)} children under {parent['usable_w']:g} W; "
+        f"over the parent's limit {parent['over_s']:g} s",
+        ["child", "grant W (end)", "energy kJ", "over its grant s", "domains over s"],
+        rows,
+    )
+    for cut in parent["cuts"]:
+        click.echo(
+            f"cut at {cut['t_s']:g} s: the children's limits fit it after "
+            f"{_seconds(cut['site_fit_s'])}, each child's its grant after "
+            f"{_seconds(cut['children_fit_s'])}"
+        )
+    click.echo(f"wrote {out_dir}/tree.json")
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.2f} s"
 
 
 def _from_cluster(

@@ -219,6 +219,25 @@ class TreeSimulation:
                 cut[3] = t - at_s
         r.cuts = [(c[0], c[2], c[3]) for c in self._cuts]
 
+    def summary(self) -> dict[str, Any]:
+        """The tree.json document: the parent's figures and each child's summary.json."""
+        r = self.result
+        return {
+            "scenario": self.sc.name,
+            "parent": {
+                "children": self.child_names,
+                "grants_w": dict(zip(self.child_names, self.parent.grants_w, strict=True)),
+                "usable_w": self.parent.usable_w,
+                "over_s": r.over_s,
+                "transition_window_s": self.window_s,
+                "cuts": [
+                    {"t_s": at_s, "site_fit_s": fit_s, "children_fit_s": children_s}
+                    for at_s, fit_s, children_s in r.cuts
+                ],
+            },
+            "children": {name: c.result.summary(None) for name, c in self.children.items()},
+        }
+
     def run(self) -> Iterator[float]:
         """Simulate the whole scenario, yielding the virtual time after each parent period."""
         steps = math.ceil(self.sc.duration_s / self.step_s - 1e-9)

@@ -5,9 +5,12 @@ failures and controller restarts: no domain at any level over its limit."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -167,3 +170,30 @@ def test_a_cut_while_the_parent_is_down_is_carried_out_once_it_is_back() -> None
     assert after and max(after) <= r.usable_w[-1] + 1e-6
     during = [w for t, w in zip(r.times_s, r.held_w, strict=True) if 4.5 <= t < 7.0]
     assert max(during) > r.usable_w[-1]  # nobody carried it out while the parent was down
+
+
+def test_sim_runs_a_controller_tree_from_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from greenllm.cli.main import main
+
+    scenario = tmp_path / "rows.yaml"
+    doc = _site(False, None, 0.6, 3).model_dump(mode="json", exclude_none=True)
+    scenario.write_text(yaml.safe_dump(doc))
+    out_dir = tmp_path / "o"
+    assert main(["sim", str(scenario), "--controller-tree", "--out", str(out_dir), "--json"]) == 0
+    tree = json.loads(capsys.readouterr().out)
+    assert set(tree["children"]) == {"row0", "row1"} and tree["parent"]["over_s"] == 0
+    assert [c["t_s"] for c in tree["parent"]["cuts"]] == [4.0]
+    assert json.loads((out_dir / "tree.json").read_text()) == tree
+    both = [
+        "sim",
+        str(scenario),
+        "--controller-tree",
+        "--compare",
+        "uniform",
+        "--out",
+        str(out_dir),
+    ]
+    assert main(both) != 0
+    assert "not both" in capsys.readouterr().err
