@@ -14,7 +14,7 @@ import numpy as np
 from scheduler.core.demand import DemandCurve
 from scheduler.core.problem import Allocation, Problem, no_locks
 from scheduler.policies.nested import group_shares, nested_levels
-from scheduler.policies.planning import _hull, greedy_levels, group_costs, group_values
+from scheduler.policies.planning import greedy_levels, group_costs, group_values, hull_segments
 
 
 class MaxThroughputPolicy:
@@ -57,11 +57,8 @@ class MaxThroughputPolicy:
         floor_w = float(np.sum(problem.floor_w()))
         values = group_values(problem)
         costs = group_costs(groups, [g.curve.limits_w for g in groups])
-        dw, dv = [], []
-        for v, c in zip(values, costs, strict=True):
-            hull = np.asarray(_hull(v, c), dtype=int)
-            dw.append(c[hull[1:]] - c[hull[:-1]])
-            dv.append(v[hull[1:]] - v[hull[:-1]])
-        if not dw:
+        segments = hull_segments(values, costs)
+        if segments is None:
             return DemandCurve((floor_w,), (0.0,))
-        return DemandCurve.from_segments(floor_w, np.concatenate(dw), np.concatenate(dv), points)
+        _, _, _, dv, dw = segments
+        return DemandCurve.from_segments(floor_w, dw, dv, points)

@@ -14,7 +14,7 @@ import numpy as np
 
 from scheduler.core.domains import EPS_W, Caps
 from scheduler.core.problem import Group
-from scheduler.policies.planning import _hull
+from scheduler.policies.planning import hull_segments
 
 
 def group_shares(caps: Caps, groups: list[Group]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -65,26 +65,11 @@ def nested_levels(
     left = left_w.astype(float).copy()
     if not values or (left < -EPS_W).any():
         return levels.tolist()
-    seg_g, seg_a, seg_b, seg_dv, seg_dc = [], [], [], [], []
-    hulls: dict[bytes, np.ndarray] = {}
-    for g, (v, c) in enumerate(zip(values, costs, strict=True)):
-        # the hull is invariant to scaling value or cost: share it between alike groups
-        key = (v / (v[-1] or 1.0)).tobytes() + (c / (c[-1] or 1.0)).tobytes()
-        hull = hulls.get(key)
-        if hull is None:
-            hull = hulls[key] = np.asarray(_hull(v, c), dtype=int)
-        if len(hull) < 2:
-            continue
-        seg_g.append(np.full(len(hull) - 1, g))
-        seg_a.append(hull[:-1])
-        seg_b.append(hull[1:])
-        seg_dv.append(v[hull[1:]] - v[hull[:-1]])
-        seg_dc.append(c[hull[1:]] - c[hull[:-1]])
-    if not seg_g:
+    segments = hull_segments(values, costs)
+    if segments is None:
         return levels.tolist()
-    g_arr, a_arr, b_arr = np.concatenate(seg_g), np.concatenate(seg_a), np.concatenate(seg_b)
-    dc = np.concatenate(seg_dc)
-    order = np.argsort(-np.concatenate(seg_dv) / dc, kind="stable")
+    g_arr, a_arr, b_arr, dv, dc = segments
+    order = np.argsort(-dv / dc, kind="stable")
     k = _fitting_prefix(order, g_arr, dc, shares, left)
     for s_idx in order[:k].tolist():
         g = int(g_arr[s_idx])

@@ -114,6 +114,41 @@ def _hull(values: np.ndarray, costs: np.ndarray) -> list[int]:
     return points
 
 
+def hull_segments(
+    values: list[np.ndarray], costs: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Every group's upgrades along its concave hull of (cost, value).
+
+    Returns:
+        ``(group, from level, to level, value gained, cost)`` per upgrade, as arrays (None:
+        no group can be upgraded).
+    """
+    seg_g, seg_a, seg_b, seg_dv, seg_dc = [], [], [], [], []
+    hulls: dict[bytes, np.ndarray] = {}
+    for g, (v, c) in enumerate(zip(values, costs, strict=True)):
+        # the hull is invariant to scaling value or cost: share it between alike groups
+        key = (v / (v[-1] or 1.0)).tobytes() + (c / (c[-1] or 1.0)).tobytes()
+        hull = hulls.get(key)
+        if hull is None:
+            hull = hulls[key] = np.asarray(_hull(v, c), dtype=int)
+        if len(hull) < 2:
+            continue
+        seg_g.append(np.full(len(hull) - 1, g))
+        seg_a.append(hull[:-1])
+        seg_b.append(hull[1:])
+        seg_dv.append(v[hull[1:]] - v[hull[:-1]])
+        seg_dc.append(c[hull[1:]] - c[hull[:-1]])
+    if not seg_g:
+        return None
+    return (
+        np.concatenate(seg_g),
+        np.concatenate(seg_a),
+        np.concatenate(seg_b),
+        np.concatenate(seg_dv),
+        np.concatenate(seg_dc),
+    )
+
+
 def greedy_levels(values: list[np.ndarray], costs: list[np.ndarray], budget_w: float) -> list[int]:
     """Maximise the summed value of one level per group with summed cost within budget.
 
@@ -133,26 +168,11 @@ def greedy_levels(values: list[np.ndarray], costs: list[np.ndarray], budget_w: f
     left = budget_w - sum(float(c[0]) for c in costs)
     if left <= 0 or not values:
         return levels.tolist()
-    seg_g, seg_a, seg_b, seg_dv, seg_dc = [], [], [], [], []
-    hulls: dict[bytes, np.ndarray] = {}
-    for g, (v, c) in enumerate(zip(values, costs, strict=True)):
-        # the hull is invariant to scaling value or cost: share it between alike groups
-        key = (v / (v[-1] or 1.0)).tobytes() + (c / (c[-1] or 1.0)).tobytes()
-        hull = hulls.get(key)
-        if hull is None:
-            hull = hulls[key] = np.asarray(_hull(v, c), dtype=int)
-        if len(hull) < 2:
-            continue
-        seg_g.append(np.full(len(hull) - 1, g))
-        seg_a.append(hull[:-1])
-        seg_b.append(hull[1:])
-        seg_dv.append(v[hull[1:]] - v[hull[:-1]])
-        seg_dc.append(c[hull[1:]] - c[hull[:-1]])
-    if not seg_g:
+    segments = hull_segments(values, costs)
+    if segments is None:
         return levels.tolist()
-    g_arr, a_arr, b_arr = np.concatenate(seg_g), np.concatenate(seg_a), np.concatenate(seg_b)
-    dc = np.concatenate(seg_dc)
-    order = np.argsort(-np.concatenate(seg_dv) / dc, kind="stable")
+    g_arr, a_arr, b_arr, dv, dc = segments
+    order = np.argsort(-dv / dc, kind="stable")
     # along each hull slopes fall, so any prefix of this order is a valid set of upgrades
     spent = np.cumsum(dc[order])
     k = int(np.searchsorted(spent, left, side="right"))

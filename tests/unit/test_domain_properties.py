@@ -19,23 +19,11 @@ from greenllm.devices.catalog import get_spec
 from scheduler.policies import load_policy
 from scheduler.sim.engine import Simulation
 from scheduler.sim.scenario import Scenario
+from tests.unit.test_sim_properties import _floor_w
 
 TYPES = ["H100-SXM", "A100-SXM4", "L4", "A40"]
 DURATION_S = 12.0
 RESERVE_W = 10.0
-
-
-def _floor_w(nodes: list[dict[str, Any]], refuse: dict[str, float]) -> float:
-    """Least usable watts a set of nodes can always be held to: every GPU at its minimum (or
-    its refusal floor), plus the one node that may be stale at its maximum."""
-    floor = worst = 0.0
-    for n in nodes:
-        spec = get_spec(n["gpus"][0]["type"])
-        count = n["gpus"][0]["count"]
-        low = max(spec.min_power_limit_w, refuse.get(n["name"], 0.0))
-        floor += count * low
-        worst = max(worst, count * (spec.max_power_limit_w - low))
-    return floor + worst
 
 
 def _top_w(nodes: list[dict[str, Any]]) -> float:
