@@ -6,6 +6,8 @@ failures and controller restarts: no domain at any level over its limit."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +174,18 @@ def test_a_cut_while_the_parent_is_down_is_carried_out_once_it_is_back() -> None
     assert max(during) > r.usable_w[-1]  # nobody carried it out while the parent was down
 
 
+@pytest.fixture
+def quieted_loggers() -> Iterator[None]:
+    """``greenllm sim`` quiets the controller's loggers, as fits a process of its own: put
+    them back for the tests that follow in this one."""
+    loggers = [logging.getLogger(name) for name in ("scheduler", "workers")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("quieted_loggers")
 def test_sim_runs_a_controller_tree_from_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
