@@ -7,16 +7,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 def percentile(values: Sequence[float], pct: float) -> float | None:
-    """Linear-interpolated ``pct``-th percentile (0-100) of ``values`` (None when empty)."""
-    if not values:
+    """Linear-interpolated ``pct``-th percentile (0-100) of ``values`` (None when empty):
+    numpy's default method, as the rest of the code computes percentiles."""
+    if len(values) == 0:
         return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * pct / 100.0
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    return float(np.percentile(np.asarray(values, dtype=float), pct))
 
 
 @dataclass
