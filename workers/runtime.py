@@ -17,8 +17,8 @@ import ray
 
 from greenllm.config import ClusterConfig
 from greenllm.errors import GreenllmError
-from greenllm.rpc.background import BackgroundService
-from greenllm.rpc.foreground import configure_logging
+from greenllm.service.foreground import configure_logging
+from greenllm.service.thread import BackgroundService
 from workers.agent.agent import NodeAgent
 from workers.shardhost import ShardHost
 

@@ -22,9 +22,9 @@ import ray
 from greenllm.config import ClusterConfig, NodeConfig
 from greenllm.errors import GreenllmError
 from greenllm.rpc.auth import Tokens, load_or_create_tokens
-from greenllm.rpc.background import BackgroundService
-from greenllm.rpc.foreground import configure_logging
 from greenllm.rpc.locate import CONTROLLER_ACTOR, RAY_NAMESPACE, remove_endpoint, write_endpoint
+from greenllm.service.foreground import configure_logging
+from greenllm.service.thread import BackgroundService
 from scheduler.runtime.agents import AgentWatcher, Handoff, agent_config
 from scheduler.runtime.ingress_keeper import IngressKeeper
 from scheduler.runtime.listen import plan_listen

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from greenllm.config import default_config_path, load_cluster_config
-from greenllm.rpc.foreground import configure_logging, run_foreground
+from greenllm.service.foreground import configure_logging, run_foreground
 
 
 @click.command("agent")
