@@ -176,7 +176,7 @@ def _profile_real(
     """Profile NVML GPU ``index``; returns the rows and the GPU's type."""
     from greenllm.devices.cuda import torch_device_index
     from greenllm.devices.nvml import discover_nvml_gpus
-    from greenllm.loadgen import torch_runner
+    from greenllm.gpu_load import torch_runner
 
     with sigterm_raises_system_exit():
         gpus = discover_nvml_gpus()

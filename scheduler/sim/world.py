@@ -25,9 +25,9 @@ from greenllm.devices import physics
 from greenllm.errors import GreenllmError
 from greenllm.serving.routing import route_key
 from greenllm.serving.slo import RecentLatencies
+from scheduler.sim.arrivals import ArrivalStream
 from scheduler.sim.replica import Finished, ReplicaModel, Request
 from scheduler.sim.scenario import ScenarioJob
-from scheduler.sim.workloads import ArrivalStream
 
 Segments = list[tuple[physics.Workload | None, float]]
 GpuKey = tuple[str, int]

@@ -93,7 +93,7 @@ def test_profile_gpu_n_loads_the_cuda_device_with_its_uuid(
 
         return run
 
-    monkeypatch.setattr("greenllm.loadgen.torch_runner", fake_torch_runner)
+    monkeypatch.setattr("greenllm.gpu_load.torch_runner", fake_torch_runner)
     work = profile_cmd.physics.Workload("train")
     rows, gpu_type = profile_cmd._profile_real(1, work, "power_limit", [300.0], 0.0, 0.02)
     assert loaded == [0]  # NVML GPU 1 (GPU-bbbb) is cuda:0 here
@@ -145,7 +145,7 @@ def torch_runner(kind, batch, device_index=0):
     return run
 
 
-mock.patch("greenllm.loadgen.torch_runner", torch_runner).start()
+mock.patch("greenllm.gpu_load.torch_runner", torch_runner).start()
 mock.patch("greenllm.devices.cuda.torch_device_index", lambda uuid: 0).start()
 from greenllm.cli.profile_cmd import profile
 profile.main(

@@ -15,11 +15,11 @@ from greenllm.serving.loadclient import fit_to_context
 from greenllm.workloads.models import BUILTINS
 from scheduler.core.lifecycle import JobPhase
 from scheduler.policies import load_policy
+from scheduler.sim.arrivals import ArrivalStream
 from scheduler.sim.engine import Simulation
 from scheduler.sim.legacy import upgrade_scenario
 from scheduler.sim.replica import ReplicaModel, Request
 from scheduler.sim.scenario import Scenario, load_scenario
-from scheduler.sim.workloads import ArrivalStream
 
 BASE = {
     "duration_s": 20,
