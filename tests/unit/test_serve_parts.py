@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from greenllm.workloads import ByteTokenizer, Tokenizer
-from workers.serve.ledger import EnergyLedger
 from workers.serve.metrics import ReplicaMetrics
 from workers.serve.pool import ReplicaPool
+from workers.serve.request_energy import RequestEnergySplit
 from workers.serve.schemas import ChatCompletionRequest, CompletionRequest
 from workers.serve.stream import (
     InvalidRequestError,
@@ -26,7 +26,7 @@ from workers.serve.text import TextAssembler
 
 def test_ledger_splits_each_step_by_tokens_and_books_idle_time() -> None:
     counter = [100.0]
-    ledger = EnergyLedger(lambda: counter[0])
+    ledger = RequestEnergySplit(lambda: counter[0])
     counter[0] += 5.0
     assert ledger.idle() == 5.0
     counter[0] += 30.0

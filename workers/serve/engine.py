@@ -9,8 +9,9 @@ forward; a prompt that does not fit is prefilled a chunk per step in a cache of 
 joins once done, so a long prompt delays the running rows by a chunk, not its whole
 prefill. A request holds a batch slot from its first chunk. After each forward the GPU's
 energy counter is read and the energy since the previous reading is split among the
-forward's requests by the tokens each processed (:class:`workers.serve.ledger.EnergyLedger`);
-energy read while no request is in flight is idle energy.
+forward's requests by the tokens each processed
+(:class:`workers.serve.request_energy.RequestEnergySplit`); energy read while no request is
+in flight is idle energy.
 
 On a simulated GPU the model runs on the CPU and each step lasts at least as long as the GPU
 would take at its power limit and clocks (:mod:`greenllm.pacing`): a prefill (or chunk) its
@@ -46,9 +47,9 @@ from greenllm.devices.simulated import SimulatedGPU
 from greenllm.serving.chunking import step_token_budget
 from greenllm.workloads import Tokenizer, load_model
 from workers.serve.kvbatch import KVBatch
-from workers.serve.ledger import EnergyLedger
 from workers.serve.metrics import MetricsRecorder, ReplicaMetrics
 from workers.serve.request import Request, check_sizes
+from workers.serve.request_energy import RequestEnergySplit
 from workers.serve.stream import (
     GenerationError,
     QueueFullError,
@@ -144,7 +145,7 @@ class ReplicaEngine:
             self._sim.set_workload(None)
             self._sim.set_busy_fraction(1.0)
             self.pacer = Pacer(self._sim.throughput, clock=clock, stop_event=self._stop)
-        self.ledger = EnergyLedger(gpu.energy_j)
+        self.ledger = RequestEnergySplit(gpu.energy_j)
         self.recorder = MetricsRecorder(clock)
         #: Output tokens asked for by the requests it accepted (max_tokens each), tokens.
         self.offered_tokens = 0

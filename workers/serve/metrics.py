@@ -13,7 +13,7 @@ from typing import Any
 
 from greenllm.serving.report import percentile
 from greenllm.serving.slo import RecentLatencies
-from workers.serve.ledger import EnergyTotals
+from workers.serve.request_energy import EnergyTotals
 from workers.serve.stream import RequestResult
 
 #: Finished requests kept for the percentiles (the most recent ones).

@@ -8,8 +8,8 @@ token came (the prefill), and the output tokens it received (decode), each weigh
 GPU time a token of that kind takes (:class:`WorkCosts`: the inverse of the prefill and
 decode rates). Requests in flight that got no visible work share equally when none did
 (a long prefill spanning intervals); energy read with no request in flight is idle. The
-split itself is :class:`workers.serve.ledger.EnergyLedger`'s, the same as greenllm's own
-engine, so
+split itself is :class:`workers.serve.request_energy.RequestEnergySplit`'s, the same as
+greenllm's own engine, so
 
     sum(request energies) + idle energy == metered energy
 
@@ -32,7 +32,7 @@ from greenllm.devices.catalog import get_spec
 from greenllm.errors import GreenllmError
 from greenllm.serving.report import percentile
 from greenllm.serving.slo import RecentLatencies
-from workers.serve.ledger import EnergyLedger, EnergyTotals
+from workers.serve.request_energy import EnergyTotals, RequestEnergySplit
 
 #: Finished requests kept for the percentiles (the most recent ones).
 LATENCY_WINDOW = 4096
@@ -185,7 +185,7 @@ class ProxyBooks:
         costs: WorkCosts,
         clock: Callable[[], float],
     ) -> None:
-        self.ledger = EnergyLedger(read_energy_j)
+        self.ledger = RequestEnergySplit(read_energy_j)
         self.costs = costs
         self._clock = clock
         self._lock = threading.Lock()

@@ -37,7 +37,7 @@ class EnergyTotals:
     idle_j: float
 
 
-class EnergyLedger:
+class RequestEnergySplit:
     """Splits counter readings between steps' requests and idle time (thread-safe).
 
     Args:
