@@ -30,6 +30,7 @@ from greenllm.devices.simulated import SimulatedGPU
 from greenllm.errors import ConfigError, GreenllmError
 from greenllm.jobspec import JobSpec, parse_job_spec
 from greenllm.proto.v1 import agent_pb2
+from greenllm.shard_state import ShardState
 from workers.shards.logtail import LogTail, collect
 from workers.shards.rankenv import Rendezvous
 from workers.shards.status import ShardStatus, split_shard_id
@@ -250,11 +251,13 @@ class ShardHost:
                 shard.gpu.set_workload(shard.spec.workload())  # a replica's engine sets its own
             target(shard, rank)
             with shard.lock:
-                shard.status.state = "stopped" if shard.stop_event.is_set() else "done"
+                shard.status.state = (
+                    ShardState.STOPPED if shard.stop_event.is_set() else ShardState.DONE
+                )
         except Exception as exc:  # a failing shard must not take the agent down
             log.exception("node %s: shard %s failed", self.node, shard.status.shard_id)
             with shard.lock:
-                shard.status.state = "failed"
+                shard.status.state = ShardState.FAILED
                 shard.status.error = f"{type(exc).__name__}: {exc}"
         finally:
             if isinstance(shard.gpu, SimulatedGPU) and not self._successor_runs(shard):

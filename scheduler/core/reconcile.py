@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
+from greenllm.shard_state import ShardState
 from scheduler.core.lifecycle import (
     JOB_TRANSITIONS,
     NODE_TRANSITIONS,
@@ -38,12 +39,12 @@ from scheduler.core.lifecycle import (
     allows,
 )
 
-#: Shard states an agent reports (ShardSample.state).
+#: Shard states an agent reports (ShardSample.phase / .state).
 REPORTED_RUNNING, REPORTED_DONE, REPORTED_FAILED, REPORTED_STOPPED = (
-    "running",
-    "done",
-    "failed",
-    "stopped",
+    ShardState.RUNNING,
+    ShardState.DONE,
+    ShardState.FAILED,
+    ShardState.STOPPED,
 )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import grpc
 
 from greenllm.proto.v1 import agent_pb2
+from greenllm.shard_state import ShardState
 from scheduler.shell.agent_checks import (
     check_columns,
     finite,
@@ -35,6 +36,8 @@ STALE_MESSAGE_INTERVALS = 3
 MAX_MESSAGE_INTERVAL_S = 60.0
 #: Slack when comparing limits, watts.
 EPS_W = 1e-6
+#: The shard states an agent may report (ShardSample.state).
+SHARD_STATES = frozenset(ShardState)
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,10 @@ class Ledger:
                 and 0.0 <= sh.gpu_wait_fraction <= 1.0
             ):
                 raise reject(node.name, f"shard {sh.shard_id[:100]!r}: implausible progress")
+            if sh.state and sh.state not in SHARD_STATES:
+                raise reject(
+                    node.name, f"shard {sh.shard_id[:100]!r}: unknown state {sh.state[:40]!r}"
+                )
             report = node.shards.get(sh.shard_id)
             if report is None or report.latest.generation != sh.generation:
                 report = node.shards[sh.shard_id] = ShardReport(sh)

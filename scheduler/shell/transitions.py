@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from greenllm.proto.v1 import agent_pb2
+from greenllm.shard_state import ShardState, reported_state
 from scheduler.core.lifecycle import (
     JOB_TRANSITIONS,
     SHARD_TRANSITIONS,
@@ -53,7 +54,7 @@ def _shard_view(shell: ControllerShell, s: ShardRecord) -> ShardView:
     report = shell.nodes[s.node].shards.get(s.shard_id)
     reported, error, progressed = None, "", False
     if report is not None and report.latest.generation == s.generation:
-        reported = report.latest.state or REPORTED_RUNNING
+        reported = reported_state(report.latest)
         error = report.latest.error
         progressed = reported == REPORTED_RUNNING
     return ShardView(
@@ -77,7 +78,9 @@ def _steady(shell: ControllerShell, s: ShardRecord) -> bool:
     report = shell.nodes[s.node].shards.get(s.shard_id)
     latest = report.latest if report is not None else None
     return (
-        latest is not None and latest.generation == s.generation and latest.state in ("", "running")
+        latest is not None
+        and latest.generation == s.generation
+        and reported_state(latest) is ShardState.RUNNING
     )
 
 
@@ -98,7 +101,7 @@ def _view(shell: ControllerShell, now_s: float) -> LifecycleView:
         jobs.append(JobView(j.job_id, j.phase, j.phase_since_s, j.generation, j.restarts, steady))
     # only what the controller does not run itself: reconcile() stops what of it runs
     reported = tuple(
-        ReportedShard(n.name, sid, r.latest.generation, r.latest.state or REPORTED_RUNNING)
+        ReportedShard(n.name, sid, r.latest.generation, reported_state(r.latest))
         for n in shell.nodes.values()
         if n.session is not None
         for sid, r in n.shards.items()

@@ -21,6 +21,7 @@ import numpy as np
 
 from greenllm.devices.catalog import get_spec
 from greenllm.proto.v1 import agent_pb2
+from greenllm.shard_state import ShardState
 from scheduler.core.lifecycle import Timeouts
 from scheduler.core.problem import Policy
 from scheduler.core.types import DecideConfig
@@ -459,4 +460,4 @@ class Simulation:
             if finished:
                 job.finished_s = t
                 for s in shards:
-                    s.state = "done"
+                    s.state = ShardState.DONE

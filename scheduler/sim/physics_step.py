@@ -13,6 +13,7 @@ import numpy as np
 
 from greenllm.devices import physics
 from greenllm.serving.chunking import step_token_budget
+from greenllm.shard_state import ShardState
 from scheduler.sim.nodes import SimGPU, SimNode
 from scheduler.sim.world import JobModel, Segments, ShardModel, World
 
@@ -84,7 +85,7 @@ class Physics:
         spec = job.spec
         total = spec.sim.total_samples
         done = total is not None and job.samples_done >= total - 1e-9
-        ready = len(shards) == spec.shards and all(s.state == "running" for s in shards)
+        ready = len(shards) == spec.shards and all(s.state is ShardState.RUNNING for s in shards)
         if done or not ready:
             return
         wl = spec.true_workload("train")

@@ -25,6 +25,7 @@ from greenllm.devices import physics
 from greenllm.errors import GreenllmError
 from greenllm.serving.routing import route_key
 from greenllm.serving.slo import RecentLatencies
+from greenllm.shard_state import ShardState
 from scheduler.sim.arrivals import ArrivalStream
 from scheduler.sim.replica import Finished, ReplicaModel, Request
 from scheduler.sim.scenario import ScenarioJob
@@ -43,7 +44,7 @@ class ShardModel:
     generation: int
     node: str
     gpu_index: int
-    state: str = "running"
+    state: ShardState = ShardState.RUNNING
     error: str | None = None
     work_units: float = 0.0
     steps: int = 0
@@ -171,7 +172,7 @@ class World:
             return
         busy = self.on_gpu.get((node, gpu_index))
         if busy is not None and busy.shard_id != shard_id:
-            if busy.state == "running":
+            if busy.state is ShardState.RUNNING:
                 raise GreenllmError(f"GPU {gpu_index} of {node} runs shard {busy.shard_id}")
             self.stop(node, busy.shard_id)  # it finished: its GPU is free
         if current is not None:
@@ -240,7 +241,7 @@ class World:
         for req in job.arrivals.take(t0_s, t0_s + dt_s):
             job.offered_output_tokens += req.output_tokens
             job.backlog.append(req)
-        live = [r for r in replicas if r.state == "running"]
+        live = [r for r in replicas if r.state is ShardState.RUNNING]
         weights = {r.shard_id: job.weights.get(r.shard_id, 0.0) for r in live}
         if live and not any(w > 0 for w in weights.values()):
             weights = dict.fromkeys(weights, 1.0)  # no weights yet: all alike

@@ -45,6 +45,7 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "memory_used_mib": 9,
     },
     "ShardSample": {
+        "phase": 27,
         "shard_id": 1,
         "job_id": 2,
         "timestamp_s": 3,

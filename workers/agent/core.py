@@ -32,6 +32,7 @@ from greenllm.devices.base import GPU
 from greenllm.errors import DeviceError, GreenllmError
 from greenllm.pacing import CPU_BOUND_WAIT_FRACTION
 from greenllm.proto.v1 import agent_pb2
+from greenllm.shard_state import ShardState
 from workers.agent import devices
 from workers.agent.statefile import AgentState, AgentStateError, AgentStateStore
 
@@ -425,6 +426,14 @@ def shard_samples(runner: ShardRunner, now_s: float) -> list[agent_pb2.ShardSamp
     return [_shard_sample(s, now_s) for s in runner.statuses()]
 
 
+def _phase(state: str) -> agent_pb2.ShardState:
+    """``ShardSample.phase`` of a runner's state string (UNSPECIFIED: not one we know)."""
+    try:
+        return ShardState(state).wire
+    except ValueError:
+        return agent_pb2.SHARD_STATE_UNSPECIFIED
+
+
 def _shard_sample(s: Any, now_s: float) -> agent_pb2.ShardSample:
     extra: dict[str, Any] = getattr(s, "extra", None) or {}
 
@@ -439,7 +448,8 @@ def _shard_sample(s: Any, now_s: float) -> agent_pb2.ShardSample:
         work_units=s.work_units,
         steps=s.steps,
         requests=s.requests,
-        state=s.state,
+        state=str(s.state),
+        phase=_phase(s.state),
         error=s.error or "",
         generation=s.generation,
         offered_units=getattr(s, "offered_units", 0.0),

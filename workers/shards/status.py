@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greenllm.errors import GreenllmError
+from greenllm.shard_state import ShardState
 
 
 @dataclass
@@ -35,7 +36,7 @@ class ShardStatus:
     steps: int = 0
     requests: int = 0
     failed_requests: int = 0
-    state: str = "running"
+    state: ShardState = ShardState.RUNNING
     error: str | None = None
     generation: int = 0
     offered_units: float = 0.0

@@ -1,10 +1,24 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ShardState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SHARD_STATE_UNSPECIFIED: _ClassVar[ShardState]
+    SHARD_STATE_RUNNING: _ClassVar[ShardState]
+    SHARD_STATE_DONE: _ClassVar[ShardState]
+    SHARD_STATE_STOPPED: _ClassVar[ShardState]
+    SHARD_STATE_FAILED: _ClassVar[ShardState]
+SHARD_STATE_UNSPECIFIED: ShardState
+SHARD_STATE_RUNNING: ShardState
+SHARD_STATE_DONE: ShardState
+SHARD_STATE_STOPPED: ShardState
+SHARD_STATE_FAILED: ShardState
 
 class AgentMessage(_message.Message):
     __slots__ = ("register", "telemetry", "acks")
@@ -101,7 +115,7 @@ class GpuSamples(_message.Message):
     def __init__(self, index: _Optional[_Iterable[int]] = ..., timestamp_s: _Optional[_Iterable[float]] = ..., power_w: _Optional[_Iterable[float]] = ..., energy_j: _Optional[_Iterable[float]] = ..., power_limit_w: _Optional[_Iterable[float]] = ..., sm_clock_mhz: _Optional[_Iterable[float]] = ..., utilization_pct: _Optional[_Iterable[float]] = ..., temperature_c: _Optional[_Iterable[float]] = ..., memory_used_mib: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ShardSample(_message.Message):
-    __slots__ = ("shard_id", "job_id", "timestamp_s", "work_units", "steps", "requests", "state", "error", "generation", "offered_units", "queued_units", "endpoint", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "queued_requests", "rejected_requests", "idle_energy_j", "gpu_wait_fraction", "cpu_bound", "start_energy_j", "booked_energy_counter_j", "offered_prompt_tokens", "queued_prompt_tokens", "oldest_wait_s", "engine_metrics")
+    __slots__ = ("shard_id", "job_id", "timestamp_s", "work_units", "steps", "requests", "state", "error", "generation", "offered_units", "queued_units", "endpoint", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "queued_requests", "rejected_requests", "idle_energy_j", "gpu_wait_fraction", "cpu_bound", "start_energy_j", "booked_energy_counter_j", "offered_prompt_tokens", "queued_prompt_tokens", "oldest_wait_s", "engine_metrics", "phase")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_S_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +143,7 @@ class ShardSample(_message.Message):
     QUEUED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OLDEST_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     ENGINE_METRICS_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
     shard_id: str
     job_id: str
     timestamp_s: float
@@ -156,7 +171,8 @@ class ShardSample(_message.Message):
     queued_prompt_tokens: float
     oldest_wait_s: float
     engine_metrics: EngineMetrics
-    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., timestamp_s: _Optional[float] = ..., work_units: _Optional[float] = ..., steps: _Optional[int] = ..., requests: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., generation: _Optional[int] = ..., offered_units: _Optional[float] = ..., queued_units: _Optional[float] = ..., endpoint: _Optional[str] = ..., ttft_p50_s: _Optional[float] = ..., ttft_p99_s: _Optional[float] = ..., tpot_p50_s: _Optional[float] = ..., tpot_p99_s: _Optional[float] = ..., queued_requests: _Optional[int] = ..., rejected_requests: _Optional[int] = ..., idle_energy_j: _Optional[float] = ..., gpu_wait_fraction: _Optional[float] = ..., cpu_bound: _Optional[bool] = ..., start_energy_j: _Optional[float] = ..., booked_energy_counter_j: _Optional[float] = ..., offered_prompt_tokens: _Optional[float] = ..., queued_prompt_tokens: _Optional[float] = ..., oldest_wait_s: _Optional[float] = ..., engine_metrics: _Optional[_Union[EngineMetrics, _Mapping]] = ...) -> None: ...
+    phase: ShardState
+    def __init__(self, shard_id: _Optional[str] = ..., job_id: _Optional[str] = ..., timestamp_s: _Optional[float] = ..., work_units: _Optional[float] = ..., steps: _Optional[int] = ..., requests: _Optional[int] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., generation: _Optional[int] = ..., offered_units: _Optional[float] = ..., queued_units: _Optional[float] = ..., endpoint: _Optional[str] = ..., ttft_p50_s: _Optional[float] = ..., ttft_p99_s: _Optional[float] = ..., tpot_p50_s: _Optional[float] = ..., tpot_p99_s: _Optional[float] = ..., queued_requests: _Optional[int] = ..., rejected_requests: _Optional[int] = ..., idle_energy_j: _Optional[float] = ..., gpu_wait_fraction: _Optional[float] = ..., cpu_bound: _Optional[bool] = ..., start_energy_j: _Optional[float] = ..., booked_energy_counter_j: _Optional[float] = ..., offered_prompt_tokens: _Optional[float] = ..., queued_prompt_tokens: _Optional[float] = ..., oldest_wait_s: _Optional[float] = ..., engine_metrics: _Optional[_Union[EngineMetrics, _Mapping]] = ..., phase: _Optional[_Union[ShardState, str]] = ...) -> None: ...
 
 class EngineMetrics(_message.Message):
     __slots__ = ("engine", "requests_running", "requests_waiting", "kv_cache_usage", "prompt_tokens", "generation_tokens", "requests_succeeded", "proxy_prefill_tokens", "proxy_decode_tokens", "metrics_ok")
