@@ -107,6 +107,8 @@ def migrate(db: sqlite3.Connection, version: int) -> None:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if version == 0 and "jobs" in tables:
             _from_v0(db)
+        # statement by statement, not executescript(): that commits the open transaction
+        # first, and the migration must be one (the DDL holds no ';' inside a literal)
         for statement in _V2.split(";"):
             if statement.strip():
                 db.execute(statement)
