@@ -8,5 +8,6 @@
 - :mod:`workers.serve.openai_app`: the FastAPI app (OpenAI API); :mod:`workers.serve.schemas`
   its bodies, :mod:`workers.serve.text` incremental detokenizing with stop strings.
 - :mod:`workers.serve.server`: run it under uvicorn without Ray;
-  :mod:`workers.serve.ray_ingress`: as a Ray Serve ingress.
+  :mod:`workers.serve.cluster_ingress`: the cluster's ingress, a Ray Serve application in
+  front of every inference job's replicas.
 """

@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP API over a :class:`~workers.serve.pool.ReplicaPool`.
 
 ``create_app(pool)`` returns a FastAPI app: run it under uvicorn, or hand it to Ray Serve
-(``@serve.ingress(app)``, see :mod:`workers.serve.ray_ingress`). Routes:
+(``@serve.ingress(app)``, see :mod:`workers.serve.cluster_ingress`). Routes:
 
 - ``GET /v1/models``; ``POST /v1/completions``; ``POST /v1/chat/completions``, with
   ``stream: true`` as server-sent events (chunks; a usage chunk when
