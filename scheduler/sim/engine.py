@@ -82,7 +82,7 @@ class Simulation:
         self.budget_w = (
             max_w + scenario.budget.reserve_w if unbounded else scenario.budget.watts(sum_tdp_w)
         )
-        self.config = shell_config(scenario, self.budget_w)
+        self.config = shell_config(scenario, self.budget_w, follow=not unbounded)
         self.layout = self.config.domain_layout()
         self.store = MemoryStore()
         self.shell: ControllerShell | None = self._new_shell()
@@ -315,6 +315,9 @@ class Simulation:
         if shell.due(t):
             shell.step()
             self.result.decide_cpu_s.append(shell.decide_cpu_s)
+            if shell.budget_w != self.budget_w:  # the controller set it (budget.follow)
+                self.result.budget_change(t, self.budget_w, shell.budget_w)
+                self.budget_w = shell.budget_w
 
     def _from_agent(
         self,
