@@ -83,6 +83,8 @@ class GridBooks:
         self.jobs: dict[str, JobCarbon] = {}
         self.ran_out_said = False
         self._written_at_s = -math.inf
+        #: Jobs whose books changed since they were last written.
+        self._dirty: set[str] = set()
         self.origin_s = 0.0
         if signal is not None and carbon.signal_replay:
             stored = settings.get(ORIGIN_SETTING)
@@ -197,11 +199,12 @@ class GridBooks:
             shell.persist.event(StoredEvent(wall_s, None, "signal-ran-out", text))
         if wall_s - self._written_at_s >= WRITE_PERIOD_S:
             self._written_at_s = wall_s
-            for job in shell.jobs.busy():
-                books = self.jobs.get(job.job_id)
+            for job_id in sorted(self._dirty):
+                books = self.jobs.get(job_id)
                 if books is not None:
                     value = json.dumps([books.co2e_g, books.cost, books.booked_j])
-                    shell.persist.setting(JOB_SETTING + job.job_id, value)
+                    shell.persist.setting(JOB_SETTING + job_id, value)
+            self._dirty.clear()
 
     def _book(self, job: JobRecord, wall_s: float) -> None:
         energy_j = job.final[0] if job.final is not None else job.energy_peak_j
@@ -215,6 +218,7 @@ class GridBooks:
             start_s = books.booked_at_s if books.booked_at_s is not None else job.submitted_at_s
             self._add(books, added_j, min(start_s, wall_s), wall_s)
             books.booked_j = energy_j
+            self._dirty.add(job.job_id)
         books.booked_at_s = wall_s
 
     def _add(self, books: JobCarbon, energy_j: float, start_s: float, end_s: float) -> None:
