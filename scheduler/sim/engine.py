@@ -431,6 +431,13 @@ class Simulation:
             self.result.unmet_slo_reports.update(
                 {self.ids.get(j, j): why for j, why in self.shell.unmet_slos.items()}
             )
+        if self.shell is not None:  # what the controller booked against the grid signal
+            grid = self.shell.grid
+            priced = grid.signal is not None and grid.signal.has_price
+            for job_id, name in self.ids.items():
+                books = grid.of(job_id)
+                self.result.co2e_g[name] = books.co2e_g
+                self.result.energy_cost[name] = books.cost if priced else None
         why: dict[str, str] = {}
         if self.shell is not None:
             why = {
