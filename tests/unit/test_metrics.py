@@ -212,3 +212,25 @@ def test_metrics_address_is_a_host() -> None:
     for bad in ("", "a host"):
         with pytest.raises(ValueError, match="metrics_address"):
             ControllerConfig(metrics_address=bad)
+
+
+def test_co2e_and_cost_are_the_controllers_books_when_it_sends_them() -> None:
+    """A job whose status carries co2e_g (the controller booked it interval by interval)
+    is exported as booked, not recomputed from one intensity; its cost beside it. The
+    counter never goes back."""
+    config = load_cluster_config(REPO / "cluster.yaml")
+    counters = JobCounters(config.carbon)
+    booked = job(energy_j=3.6e6)
+    booked.co2e_g = 123.0
+    booked.energy_cost = 0.25
+    got = samples(status(booked), counters)
+    assert value(got, "greenllm_job_co2e_grams_total", job_id="j1") == 123.0
+    assert value(got, "greenllm_job_energy_cost_total", job_id="j1") == 0.25
+    assert job_document(booked, config)["co2e_g"] == 123.0
+    assert job_document(booked, config)["energy_cost"] == 0.25
+    booked.co2e_g = 100.0  # a stale figure: held
+    got = samples(status(booked), counters)
+    assert value(got, "greenllm_job_co2e_grams_total", job_id="j1") == 123.0
+    plain = job(energy_j=3.6e6)
+    assert job_document(plain, config)["energy_cost"] is None
+    assert "greenllm_job_energy_cost_total" not in samples(status(plain), JobCounters())
