@@ -107,3 +107,16 @@ def test_follow_needs_a_signal_and_a_price_to_follow_price(tmp_path: Path) -> No
     path = _cluster(tmp_path, {"signal_file": "day.csv"}, {"follow": low})
     with pytest.raises(ConfigError, match=r"follow\.floor_w .* below the sum of the GPUs. minimum"):
         load_cluster_config(path)
+
+
+def test_sim_from_cluster_carries_the_signal_and_the_follow(tmp_path: Path) -> None:
+    from scheduler.sim.from_cluster import build_scenario
+
+    floor_w = _floor_w()
+    section = {"floor_w": floor_w + 100, "ceiling_w": floor_w + 500, "points": [[0, floor_w]]}
+    path = _cluster(tmp_path, {"signal_file": "day.csv"}, {"follow": section})
+    (path.parent / "day.csv").write_text("t,gco2e_per_kwh\n0,100\n60,200\n")
+    config = load_cluster_config(path)
+    sc = build_scenario(config, [], 60.0)
+    assert sc.signal_file == path.parent.resolve() / "day.csv"
+    assert sc.budget.follow == config.budget.follow
