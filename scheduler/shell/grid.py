@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from greenllm.config import ClusterConfig
 from greenllm.energy.carbon import J_PER_KWH, GridIntensity
+from greenllm.errors import ConfigError
 from scheduler.shell.ports import StoredEvent
 
 if TYPE_CHECKING:
@@ -110,14 +111,19 @@ class GridBooks:
         ``intensity_file``, else its region's yearly intensity.
 
         Raises:
-            ConfigError: The file cannot be read (one line naming it).
+            ConfigError: The signal file cannot be read (one line naming it); a bad region or
+            ``intensity_file`` is logged and leaves the books out (None signal).
         """
         carbon = config.carbon
         if carbon.signal_file is not None:
             return cls(shell, GridIntensity.from_file(carbon.signal_file), settings)
-        if carbon.intensity_file is not None:
-            return cls(shell, GridIntensity.from_csv(carbon.intensity_file), settings)
-        return cls(shell, GridIntensity.for_region(carbon.region), settings)
+        try:
+            if carbon.intensity_file is not None:
+                return cls(shell, GridIntensity.from_csv(carbon.intensity_file), settings)
+            return cls(shell, GridIntensity.for_region(carbon.region), settings)
+        except ConfigError as exc:  # accounting only: the controller runs on without it
+            log.error("carbon: no per-job gCO2e books: %s", exc)
+            return cls(shell, None, settings)
 
     @property
     def is_series(self) -> bool:

@@ -83,7 +83,7 @@ def job_proto(shell: ControllerShell, job: JobRecord, with_spec: bool = False) -
         out.gpu_wait_fraction = m.gpu_wait_fraction
         out.cpu_bound = job.cpu_bound
     books = shell.grid.jobs.get(job.job_id)
-    if books is not None or m.energy_j <= 0:
+    if shell.grid.signal is not None and (books is not None or m.energy_j <= 0):
         books = books or shell.grid.of(job.job_id)
         out.co2e_g = books.co2e_g
         if shell.grid.signal is not None and shell.grid.signal.has_price:

@@ -431,7 +431,7 @@ class Simulation:
             self.result.unmet_slo_reports.update(
                 {self.ids.get(j, j): why for j, why in self.shell.unmet_slos.items()}
             )
-        if self.shell is not None:  # what the controller booked against the grid signal
+        if self.shell is not None and self.shell.grid.signal is not None:  # its books
             grid = self.shell.grid
             priced = grid.signal is not None and grid.signal.has_price
             for job_id, name in self.ids.items():

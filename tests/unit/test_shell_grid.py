@@ -94,3 +94,21 @@ def test_a_replayed_signal_keeps_its_origin_across_a_restart(tmp_path: Path) -> 
     again = ControllerShell(cfg, store, clock=Clock(0.0), wall_clock=Clock(1000.0 + HOUR_S))
     assert again.grid.origin_s == 1000.0
     assert again.grid.intensity_now() == 300.0  # an hour into the day, not its start again
+
+
+def test_an_unknown_region_leaves_out_the_books_not_the_controller() -> None:
+    cfg = parse_cluster_config(
+        {
+            "nodes": [{"name": "a", "gpus": [{"type": "L4", "count": 2}]}],
+            "budget": {"budget_w": 140},
+            "carbon": {"region": "atlantis"},
+        }
+    )
+    shell = ControllerShell(cfg, MemoryStore(), clock=Clock(0.0), wall_clock=Clock(T0))
+    shell.step()
+    operator.submit(shell, '{"name": "j", "kind": "train"}')
+    shell.step()
+    st = cluster_status(shell)
+    assert shell.grid.signal is None
+    assert [j.HasField("co2e_g") for j in st.jobs] == [False]
+    assert st.grid_signal == ""
