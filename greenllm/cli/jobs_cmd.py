@@ -253,6 +253,10 @@ def jobs(config_path: Path | None, as_json: bool, limit: int, page_token: str) -
         for d in docs
     ]
     cols = ["job", "kind", "state", "throughput", "work", "energy J", "J/unit", "gCO2e"]
+    if any(d["energy_cost"] is not None for d in docs):  # the grid signal carries a price
+        cols.append("cost")
+        for row, d in zip(rows, docs, strict=True):
+            row.append(d["energy_cost"])
     print_table(None, cols, rows)
     for d in docs:
         if d.get("endpoint"):

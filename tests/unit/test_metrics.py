@@ -234,3 +234,33 @@ def test_co2e_and_cost_are_the_controllers_books_when_it_sends_them() -> None:
     plain = job(energy_j=3.6e6)
     assert job_document(plain, config)["energy_cost"] is None
     assert "greenllm_job_energy_cost_total" not in samples(status(plain), JobCounters())
+
+
+def test_jobs_table_shows_cost_only_when_the_signal_has_a_price(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    from greenllm.cli import jobs_cmd
+
+    config = load_cluster_config(REPO / "cluster.yaml")
+    booked = job(energy_j=3.6e6)
+    booked.co2e_g = 123.0
+    pages = {"now": [booked]}
+
+    class Client:
+        def __enter__(self) -> Client:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def list_jobs_page(self, limit: int, token: str) -> cluster_pb2.ListJobsResponse:
+            return cluster_pb2.ListJobsResponse(jobs=pages["now"], total=len(pages["now"]))
+
+    monkeypatch.setattr(jobs_cmd, "client_for", lambda _path: (config, Client()))
+    out = CliRunner().invoke(jobs_cmd.jobs, []).output
+    assert "gCO2e" in out and "cost" not in out
+    booked.energy_cost = 0.25
+    out = CliRunner().invoke(jobs_cmd.jobs, []).output
+    assert "cost" in out and "0.25" in out
