@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from greenllm.config_sections import (
     AuthConfig,
     BudgetConfig,
+    BudgetFollow,
     CarbonConfig,
     ControllerConfig,
     FailsafeConfig,
@@ -28,6 +29,7 @@ from greenllm.config_sections import (
     TLSConfig,
 )
 from greenllm.devices.catalog import get_spec
+from greenllm.energy.carbon import GridIntensity
 from greenllm.errors import ConfigError, GreenllmError
 from greenllm.loading import format_validation_error as format_validation_error
 from greenllm.loading import load_yaml_mapping as load_yaml_mapping
@@ -37,6 +39,7 @@ from greenllm.power_domains import DomainLayout, resolve
 __all__ = [
     "AuthConfig",
     "BudgetConfig",
+    "BudgetFollow",
     "CarbonConfig",
     "ClusterConfig",
     "ControllerConfig",
@@ -47,6 +50,7 @@ __all__ = [
     "PowerDomain",
     "ServeConfig",
     "TLSConfig",
+    "check_signal",
     "failsafe_shares_w",
     "load_cluster_config",
     "parse_cluster_config",
@@ -220,6 +224,16 @@ class ClusterConfig(_Strict):
                     f"power_domains: domain {name!r} limit_w - reserve_w = {usable_w:g} W is "
                     f"below the sum of its GPUs' minimum power limits ({floor_w:g} W)"
                 )
+        follow = self.budget.follow
+        if follow is not None:
+            if self.carbon.signal_file is None:
+                raise ValueError("budget.follow needs carbon.signal_file (the signal it follows)")
+            if follow.floor_w - self.budget.reserve_w < floor:
+                raise ValueError(
+                    f"budget.follow.floor_w {follow.floor_w:g} W - budget.reserve_w "
+                    f"{self.budget.reserve_w:g} W is below the sum of the GPUs' minimum power "
+                    f"limits ({floor:g} W)"
+                )
         self._layout = layout
         return self
 
@@ -379,7 +393,33 @@ def load_cluster_config(path: str | Path) -> ClusterConfig:
     if config.storage_path is not None and not config.storage_path.is_absolute():
         storage = path.parent.resolve() / config.storage_path
         config = config.model_copy(update={"storage_path": storage})
+    signal = config.carbon.signal_file
+    if signal is not None:
+        if not signal.is_absolute():
+            signal = path.parent.resolve() / signal
+            carbon = config.carbon.model_copy(update={"signal_file": signal})
+            config = config.model_copy(update={"carbon": carbon})
+        check_signal(config, str(path))
     return config
+
+
+def check_signal(config: ClusterConfig, source: str) -> GridIntensity | None:
+    """Read the config's grid signal file (None: none configured), checking that it
+    carries what ``budget.follow`` follows.
+
+    Raises:
+        ConfigError: One line naming the signal file and line, or ``source``.
+    """
+    if config.carbon.signal_file is None:
+        return None
+    signal = GridIntensity.from_file(config.carbon.signal_file)
+    follow = config.budget.follow
+    if follow is not None and follow.signal == "price" and not signal.has_price:
+        raise ConfigError(
+            f"{source}: budget.follow.signal is price but {config.carbon.signal_file} has no "
+            "price_per_kwh column"
+        )
+    return signal
 
 
 def default_config_path() -> Path:

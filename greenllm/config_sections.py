@@ -4,13 +4,74 @@ controller's addresses, the inference ingress, carbon accounting (re-exported by
 
 from __future__ import annotations
 
+import math
+from itertools import pairwise
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BudgetFollow(_Strict):
+    """A budget that follows the grid signal (``carbon.signal_file``): at each interval of
+    the signal the controller sets the budget the map gives for the signal's value then,
+    between ``floor_w`` and ``ceiling_w``, as an ordinary budget change (lowerings first).
+
+    Attributes:
+        signal: What the budget follows: ``intensity`` (gCO2e/kWh) or ``price`` (per kWh;
+            the signal file must carry ``price_per_kwh``).
+        floor_w: The lowest budget it sets, watts.
+        ceiling_w: The highest budget it sets, watts.
+        map: ``linear``: the budget is interpolated between the ``points`` (held at the
+            first and last beyond them); ``table``: the budget of the last point whose
+            value is at most the signal's (the first point's below them).
+        points: ``[signal value, budget_w]`` pairs, values strictly increasing (two points
+            of a linear map: e.g. ``[[100, 2400], [500, 1200]]``: 2400 W at 100 g/kWh or
+            less, 1200 W at 500 g/kWh or more).
+    """
+
+    signal: Literal["intensity", "price"] = "intensity"
+    floor_w: float = Field(gt=0, allow_inf_nan=False)
+    ceiling_w: float = Field(gt=0, allow_inf_nan=False)
+    map: Literal["linear", "table"] = "linear"
+    points: list[tuple[float, float]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BudgetFollow:
+        if self.ceiling_w < self.floor_w:
+            raise ValueError(f"ceiling_w {self.ceiling_w:g} W is below floor_w {self.floor_w:g} W")
+        for value, budget_w in self.points:
+            if not (math.isfinite(value) and math.isfinite(budget_w) and budget_w > 0):
+                raise ValueError(f"points: [{value!r}, {budget_w!r}] must be finite, budget > 0")
+        values = [v for v, _ in self.points]
+        if any(b <= a for a, b in pairwise(values)):
+            raise ValueError("points: signal values must increase strictly")
+        return self
+
+    def budget_w(self, value: float) -> float:
+        """The budget for a signal value (gCO2e/kWh or price per kWh), watts, within
+        ``[floor_w, ceiling_w]``."""
+        points = self.points
+        if self.map == "table" or len(points) == 1:
+            chosen = points[0][1]
+            for at, watts in points:
+                if value >= at:
+                    chosen = watts
+        elif value <= points[0][0]:
+            chosen = points[0][1]
+        elif value >= points[-1][0]:
+            chosen = points[-1][1]
+        else:
+            chosen = points[-1][1]
+            for (v0, w0), (v1, w1) in pairwise(points):
+                if v0 <= value <= v1:
+                    chosen = w0 + (w1 - w0) * (value - v0) / (v1 - v0)
+                    break
+        return min(self.ceiling_w, max(self.floor_w, chosen))
 
 
 class BudgetConfig(_Strict):
@@ -20,10 +81,13 @@ class BudgetConfig(_Strict):
         budget_w: Cluster GPU power budget, watts.
         reserve_w: Headroom kept unallocated, watts: limits sum to at most
             ``budget_w - reserve_w``.
+        follow: The budget follows the grid signal (``carbon.signal_file``) between a
+            floor and a ceiling (None: it changes only when an operator sets it).
     """
 
     budget_w: float = Field(gt=0, allow_inf_nan=False)
     reserve_w: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    follow: BudgetFollow | None = None
 
 
 class FailsafeConfig(_Strict):
@@ -128,11 +192,21 @@ class CarbonConfig(_Strict):
         region: Grid region key of the shipped intensity table (``world`` by default).
         pue: Power usage effectiveness of the facility (>= 1).
         intensity_file: Optional CSV time series of grid intensity, overriding ``region``.
+        signal_file: Grid signal the controller books each job's gCO2e (and cost, with a
+            price) against, interval by interval, and that ``budget.follow`` follows: a
+            CSV ``t,gco2e_per_kwh[,price_per_kwh]`` or an Electricity Maps history JSON
+            (relative paths are taken from the file's folder; overrides ``region`` and
+            ``intensity_file``).
+        signal_replay: The signal's first time is taken as the controller's start (a
+            recorded day replayed; the simulator always replays). False: its times are
+            Unix/UTC times, read against the clock.
     """
 
     region: str = "world"
     pue: float = Field(default=1.2, ge=1.0, le=3.0)
     intensity_file: Path | None = None
+    signal_file: Path | None = None
+    signal_replay: bool = False
 
 
 class PowerDomain(_Strict):

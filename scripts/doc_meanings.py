@@ -22,7 +22,12 @@ JOB = {
     "restarts": "How often a shard was restarted.",
     "energy_j": "GPU energy of its shards so far, joules (measured by the agents).",
     "joules_per_unit": "energy_j / work_units (null before any work).",
-    "co2e_g": "Emissions of energy_j, grams CO2e (the config's carbon region/series and PUE).",
+    "co2e_g": "Emissions of energy_j, grams CO2e (PUE included): as the controller booked "
+    "it, control step by control step, against the grid intensity of each interval "
+    "(`carbon.signal_file`; else the region's yearly figure); for a job it has no books of, "
+    "from the config's carbon region/series.",
+    "energy_cost": "Cost of energy_j (PUE included) at the grid signal's price of each "
+    "interval, in the signal file's currency (null: the signal has no price).",
     "submitted_at_s": "Submission time, Unix seconds.",
     "gpu_wait_fraction": "Simulated GPUs only: share (0-1) of the recent time its simulated "
     "GPUs waited for this machine's CPU instead of working (null: not measured, e.g. real "
@@ -57,6 +62,14 @@ STATUS = {
     "jobs_waiting": "Jobs waiting for GPUs.",
     "max_waiting_jobs": "Jobs that may wait before a submission is refused "
     "(`controller.max_waiting_jobs`).",
+    "grid_gco2e_per_kwh": "The grid signal's intensity now, gCO2e/kWh (null: no "
+    "`carbon.signal_file`).",
+    "grid_price_per_kwh": "The grid signal's price per kWh now (null: no signal, or no price "
+    "in it).",
+    "grid_signal": "One line on the grid signal: its file, value now and, once it ran out, "
+    "that its last value holds (null: no signal file).",
+    "budget_follow": "One line on `budget.follow`: what the budget follows, its map, floor "
+    "and ceiling, and the value and budget it gave last (null: the budget does not follow).",
     "domains": "The power domains of cluster.yaml's `power_domains`, parents first (empty "
     "when none): each `{name, parent, limit_w, reserve_w, accounted_power_limit_w, power_w, "
     "bound, gpus}`: its parent (null for a top domain), its limit and reserve, its GPUs' "
@@ -385,6 +398,10 @@ SUMMARY = {
     "p99_ttft_s": "Per inference job: 99th-percentile time to first token, seconds.",
     "p99_tpot_s": "Per inference job: 99th-percentile time per output token after the "
     "first, seconds.",
+    "co2e_g": "Per job: grams CO2e (PUE included) the controller booked against the "
+    "scenario's grid signal, interval by interval (the region's yearly figure without one).",
+    "energy_cost": "Per job: cost of its energy (PUE included) at the signal's price of "
+    "each interval (null: the signal has no price).",
     "decide_cpu_ms_mean": "Mean CPU time of one decide() call, milliseconds.",
     "decide_cpu_ms_max": "Largest CPU time of one decide() call, milliseconds.",
 }
@@ -402,6 +419,8 @@ SUMMARY_MAPS = frozenset(
         "p99_tpot_s",
         "idle_energy_by_node_j",
         "releasable_s",
+        "co2e_g",
+        "energy_cost",
     }
 )
 

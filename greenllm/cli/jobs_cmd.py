@@ -37,9 +37,14 @@ def throughput_of(job: cluster_pb2.Job) -> float | None:
 
 
 def job_document(job: cluster_pb2.Job, config: ClusterConfig) -> dict[str, Any]:
-    """One job as JSON: progress, energy, J/unit and CO2e (the config's carbon settings)."""
+    """One job as JSON: progress, energy, J/unit, CO2e (as the controller booked it against
+    the grid signal interval by interval; for a job it has no books of, from the config's
+    carbon settings) and ``energy_cost`` (None: the signal has no price)."""
     unit = "samples" if job.spec.kind == "train" else "tokens"
-    if config.carbon.intensity_file is not None:
+    energy_cost = job.energy_cost if job.HasField("energy_cost") else None
+    if job.HasField("co2e_g"):  # booked by the controller, interval by interval
+        co2e_g = job.co2e_g
+    elif config.carbon.intensity_file is not None:
         intensity = GridIntensity.from_csv(config.carbon.intensity_file)
         co2e_g = carbon_g(
             job.energy_j, intensity, config.carbon.pue, job.submitted_at_s, time.time()
@@ -64,6 +69,7 @@ def job_document(job: cluster_pb2.Job, config: ClusterConfig) -> dict[str, Any]:
         "energy_j": job.energy_j,
         "joules_per_unit": job.energy_j / job.work_units if job.work_units > 0 else None,
         "co2e_g": co2e_g,
+        "energy_cost": energy_cost,
         "submitted_at_s": job.submitted_at_s,
         **pacing_fields(job),
         **serving_fields(job),
@@ -247,6 +253,10 @@ def jobs(config_path: Path | None, as_json: bool, limit: int, page_token: str) -
         for d in docs
     ]
     cols = ["job", "kind", "state", "throughput", "work", "energy J", "J/unit", "gCO2e"]
+    if any(d["energy_cost"] is not None for d in docs):  # the grid signal carries a price
+        cols.append("cost")
+        for row, d in zip(rows, docs, strict=True):
+            row.append(d["energy_cost"])
     print_table(None, cols, rows)
     for d in docs:
         if d.get("endpoint"):

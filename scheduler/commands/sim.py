@@ -17,7 +17,7 @@ from scheduler.sim.compare import comparison_rows, plot_power, run_policy, run_u
 from scheduler.sim.from_cluster import build_scenario, cluster_now, load_job_files, parse_schedule
 from scheduler.sim.oracle import ORACLE_NAME
 from scheduler.sim.results import NO_SLO, SimResult, finite
-from scheduler.sim.scenario import Scenario, load_scenario
+from scheduler.sim.scenario import Scenario, load_scenario, with_signal
 
 #: GPU-steps above which progress is reported on stderr.
 PROGRESS_MIN_GPU_STEPS = 200_000
@@ -154,6 +154,15 @@ def register(cli: click.Group) -> None:
         "top power domain and a parent splitting its watts between them "
         "(docs/power-domains.md). Writes DIR/tree.json.",
     )
+    @click.option(
+        "--signal",
+        "signal_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Grid signal (CSV t,gco2e_per_kwh[,price_per_kwh] or an Electricity Maps "
+        "history JSON), replayed from the start: each job's gCO2e and cost are booked "
+        "against it and budget.follow follows it (replaces the scenario's signal_file).",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
     @click.option(
         "--verbose", is_flag=True, help="Show the simulated controller's and agents' log."
@@ -170,6 +179,7 @@ def register(cli: click.Group) -> None:
         compare: str | None,
         trace_every: int,
         controller_tree: bool,
+        signal_file: Path | None,
         as_json: bool,
         verbose: bool,
     ) -> None:
@@ -195,6 +205,8 @@ def register(cli: click.Group) -> None:
             sc, base_dir = load_scenario(scenario, notes)
             for note in notes:
                 click.echo(f"greenllm: {note}", err=True)
+        if signal_file is not None:
+            sc = with_signal(sc, signal_file, Path.cwd(), "--signal")
         names = [_known(p.strip()) for p in compare.split(",")] if compare else []
         if compare is not None and not names:
             raise click.BadParameter("no policies given", param_hint="--compare")

@@ -25,6 +25,14 @@ def status_document(status: cluster_pb2.ClusterStatus) -> dict[str, Any]:
         "policy": status.policy,
         "jobs_waiting": status.jobs_waiting,
         "max_waiting_jobs": status.max_waiting_jobs,
+        "grid_gco2e_per_kwh": (
+            status.grid_gco2e_per_kwh if status.HasField("grid_gco2e_per_kwh") else None
+        ),
+        "grid_price_per_kwh": (
+            status.grid_price_per_kwh if status.HasField("grid_price_per_kwh") else None
+        ),
+        "grid_signal": status.grid_signal or None,
+        "budget_follow": status.budget_follow or None,
         "domains": [
             {
                 "name": d.name,
@@ -84,6 +92,8 @@ def status_document(status: cluster_pb2.ClusterStatus) -> dict[str, Any]:
                 "throughput": throughput_of(j),
                 "work_units": j.work_units,
                 "energy_j": j.energy_j,
+                "co2e_g": j.co2e_g if j.HasField("co2e_g") else None,
+                "energy_cost": j.energy_cost if j.HasField("energy_cost") else None,
                 **pacing_fields(j),
                 **serving_fields(j),
             }
@@ -124,6 +134,9 @@ def status(config_path: Path | None, as_json: bool) -> None:
         f"budget {st.budget_w:g} W (reserve {st.reserve_w:g} W), limits accounted "
         f"{st.accounted_power_limit_w:.0f} W, drawing {st.power_w:.0f} W, policy {st.policy}"
     )
+    for line in (st.grid_signal, st.budget_follow and f"budget {st.budget_follow}"):
+        if line:
+            click.echo(line)
     rows = [
         [
             n.name,

@@ -59,12 +59,14 @@ class JobTotals:
         work_units: Samples or tokens done (the highest figure seen).
         co2e_g: Emissions of ``energy_j``, grams CO2e (None: no carbon settings).
         at_unix_s: When ``co2e_g`` was last brought up to date, Unix seconds.
+        energy_cost: Cost of ``energy_j`` at the grid signal's price (None: no price).
     """
 
     energy_j: float
     work_units: float
     co2e_g: float | None
     at_unix_s: float
+    energy_cost: float | None = None
 
 
 class JobCounters:
@@ -114,6 +116,13 @@ class JobCounters:
                 listed.add(job.id)
                 end_s = job.ended_at_s or status.timestamp_s
                 t = self._jobs.get(job.id)
+                if job.HasField("co2e_g"):  # the controller's own books, interval by interval
+                    booked = max(job.co2e_g, t.co2e_g or 0.0) if t is not None else job.co2e_g
+                    cost = job.energy_cost if job.HasField("energy_cost") else None
+                    energy_j = max(job.energy_j, t.energy_j) if t is not None else job.energy_j
+                    work = max(job.work_units, t.work_units) if t is not None else job.work_units
+                    self._jobs[job.id] = JobTotals(energy_j, work, booked, end_s, cost)
+                    continue
                 if t is None:
                     co2e = None
                     if self.intensity is not None:
@@ -295,6 +304,11 @@ def job_metrics(status: cluster_pb2.ClusterStatus, totals: dict[str, JobTotals])
     )
     energy = _counter("job_energy_joules", "Energy of a job's GPUs.", JOB_LABELS)
     co2e = _counter("job_co2e_grams", "Emissions of a job's energy (grid x PUE).", JOB_LABELS)
+    cost = _counter(
+        "job_energy_cost",
+        "Cost of a job's energy (x PUE) at the grid signal's price, its currency.",
+        JOB_LABELS,
+    )
     work = _counter("job_work_units", "Work done by a job.", [*JOB_LABELS, "unit"])
     restarts = _counter("job_restarts", "Times the job was placed again.", JOB_LABELS)
     for job in status.jobs:
@@ -316,8 +330,10 @@ def job_metrics(status: cluster_pb2.ClusterStatus, totals: dict[str, JobTotals])
         energy.add_metric(labels, t.energy_j)
         if t.co2e_g is not None:
             co2e.add_metric(labels, t.co2e_g)
+        if t.energy_cost is not None:
+            cost.add_metric(labels, t.energy_cost)
         work.add_metric([*labels, WORK_UNITS.get(job.spec.kind, "units")], t.work_units)
-    return [state, throughput, energy_now, jpu, slo, attainment, energy, co2e, work, restarts]
+    return [state, throughput, energy_now, jpu, slo, attainment, energy, co2e, cost, work, restarts]
 
 
 def status_metrics(

@@ -33,6 +33,8 @@ from scheduler.shell.accounting import gpu_states, job_state
 from scheduler.shell.cpubound import note_cpu_bound
 from scheduler.shell.errors import BadInput
 from scheduler.shell.failsafe import failsafe_targets
+from scheduler.shell.follow import BudgetFollower
+from scheduler.shell.grid import GridBooks
 from scheduler.shell.idle import IdleBooks
 from scheduler.shell.jobs import (
     JobRecord,
@@ -158,6 +160,10 @@ class ControllerShell:
         self.persist = Persister(self, store)
         self.persist.restore()
         self.policy: Policy = policy if policy is not None else load_policy(self.policy_name)
+        #: The grid signal and each job's gCO2e and cost (see :mod:`.grid`).
+        self.grid = GridBooks.for_config(self, config, self.persist.restored_settings)
+        #: ``budget.follow``: the budget that follows the signal (None: not configured).
+        self.follower = BudgetFollower(config.budget.follow) if config.budget.follow else None
         self._wake = False
         self._early_step_used = False
         self._last_step_s = -np.inf
@@ -348,8 +354,11 @@ class ControllerShell:
         for job in self.jobs.active():
             fill_energy_bases(self.nodes, job)
         transitions.reconcile_step(self, now_s)
+        if self.follower is not None:
+            self.follower.step(self)
         self._sync_failsafe(now_s)
         observed = self.observed(now_s)
+        self.grid.step()
         self.idle.book(self.nodes, self.held_gpus(observed), now_s)
         note_cpu_bound(self)
         learn(self.power_model, observed, self.nodes, self.rng)

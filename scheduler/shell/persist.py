@@ -60,6 +60,10 @@ class Persister:
         self._saved_gpus: dict[tuple[str, int], tuple[float, float]] = {}
         self._ledger_at_s = -LEDGER_PERIOD_S
         self._checked_at_s = -CHECK_PERIOD_S
+        #: Settings to write with the next step (see :meth:`setting`).
+        self._settings: dict[str, float | str] = {}
+        #: The settings :meth:`restore` read back.
+        self.restored_settings: dict[str, float | str] = {}
 
     # -- start ---------------------------------------------------------------------------
     def restore(self) -> None:
@@ -71,6 +75,7 @@ class Persister:
         shell = self.shell
         snap = self.store.load(RECENT_ENDED)
         settings = snap.settings
+        self.restored_settings = dict(settings)
         if "budget_w" in settings:
             shell.budget_w = float(settings["budget_w"])
             shell.reserve_w = float(settings.get("reserve_w", shell.reserve_w))
@@ -123,6 +128,10 @@ class Persister:
             self.events_dropped += len(self._events) - MAX_HELD_EVENTS
             del self._events[: len(self._events) - MAX_HELD_EVENTS]
 
+    def setting(self, key: str, value: float | str) -> None:
+        """Write a setting with the next step's transaction."""
+        self._settings[key] = value
+
     def dirty(self, job: JobRecord) -> None:
         """Write ``job`` with the next step's transaction."""
         self._dirty.add(job.job_id)
@@ -157,7 +166,7 @@ class Persister:
                 self.store.check()
             except StoreError as exc:
                 self._failed(exc)
-        changes = Write(events=list(self._events))
+        changes = Write(settings=dict(self._settings), events=list(self._events))
         raised: list[tuple[str, GpuRecord, tuple[float, float]]] = []
         for node in shell.nodes.values():
             if not node.registered:
@@ -207,6 +216,7 @@ class Persister:
             return
         self.error = None
         self._events = []
+        self._settings = {}
         self._dirty.clear()
         if ledger_due:
             self._ledger_at_s = now_s

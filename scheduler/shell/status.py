@@ -82,6 +82,12 @@ def job_proto(shell: ControllerShell, job: JobRecord, with_spec: bool = False) -
     if m.gpu_wait_fraction is not None:  # shards on simulated GPUs say how long they waited
         out.gpu_wait_fraction = m.gpu_wait_fraction
         out.cpu_bound = job.cpu_bound
+    books = shell.grid.jobs.get(job.job_id)
+    if shell.grid.signal is not None and (books is not None or m.energy_j <= 0):
+        books = books or shell.grid.of(job.job_id)
+        out.co2e_g = books.co2e_g
+        if shell.grid.signal is not None and shell.grid.signal.has_price:
+            out.energy_cost = books.cost
     if s.kind == "infer" and job.phase.active:
         _serving(shell, job, out)
     return out
@@ -227,6 +233,10 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
         domains=domain_statuses(shell, observed.gpus),
         demand_w=shell.last_actions.demand.watts if shell.last_actions.demand else (),
         demand_value=shell.last_actions.demand.value if shell.last_actions.demand else (),
+        grid_gco2e_per_kwh=shell.grid.intensity_now() if shell.grid.is_series else None,
+        grid_price_per_kwh=shell.grid.price_now() if shell.grid.is_series else None,
+        grid_signal=shell.grid.describe(),
+        budget_follow=shell.follower.describe() if shell.follower is not None else "",
     )
 
 

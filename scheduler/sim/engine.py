@@ -83,7 +83,7 @@ class Simulation:
         self.budget_w = (
             max_w + scenario.budget.reserve_w if unbounded else scenario.budget.watts(sum_tdp_w)
         )
-        self.config = shell_config(scenario, self.budget_w)
+        self.config = shell_config(scenario, self.budget_w, follow=not unbounded)
         self.layout = self.config.domain_layout()
         self.store = MemoryStore()
         self.shell: ControllerShell | None = self._new_shell()
@@ -316,6 +316,9 @@ class Simulation:
         if shell.due(t):
             shell.step()
             self.result.decide_cpu_s.append(shell.decide_cpu_s)
+            if shell.budget_w != self.budget_w:  # the controller set it (budget.follow)
+                self.result.budget_change(t, self.budget_w, shell.budget_w)
+                self.budget_w = shell.budget_w
 
     def _from_agent(
         self,
@@ -429,6 +432,13 @@ class Simulation:
             self.result.unmet_slo_reports.update(
                 {self.ids.get(j, j): why for j, why in self.shell.unmet_slos.items()}
             )
+        if self.shell is not None and self.shell.grid.signal is not None:  # its books
+            grid = self.shell.grid
+            priced = grid.signal is not None and grid.signal.has_price
+            for job_id, name in self.ids.items():
+                books = grid.of(job_id)
+                self.result.co2e_g[name] = books.co2e_g
+                self.result.energy_cost[name] = books.cost if priced else None
         why: dict[str, str] = {}
         if self.shell is not None:
             why = {

@@ -108,7 +108,7 @@ def build_scenario(
             job["name"] = f"{job['name']}-{i}"
     budget_w = now.budget_w if now.budget_w is not None else config.budget.budget_w
     reserve_w = now.reserve_w if now.reserve_w is not None else config.budget.reserve_w
-    doc = {
+    doc: dict[str, Any] = {
         "name": f"{config.name}-what-if",
         "duration_s": duration_s,
         "policy": policy or now.policy or config.policy,
@@ -130,6 +130,10 @@ def build_scenario(
             ),
         },
     }
+    if config.carbon.signal_file is not None:  # its grid signal, and the budget following it
+        doc["signal_file"] = str(config.carbon.signal_file)
+        if config.budget.follow is not None:
+            doc["budget"]["follow"] = config.budget.follow.model_dump()
     return validate(Scenario, doc, f"{config.name} (from its cluster.yaml)")
 
 

@@ -5,6 +5,9 @@ controller."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from greenllm.config import ClusterConfig, parse_cluster_config
 from greenllm.rpc.reconnect import Backoff
 from scheduler.sim.scenario import ControlPlane, Scenario
@@ -26,9 +29,17 @@ def reconnect_s(plane: ControlPlane) -> float:
     return Backoff().longest_delay_s() + round_trip_s
 
 
-def shell_config(sc: Scenario, budget_w: float) -> ClusterConfig:
-    """The cluster config the simulated controller runs with."""
+def shell_config(sc: Scenario, budget_w: float, follow: bool = True) -> ClusterConfig:
+    """The cluster config the simulated controller runs with: the scenario's grid signal
+    (``carbon.signal_file``, replayed from the start) and, with ``follow`` (off for the
+    unbounded reference run), its ``budget.follow``."""
     plane = sc.control
+    budget: dict[str, Any] = {"budget_w": budget_w, "reserve_w": sc.budget.reserve_w}
+    if follow and sc.budget.follow is not None:
+        budget["follow"] = sc.budget.follow.model_dump()
+    carbon: dict[str, Any] = {}
+    if sc.signal_file is not None:
+        carbon = {"signal_file": str(Path(sc.signal_file).resolve()), "signal_replay": True}
     return parse_cluster_config(
         {
             "name": sc.name,
@@ -37,7 +48,8 @@ def shell_config(sc: Scenario, budget_w: float) -> ClusterConfig:
                 for node in sc.nodes
                 for n in node.names()
             ],
-            "budget": {"budget_w": budget_w, "reserve_w": sc.budget.reserve_w},
+            "budget": budget,
+            "carbon": carbon,
             "policy": sc.policy if sc.policy != "oracle" else "max-throughput",
             "control_period_s": plane.control_period_s,
             "telemetry_interval_s": plane.step_s,

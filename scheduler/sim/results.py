@@ -250,6 +250,9 @@ class SimResult:
     unmet_slo_reports: dict[str, str] = field(default_factory=dict)
     p99_ttft_s: dict[str, float | None] = field(default_factory=dict)
     p99_tpot_s: dict[str, float | None] = field(default_factory=dict)
+    #: Per job, the gCO2e and energy cost the controller booked against the grid signal.
+    co2e_g: dict[str, float] = field(default_factory=dict)
+    energy_cost: dict[str, float | None] = field(default_factory=dict)
     _open_cut: tuple[float, float] | None = None
     #: What the budget allows over time, transitions included.
     _budget: Allowance = field(default_factory=lambda: Allowance([]))
@@ -430,6 +433,8 @@ class SimResult:
             "unmet_slo_reports": self.unmet_slo_reports,
             "p99_ttft_s": self.p99_ttft_s,
             "p99_tpot_s": self.p99_tpot_s,
+            "co2e_g": self.co2e_g,
+            "energy_cost": self.energy_cost,
             "throughput_vs_unbounded": vs,
             "weighted_throughput_vs_unbounded": weighted_score(vs, self.priority),
             "cut_response_s": self.cut_response_s,

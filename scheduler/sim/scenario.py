@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from greenllm.config import (
+    BudgetFollow,
     GPUGroup,
     PowerDomain,
     load_yaml_mapping,
@@ -27,6 +28,8 @@ from greenllm.config import (
 )
 from greenllm.devices.catalog import get_spec
 from greenllm.devices.physics import Workload
+from greenllm.energy.carbon import GridIntensity
+from greenllm.errors import ConfigError
 from greenllm.jobspec import JobSpec
 from greenllm.power_domains import DomainLayout, resolve
 from scheduler.sim.legacy import upgrade_scenario
@@ -97,12 +100,16 @@ class SimBudget(_Strict):
         reserve_w: Kept back from the GPUs: their limits sum to at most budget - reserve,
             watts.
         schedule: Later changes of the budget, in time order.
+        follow: The budget follows the grid signal (``signal_file``) between a floor and a
+            ceiling, as ``budget.follow`` in cluster.yaml (the controller sets it at each
+            interval of the signal; the schedule's changes still apply when they come).
     """
 
     budget_w: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     frac_of_tdp: float | None = Field(default=None, gt=0, le=2, allow_inf_nan=False)
     reserve_w: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     schedule: list[BudgetChange] = Field(default_factory=list)
+    follow: BudgetFollow | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> SimBudget:
@@ -287,6 +294,11 @@ class Scenario(_Strict):
         control: How the simulated control plane behaves (periods, delays, timeouts).
         power_domains: The power tree over the nodes, as in cluster.yaml (names of
             repeated nodes, ``NAME-0`` ..., or patterns such as ``row0-*``).
+        signal_file: A grid signal (CSV ``t,gco2e_per_kwh[,price_per_kwh]`` or an
+            Electricity Maps history JSON; relative to the scenario's folder): its first
+            time is the scenario's start; the controller books each job's gCO2e (and
+            cost) against it and ``budget.follow`` follows it (``greenllm sim --signal``
+            gives or replaces it).
     """
 
     name: str = "scenario"
@@ -300,6 +312,7 @@ class Scenario(_Strict):
     controller_restarts: list[ControllerRestart] = Field(default_factory=list)
     control: ControlPlane = ControlPlane()
     power_domains: list[PowerDomain] = Field(default_factory=list)
+    signal_file: Path | None = None
 
     @field_validator("policy")
     @classmethod
@@ -332,6 +345,8 @@ class Scenario(_Strict):
             for c in self.budget.schedule
             if c.domain is None
         ]
+        if self.budget.follow is not None:
+            budgets.append(("budget.follow.floor_w", self.budget.follow.floor_w))
         for where, watts in budgets:
             if reserve_w >= watts:
                 raise ValueError(
@@ -403,4 +418,30 @@ def load_scenario(path: str | Path, notes: list[str] | None = None) -> tuple[Sce
     """
     path = Path(path)
     data = upgrade_scenario(load_yaml_mapping(path), str(path), notes if notes is not None else [])
-    return validate(Scenario, data, str(path)), path.parent
+    scenario = validate(Scenario, data, str(path))
+    return with_signal(scenario, scenario.signal_file, path.parent, str(path)), path.parent
+
+
+def with_signal(
+    scenario: Scenario, signal_file: Path | None, base_dir: Path, source: str
+) -> Scenario:
+    """The scenario with ``signal_file`` (relative to ``base_dir``) as its grid signal,
+    read and checked (None: the scenario's own, unchanged).
+
+    Raises:
+        ConfigError: The file is bad (one line naming it and the line), or
+            ``budget.follow`` asks for what the signal lacks.
+    """
+    if signal_file is None:
+        if scenario.budget.follow is not None:
+            raise ConfigError(f"{source}: budget.follow needs signal_file (or sim --signal)")
+        return scenario
+    if not signal_file.is_absolute():
+        signal_file = base_dir.resolve() / signal_file
+    signal = GridIntensity.from_file(signal_file)
+    follow = scenario.budget.follow
+    if follow is not None and follow.signal == "price" and not signal.has_price:
+        raise ConfigError(
+            f"{source}: budget.follow.signal is price but {signal_file} has no price_per_kwh"
+        )
+    return scenario.model_copy(update={"signal_file": signal_file})

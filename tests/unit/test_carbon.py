@@ -140,7 +140,10 @@ def test_window_before_the_series_starts_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("time,value\n0,1\n", r":1: expected header timestamp,g_co2e_per_kwh"),
+        (
+            "time,value\n0,1\n",
+            r":1: expected header t,gco2e_per_kwh.*timestamp,g_co2e_per_kwh, got time,value",
+        ),
         ("timestamp,g_co2e_per_kwh\n0,1\n0,2\n", r":3: timestamps must increase"),
         ("timestamp,g_co2e_per_kwh\n0,1\nyesterday,2\n", r":3: timestamp must be ISO-8601"),
         ("timestamp,g_co2e_per_kwh\n0,1\n\n10,-5\n", r":4: g_co2e_per_kwh must be a finite"),

@@ -212,3 +212,55 @@ def test_metrics_address_is_a_host() -> None:
     for bad in ("", "a host"):
         with pytest.raises(ValueError, match="metrics_address"):
             ControllerConfig(metrics_address=bad)
+
+
+def test_co2e_and_cost_are_the_controllers_books_when_it_sends_them() -> None:
+    """A job whose status carries co2e_g (the controller booked it interval by interval)
+    is exported as booked, not recomputed from one intensity; its cost beside it. The
+    counter never goes back."""
+    config = load_cluster_config(REPO / "cluster.yaml")
+    counters = JobCounters(config.carbon)
+    booked = job(energy_j=3.6e6)
+    booked.co2e_g = 123.0
+    booked.energy_cost = 0.25
+    got = samples(status(booked), counters)
+    assert value(got, "greenllm_job_co2e_grams_total", job_id="j1") == 123.0
+    assert value(got, "greenllm_job_energy_cost_total", job_id="j1") == 0.25
+    assert job_document(booked, config)["co2e_g"] == 123.0
+    assert job_document(booked, config)["energy_cost"] == 0.25
+    booked.co2e_g = 100.0  # a stale figure: held
+    got = samples(status(booked), counters)
+    assert value(got, "greenllm_job_co2e_grams_total", job_id="j1") == 123.0
+    plain = job(energy_j=3.6e6)
+    assert job_document(plain, config)["energy_cost"] is None
+    assert "greenllm_job_energy_cost_total" not in samples(status(plain), JobCounters())
+
+
+def test_jobs_table_shows_cost_only_when_the_signal_has_a_price(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    from greenllm.cli import jobs_cmd
+
+    config = load_cluster_config(REPO / "cluster.yaml")
+    booked = job(energy_j=3.6e6)
+    booked.co2e_g = 123.0
+    pages = {"now": [booked]}
+
+    class Client:
+        def __enter__(self) -> Client:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def list_jobs_page(self, limit: int, token: str) -> cluster_pb2.ListJobsResponse:
+            return cluster_pb2.ListJobsResponse(jobs=pages["now"], total=len(pages["now"]))
+
+    monkeypatch.setattr(jobs_cmd, "client_for", lambda _path: (config, Client()))
+    out = CliRunner().invoke(jobs_cmd.jobs, []).output
+    assert "gCO2e" in out and "cost" not in out
+    booked.energy_cost = 0.25
+    out = CliRunner().invoke(jobs_cmd.jobs, []).output
+    assert "cost" in out and "0.25" in out

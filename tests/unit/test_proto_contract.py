@@ -168,6 +168,8 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "idle_energy_j": 19,
         "gpu_wait_fraction": 20,
         "cpu_bound": 21,
+        "co2e_g": 22,
+        "energy_cost": 23,
     },
     "Replica": {
         "shard_id": 1,
@@ -253,6 +255,10 @@ FIELD_NUMBERS: dict[str, dict[str, int]] = {
         "domains": 22,
         "demand_w": 23,
         "demand_value": 24,
+        "grid_gco2e_per_kwh": 30,
+        "grid_price_per_kwh": 31,
+        "grid_signal": 32,
+        "budget_follow": 33,
     },
     "SetBudgetRequest": {"budget_w": 1, "reserve_w": 2, "domain": 3},
     "DomainStatus": {

@@ -47,7 +47,7 @@ def test_nested_typo_suggests_from_the_model(tmp_path: Path) -> None:
 
 def test_unknown_key_far_from_any_lists_the_known_ones(tmp_path: Path) -> None:
     msg = error(tmp_path / "c.yaml", NODES + "budget: {budget_w: 100, zzz: 1}\n")
-    assert msg.endswith("budget.zzz: unknown key (known keys: budget_w, reserve_w)")
+    assert msg.endswith("budget.zzz: unknown key (known keys: budget_w, reserve_w, follow)")
 
 
 def test_job_spec_typo_is_suggested_too(tmp_path: Path) -> None:

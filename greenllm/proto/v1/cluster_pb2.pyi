@@ -61,7 +61,7 @@ class JobSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., priority: _Optional[int] = ..., shards: _Optional[int] = ..., gpu_types: _Optional[_Iterable[str]] = ..., min_throughput: _Optional[float] = ..., deadline_s: _Optional[float] = ..., spec_json: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "throughput", "energy_j", "work_units", "submitted_at_s", "steps", "restarts", "phase", "reason", "ended_at_s", "endpoint", "replicas", "ttft_p99_s", "tpot_p99_s", "queued_requests", "rejected_requests", "idle_energy_j", "gpu_wait_fraction", "cpu_bound")
+    __slots__ = ("id", "spec", "state", "throughput", "energy_j", "work_units", "submitted_at_s", "steps", "restarts", "phase", "reason", "ended_at_s", "endpoint", "replicas", "ttft_p99_s", "tpot_p99_s", "queued_requests", "rejected_requests", "idle_energy_j", "gpu_wait_fraction", "cpu_bound", "co2e_g", "energy_cost")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,8 @@ class Job(_message.Message):
     IDLE_ENERGY_J_FIELD_NUMBER: _ClassVar[int]
     GPU_WAIT_FRACTION_FIELD_NUMBER: _ClassVar[int]
     CPU_BOUND_FIELD_NUMBER: _ClassVar[int]
+    CO2E_G_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_COST_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: str
@@ -104,7 +106,9 @@ class Job(_message.Message):
     idle_energy_j: float
     gpu_wait_fraction: float
     cpu_bound: bool
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[str] = ..., throughput: _Optional[float] = ..., energy_j: _Optional[float] = ..., work_units: _Optional[float] = ..., submitted_at_s: _Optional[float] = ..., steps: _Optional[int] = ..., restarts: _Optional[int] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., reason: _Optional[str] = ..., ended_at_s: _Optional[float] = ..., endpoint: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., ttft_p99_s: _Optional[float] = ..., tpot_p99_s: _Optional[float] = ..., queued_requests: _Optional[int] = ..., rejected_requests: _Optional[int] = ..., idle_energy_j: _Optional[float] = ..., gpu_wait_fraction: _Optional[float] = ..., cpu_bound: _Optional[bool] = ...) -> None: ...
+    co2e_g: float
+    energy_cost: float
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[str] = ..., throughput: _Optional[float] = ..., energy_j: _Optional[float] = ..., work_units: _Optional[float] = ..., submitted_at_s: _Optional[float] = ..., steps: _Optional[int] = ..., restarts: _Optional[int] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., reason: _Optional[str] = ..., ended_at_s: _Optional[float] = ..., endpoint: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., ttft_p99_s: _Optional[float] = ..., tpot_p99_s: _Optional[float] = ..., queued_requests: _Optional[int] = ..., rejected_requests: _Optional[int] = ..., idle_energy_j: _Optional[float] = ..., gpu_wait_fraction: _Optional[float] = ..., cpu_bound: _Optional[bool] = ..., co2e_g: _Optional[float] = ..., energy_cost: _Optional[float] = ...) -> None: ...
 
 class Replica(_message.Message):
     __slots__ = ("shard_id", "node", "gpu_index", "endpoint", "load_weight", "state", "engine_metrics")
@@ -268,7 +272,7 @@ class NodeStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., stale: _Optional[bool] = ..., failsafe_active: _Optional[bool] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ..., telemetry_age_s: _Optional[float] = ..., phase: _Optional[_Union[NodePhase, str]] = ..., down_reason: _Optional[str] = ..., idle_energy_j: _Optional[float] = ..., releasable: _Optional[bool] = ..., agent_state_error: _Optional[str] = ..., energy_samples_rejected: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples", "jobs_total", "state_writable", "state_error", "refused_lowerings", "control_step_p50_s", "control_step_p99_s", "jobs_by_phase", "jobs_truncated", "jobs_cap", "shortfall_w", "jobs_waiting", "max_waiting_jobs", "domains", "demand_w", "demand_value")
+    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples", "jobs_total", "state_writable", "state_error", "refused_lowerings", "control_step_p50_s", "control_step_p99_s", "jobs_by_phase", "jobs_truncated", "jobs_cap", "shortfall_w", "jobs_waiting", "max_waiting_jobs", "domains", "demand_w", "demand_value", "grid_gco2e_per_kwh", "grid_price_per_kwh", "grid_signal", "budget_follow")
     class JobsByPhaseEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -300,6 +304,10 @@ class ClusterStatus(_message.Message):
     DOMAINS_FIELD_NUMBER: _ClassVar[int]
     DEMAND_W_FIELD_NUMBER: _ClassVar[int]
     DEMAND_VALUE_FIELD_NUMBER: _ClassVar[int]
+    GRID_GCO2E_PER_KWH_FIELD_NUMBER: _ClassVar[int]
+    GRID_PRICE_PER_KWH_FIELD_NUMBER: _ClassVar[int]
+    GRID_SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FOLLOW_FIELD_NUMBER: _ClassVar[int]
     budget_w: float
     reserve_w: float
     power_w: float
@@ -324,7 +332,11 @@ class ClusterStatus(_message.Message):
     domains: _containers.RepeatedCompositeFieldContainer[DomainStatus]
     demand_w: _containers.RepeatedScalarFieldContainer[float]
     demand_value: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ..., telemetry_samples: _Optional[int] = ..., jobs_total: _Optional[int] = ..., state_writable: _Optional[bool] = ..., state_error: _Optional[str] = ..., refused_lowerings: _Optional[int] = ..., control_step_p50_s: _Optional[float] = ..., control_step_p99_s: _Optional[float] = ..., jobs_by_phase: _Optional[_Mapping[str, int]] = ..., jobs_truncated: _Optional[bool] = ..., jobs_cap: _Optional[int] = ..., shortfall_w: _Optional[float] = ..., jobs_waiting: _Optional[int] = ..., max_waiting_jobs: _Optional[int] = ..., domains: _Optional[_Iterable[_Union[DomainStatus, _Mapping]]] = ..., demand_w: _Optional[_Iterable[float]] = ..., demand_value: _Optional[_Iterable[float]] = ...) -> None: ...
+    grid_gco2e_per_kwh: float
+    grid_price_per_kwh: float
+    grid_signal: str
+    budget_follow: str
+    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ..., telemetry_samples: _Optional[int] = ..., jobs_total: _Optional[int] = ..., state_writable: _Optional[bool] = ..., state_error: _Optional[str] = ..., refused_lowerings: _Optional[int] = ..., control_step_p50_s: _Optional[float] = ..., control_step_p99_s: _Optional[float] = ..., jobs_by_phase: _Optional[_Mapping[str, int]] = ..., jobs_truncated: _Optional[bool] = ..., jobs_cap: _Optional[int] = ..., shortfall_w: _Optional[float] = ..., jobs_waiting: _Optional[int] = ..., max_waiting_jobs: _Optional[int] = ..., domains: _Optional[_Iterable[_Union[DomainStatus, _Mapping]]] = ..., demand_w: _Optional[_Iterable[float]] = ..., demand_value: _Optional[_Iterable[float]] = ..., grid_gco2e_per_kwh: _Optional[float] = ..., grid_price_per_kwh: _Optional[float] = ..., grid_signal: _Optional[str] = ..., budget_follow: _Optional[str] = ...) -> None: ...
 
 class DomainStatus(_message.Message):
     __slots__ = ("name", "parent", "limit_w", "reserve_w", "accounted_power_limit_w", "power_w", "bound", "gpus")
