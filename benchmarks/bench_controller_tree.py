@@ -79,6 +79,10 @@ def site(n_gpus: int) -> Scenario:
     )
 
 
+def _s(value: float | None) -> str:
+    return "never" if value is None else f"{value:.2f} s"
+
+
 def _fit_s(times: list[float], held: list[float], limit_w: float) -> float | None:
     for t, w in zip(times, held, strict=True):
         if t > CUT_AT_S and w <= limit_w + 1e-6:
@@ -97,7 +101,7 @@ def one_controller(sc: Scenario) -> None:
     cpu = np.array(res.decide_cpu_s) * 1e3
     print(
         f"  one controller : sim wall {wall:6.1f} s, decide() CPU mean {cpu.mean():6.1f} ms "
-        f"max {cpu.max():6.1f} ms; limits fit the cut after {fit} s; domains over: "
+        f"max {cpu.max():6.1f} ms; limits fit the cut after {_s(fit)}; domains over: "
         f"{res.domain_limits_over_s:g} s, site over: {res.limits_over_budget_s:g} s"
     )
 
@@ -118,8 +122,8 @@ def tree(sc: Scenario) -> None:
         print(
             f"  controller tree: {len(sim.children)} children; sim wall {wall:6.1f} s, child "
             f"decide() CPU mean {cpu.mean():6.1f} ms max {cpu.max():6.1f} ms; cut at {at_s:g} s: "
-            f"site limits fit after {fit_s} s ({(fit_s or 0) / period_s:.1f} control periods), "
-            f"every child within its new grant after {children_s} s; over (any level): "
+            f"site limits fit after {_s(fit_s)} ({(fit_s or 0) / period_s:.1f} control periods), "
+            f"every child within its new grant after {_s(children_s)}; over (any level): "
             f"{sim.result.over_s + over:g} s"
         )
 

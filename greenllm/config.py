@@ -188,6 +188,7 @@ class ClusterConfig(_Strict):
     power_domains: list[PowerDomain] = Field(default_factory=list)
     _ranges_w: tuple[float, float] | None = PrivateAttr(default=None)
     _layout: DomainLayout | None = PrivateAttr(default=None)
+    _domain_ranges_w: list[tuple[float, float]] | None = PrivateAttr(default=None)
 
     @field_validator("policy")
     @classmethod
@@ -304,7 +305,13 @@ class ClusterConfig(_Strict):
         return shares[0]
 
     def _domain_range_sums_w(self) -> list[tuple[float, float]]:
-        """Per domain, sums of its configured GPUs' minimum and maximum limits, watts."""
+        """Per domain, sums of its configured GPUs' minimum and maximum limits, watts
+        (cached: a controller asks for every unregistered GPU's boot share each step)."""
+        if self._domain_ranges_w is None:
+            self._domain_ranges_w = self._domain_range_sums_uncached_w()
+        return self._domain_ranges_w
+
+    def _domain_range_sums_uncached_w(self) -> list[tuple[float, float]]:
         layout = self.domain_layout()
         sums = [[0.0, 0.0] for _ in layout.names]
         for node in self.nodes:
