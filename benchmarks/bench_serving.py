@@ -37,8 +37,8 @@ from greenllm.serving.report import percentile
 from greenllm.workloads import Tokenizer, load_model
 from workers.serve.engine import ReplicaEngine
 from workers.serve.ingress import ReplicaDirectory, create_ingress_app
-from workers.serve.metrics import ReplicaMetrics
 from workers.serve.pool import ReplicaPool
+from workers.serve.replica_metrics import ReplicaMetrics
 from workers.serve.server import ApiServer
 from workers.serve.stream import FinishEvent, RequestResult, RequestStream, Sampling, TokenEvent
 

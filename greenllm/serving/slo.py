@@ -1,6 +1,6 @@
 """What a replica tells the controller about its latency SLO: the p99 TTFT and TPOT of the
 requests it finished within the last :data:`LATENCY_WINDOW_S`, the same window for the live
-replica (:mod:`workers.serve.metrics`) and the simulator's (:mod:`scheduler.sim.world`), so
+replica (:mod:`workers.serve.replica_metrics`) and the simulator's (:mod:`scheduler.sim.world`), so
 the controller's SLO feedback (:mod:`scheduler.policies.scaling`) reads both alike. Older
 requests no longer count: a miss measured minutes ago says nothing of the replicas now.
 """

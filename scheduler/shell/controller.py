@@ -29,7 +29,6 @@ from scheduler.core.problem import Policy
 from scheduler.core.types import Actions, DecideConfig, ObservedState
 from scheduler.policies import load_policy
 from scheduler.shell import execute, transitions
-from scheduler.shell.accounting import gpu_states, job_state
 from scheduler.shell.cpubound import note_cpu_bound
 from scheduler.shell.errors import BadInput
 from scheduler.shell.failsafe import failsafe_targets
@@ -47,6 +46,7 @@ from scheduler.shell.jobs import (
 from scheduler.shell.learning import learn
 from scheduler.shell.ledger import Ledger
 from scheduler.shell.nodes import NodeRecord
+from scheduler.shell.observed import gpu_states, job_state
 from scheduler.shell.persist import Persister
 from scheduler.shell.ports import Session, Store, StoredEvent
 

@@ -27,7 +27,7 @@ from greenllm.power_domains import resolve
 from scheduler.core.demand import DemandCurve
 from scheduler.core.types import DecideConfig
 from scheduler.policies import load_policy
-from scheduler.shell.accounting import gpu_states
+from scheduler.shell.observed import gpu_states
 from scheduler.sim.engine import Simulation
 from scheduler.sim.plane import transition_window_s
 from scheduler.sim.results import Allowance

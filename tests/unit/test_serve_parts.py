@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from greenllm.workloads import ByteTokenizer, Tokenizer
-from workers.serve.metrics import ReplicaMetrics
 from workers.serve.pool import ReplicaPool
+from workers.serve.replica_metrics import ReplicaMetrics
 from workers.serve.request_energy import RequestEnergySplit
 from workers.serve.schemas import ChatCompletionRequest, CompletionRequest
 from workers.serve.stream import (

@@ -47,7 +47,7 @@ from greenllm.devices.simulated import SimulatedGPU
 from greenllm.serving.chunking import step_token_budget
 from greenllm.workloads import Tokenizer, load_model
 from workers.serve.kvbatch import KVBatch
-from workers.serve.metrics import MetricsRecorder, ReplicaMetrics
+from workers.serve.replica_metrics import MetricsRecorder, ReplicaMetrics
 from workers.serve.request import Request, check_sizes
 from workers.serve.request_energy import RequestEnergySplit
 from workers.serve.stream import (

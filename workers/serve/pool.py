@@ -20,7 +20,7 @@ from typing import Protocol
 
 from greenllm.serving.routing import route_key
 from greenllm.workloads import Tokenizer
-from workers.serve.metrics import ReplicaMetrics
+from workers.serve.replica_metrics import ReplicaMetrics
 from workers.serve.stream import (
     ModelNotFoundError,
     QueueFullError,
