@@ -100,3 +100,34 @@ def test_a_tree_file_is_validated_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_tree(path)
     assert str(info.value).startswith(str(path)) and "children" in str(info.value)
+
+
+def test_tree_run_once_from_the_cli(children, tmp_path: Path, wait) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    for name, (ctl, _, _) in children.items():
+        wait(lambda ctl=ctl: all(n.gpus for n in ctl.shell.nodes.values()), 20, f"{name}'s agents")
+    tree = {
+        "limit_w": 2000,
+        "period_s": 0.5,
+        "children": [
+            {"name": name, "config": str(path), "limit_w": 2400}
+            for name, (_, _, path) in children.items()
+        ],
+    }
+    path = tmp_path / "tree.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    out = subprocess.run(
+        [sys.executable, "-m", "greenllm.cli.main", "tree", "run", str(path), "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "parent of row-h, row-a: 2000 W usable" in out.stdout
+    # both children started at 1,400 W (2,800 W): the parent lowers them to fit 2,000 W
+    lowered = [line for line in out.stdout.splitlines() if "grant 1400 W ->" in line]
+    assert len(lowered) == 2, out.stdout
+    budgets = [ctl.shell.budget_w for ctl, _, _ in children.values()]
+    assert sum(budgets) <= 2000 + 1e-6
