@@ -23,6 +23,7 @@ from greenllm.config_sections import (
     CarbonConfig,
     ControllerConfig,
     FailsafeConfig,
+    PowerDomain,
     ServeConfig,
     TLSConfig,
 )
@@ -31,6 +32,7 @@ from greenllm.errors import ConfigError, GreenllmError
 from greenllm.loading import format_validation_error as format_validation_error
 from greenllm.loading import load_yaml_mapping as load_yaml_mapping
 from greenllm.loading import validate as validate
+from greenllm.power_domains import DomainLayout, resolve
 
 __all__ = [
     "AuthConfig",
@@ -42,6 +44,7 @@ __all__ = [
     "GPUGroup",
     "NodeConfig",
     "NodeMatch",
+    "PowerDomain",
     "ServeConfig",
     "TLSConfig",
     "failsafe_shares_w",
@@ -150,6 +153,9 @@ class ClusterConfig(_Strict):
         controller: Where the controller listens, and its metrics port.
         serve: The inference ingress.
         carbon: Carbon accounting (grid intensity, PUE).
+        power_domains: The power delivery tree (site > row > rack ...): each domain's GPUs
+            may hold limits summing to at most its ``limit_w - reserve_w``, beside the
+            cluster budget (docs/power-domains.md). Empty: the budget alone.
     """
 
     name: str = "greenllm"
@@ -175,7 +181,9 @@ class ClusterConfig(_Strict):
     controller: ControllerConfig = ControllerConfig()
     serve: ServeConfig = ServeConfig()
     carbon: CarbonConfig = CarbonConfig()
+    power_domains: list[PowerDomain] = Field(default_factory=list)
     _ranges_w: tuple[float, float] | None = PrivateAttr(default=None)
+    _layout: DomainLayout | None = PrivateAttr(default=None)
 
     @field_validator("policy")
     @classmethod
@@ -198,7 +206,30 @@ class ClusterConfig(_Strict):
                 f"budget.budget_w - budget.reserve_w = {usable:g} W is below the sum of the "
                 f"GPUs' minimum power limits ({floor:g} W)"
             )
+        layout = resolve(self.power_domains, names)
+        minimums = {
+            n.name: sum(get_spec(t).min_power_limit_w for t in n.gpu_types()) for n in self.nodes
+        }
+        under = [0.0] * len(layout.names)
+        for node, _ in layout.node_domain:
+            for at in layout.chain(node):
+                under[at] += minimums[node]
+        for name, usable_w, floor_w in zip(layout.names, layout.usable_w, under, strict=True):
+            if usable_w < floor_w:
+                raise ValueError(
+                    f"power_domains: domain {name!r} limit_w - reserve_w = {usable_w:g} W is "
+                    f"below the sum of its GPUs' minimum power limits ({floor_w:g} W)"
+                )
+        self._layout = layout
         return self
+
+    def domain_layout(self) -> DomainLayout:
+        """The power tree laid out over the nodes (empty when none is configured)."""
+        return (
+            self._layout
+            if self._layout is not None
+            else resolve(self.power_domains, [n.name for n in self.nodes])
+        )
 
     def gpu_types(self) -> list[tuple[str, int, str]]:
         """Every configured GPU as ``(node, index, type)``."""
@@ -216,31 +247,58 @@ class ClusterConfig(_Strict):
         """``budget_w - reserve_w``, watts: what limits may sum to."""
         return self.budget.budget_w - self.budget.reserve_w
 
-    def failsafe_limit_w(self, gpu_type: str, usable_budget_w: float | None = None) -> float:
+    def failsafe_limit_w(
+        self, gpu_type: str, usable_budget_w: float | None = None, node: str | None = None
+    ) -> float:
         """Fail-safe power limit of one GPU of ``gpu_type``, watts, inside its constraints.
 
         Unless ``failsafe.limit_w`` is set, the GPU's static share of the usable budget over
         every configured GPU (:func:`failsafe_shares_w`), so agents holding their fail-safe
-        limits keep the budget invariant. O(1) after the first call: the configured GPUs'
-        ranges are summed once.
+        limits keep the budget invariant; on a node under power domains, the smallest of
+        that share and each domain's above it (so every domain's GPUs at their fail-safe
+        limits fit its limit too). O(1) after the first call: the configured GPUs' ranges
+        are summed once.
 
         Args:
             gpu_type: The GPU's type.
             usable_budget_w: The usable budget now (default: the config's), watts.
+            node: The GPU's node (None: the cluster budget alone is considered).
         """
         spec = get_spec(gpu_type)
-        if self.failsafe.limit_w is not None:
+        if self.failsafe.limit_w is not None and not self.power_domains:
             limit = min(spec.max_power_limit_w, max(spec.min_power_limit_w, self.failsafe.limit_w))
             return math.floor(limit * 1000) / 1000
         usable_w = self.usable_budget_w() if usable_budget_w is None else usable_budget_w
         lo_w, hi_w = self._range_sums_w()
         if hi_w <= 0:
             lo_w, hi_w = spec.min_power_limit_w, spec.max_power_limit_w
-        share = min(1.0, max(0.0, (usable_w - lo_w) / (hi_w - lo_w))) if hi_w > lo_w else 0.0
+        share = _share_fraction([lo_w], [hi_w], usable_w)
+        if node is not None:
+            layout = self.domain_layout()
+            sums = self._domain_range_sums_w()
+            for at in layout.chain(node):
+                share = min(
+                    share, _share_fraction([sums[at][0]], [sums[at][1]], layout.usable_w[at])
+                )
+        if self.failsafe.limit_w is not None:
+            span = spec.max_power_limit_w - spec.min_power_limit_w
+            fixed = (self.failsafe.limit_w - spec.min_power_limit_w) / span if span > 0 else 0.0
+            share = min(share, max(0.0, fixed))
         shares = failsafe_shares_w(
             [spec.min_power_limit_w], [spec.max_power_limit_w], usable_w, share
         )
         return shares[0]
+
+    def _domain_range_sums_w(self) -> list[tuple[float, float]]:
+        """Per domain, sums of its configured GPUs' minimum and maximum limits, watts."""
+        layout = self.domain_layout()
+        sums = [[0.0, 0.0] for _ in layout.names]
+        for node in self.nodes:
+            specs = [get_spec(t) for t in node.gpu_types()]
+            for at in layout.chain(node.name):
+                sums[at][0] += sum(s.min_power_limit_w for s in specs)
+                sums[at][1] += sum(s.max_power_limit_w for s in specs)
+        return [(lo, hi) for lo, hi in sums]
 
     def _range_sums_w(self) -> tuple[float, float]:
         """Sums of the configured GPUs' minimum and maximum limits, watts (cached)."""

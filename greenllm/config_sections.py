@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -130,3 +130,43 @@ class CarbonConfig(_Strict):
     region: str = "world"
     pue: float = Field(default=1.2, ge=1.0, le=3.0)
     intensity_file: Path | None = None
+
+
+class PowerDomain(_Strict):
+    """A domain of the power delivery tree (site, row, rack, PDU...): the GPUs of the nodes
+    below it may hold limits summing to at most ``limit_w - reserve_w``.
+
+    Attributes:
+        name: Unique domain name (``greenllm budget set --domain NAME``).
+        limit_w: The domain's power limit (its feed or breaker), watts.
+        reserve_w: Headroom kept below the limit, watts.
+        domains: Child domains.
+        nodes: Nodes fed directly by this domain, by name; shell-style patterns
+            (``rack-a-*``) match several. Every node is in exactly one domain of a tree.
+    """
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    limit_w: float = Field(gt=0, allow_inf_nan=False)
+    reserve_w: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    domains: list[PowerDomain] = Field(default_factory=list)
+    nodes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _reserve_below_limit(self) -> PowerDomain:
+        if self.reserve_w >= self.limit_w:
+            raise ValueError(
+                f"domain {self.name!r}: reserve_w {self.reserve_w:g} W is not below its "
+                f"limit_w {self.limit_w:g} W"
+            )
+        return self
+
+    def usable_w(self) -> float:
+        """``limit_w - reserve_w``, watts."""
+        return self.limit_w - self.reserve_w
+
+    def walk(self, parent: str | None = None) -> list[tuple[PowerDomain, str | None]]:
+        """This domain and every one below it, parents first, each with its parent's name."""
+        out: list[tuple[PowerDomain, str | None]] = [(self, parent)]
+        for child in self.domains:
+            out.extend(child.walk(self.name))
+        return out

@@ -57,6 +57,11 @@ STATUS = {
     "jobs_waiting": "Jobs waiting for GPUs.",
     "max_waiting_jobs": "Jobs that may wait before a submission is refused "
     "(`controller.max_waiting_jobs`).",
+    "domains": "The power domains of cluster.yaml's `power_domains`, parents first (empty "
+    "when none): each `{name, parent, limit_w, reserve_w, accounted_power_limit_w, power_w, "
+    "bound, gpus}`: its parent (null for a top domain), its limit and reserve, its GPUs' "
+    "limits as accounted and their power draw (watts), whether its limit binds, and how many "
+    "GPUs are under it (docs/power-domains.md).",
     "nodes": "One entry per node.",
     "nodes[].name": "Node name.",
     "nodes[].connected": "Whether its agent is connected.",
@@ -138,6 +143,12 @@ CONFIG_CHECK = {
     "carbon_region": "Grid region for CO2e.",
     "nodes_without_gpu_list": "nvml nodes that list no GPUs (discovered when their agent "
     "starts; not in the sums).",
+    "power_domains": "The power tree, parents first (empty without `power_domains`): each "
+    "`{name, parent, usable_w, nodes}`: its parent (null for a top domain), its limit - "
+    "reserve in watts, and every node under it.",
+    "oversubscribed": "One line per domain whose children may draw more than it allows (a "
+    "child's limit above it, or its children's limits summing above it): allowed, the parent "
+    "binds first.",
 }
 
 PROFILE = {
@@ -281,6 +292,9 @@ OTHERS = {
         "shortfall_w": "Watts the GPUs will still hold above budget - reserve once every GPU "
         "that can lower does (0: the cut can be met; otherwise the command exits 3).",
         "shortfall_reason": "Why, naming the GPUs that hold it up (empty when none).",
+        "domain": "With `--domain`: the power domain whose limit was set (`budget_w` and "
+        "`reserve_w` are then its `limit_w` and `reserve_w`, and the shortfall is of its "
+        "GPUs); null for the cluster budget.",
     },
     "policy set": {"policy": "Policy now in force."},
     "node down": {
@@ -356,6 +370,12 @@ SUMMARY = {
     "limits_over_budget_s": "Seconds, outside transitions, the limits held summed above "
     "budget - reserve (the safety invariant; should be 0).",
     "max_limits_over_budget_w": "Largest such excess, watts.",
+    "domain_limits_over_s": (
+        "Seconds in which the limits the GPUs under some power domain really held summed "
+        "above that domain's limit - reserve, outside the transition window after a change "
+        "of its limit (the invariant per domain; 0 without power_domains)."
+    ),
+    "max_domain_limits_over_w": "Per power domain that went over: its largest excess, watts.",
     "slo_met": "Per job: whether its SLO was met.",
     "slo_detail": "Per job: why (or `no SLO`).",
     "unmet_slo_reports": "Per job: the reason the policy reported for giving up its SLO.",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from greenllm.cli.output import emit_json, print_table
 from greenllm.config import load_cluster_config, registered_policies
 from greenllm.devices.catalog import CATALOG
+from greenllm.power_domains import oversubscription
 
 CHECK_HELP = (
     "Validate FILE (a cluster.yaml); print a summary, or one line naming the field that "
@@ -51,6 +53,21 @@ def check(file: Path, as_json: bool) -> None:
     }
     unlisted = [n.name for n in cfg.nodes if not n.gpus]
     summary["nodes_without_gpu_list"] = unlisted
+    layout = cfg.domain_layout()
+    domain_rows: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "parent": layout.names[parent] if parent >= 0 else None,
+            "usable_w": usable_w,
+            "nodes": layout.nodes_under(at),
+        }
+        for at, (name, parent, usable_w) in enumerate(
+            zip(layout.names, layout.parent, layout.usable_w, strict=True)
+        )
+    ]
+    oversubscribed = oversubscription(cfg.power_domains)
+    summary["power_domains"] = domain_rows
+    summary["oversubscribed"] = oversubscribed
     if as_json:
         emit_json(summary)
         return
@@ -70,6 +87,13 @@ def check(file: Path, as_json: bool) -> None:
         for n in nodes
     ]
     print_table(None, ["node", "backend", "gpus"], rows)
+    if layout.names:
+        domains = [
+            [d["name"], d["parent"] or "-", d["usable_w"], len(d["nodes"])] for d in domain_rows
+        ]
+        print_table("Power domains", ["domain", "parent", "limit - reserve W", "nodes"], domains)
+    for line in oversubscribed:
+        click.echo(f"note: {line} (allowed: the parent binds first)")
 
 
 def _n(count: int, noun: str) -> str:

@@ -137,10 +137,11 @@ class ClusterClient:
         return self._call(self._stub.GetStatus, cluster_pb2.GetStatusRequest())
 
     def set_budget(
-        self, budget_w: float, reserve_w: float | None = None
+        self, budget_w: float, reserve_w: float | None = None, domain: str = ""
     ) -> cluster_pb2.SetBudgetResponse:
-        """Set the cluster power budget (and optionally the reserve), watts."""
-        request = cluster_pb2.SetBudgetRequest(budget_w=budget_w)
+        """Set the cluster power budget (and optionally the reserve), watts; with
+        ``domain``, that power domain's limit (and reserve) instead."""
+        request = cluster_pb2.SetBudgetRequest(budget_w=budget_w, domain=domain)
         if reserve_w is not None:
             request.reserve_w = reserve_w
         return self._call(self._stub.SetBudget, request)

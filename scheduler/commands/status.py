@@ -25,6 +25,19 @@ def status_document(status: cluster_pb2.ClusterStatus) -> dict[str, Any]:
         "policy": status.policy,
         "jobs_waiting": status.jobs_waiting,
         "max_waiting_jobs": status.max_waiting_jobs,
+        "domains": [
+            {
+                "name": d.name,
+                "parent": d.parent or None,
+                "limit_w": d.limit_w,
+                "reserve_w": d.reserve_w,
+                "accounted_power_limit_w": d.accounted_power_limit_w,
+                "power_w": d.power_w,
+                "bound": d.bound,
+                "gpus": d.gpus,
+            }
+            for d in status.domains
+        ],
         "nodes": [
             {
                 "name": n.name,
@@ -127,6 +140,22 @@ def status(config_path: Path | None, as_json: bool) -> None:
     ]
     cols = ["node", "state", "gpu", "type", "limit W", "power W", "SM MHz", "util %"]
     print_table("GPUs", cols, rows)
+    if st.domains:
+        domains = [
+            [
+                d.name,
+                d.parent or "-",
+                d.limit_w,
+                d.reserve_w,
+                round(d.accounted_power_limit_w),
+                round(d.power_w),
+                d.gpus,
+                "binds" if d.bound else "",
+            ]
+            for d in st.domains
+        ]
+        cols = ["domain", "parent", "limit W", "reserve W", "limits W", "power W", "gpus", ""]
+        print_table("Power domains", cols, domains)
     if not st.state_writable:
         click.echo(f"state not saved: {st.state_error}")
     if st.jobs_by_phase:

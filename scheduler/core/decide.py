@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from scheduler.core.demand import DemandCurve
+from scheduler.core.domains import Caps
 from scheduler.core.placement import place
 from scheduler.core.powermodel import Curve, PowerModel, serving_curve
 from scheduler.core.problem import Group, Policy, Problem
@@ -387,6 +389,22 @@ def _load_weights(
     return _WeightCache.all(ids, counts[keep], nodes, index, weights)
 
 
+def _bound_domains(
+    caps: Caps, problem: Problem, target_w: np.ndarray, limits_w: np.ndarray
+) -> tuple[str, ...]:
+    """Domains whose limit binds: the policy wanted more for their GPUs than it allows,
+    or their limits are within 2% of it while a busy GPU under them is below its maximum."""
+    wanted = caps.over(np.clip(target_w, problem.min_w, problem.max_w))
+    full = caps.totals(limits_w) >= caps.cap_w - np.maximum(0.02 * caps.cap_w, 1.0)
+    room = np.zeros(caps.size, dtype=bool)
+    below = problem.busy & (limits_w < problem.max_w - 1.0)
+    np.logical_or.at(room, caps.leaf[below], True)
+    for d in range(caps.size - 1, 0, -1):  # a busy GPU below a child is below its parent
+        room[caps.parent[d]] |= room[d]
+    hit = wanted | (full & room)
+    return tuple(caps.names[d] for d in np.flatnonzero(hit[1:]) + 1)
+
+
 def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Actions:
     """Plan one control period.
 
@@ -415,7 +433,9 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
         max_w=cols.max_w,
         tdp_w=cols.tdp_w,
     )
+    caps = Caps.build(observed.domains, usable_w, [g.node for g in gpus])
     live_idx = np.flatnonzero(~stale)
+    live_caps = caps.less(np.where(stale, state.accounted_w, 0.0)).subset(live_idx)
     job_code, job_list = _job_codes(gpus, cols, placed, jobs)
     ranges = (cols.reported_min_w[live_idx], state.max_w[live_idx])
     groups = _build_groups(
@@ -439,12 +459,21 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
         busy=busy,
         groups=groups,
         model=model,
+        caps=live_caps if caps.size > 1 else None,
     )
     alloc = policy.allocate(problem)
+    demand = None
+    valuer = getattr(policy, "demand_curve", None)
+    if config.demand_points > 0 and valuer is not None:
+        curve = valuer(problem, config.demand_points)
+        stale_w = float(np.sum(state.accounted_w[stale]))
+        demand = DemandCurve(tuple(w + stale_w for w in curve.watts), curve.value)
     live_target = np.where(busy, alloc.limits_w, problem.min_w)
     target = state.commanded_w.copy()
     target[live_idx] = live_target
-    plan = plan_limits(state, target, usable_w, config.lower_band_frac, config.raise_band_frac)
+    plan = plan_limits(
+        state, target, usable_w, config.lower_band_frac, config.raise_band_frac, caps
+    )
     order = plan.order.tolist()
     sent = itemgetter(*order)(gpus) if len(order) > 1 else tuple(gpus[i] for i in order)
     limits = list(
@@ -475,6 +504,7 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
     resets = [ResetClocks(gpus[i].node, gpus[i].index) for i in live_idx[reset_at].tolist()]
 
     effective = np.where(np.isnan(plan.new_w), state.commanded_w, plan.new_w)[live_idx]
+    bound = _bound_domains(live_caps, problem, live_target, effective) if caps.size > 1 else ()
     notes = []
     if plan.infeasible:
         notes.append(
@@ -492,4 +522,6 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
         unplaceable=tuple(SLOReport(u.job_id, u.reason) for u in unplaceable),
         raises_deferred=plan.raises_deferred,
         notes=tuple(notes),
+        bound_domains=bound,
+        demand=demand,
     )

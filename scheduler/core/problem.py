@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from scheduler.core.domains import Caps
 from scheduler.core.powermodel import Curve, PowerModel
 from scheduler.core.types import JobState, SLOReport
 
@@ -59,6 +60,10 @@ class Problem:
         busy: Per GPU, whether a shard runs on it.
         groups: The busy GPUs, grouped per job and type.
         model: The power model the curves came from.
+        caps: The power domains' caps over these GPUs, the cluster's (``budget_w``) at
+            position 0 (None: no power tree; ``budget_w`` alone). A policy that ignores
+            them is still safe (``decide()`` fits its limits under every cap) but may
+            leave watts unused that another domain could have taken.
     """
 
     budget_w: float
@@ -68,6 +73,7 @@ class Problem:
     busy: np.ndarray
     groups: list[Group]
     model: PowerModel
+    caps: Caps | None = None
 
     def floor_w(self) -> np.ndarray:
         """Per GPU, lowest limit a policy should give (job floors on busy GPUs), watts."""

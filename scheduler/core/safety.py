@@ -1,18 +1,21 @@
 """Turning a policy's targets into safe power-limit commands.
 
-The invariant: the sum of commanded limits never exceeds ``budget - reserve``, where a
-GPU counts at the maximum of its acked and pending limits (a command may or may not have
+The invariant: the sum of commanded limits never exceeds ``budget - reserve``, nor, for
+each power domain, its ``limit - reserve`` over its GPUs (:mod:`scheduler.core.domains`),
+where a GPU counts at the maximum of its acked and pending limits (a command may or may not have
 landed yet) and a stale GPU counts at that maximum and gets no command. Steps:
 
-1. Clamp targets into each GPU's range; if they still sum above what the non-stale GPUs
-   may use, shrink every GPU's headroom above its minimum by the same factor.
+1. Clamp targets into each GPU's range; where they still sum above what the non-stale
+   GPUs of a domain (or the cluster) may use, shrink every such GPU's headroom above its
+   minimum by the same factor, deepest domains first.
 2. Hysteresis, three bands per GPU around its commanded limit (as Meta's Dynamo does
    around its capping and uncapping thresholds): a target more than ``lower_band`` below
    lowers at once; one more than ``raise_band`` above raises; in between the limit holds.
-   A hold that would break the budget is released.
+   A hold that would break a cap is released.
 3. Ordering: if any lowering is sent now or still unacked, only lowerings go out and
-   raises wait. Otherwise raises go out, and only if they fit counting every GPU at the
-   max of what it has acked, has pending and is now sent.
+   raises wait. Otherwise raises go out where they fit, counting every GPU at the max of
+   what it has acked, has pending and is now sent: a raise under a domain (or cluster)
+   that would go over waits.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Slack for floating-point sums, watts.
-EPS_W = 1e-6
+from scheduler.core.domains import EPS_W, Caps
+from scheduler.core.domains import fit_sum as fit_budget
+
+__all__ = ["EPS_W", "LimitPlan", "LimitState", "fit_budget", "plan_limits"]
 
 
 @dataclass(frozen=True)
@@ -78,31 +83,13 @@ class LimitPlan:
     infeasible: bool
 
 
-def fit_budget(target_w: np.ndarray, min_w: np.ndarray, budget_w: float) -> tuple[np.ndarray, bool]:
-    """Shrink headroom above the minimums so targets sum to at most ``budget_w``.
-
-    Returns:
-        The targets, and whether the budget is below the sum of the minimums (then every
-        target is its minimum).
-    """
-    total = float(np.sum(target_w))
-    if total <= budget_w + EPS_W:
-        return target_w, False
-    floor = float(np.sum(min_w))
-    if budget_w < floor:
-        return min_w.copy(), True
-    head = target_w - min_w
-    scale = (budget_w - floor) / float(np.sum(head))
-    fitted = min_w + np.floor(head * scale * 1000.0) / 1000.0
-    return fitted, False
-
-
 def plan_limits(
     state: LimitState,
     target_w: np.ndarray,
     usable_w: float,
     lower_band_frac: float,
     raise_band_frac: float,
+    caps: Caps | None = None,
 ) -> LimitPlan:
     """Safe commands that move limits towards ``target_w``.
 
@@ -112,23 +99,28 @@ def plan_limits(
         usable_w: ``budget - reserve``, watts.
         lower_band_frac: Hysteresis lower band, fraction of TDP.
         raise_band_frac: Hysteresis raise band, fraction of TDP.
+        caps: The cluster's and every power domain's caps over these GPUs (None: the
+            cluster's ``usable_w`` alone).
     """
+    n = len(target_w)
+    if caps is None:
+        caps = Caps(("",), np.array([-1]), np.array([usable_w]), np.zeros(n, dtype=int))
     live = ~state.stale
     accounted = state.accounted_w
     commanded = state.commanded_w
-    budget_live = usable_w - float(np.sum(accounted[~live]))
+    live_caps = caps.less(np.where(live, 0.0, accounted))
     target = np.clip(np.floor(target_w * 1000.0) / 1000.0, state.min_w, state.max_w)
-    raw, infeasible = fit_budget(target[live], state.min_w[live], budget_live)
-    cur = commanded[live]
-    delta = raw - cur
-    hold = (delta >= -lower_band_frac * state.tdp_w[live]) & (
-        delta <= raise_band_frac * state.tdp_w[live]
+    floor = np.where(live, state.min_w, 0.0)
+    raw, infeasible = live_caps.fit(np.where(live, target, 0.0), floor)
+    delta = raw - commanded
+    hold = (
+        live & (delta >= -lower_band_frac * state.tdp_w) & (delta <= raise_band_frac * state.tdp_w)
     )
-    held = np.where(hold, cur, raw)
-    if float(np.sum(held)) > budget_live + EPS_W:
-        held = np.where(hold & (cur > raw), raw, held)
-    new = np.full(len(target_w), np.nan)
-    new[live] = held
+    held = np.where(hold, commanded, raw)
+    over = live_caps.over(np.where(live, held, 0.0))
+    if over.any():  # a hold may not break a cap: release those above their target there
+        held = np.where(hold & (commanded > raw) & live_caps.under_any(over), raw, held)
+    new = np.where(live, held, np.nan)
     lower = live & (new < commanded - EPS_W)
     rise = live & (new > commanded + EPS_W)
     outstanding = live & state.has_pending & (state.pending_w < state.acked_w - EPS_W)
@@ -138,11 +130,9 @@ def plan_limits(
         send = lower
     else:
         after = np.where(rise, np.fmax(accounted, new), accounted)
-        if float(np.sum(after)) <= usable_w + EPS_W:
-            send = rise
-        else:
-            deferred = bool(rise.any())
-            send = np.zeros_like(rise)
+        over = caps.over(after)
+        send = rise & ~caps.under_any(over) if over.any() else rise
+        deferred = bool((rise & ~send).any())
     out = np.where(send, new, np.nan)
     order = np.flatnonzero(send)
     order = order[np.argsort(out[order] - commanded[order], kind="stable")]

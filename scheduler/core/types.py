@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from greenllm.devices.physics import Workload
+from scheduler.core.demand import DemandCurve
+from scheduler.core.domains import DomainLayout
 
 if TYPE_CHECKING:
     from scheduler.core.powermodel import PowerModel
@@ -206,6 +208,8 @@ class ObservedState:
         jobs: Pending and running jobs (finished ones may be left out).
         power_model: The learned power model (None: the catalog prior). ``decide()``
             only reads it; the controller feeds it telemetry.
+        domains: The power tree with each domain's usable watts now (None: the cluster
+            budget alone).
     """
 
     now_s: float
@@ -214,6 +218,7 @@ class ObservedState:
     gpus: tuple[GPUState, ...]
     jobs: tuple[JobState, ...]
     power_model: PowerModel | None = None
+    domains: DomainLayout | None = None
 
     @property
     def usable_budget_w(self) -> float:
@@ -231,11 +236,14 @@ class DecideConfig:
         raise_band_frac: Raise a limit only when the target is more than this fraction of
             the GPU's TDP above it (band 3); in between (band 2) the limit holds.
         limit_grid_steps: Candidate power limits per GPU type the planners consider.
+        demand_points: Points of the demand curve decide() returns (0: none; a child
+            controller of a controller tree reports it to its parent).
     """
 
     lower_band_frac: float = 0.01
     raise_band_frac: float = 0.03
     limit_grid_steps: int = 48
+    demand_points: int = 0
 
 
 @dataclass(frozen=True)
@@ -312,6 +320,11 @@ class Actions:
         active_replicas: Inference jobs whose serving replica count was chosen: (job, count).
         raises_deferred: True when raises were held back until lowerings are acked.
         notes: Human-readable remarks (e.g. an infeasible budget).
+        bound_domains: Power domains whose limit binds: the policy wanted more for their
+            GPUs than it allows (their limits were fitted under it).
+        demand: The controller's demand curve, with stale GPUs' accounted limits in its
+            floor (None unless ``DecideConfig.demand_points`` > 0 and the policy values
+            watts).
     """
 
     placements: tuple[Placement, ...] = ()
@@ -324,3 +337,5 @@ class Actions:
     active_replicas: tuple[tuple[str, int], ...] = ()
     raises_deferred: bool = False
     notes: tuple[str, ...] = field(default=())
+    bound_domains: tuple[str, ...] = ()
+    demand: DemandCurve | None = None

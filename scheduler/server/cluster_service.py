@@ -80,15 +80,30 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
         self, request: cluster_pb2.SetBudgetRequest, context: Context
     ) -> cluster_pb2.SetBudgetResponse:
         reserve_w = request.reserve_w if request.HasField("reserve_w") else None
+        domain = request.domain
         try:
-            budget_w, reserve_w = operator.set_budget(self._shell, request.budget_w, reserve_w)
+            if domain:
+                budget_w, reserve_w = operator.set_domain_limit(
+                    self._shell, domain, request.budget_w, reserve_w
+                )
+            else:
+                budget_w, reserve_w = operator.set_budget(self._shell, request.budget_w, reserve_w)
         except BadInput as exc:
             await abort_with(context, exc)
-        log.info("budget %g W (reserve %g W)", budget_w, reserve_w)
+        log.info(
+            "%s %g W (reserve %g W)",
+            f"domain {domain}" if domain else "budget",
+            budget_w,
+            reserve_w,
+        )
         await self._settled()
-        over_w, why = operator.budget_shortfall(self._shell)
+        over_w, why = operator.budget_shortfall(self._shell, domain)
         return cluster_pb2.SetBudgetResponse(
-            budget_w=budget_w, reserve_w=reserve_w, shortfall_w=over_w, shortfall_reason=why
+            budget_w=budget_w,
+            reserve_w=reserve_w,
+            shortfall_w=over_w,
+            shortfall_reason=why,
+            domain=domain,
         )
 
     async def _settled(self) -> None:

@@ -222,6 +222,26 @@ def cluster_metrics(status: cluster_pb2.ClusterStatus) -> list[Family]:
     return [*out, policy, phase, failsafe, age, unsaved, rejected]
 
 
+def domain_metrics(status: cluster_pb2.ClusterStatus) -> list[Family]:
+    """Per power domain families (label ``domain``); none without power domains."""
+    limit = _gauge("domain_limit_watts", "The power domain's limit.", ["domain"])
+    reserve = _gauge("domain_reserve_watts", "Kept below the domain's limit.", ["domain"])
+    held = _gauge(
+        "domain_accounted_power_limit_watts",
+        "Sum of the limits of the domain's GPUs as accounted (at most limit - reserve).",
+        ["domain"],
+    )
+    power = _gauge("domain_power_watts", "Sum of the domain's GPUs' power readings.", ["domain"])
+    bound = _gauge("domain_bound", "1 while the domain's limit binds its GPUs.", ["domain"])
+    for d in status.domains:
+        limit.add_metric([d.name], d.limit_w)
+        reserve.add_metric([d.name], d.reserve_w)
+        held.add_metric([d.name], d.accounted_power_limit_w)
+        power.add_metric([d.name], d.power_w)
+        bound.add_metric([d.name], float(d.bound))
+    return [limit, reserve, held, power, bound]
+
+
 def gpu_metrics(status: cluster_pb2.ClusterStatus) -> list[Family]:
     """Per-GPU families (labels ``node``, ``gpu``, ``type``)."""
     limit = _gauge("gpu_power_limit_watts", "Power limit in force.", GPU_LABELS)
@@ -310,7 +330,12 @@ def status_metrics(
         counters: The job counters kept between scrapes (None: fresh, default carbon).
     """
     totals = (counters or JobCounters()).update(status)
-    return [*cluster_metrics(status), *gpu_metrics(status), *job_metrics(status, totals)]
+    return [
+        *cluster_metrics(status),
+        *domain_metrics(status),
+        *gpu_metrics(status),
+        *job_metrics(status, totals),
+    ]
 
 
 class StatusCollector(Collector):

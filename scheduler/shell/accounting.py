@@ -37,7 +37,7 @@ def gpu_states(
     nodes: dict[str, NodeRecord],
     assigned: dict[tuple[str, int], tuple[str, int, float]],
     reserved: set[tuple[str, int]],
-    boot_limit_w: Callable[[str], float] | None = None,
+    boot_limit_w: Callable[[str, str], float] | None = None,
 ) -> list[GPUState]:
     """Every GPU of every configured node, accounted safely.
 
@@ -45,9 +45,9 @@ def gpu_states(
         nodes: The nodes, with their phases of this step.
         assigned: ``(node, index)`` -> ``(job_id, rank, work rate)`` of running shards.
         reserved: GPUs on which a shard is still stopping.
-        boot_limit_w: The limit an agent that never registered boots a GPU of a type at
-            (its config fail-safe limit), watts: a node known down that never registered is
-            counted at no more than that (None: at its maximum).
+        boot_limit_w: The limit an agent that never registered boots a GPU (by type and
+            node) at, its config fail-safe limit, watts: a node known down that never
+            registered is counted at no more than that (None: at its maximum).
     """
     out: list[GPUState] = []
     for node in nodes.values():
@@ -56,7 +56,7 @@ def gpu_states(
             for index, gpu_type in enumerate(node.config_gpu_types):
                 max_w = get_spec(gpu_type).max_power_limit_w
                 if node.down_reason and boot_limit_w is not None:
-                    max_w = min(max_w, boot_limit_w(gpu_type))
+                    max_w = min(max_w, boot_limit_w(gpu_type, node.name))
                 out.append(GPUState(node.name, index, gpu_type, 0.0, 0.0, max_w, stale=True))
             continue
         for g in node.gpus:

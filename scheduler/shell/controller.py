@@ -14,11 +14,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import grpc
 import numpy as np
 
 from greenllm.config import ClusterConfig
+from greenllm.power_domains import DomainLayout
 from greenllm.proto.v1 import agent_pb2
 from scheduler.core.decide import decide
 from scheduler.core.lifecycle import NODE_TRANSITIONS, NodeEvent, Timeouts
@@ -107,6 +109,11 @@ class ControllerShell:
         self.ack_timeout_s = max(5.0, 10 * self.period_s)
         self.budget_w = config.budget.budget_w
         self.reserve_w = config.budget.reserve_w
+        #: The power tree's shape; each domain's limit and reserve now, by name (watts).
+        self.layout = config.domain_layout()
+        self.domain_limits_w: dict[str, tuple[float, float]] = {
+            d.name: (d.limit_w, d.reserve_w) for top in config.power_domains for d, _ in top.walk()
+        }
         self.policy_name = config.policy
         now_s = clock()
         self.started_s = now_s
@@ -163,6 +170,16 @@ class ControllerShell:
     def usable_w(self) -> float:
         """Budget minus reserve, watts."""
         return self.budget_w - self.reserve_w
+
+    @property
+    def domains(self) -> DomainLayout | None:
+        """The power tree with each domain's usable watts now (None: no tree)."""
+        if not self.layout.names:
+            return None
+        usable = tuple(
+            lim - res for lim, res in map(self.domain_limits_w.__getitem__, self.layout.names)
+        )
+        return replace(self.layout, usable_w=usable)
 
     def wake(self) -> None:
         """Ask for a step before the period ends (at most one early step per period)."""
@@ -340,6 +357,7 @@ class ControllerShell:
         execute.carry_out(self, actions, now_s)
         self.persist.step(now_s)
         self.flush(now_s)
+        self._note_bound_domains(self.last_actions.bound_domains, actions.bound_domains)
         self.last_actions = actions
         self.steps += 1
         self.jobs.trim()
@@ -348,6 +366,20 @@ class ControllerShell:
                 self._notes_logged.add(note)
                 log.warning("decide: %s", note)
         return actions
+
+    def _note_bound_domains(self, before: tuple[str, ...], now: tuple[str, ...]) -> None:
+        """An event when a power domain starts or stops binding."""
+        for name in sorted(set(now) - set(before)):
+            limit_w, reserve_w = self.domain_limits_w[name]
+            text = (
+                f"domain {name} binds: its GPUs want more than its limit {limit_w:g} W "
+                f"- reserve {reserve_w:g} W allows"
+            )
+            log.info("%s", text)
+            self.persist.event(StoredEvent(self.wall_clock(), None, "domain-bound", text))
+        for name in sorted(set(before) - set(now)):
+            text = f"domain {name} no longer binds"
+            self.persist.event(StoredEvent(self.wall_clock(), None, "domain-released", text))
 
     def held_gpus(self, observed: ObservedState) -> set[tuple[str, int]]:
         """GPUs a job holds now: a shard of it runs there, not a drained replica."""
@@ -370,7 +402,7 @@ class ControllerShell:
                 report = self.nodes[shard.node].shards.get(shard.shard_id)
                 rate = report.work_rate() if report is not None else 0.0
                 assigned[(shard.node, shard.index)] = (job.job_id, shard.rank, rate)
-        gpus = tuple(gpu_states(self.nodes, assigned, reserved, self.config.failsafe_limit_w))
+        gpus = tuple(gpu_states(self.nodes, assigned, reserved, self._boot_limit_w))
         for job in placeable(self.jobs.queue(), gpus):
             jobs.append(job_state(job, measure_job(self.nodes, job), now_s, self.period_s))
         return ObservedState(
@@ -380,11 +412,16 @@ class ControllerShell:
             gpus=gpus,
             jobs=tuple(jobs),
             power_model=self.power_model,
+            domains=self.domains,
         )
+
+    def _boot_limit_w(self, gpu_type: str, node: str) -> float:
+        """The limit an agent that never registered boots a GPU at (its config share), W."""
+        return self.config.failsafe_limit_w(gpu_type, node=node)
 
     def _sync_failsafe(self, now_s: float) -> None:
         """Bring connected nodes' fail-safe limits to their share of the budget now."""
-        for name, target in failsafe_targets(self.nodes, self.usable_w).items():
+        for name, target in failsafe_targets(self.nodes, self.usable_w, self.domains).items():
             node = self.nodes[name]
             if any(g.pending_failsafe_w for g in node.gpus):
                 continue

@@ -176,17 +176,83 @@ def set_budget(
     return budget_w, reserve_w
 
 
-def budget_shortfall(shell: ControllerShell) -> tuple[float, str]:
-    """What the budget in force leaves over once every GPU that can lower does (see
-    :func:`scheduler.shell.shortfall.budget_shortfall`); a shortfall is logged and kept in
-    the event log.
+def set_domain_limit(
+    shell: ControllerShell, name: str, limit_w: float, reserve_w: float | None
+) -> tuple[float, float]:
+    """Set a power domain's limit (and reserve); on disk when this returns.
+
+    Raises:
+        BadInput: NOT_FOUND (no such domain), INVALID_ARGUMENT / FAILED_PRECONDITION
+            (impossible values), UNAVAILABLE (not written: a cut is enforced anyway, a
+            raise is not).
+    """
+    if name not in shell.domain_limits_w:
+        known = (
+            ", ".join(sorted(shell.domain_limits_w)) or "none: cluster.yaml has no power_domains"
+        )
+        raise BadInput(
+            grpc.StatusCode.NOT_FOUND, f"no power domain {name[:100]!r} (known: {known})"
+        )
+    old_limit_w, old_reserve_w = shell.domain_limits_w[name]
+    reserve_w = old_reserve_w if reserve_w is None else reserve_w
+    if not (math.isfinite(limit_w) and limit_w > 0):
+        raise BadInput(grpc.StatusCode.INVALID_ARGUMENT, f"limit_w must be > 0, got {limit_w!r}")
+    if not (math.isfinite(reserve_w) and 0 <= reserve_w < limit_w):
+        raise BadInput(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"reserve_w must be in [0, limit_w), got {reserve_w!r}",
+        )
+    at = shell.layout.names.index(name)
+    floor_w = min_limits_w(shell, set(shell.layout.nodes_under(at)))
+    if limit_w - reserve_w < floor_w:
+        raise BadInput(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"domain {name}: limit {limit_w:g} W - reserve {reserve_w:g} W is below the sum of "
+            f"its GPUs' minimum power limits ({floor_w:g} W)",
+        )
+    text = (
+        f"domain {name}: limit {limit_w:g} W, reserve {reserve_w:g} W "
+        f"(was {old_limit_w:g} W, {old_reserve_w:g} W)"
+    )
+    changes = Write(
+        settings={f"domain.{name}.limit_w": limit_w, f"domain.{name}.reserve_w": reserve_w},
+        events=[StoredEvent(shell.wall_clock(), None, "settings", text)],
+    )
+    is_cut = limit_w - reserve_w < old_limit_w - old_reserve_w
+    try:
+        shell.persist.durable(changes, "the domain limit was not changed")
+    except BadInput as exc:
+        if not is_cut:
+            raise
+        shell.domain_limits_w[name] = (limit_w, reserve_w)
+        shell.wake()
+        raise BadInput(
+            grpc.StatusCode.UNAVAILABLE,
+            exc.message.replace(
+                "the domain limit was not changed",
+                f"the cut of {name} to {limit_w:g} W is "
+                "enforced now but will not survive a controller restart",
+            ),
+        ) from None
+    shell.domain_limits_w[name] = (limit_w, reserve_w)
+    shell.wake()
+    return limit_w, reserve_w
+
+
+def budget_shortfall(shell: ControllerShell, domain: str = "") -> tuple[float, str]:
+    """What the budget in force (or power domain ``domain``'s limit) leaves over once every
+    GPU that can lower does (see :func:`scheduler.shell.shortfall.budget_shortfall`); a
+    shortfall is logged and kept in the event log.
 
     Returns:
         ``(watts, reason)``; ``(0.0, "")`` when the budget can be met.
     """
-    over_w, why = shortfall.budget_shortfall(shell)
+    over_w, why = shortfall.budget_shortfall(shell, domain)
     if over_w > 0:
-        text = f"budget {shell.budget_w:g} W cannot be met: {over_w:g} W over; {why}"
+        what = f"budget {shell.budget_w:g} W"
+        if domain:
+            what = f"domain {domain} limit {shell.domain_limits_w[domain][0]:g} W"
+        text = f"{what} cannot be met: {over_w:g} W over; {why}"
         log.warning("%s", text)
         shell.persist.event(StoredEvent(shell.wall_clock(), None, "shortfall", text))
     return over_w, why
@@ -255,12 +321,15 @@ def node_down(shell: ControllerShell, name: str, reason: str) -> bool:
     return True
 
 
-def min_limits_w(shell: ControllerShell) -> float:
-    """Sum of every GPU's lowest limit (reported, else the catalog's), watts."""
+def min_limits_w(shell: ControllerShell, only: set[str] | None = None) -> float:
+    """Sum of every GPU's lowest limit (reported, else the catalog's), watts; of the GPUs
+    on the nodes ``only`` names when given."""
     from greenllm.devices.catalog import get_spec
 
     total = 0.0
     for node in shell.nodes.values():
+        if only is not None and node.name not in only:
+            continue
         if node.gpus:
             total += sum(g.min_power_limit_w for g in node.gpus)
         else:

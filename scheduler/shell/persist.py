@@ -74,6 +74,11 @@ class Persister:
         if "budget_w" in settings:
             shell.budget_w = float(settings["budget_w"])
             shell.reserve_w = float(settings.get("reserve_w", shell.reserve_w))
+        for name, (_limit_w, reserve_w) in list(shell.domain_limits_w.items()):
+            stored_limit = settings.get(f"domain.{name}.limit_w")
+            if isinstance(stored_limit, (int, float)):
+                stored_reserve = settings.get(f"domain.{name}.reserve_w", reserve_w)
+                shell.domain_limits_w[name] = (float(stored_limit), float(stored_reserve))
         policy = settings.get("policy")
         if isinstance(policy, str):
             shell.policy_name = policy

@@ -108,15 +108,22 @@ def least_reachable(shell: ControllerShell, gpus: list[GPUState]) -> tuple[float
     return total_w, why
 
 
-def budget_shortfall(shell: ControllerShell) -> tuple[float, str]:
-    """What the budget in force leaves over once every GPU that can lower does.
+def budget_shortfall(shell: ControllerShell, domain: str = "") -> tuple[float, str]:
+    """What the budget in force (or power domain ``domain``'s limit) leaves over once every
+    GPU (of that domain) that can lower does.
 
     Returns:
         ``(watts, reason)``; ``(0.0, "")`` when the budget can be met.
     """
     gpus = list(shell.observed(shell.clock()).gpus)
+    usable_w = shell.usable_w
+    if domain:
+        limit_w, reserve_w = shell.domain_limits_w[domain]
+        usable_w = limit_w - reserve_w
+        at = shell.layout.names.index(domain)
+        gpus = [g for g in gpus if at in shell.layout.chain(g.node)]
     least_w, why = least_reachable(shell, gpus)
-    over_w = least_w - shell.usable_w
+    over_w = least_w - usable_w
     if over_w <= SLACK_W:
         return 0.0, ""
     named = "; ".join(why[:NAMED_GPUS]) + (
@@ -124,6 +131,6 @@ def budget_shortfall(shell: ControllerShell) -> tuple[float, str]:
     )
     reason = (
         f"the GPUs cannot come below {least_w:g} W, {over_w:g} W above the "
-        f"{shell.usable_w:g} W usable: {named or 'every GPU at its minimum limit'}"
+        f"{usable_w:g} W usable: {named or 'every GPU at its minimum limit'}"
     )
     return over_w, reason

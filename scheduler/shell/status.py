@@ -9,12 +9,14 @@ ended; ``jobs_truncated`` says when some were left out (``GetJob`` has a job's s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
 from greenllm.proto.v1 import agent_pb2, cluster_pb2
+from scheduler.core.types import GPUState
 from scheduler.shell.errors import BadInput
 from scheduler.shell.idle import releasable
 from scheduler.shell.jobs import JobRecord, measure_job, restored_job
@@ -222,7 +224,43 @@ def cluster_status(shell: ControllerShell) -> cluster_pb2.ClusterStatus:
         shortfall_w=shortfall_now_w(shell, observed.gpus),
         jobs_waiting=shell.jobs.waiting,
         max_waiting_jobs=shell.config.controller.max_waiting_jobs,
+        domains=domain_statuses(shell, observed.gpus),
     )
+
+
+def domain_statuses(
+    shell: ControllerShell, gpus: Sequence[GPUState]
+) -> list[cluster_pb2.DomainStatus]:
+    """Each power domain: its limit, what its GPUs hold (as accounted) and draw, whether
+    it binds."""
+    layout = shell.layout
+    if not layout.names:
+        return []
+    size = len(layout.names)
+    held_w, power_w, count = [0.0] * size, [0.0] * size, [0] * size
+    for g in gpus:
+        for at in layout.chain(g.node):
+            held_w[at] += g.accounted_limit_w
+            power_w[at] += g.power_w
+            count[at] += 1
+    bound = set(shell.last_actions.bound_domains)
+    out = []
+    for at, name in enumerate(layout.names):
+        limit_w, reserve_w = shell.domain_limits_w[name]
+        parent = layout.parent[at]
+        out.append(
+            cluster_pb2.DomainStatus(
+                name=name,
+                parent=layout.names[parent] if parent >= 0 else "",
+                limit_w=limit_w,
+                reserve_w=reserve_w,
+                accounted_power_limit_w=held_w[at],
+                power_w=power_w[at],
+                bound=name in bound,
+                gpus=count[at],
+            )
+        )
+    return out
 
 
 def listed_jobs(shell: ControllerShell) -> list[JobRecord]:

@@ -23,6 +23,7 @@ from greenllm.devices.catalog import get_spec
 from greenllm.proto.v1 import agent_pb2
 from scheduler.core.lifecycle import Timeouts
 from scheduler.core.problem import Policy
+from scheduler.core.types import DecideConfig
 from scheduler.shell import operator
 from scheduler.shell.controller import ControllerShell
 from scheduler.shell.errors import BadInput
@@ -49,6 +50,7 @@ class Simulation:
         unbounded: Ignore the budget (the reference run for ``throughput_vs_unbounded``).
         trace: Where to write trace rows (None: no trace).
         progress: Called with the fraction done now and then.
+        decide_config: Tuning of the controller's decide() (None: the defaults).
     """
 
     def __init__(
@@ -60,10 +62,12 @@ class Simulation:
         unbounded: bool = False,
         trace: TraceWriter | None = None,
         progress: Callable[[float], None] | None = None,
+        decide_config: DecideConfig | None = None,
     ) -> None:
         self.sc = scenario
         self.plane = scenario.control
         self.policy = policy
+        self.decide_config = decide_config
         self.trace = trace
         self.progress = progress
         self.clock = VirtualClock(0.0)
@@ -79,6 +83,7 @@ class Simulation:
             max_w + scenario.budget.reserve_w if unbounded else scenario.budget.watts(sum_tdp_w)
         )
         self.config = shell_config(scenario, self.budget_w)
+        self.layout = self.config.domain_layout()
         self.store = MemoryStore()
         self.shell: ControllerShell | None = self._new_shell()
         factory = embedded_agents()
@@ -87,7 +92,7 @@ class Simulation:
         for spec in scenario.nodes:
             for k, name in enumerate(spec.names()):
                 types = spec.gpu_types()
-                failsafe = [self.config.failsafe_limit_w(t) for t in types]
+                failsafe = [self.config.failsafe_limit_w(t, node=name) for t in types]
                 node = SimNode(
                     name,
                     types,
@@ -98,6 +103,7 @@ class Simulation:
                     interval_s,
                     self.plane.power_noise_frac,
                     scenario.seed * 100_003 + k,
+                    telemetry_ticks=round(self.plane.control_period_s / self.plane.step_s),
                 )
                 node.boot(0.0)
                 self.nodes[name] = node
@@ -124,6 +130,7 @@ class Simulation:
             seed=self.sc.seed,
             stale_after_s=self.plane.stale_after_s,
             policy=self.policy,
+            decide_config=self.decide_config,
         )
         return shell
 
@@ -136,7 +143,10 @@ class Simulation:
         sc = self.sc
         if not self.unbounded:
             for change in sc.budget.schedule:
-                self._at(change.t_s, "budget", change.watts(sc.sum_tdp_w()))
+                if change.domain is not None:
+                    self._at(change.t_s, "domain", (change.domain, change.budget_w))
+                else:
+                    self._at(change.t_s, "budget", change.watts(sc.sum_tdp_w()))
         for job in sc.jobs:
             for name in job.ids():
                 self._at(job.sim.arrive_s, "submit", (job, name))
@@ -160,9 +170,16 @@ class Simulation:
 
     def _apply(self, t: float, kind: str, what: Any) -> bool:
         shell = self.shell
-        if kind in ("budget", "submit") and shell is None:
+        if kind in ("budget", "domain", "submit") and shell is None:
             return False
-        if kind == "budget":
+        if kind == "domain":
+            assert shell is not None
+            name, limit_w = what
+            old_w = self.layout.usable_w[self.layout.names.index(name)]
+            new_limit_w, reserve_w = operator.set_domain_limit(shell, name, limit_w, None)
+            self.layout = self.layout.with_usable(name, new_limit_w - reserve_w)
+            self.result.domain_change(t, name, old_w, new_limit_w - reserve_w)
+        elif kind == "budget":
             assert shell is not None
             operator.set_budget(shell, float(what), None)
             self.result.budget_change(t, self.budget_w, float(what))
@@ -187,6 +204,14 @@ class Simulation:
         else:
             self._node_event(t, kind, what)
         return True
+
+    def apply_budget(self, t: float, budget_w: float) -> bool:
+        """Set the budget now as an operator would (the parent of a controller tree does).
+
+        Returns:
+            False when no controller runs to take it.
+        """
+        return self._apply(t, "budget", budget_w)
 
     def _node_event(self, t: float, kind: str, f: Any) -> None:
         node = self.nodes[f.node]
@@ -267,7 +292,7 @@ class Simulation:
                 for msg in ch.due_down(t):
                     reply = node.agent.on_message(msg, t)
                     if msg.WhichOneof("body") == "registered":
-                        node.backoff_s = 0.2
+                        node.reconnect.registered()
                     if reply is not None:
                         ch.send_up(t, reply)
             node.agent.check_failsafe(t)
@@ -324,17 +349,15 @@ class Simulation:
             ch.cut()
             self._disconnect(node.name)
 
-    def _telemetry(self, t: float, k: int) -> None:
-        ticks = round(self.plane.control_period_s / self.plane.step_s)
+    def _telemetry(self, t: float) -> None:
         factory = next(iter(self.nodes.values())).factory
         for node in self.nodes.values():
             if not node.up or node.agent is None:
                 continue
-            node.samples.MergeFrom(factory.sample(node.gpus, t))
-            if (k + 1) % ticks == 0:
-                if node.channel is not None and node.channel.open and node.agent.registered:
-                    node.channel.send_up(t, node.agent.telemetry(node.samples, t))
-                node.samples = agent_pb2.GpuSamples()
+            full = node.telemetry.add(factory.sample(node.gpus, t))
+            ch = node.channel
+            if full is not None and ch is not None and ch.open and node.agent.registered:
+                ch.send_up(t, node.agent.telemetry(full, t))
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> SimResult:
@@ -358,6 +381,7 @@ class Simulation:
         t = k * dt
         if k == 0:
             self.result.budget_change(0.0, None, self.budget_w)
+            self.result.track_domains(self.layout.names, self.layout.usable_w)
         self.clock.t_s = t
         self._fire(t)
         self._agents(t)
@@ -366,7 +390,7 @@ class Simulation:
         self.clock.t_s = t + dt
         for node in self.nodes.values():
             node.set_time(t + dt)
-        self._telemetry(t + dt, k)
+        self._telemetry(t + dt)
         self._finish_jobs(t + dt)
         self.result.step(
             t + dt,
@@ -378,9 +402,21 @@ class Simulation:
             self.window_s,
             [n.up for n, _ in self.physics.gpus],
         )
+        if self.layout.names:
+            held_w = self.domain_limits_w()
+            self.result.domain_step(t + dt, dt, self.layout.names, held_w, self.window_s)
         if self.trace is not None:
             self.trace.record(t + dt, self.physics.gpus, readings)
         self.k += 1
+
+    def domain_limits_w(self) -> list[float]:
+        """Per power domain, the limits its powered nodes' GPUs really hold now, watts."""
+        out = [0.0] * len(self.layout.names)
+        for name, node in self.nodes.items():
+            held_w = node.real_limits_w()
+            for at in self.layout.chain(name):
+                out[at] += held_w
+        return out
 
     def real_limits_w(self) -> float:
         """Sum of the limits the GPUs of powered nodes really hold now, watts."""

@@ -9,18 +9,16 @@ world's (:class:`SimShards`).
 
 from __future__ import annotations
 
+import random
 from importlib.metadata import entry_points
 from typing import Any
 
 from greenllm.devices.catalog import get_spec
 from greenllm.devices.simulated import SimulatedGPU
 from greenllm.errors import DevicePermissionError, GreenllmError
-from greenllm.proto.v1 import agent_pb2
+from greenllm.rpc.reconnect import Reconnect, TelemetryBatch
 from scheduler.sim.transport import Channel
 from scheduler.sim.world import ShardModel, World
-
-#: Reconnect delays of a simulated agent: first, and most, seconds.
-BACKOFF_S = (0.2, 2.0)
 
 
 def embedded_agents() -> Any:
@@ -93,6 +91,7 @@ class SimNode:
         failsafe_limits_w: Fail-safe limit per GPU until the controller sends others, watts.
         failsafe_timeout_s: The agents' fail-safe timeout, seconds.
         message_interval_s: Seconds between its telemetry messages.
+        telemetry_ticks: Steps of samples sent per telemetry message.
         power_noise_frac: Noise of power readings, a fraction of TDP.
         seed: Seed of its GPUs' sensor noise.
     """
@@ -108,6 +107,7 @@ class SimNode:
         message_interval_s: float,
         power_noise_frac: float,
         seed: int,
+        telemetry_ticks: int = 1,
     ) -> None:
         self.name = name
         self.factory = factory
@@ -127,9 +127,11 @@ class SimNode:
         self.partitioned = False
         self.channel: Channel | None = None
         self.connect_at_s = 0.0
-        self.backoff_s = BACKOFF_S[0]
-        self.samples = agent_pb2.GpuSamples()
-        self.ticks = 0
+        #: The live agent's reconnect policy, its jitter drawn from the node's seed.
+        self._rng = random.Random(seed)
+        self.reconnect = Reconnect(rng=self._rng)
+        #: The live agent's telemetry batching: a message every ``telemetry_ticks`` steps.
+        self.telemetry = TelemetryBatch(telemetry_ticks)
 
     def _power_on(self, t_s: float) -> None:
         """Fresh GPUs (their counters at 0, their limits at the default), as after a boot."""
@@ -165,6 +167,7 @@ class SimNode:
         )
         self.agent.boot(t_s)
         self.drop_stream(t_s)
+        self.reconnect = Reconnect(rng=self._rng)  # a new agent process: first delay again
         self.connect_at_s = t_s
 
     def crash(self, t_s: float) -> None:
@@ -196,8 +199,7 @@ class SimNode:
             self.channel = None
         if self.agent is not None:
             self.agent.stream_ended()
-        self.connect_at_s = t_s + self.backoff_s
-        self.backoff_s = min(BACKOFF_S[1], 2 * self.backoff_s)
+        self.connect_at_s = t_s + self.reconnect.lost()
 
     def real_limits_w(self) -> float:
         """Sum of the limits its GPUs really hold (0 while down), watts."""

@@ -6,7 +6,7 @@ controller."""
 from __future__ import annotations
 
 from greenllm.config import ClusterConfig, parse_cluster_config
-from scheduler.sim.nodes import BACKOFF_S
+from greenllm.rpc.reconnect import Backoff
 from scheduler.sim.scenario import ControlPlane, Scenario
 
 
@@ -20,9 +20,10 @@ def transition_window_s(plane: ControlPlane) -> float:
 
 def reconnect_s(plane: ControlPlane) -> float:
     """How long after a controller starts its agents may still be reconnecting, seconds:
-    their longest reconnect delay, then their registration's round trip."""
+    their longest reconnect delay (the live agent's backoff, which the simulated agents
+    run), then their registration's round trip."""
     round_trip_s = plane.ack_delay_s * (1 + plane.ack_jitter_frac) + plane.telemetry_delay_s
-    return BACKOFF_S[1] + round_trip_s
+    return Backoff().longest_delay_s() + round_trip_s
 
 
 def shell_config(sc: Scenario, budget_w: float) -> ClusterConfig:
@@ -44,6 +45,7 @@ def shell_config(sc: Scenario, budget_w: float) -> ClusterConfig:
             "auth": {"enabled": False},
             # every job the scenario submits may wait (a refusal would end the run)
             "controller": {"max_waiting_jobs": max(1000, sum(len(j.ids()) for j in sc.jobs))},
+            "power_domains": [d.model_dump() for d in sc.power_domains],
         },
         f"scenario {sc.name}",
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -152,6 +152,58 @@ def p99(values: Iterable[float]) -> float | None:
 
 
 @dataclass
+class Allowance:
+    """The most a budget (the cluster's, or a power domain's) allows at each time, its
+    transitions included: a change may take ``window_s`` to reach the GPUs, a controller
+    outage holds a transition open, and a change made before the agents are back runs one
+    window once they have reconnected.
+
+    Attributes:
+        changes: ``(time s, watts)`` of each change, in time order.
+    """
+
+    changes: list[tuple[float, float]]
+    #: Transitions restarted by a controller: (until, watts allowed until then).
+    _holds: list[tuple[float, float]] = field(default_factory=list)
+    #: After a controller start: until when its agents may still be reconnecting, and
+    #: until when a cut made meanwhile may be in transition, seconds.
+    _reconnecting: tuple[float, float] = (0.0, 0.0)
+    #: While no controller runs: the most allowed when it died, watts.
+    _down_allowed_w: float | None = None
+
+    def change(self, t: float, old_w: float | None, new_w: float) -> None:
+        """The budget becomes ``new_w`` at ``t``."""
+        self.changes.append((t, new_w))
+        reconnect_until_s, hold_until_s = self._reconnecting
+        if old_w is not None and new_w < old_w and t < reconnect_until_s:
+            self._holds.append((hold_until_s, old_w))  # agents may not be back to carry it out
+
+    def down(self, t: float, window_s: float) -> None:
+        """No controller runs from ``t``."""
+        self._down_allowed_w = self.allowed_w(t, window_s)
+
+    def up(self, t: float, reconnect_s: float, window_s: float) -> None:
+        """A controller runs again from ``t``; its agents are back within ``reconnect_s``."""
+        self._reconnecting = (t + reconnect_s, t + reconnect_s + window_s)
+        if self._down_allowed_w is None:
+            return
+        if self.changes and self._down_allowed_w > self.changes[-1][1]:
+            self._holds.append((t + reconnect_s + window_s, self._down_allowed_w))
+        self._down_allowed_w = None
+
+    def allowed_w(self, t: float, window_s: float) -> float:
+        """The highest budget in force during the last ``window_s`` seconds, or held by a
+        transition a controller outage interrupted, watts."""
+        allowed = self._down_allowed_w or 0.0
+        allowed = max([allowed, *(w for until_s, w in self._holds if t < until_s)])
+        for at_s, watts in reversed(self.changes):
+            allowed = max(allowed, watts)
+            if at_s <= t - window_s:
+                break
+        return allowed
+
+
+@dataclass
 class SimResult:
     """Everything a run measured.
 
@@ -159,7 +211,10 @@ class SimResult:
     over the budget, the transition after a cut included; the ``*_after_transition`` figures
     leave out the first ``transition_window_s`` after each budget change.
     ``limits_over_budget_s`` / ``max_limits_over_budget_w``: steps outside those windows where
-    the limits the GPUs really held summed above budget - reserve (the safety invariant). A
+    the limits the GPUs really held summed above budget - reserve (the safety invariant);
+    ``domain_limits_over_s`` / ``max_domain_limits_over_w`` (per domain) the same for each
+    power domain's limit - reserve (with the same window after a change of a domain's
+    limit). A
     budget change is carried out by a running controller: a window that a controller outage
     interrupts lasts the outage and starts over when a controller runs again; it, and a change
     made before the agents are back, run one window once they have reconnected.
@@ -177,6 +232,8 @@ class SimResult:
     limits_over_budget_s: float = 0.0
     max_limits_over_budget_w: float = 0.0
     transition_window_s: float = 0.0
+    domain_limits_over_s: float = 0.0
+    max_domain_limits_over_w: dict[str, float] = field(default_factory=dict)
     times_s: list[float] = field(default_factory=list)
     power_w: list[float] = field(default_factory=list)
     budget_w: list[float] = field(default_factory=list)
@@ -194,13 +251,10 @@ class SimResult:
     p99_ttft_s: dict[str, float | None] = field(default_factory=dict)
     p99_tpot_s: dict[str, float | None] = field(default_factory=dict)
     _open_cut: tuple[float, float] | None = None
-    #: Transitions restarted by a controller: (until, budget allowed until then, watts).
-    _holds: list[tuple[float, float]] = field(default_factory=list)
-    #: After a controller start: until when its agents may still be reconnecting, and
-    #: until when a cut made meanwhile may be in transition, seconds.
-    _reconnecting: tuple[float, float] = (0.0, 0.0)
-    #: While no controller runs: the highest budget allowed when it died, watts.
-    _down_allowed_w: float | None = None
+    #: What the budget allows over time, transitions included.
+    _budget: Allowance = field(default_factory=lambda: Allowance([]))
+    #: The same per power domain (by name).
+    _domains: dict[str, Allowance] = field(default_factory=dict)
     #: GPU rows of each node, in the simulation's GPU order.
     _node_of: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -221,38 +275,31 @@ class SimResult:
     def budget_change(self, t: float, old_w: float | None, new_w: float) -> None:
         """Record a budget change (a cut opens a response-time measurement)."""
         self.budget_changes.append((t, new_w))
+        self._budget.change(t, old_w, new_w)
         if old_w is not None and new_w < old_w:
             self._open_cut = (t, new_w)
-            reconnect_until_s, hold_until_s = self._reconnecting
-            if t < reconnect_until_s:  # agents may not be back yet to carry it out
-                self._holds.append((hold_until_s, old_w))
+
+    def track_domains(self, names: Sequence[str], usable_w: Sequence[float]) -> None:
+        """Start tracking the power domains' usable watts (limit - reserve) at time 0."""
+        for name, watts in zip(names, usable_w, strict=True):
+            self._domains[name] = Allowance([(0.0, watts)])
+
+    def domain_change(self, t: float, name: str, old_w: float, new_w: float) -> None:
+        """Record a change of a power domain's usable watts (limit - reserve)."""
+        self._domains[name].change(t, old_w, new_w)
 
     def controller_down(self, t: float, window_s: float) -> None:
         """The controller died at ``t``: a budget change it acknowledged but had not yet
         carried out stays in transition until a controller runs again."""
-        self._down_allowed_w = self._allowed_w(t, window_s)
+        for allowance in (self._budget, *self._domains.values()):
+            allowance.down(t, window_s)
 
     def controller_up(self, t: float, reconnect_s: float, window_s: float) -> None:
         """A controller runs again from ``t``; its agents are back within ``reconnect_s``.
         A transition the outage interrupted, or a cut made before the agents are back, is
         carried out once they are, within one ``window_s``."""
-        self._reconnecting = (t + reconnect_s, t + reconnect_s + window_s)
-        if self._down_allowed_w is None:
-            return
-        if self.budget_changes and self._down_allowed_w > self.budget_changes[-1][1]:
-            self._holds.append((t + reconnect_s + window_s, self._down_allowed_w))
-        self._down_allowed_w = None
-
-    def _allowed_w(self, t: float, window_s: float) -> float:
-        """The highest budget in force during the last ``window_s`` seconds, or held by a
-        transition a controller outage interrupted, watts."""
-        allowed = self._down_allowed_w or 0.0
-        allowed = max([allowed, *(w for until_s, w in self._holds if t < until_s)])
-        for at_s, watts in reversed(self.budget_changes):
-            allowed = max(allowed, watts)
-            if at_s <= t - window_s:
-                break
-        return allowed
+        for allowance in (self._budget, *self._domains.values()):
+            allowance.up(t, reconnect_s, window_s)
 
     def step(
         self,
@@ -274,7 +321,7 @@ class SimResult:
         self.power_w.append(cluster_w)
         self.budget_w.append(budget_w)
         self.limits_w.append(real_limits_w)
-        allowed_w = self._allowed_w(t, window_s)
+        allowed_w = self._budget.allowed_w(t, window_s)
         if cluster_w > budget_w + 1e-6:
             self.budget_violation_s += dt
             self.max_overshoot_w = max(self.max_overshoot_w, cluster_w - budget_w)
@@ -291,6 +338,27 @@ class SimResult:
         if self._open_cut is not None and cluster_w <= self._open_cut[1] + 1e-6:
             self.cut_response_s.append(t - self._open_cut[0])
             self._open_cut = None
+
+    def domain_step(
+        self,
+        t: float,
+        dt: float,
+        names: Sequence[str],
+        held_w: Sequence[float],
+        window_s: float,
+    ) -> None:
+        """Record the power domains' side of the invariant for one step: the limits the
+        GPUs under each domain really held against its limit - reserve (the highest in
+        force over the transition window after a change of it), watts."""
+        over = False
+        for name, held in zip(names, held_w, strict=True):
+            usable = self._domains[name].allowed_w(t, window_s)
+            if held > usable + 1e-6:
+                over = True
+                worst = self.max_domain_limits_over_w.get(name, 0.0)
+                self.max_domain_limits_over_w[name] = max(worst, held - usable)
+        if over:
+            self.domain_limits_over_s += dt
 
     def _idle(self, readings: Any, dt: float) -> None:
         """Energy of the GPUs no job held, per node; time each node had no GPU held."""
@@ -355,6 +423,8 @@ class SimResult:
             "max_overshoot_after_transition_w": self.max_overshoot_after_transition_w,
             "limits_over_budget_s": self.limits_over_budget_s,
             "max_limits_over_budget_w": self.max_limits_over_budget_w,
+            "domain_limits_over_s": self.domain_limits_over_s,
+            "max_domain_limits_over_w": self.max_domain_limits_over_w,
             "slo_met": {j: ok for j, (ok, _) in self.slo.items()},
             "slo_detail": {j: why for j, (_, why) in self.slo.items()},
             "unmet_slo_reports": self.unmet_slo_reports,

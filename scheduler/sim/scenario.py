@@ -18,10 +18,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from greenllm.config import GPUGroup, load_yaml_mapping, registered_policies, validate
+from greenllm.config import (
+    GPUGroup,
+    PowerDomain,
+    load_yaml_mapping,
+    registered_policies,
+    validate,
+)
 from greenllm.devices.catalog import get_spec
 from greenllm.devices.physics import Workload
 from greenllm.jobspec import JobSpec
+from greenllm.power_domains import DomainLayout, resolve
 from scheduler.sim.legacy import upgrade_scenario
 
 
@@ -52,22 +59,28 @@ class SimNode(_Strict):
 
 
 class BudgetChange(_Strict):
-    """At ``t_s``, the budget becomes ``budget_w`` or ``frac_of_tdp`` times the summed TDP.
+    """At ``t_s``, the budget becomes ``budget_w`` or ``frac_of_tdp`` times the summed TDP;
+    with ``domain``, that power domain's ``limit_w`` becomes ``budget_w`` instead (as
+    ``greenllm budget set --domain``).
 
     Attributes:
         t_s: When the budget changes, seconds of virtual time.
         budget_w: The new budget, watts (give this or ``frac_of_tdp``).
         frac_of_tdp: The new budget as a fraction of the GPUs' summed TDP.
+        domain: The power domain whose limit changes (None: the cluster budget).
     """
 
     t_s: float = Field(ge=0, allow_inf_nan=False)
     budget_w: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     frac_of_tdp: float | None = Field(default=None, gt=0, le=2, allow_inf_nan=False)
+    domain: str | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> BudgetChange:
         if (self.budget_w is None) == (self.frac_of_tdp is None):
             raise ValueError("give exactly one of budget_w and frac_of_tdp")
+        if self.domain is not None and self.budget_w is None:
+            raise ValueError("a domain's change gives budget_w (its new limit_w)")
         return self
 
     def watts(self, sum_tdp_w: float) -> float:
@@ -272,6 +285,8 @@ class Scenario(_Strict):
         failures: Node failures to inject.
         controller_restarts: Controller restarts to inject.
         control: How the simulated control plane behaves (periods, delays, timeouts).
+        power_domains: The power tree over the nodes, as in cluster.yaml (names of
+            repeated nodes, ``NAME-0`` ..., or patterns such as ``row0-*``).
     """
 
     name: str = "scenario"
@@ -284,6 +299,7 @@ class Scenario(_Strict):
     failures: list[Failure] = Field(default_factory=list)
     controller_restarts: list[ControllerRestart] = Field(default_factory=list)
     control: ControlPlane = ControlPlane()
+    power_domains: list[PowerDomain] = Field(default_factory=list)
 
     @field_validator("policy")
     @classmethod
@@ -298,6 +314,8 @@ class Scenario(_Strict):
         names = [n for node in self.nodes for n in node.names()]
         if len(set(names)) != len(names):
             raise ValueError("node names must be unique")
+        layout = resolve(self.power_domains, names)
+        self._check_domain_changes(layout)
         known = set(names)
         for f in self.failures:
             if f.node not in known:
@@ -310,7 +328,9 @@ class Scenario(_Strict):
         reserve_w = self.budget.reserve_w
         budgets = [("budget", self.budget.watts(sum_tdp_w))]
         budgets += [
-            (f"budget.schedule at {c.t_s:g} s", c.watts(sum_tdp_w)) for c in self.budget.schedule
+            (f"budget.schedule at {c.t_s:g} s", c.watts(sum_tdp_w))
+            for c in self.budget.schedule
+            if c.domain is None
         ]
         for where, watts in budgets:
             if reserve_w >= watts:
@@ -328,6 +348,31 @@ class Scenario(_Strict):
                     f"budget.schedule: t_s {c.t_s:g} is not before duration_s {self.duration_s:g}"
                 )
         return self
+
+    def _check_domain_changes(self, layout: DomainLayout) -> None:
+        """Each domain change names a domain, and leaves room for its GPUs' minimums."""
+        types = {n: node.gpu_types() for node in self.nodes for n in node.names()}
+        for c in self.budget.schedule:
+            if c.domain is None:
+                continue
+            if c.domain not in layout.names:
+                known = ", ".join(layout.names) or "none"
+                raise ValueError(
+                    f"budget.schedule at {c.t_s:g} s: no power domain {c.domain!r} (known: {known})"
+                )
+            at = layout.names.index(c.domain)
+            domain = next(
+                d for top in self.power_domains for d, _ in top.walk() if d.name == c.domain
+            )
+            floor_w = sum(
+                get_spec(t).min_power_limit_w for n in layout.nodes_under(at) for t in types[n]
+            )
+            if (c.budget_w or 0.0) - domain.reserve_w < floor_w:
+                raise ValueError(
+                    f"budget.schedule at {c.t_s:g} s: domain {c.domain} limit {c.budget_w:g} W - "
+                    f"reserve {domain.reserve_w:g} W is below its GPUs' minimum power limits "
+                    f"({floor_w:g} W)"
+                )
 
     def sum_tdp_w(self) -> float:
         """Summed TDP of every GPU, watts."""

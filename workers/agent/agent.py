@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from importlib.metadata import version
 from typing import TypeVar
 
@@ -26,6 +24,7 @@ from greenllm.errors import GreenllmError
 from greenllm.proto.v1 import agent_pb2, agent_pb2_grpc
 from greenllm.rpc.auth import agent_token, agent_token_from_env, bearer_metadata, check_node_token
 from greenllm.rpc.channel import aio_channel
+from greenllm.rpc.reconnect import Backoff, Reconnect, TelemetryBatch
 from workers.agent import devices
 from workers.agent.core import AgentCore, ShardRunner
 from workers.agent.statefile import AgentStateFile
@@ -37,23 +36,6 @@ T = TypeVar("T")
 
 #: Telemetry batches allowed to wait for the stream; newer ones are dropped beyond that.
 MAX_QUEUED_BATCHES = 50
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Reconnect delays: ``initial_s`` doubling up to ``max_s``, spread by +-``jitter``."""
-
-    initial_s: float = 0.2
-    max_s: float = 5.0
-    jitter: float = 0.2
-
-    def grow(self, base_s: float | None) -> float:
-        """The next base delay after ``base_s`` (None: the first retry), seconds."""
-        return self.initial_s if base_s is None else min(self.max_s, base_s * 2)
-
-    def spread(self, base_s: float) -> float:
-        """``base_s`` with jitter applied, seconds."""
-        return base_s * random.uniform(1 - self.jitter, 1 + self.jitter)
 
 
 def address_toward(target: str) -> str:
@@ -121,7 +103,7 @@ class NodeAgent:
         gpus = list(gpus) if gpus is not None else get_gpus(config, node)
         self._token = token
         self._address = address or config.controller.address
-        self._backoff = backoff or Backoff()
+        self._reconnect = Reconnect(backoff or Backoff())
         if batch_ticks is None:
             batch_ticks = round(config.control_period_s / config.telemetry_interval_s)
         self.batch_ticks = max(1, batch_ticks)
@@ -139,7 +121,7 @@ class NodeAgent:
         self.core = AgentCore(
             node=self.node,
             gpus=gpus,
-            failsafe_limits_w=[devices.failsafe_limit_w(config, g) for g in gpus],
+            failsafe_limits_w=[devices.failsafe_limit_w(config, g, self.node) for g in gpus],
             failsafe_timeout_s=config.failsafe.timeout_s,
             state=AgentStateFile(config.state_dir / f"agent-{self.node}.json"),
             shards=self.shards,
@@ -182,7 +164,6 @@ class NodeAgent:
         if errors:
             log.error("node %s: could not cap GPUs at start: %s", self.node, errors)
         watchdog = asyncio.create_task(self._watch_failsafe())
-        base_s: float | None = None
         try:
             while True:
                 try:
@@ -198,10 +179,9 @@ class NodeAgent:
                 except GreenllmError as exc:
                     log.warning("node %s: %s", self.node, exc)
                 if self.registered:
-                    base_s = None
+                    self._reconnect.registered()
                 self.core.stream_ended()
-                base_s = self._backoff.grow(base_s)
-                await asyncio.sleep(self._backoff.spread(base_s))
+                await asyncio.sleep(self._reconnect.lost())
         finally:
             watchdog.cancel()
             self._device_thread.shutdown(wait=False)
@@ -239,20 +219,16 @@ class NodeAgent:
     async def _stream_telemetry(self, outbox: asyncio.Queue[agent_pb2.AgentMessage]) -> None:
         interval_s = self.config.telemetry_interval_s
         next_s = time.monotonic()
-        samples = agent_pb2.GpuSamples()
-        ticks = 0
+        batch = TelemetryBatch(self.batch_ticks)
         while True:
+            full = None
             try:
-                samples.MergeFrom(await self._on_device(devices.sample, self.gpus))
-                ticks += 1
+                full = batch.add(await self._on_device(devices.sample, self.gpus))
             except Exception:  # a device error must not end the telemetry stream
                 log.exception("node %s: sampling failed", self.node)
-            if ticks >= self.batch_ticks:
-                if outbox.qsize() < MAX_QUEUED_BATCHES:
-                    message = await self._on_device(self.core.telemetry, samples, time.time())
-                    outbox.put_nowait(message)
-                samples = agent_pb2.GpuSamples()
-                ticks = 0
+            if full is not None and outbox.qsize() < MAX_QUEUED_BATCHES:
+                message = await self._on_device(self.core.telemetry, full, time.time())
+                outbox.put_nowait(message)
             next_s = max(next_s + interval_s, time.monotonic())
             await asyncio.sleep(next_s - time.monotonic())
 

@@ -34,12 +34,13 @@ def _or(read: Callable[[], float], fallback: float, what: str, gpu: GPU) -> floa
         return fallback
 
 
-def failsafe_limit_w(config: ClusterConfig, gpu: GPU) -> float:
+def failsafe_limit_w(config: ClusterConfig, gpu: GPU, node: str | None = None) -> float:
     """The fail-safe limit this GPU holds without a controller, watts: its share of the
     config's usable budget (:meth:`ClusterConfig.failsafe_limit_w`), within the range it
     reports. A type the catalog does not know is first made known from what it reports
     (:func:`~greenllm.devices.catalog.spec_from_reported`), so an agent on a new GPU model
-    starts instead of failing.
+    starts instead of failing. ``node``: the agent's node, whose power domains bound the
+    share too.
 
     Raises:
         DeviceError: Its power-limit range cannot be read.
@@ -60,7 +61,7 @@ def failsafe_limit_w(config: ClusterConfig, gpu: GPU) -> float:
                 _or(gpu.memory_total_mib, 0.0, "memory size", gpu),
             )
         )
-    share_w = config.failsafe_limit_w(gpu.gpu_type)
+    share_w = config.failsafe_limit_w(gpu.gpu_type, node=node)
     return min(c.max_power_limit_w, max(c.min_power_limit_w, share_w))
 
 

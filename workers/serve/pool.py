@@ -1,12 +1,12 @@
 """Replicas behind one endpoint, and how a request picks one.
 
-Routing is weighted least-loaded (nginx's ``least_conn`` with weights): a request goes to the
-replica of its model with the fewest requests in flight (queued + in batch) per unit of
-weight; ties go by smooth weighted round robin, so an idle pool still spreads requests in
-proportion to the weights. A replica with weight 0 takes no new requests; one whose queue
-is full is skipped. The weights are meant to follow each replica's measured throughput at
-its current power limit and clocks (the controller sets them; :meth:`ReplicaPool.set_weights`
-can be called at any time, from any thread).
+Routing is the ingress's and the simulator's one rule (:func:`greenllm.serving.routing.route_key`,
+weighted least-loaded as nginx's ``least_conn`` with weights): a request goes to the replica
+of its model with the fewest requests in flight (queued + in batch, the new one counted) per
+unit of weight; ties go to the lowest name. A replica with weight 0 takes no new requests;
+one whose queue is full is skipped. The weights are meant to follow each replica's measured
+throughput at its current power limit and clocks (the controller sets them;
+:meth:`ReplicaPool.set_weights` can be called at any time, from any thread).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from greenllm.serving.routing import route_key
 from greenllm.workloads import Tokenizer
 from workers.serve.metrics import ReplicaMetrics
 from workers.serve.stream import (
@@ -99,7 +100,6 @@ class ReplicaPool:
         self._lock = threading.Lock()
         self._replicas: dict[str, Replica] = {}
         self._weights: dict[str, float] = {}
-        self._rr: dict[str, float] = {}
         for replica in replicas:
             self.add(replica)
 
@@ -109,13 +109,11 @@ class ReplicaPool:
         with self._lock:
             self._replicas[replica.name] = replica
             self._weights[replica.name] = weight
-            self._rr.setdefault(replica.name, 0.0)
 
     def remove(self, name: str) -> Replica | None:
         """Stop routing to ``name``; returns it (None if unknown). It is not stopped."""
         with self._lock:
             self._weights.pop(name, None)
-            self._rr.pop(name, None)
             return self._replicas.pop(name, None)
 
     def replicas(self) -> dict[str, Replica]:
@@ -174,18 +172,8 @@ class ReplicaPool:
             scored = []
             for name, replica in live:
                 queued, in_batch = replica.load_now()
-                scored.append(((queued + in_batch + 1) / self._weights[name], name, replica))
-            if not scored:
-                return []
-            best = min(s[0] for s in scored)
-            ties = [s for s in scored if s[0] <= best * (1 + 1e-9)]
-            total = sum(self._weights[name] for _, name, _ in ties)
-            for _, name, _ in ties:
-                self._rr[name] += self._weights[name]
-            first = max(ties, key=lambda s: self._rr[s[1]])
-            self._rr[first[1]] -= total
-            rest = sorted((s for s in scored if s is not first), key=lambda s: s[0])
-            return [first[2]] + [s[2] for s in rest]
+                scored.append((route_key(queued + in_batch, self._weights[name], name), replica))
+            return [replica for _, replica in sorted(scored, key=lambda s: s[0])]
 
     def submit(
         self,

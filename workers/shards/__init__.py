@@ -8,6 +8,4 @@
   :mod:`greenllm.pacing`; see ``docs/simulated-gpus.md``).
 - :mod:`workers.shards.decode`: batched greedy decoding with a KV cache (its left padding
   is the serving engine's, :mod:`workers.serve.kvbatch`).
-- :mod:`workers.shards.loadgen`: request arrivals (Poisson, bursty, Azure trace files).
-- :mod:`workers.shards.router`: requests across replicas in proportion to throughput.
 """

@@ -24,13 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17greenllm/v1/agent.proto\x12\x0bgreenllm.v1\"\x9a\x01\n\x0c\x41gentMessage\x12)\n\x08register\x18\x01 \x01(\x0b\x32\x15.greenllm.v1.RegisterH\x00\x12\x30\n\ttelemetry\x18\x02 \x01(\x0b\x32\x1b.greenllm.v1.TelemetryBatchH\x00\x12%\n\x04\x61\x63ks\x18\x03 \x01(\x0b\x32\x15.greenllm.v1.AckBatchH\x00\x42\x06\n\x04\x62ody\"\xa6\x01\n\x11\x43ontrollerMessage\x12-\n\nregistered\x18\x01 \x01(\x0b\x32\x17.greenllm.v1.RegisteredH\x00\x12-\n\x08\x63ommands\x18\x02 \x01(\x0b\x32\x19.greenllm.v1.CommandBatchH\x00\x12+\n\theartbeat\x18\x03 \x01(\x0b\x32\x16.greenllm.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\x88\x02\n\x07GpuInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x19\n\x11min_power_limit_w\x18\x04 \x01(\x01\x12\x19\n\x11max_power_limit_w\x18\x05 \x01(\x01\x12\x1d\n\x15\x64\x65\x66\x61ult_power_limit_w\x18\x06 \x01(\x01\x12\x15\n\rpower_limit_w\x18\x07 \x01(\x01\x12\x18\n\x10min_sm_clock_mhz\x18\x08 \x01(\r\x12\x18\n\x10max_sm_clock_mhz\x18\t \x01(\r\x12\x18\n\x10memory_total_mib\x18\n \x01(\x01\x12\x18\n\x10\x66\x61ilsafe_limit_w\x18\x0b \x01(\x01\"\xa3\x01\n\x08Register\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\"\n\x04gpus\x18\x02 \x03(\x0b\x32\x14.greenllm.v1.GpuInfo\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61ilsafe_active\x18\x04 \x01(\x08\x12$\n\x1ctelemetry_message_interval_s\x18\x05 \x01(\x01\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\"X\n\nRegistered\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x18\n\x10\x63ontrol_period_s\x18\x02 \x01(\x01\x12\x1c\n\x14telemetry_interval_s\x18\x03 \x01(\x01\"\xc9\x01\n\nGpuSamples\x12\r\n\x05index\x18\x01 \x03(\r\x12\x13\n\x0btimestamp_s\x18\x02 \x03(\x01\x12\x0f\n\x07power_w\x18\x03 \x03(\x01\x12\x10\n\x08\x65nergy_j\x18\x04 \x03(\x01\x12\x15\n\rpower_limit_w\x18\x05 \x03(\x01\x12\x14\n\x0csm_clock_mhz\x18\x06 \x03(\x01\x12\x17\n\x0futilization_pct\x18\x07 \x03(\x01\x12\x15\n\rtemperature_c\x18\x08 \x03(\x01\x12\x17\n\x0fmemory_used_mib\x18\t \x03(\x01\"\x8f\x05\n\x0bShardSample\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0btimestamp_s\x18\x03 \x01(\x01\x12\x12\n\nwork_units\x18\x04 \x01(\x01\x12\r\n\x05steps\x18\x05 \x01(\x04\x12\x10\n\x08requests\x18\x06 \x01(\x04\x12\r\n\x05state\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x12\n\ngeneration\x18\t \x01(\r\x12\x15\n\roffered_units\x18\n \x01(\x01\x12\x14\n\x0cqueued_units\x18\x0b \x01(\x01\x12\x10\n\x08\x65ndpoint\x18\x0c \x01(\t\x12\x12\n\nttft_p50_s\x18\r \x01(\x01\x12\x12\n\nttft_p99_s\x18\x0e \x01(\x01\x12\x12\n\ntpot_p50_s\x18\x0f \x01(\x01\x12\x12\n\ntpot_p99_s\x18\x10 \x01(\x01\x12\x17\n\x0fqueued_requests\x18\x11 \x01(\r\x12\x19\n\x11rejected_requests\x18\x12 \x01(\x04\x12\x15\n\ridle_energy_j\x18\x13 \x01(\x01\x12\x1e\n\x11gpu_wait_fraction\x18\x14 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\tcpu_bound\x18\x15 \x01(\x08\x12\x16\n\x0estart_energy_j\x18\x16 \x01(\x01\x12\x1f\n\x17\x62ooked_energy_counter_j\x18\x17 \x01(\x01\x12\x1d\n\x15offered_prompt_tokens\x18\x18 \x01(\x01\x12\x1c\n\x14queued_prompt_tokens\x18\x19 \x01(\x01\x12\x15\n\roldest_wait_s\x18\x1a \x01(\x01\x12\x32\n\x0e\x65ngine_metrics\x18( \x01(\x0b\x32\x1a.greenllm.v1.EngineMetricsB\x14\n\x12_gpu_wait_fraction\"\x88\x02\n\rEngineMetrics\x12\x0e\n\x06\x65ngine\x18\x01 \x01(\t\x12\x18\n\x10requests_running\x18\x02 \x01(\x01\x12\x18\n\x10requests_waiting\x18\x03 \x01(\x01\x12\x16\n\x0ekv_cache_usage\x18\x04 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x01\x12\x19\n\x11generation_tokens\x18\x06 \x01(\x01\x12\x1a\n\x12requests_succeeded\x18\x07 \x01(\x01\x12\x1c\n\x14proxy_prefill_tokens\x18\x08 \x01(\x01\x12\x1b\n\x13proxy_decode_tokens\x18\t \x01(\x01\x12\x12\n\nmetrics_ok\x18\n \x01(\x08\"N\n\x08LogChunk\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\xd0\x01\n\x0eTelemetryBatch\x12%\n\x04gpus\x18\x01 \x01(\x0b\x32\x17.greenllm.v1.GpuSamples\x12(\n\x06shards\x18\x02 \x03(\x0b\x32\x18.greenllm.v1.ShardSample\x12\x17\n\x0f\x66\x61ilsafe_active\x18\x03 \x01(\x08\x12#\n\x04logs\x18\x04 \x03(\x0b\x32\x15.greenllm.v1.LogChunk\x12\x13\n\x0bstate_error\x18\x05 \x01(\t\x12\x1a\n\x12persisted_limits_w\x18\x06 \x03(\x01\"9\n\rSetPowerLimit\x12\x11\n\tgpu_index\x18\x01 \x01(\r\x12\x15\n\rpower_limit_w\x18\x02 \x01(\x01\"U\n\x0cLockSmClocks\x12\x11\n\tgpu_index\x18\x01 \x01(\r\x12\x18\n\x10min_sm_clock_mhz\x18\x02 \x01(\r\x12\x18\n\x10max_sm_clock_mhz\x18\x03 \x01(\r\"\"\n\rResetSmClocks\x12\x11\n\tgpu_index\x18\x01 \x01(\r\"\xf6\x01\n\nStartShard\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bgpu_indices\x18\x03 \x03(\r\x12\x11\n\tspec_json\x18\x04 \x01(\t\x12\x12\n\ngeneration\x18\x05 \x01(\r\x12\x13\n\x0bmaster_addr\x18\x06 \x01(\t\x12\x13\n\x0bmaster_port\x18\x07 \x01(\r\x12\x12\n\nworld_size\x18\x08 \x01(\r\x12\x0c\n\x04rank\x18\t \x01(\r\x12\x12\n\nlocal_rank\x18\n \x01(\r\x12\x18\n\x10local_world_size\x18\x0b \x01(\r\x12\x10\n\x08gpu_uuid\x18\x0c \x01(\t\"%\n\x11SetFailsafeLimits\x12\x10\n\x08limits_w\x18\x01 \x03(\x01\"\x1d\n\tStopShard\x12\x10\n\x08shard_id\x18\x01 \x01(\t\"{\n\x0eSetLoadWeights\x12\x39\n\x07weights\x18\x01 \x03(\x0b\x32(.greenllm.v1.SetLoadWeights.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa0\x03\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\x04\x12\x35\n\x0fset_power_limit\x18\x02 \x01(\x0b\x32\x1a.greenllm.v1.SetPowerLimitH\x00\x12\x33\n\x0elock_sm_clocks\x18\x03 \x01(\x0b\x32\x19.greenllm.v1.LockSmClocksH\x00\x12\x35\n\x0freset_sm_clocks\x18\x04 \x01(\x0b\x32\x1a.greenllm.v1.ResetSmClocksH\x00\x12.\n\x0bstart_shard\x18\x05 \x01(\x0b\x32\x17.greenllm.v1.StartShardH\x00\x12,\n\nstop_shard\x18\x06 \x01(\x0b\x32\x16.greenllm.v1.StopShardH\x00\x12\x37\n\x10set_load_weights\x18\x07 \x01(\x0b\x32\x1b.greenllm.v1.SetLoadWeightsH\x00\x12=\n\x13set_failsafe_limits\x18\x08 \x01(\x0b\x32\x1e.greenllm.v1.SetFailsafeLimitsH\x00\x42\x08\n\x06\x61\x63tion\"\xb3\x01\n\nCommandAck\x12\x12\n\ncommand_id\x18\x01 \x01(\x04\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\x05\x12\x1c\n\x0f\x61pplied_limit_w\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rnot_persisted\x18\x06 \x01(\x08\x12\x19\n\x11persisted_limit_w\x18\x07 \x01(\x01\x42\x12\n\x10_applied_limit_w\"6\n\x0c\x43ommandBatch\x12&\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x14.greenllm.v1.Command\"1\n\x08\x41\x63kBatch\x12%\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x17.greenllm.v1.CommandAck\" \n\tHeartbeat\x12\x13\n\x0btimestamp_s\x18\x01 \x01(\x01\x32Q\n\x05\x41gent\x12H\n\x07\x43onnect\x12\x19.greenllm.v1.AgentMessage\x1a\x1e.greenllm.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17greenllm/v1/agent.proto\x12\x0bgreenllm.v1\"\x9a\x01\n\x0c\x41gentMessage\x12)\n\x08register\x18\x01 \x01(\x0b\x32\x15.greenllm.v1.RegisterH\x00\x12\x30\n\ttelemetry\x18\x02 \x01(\x0b\x32\x1b.greenllm.v1.TelemetryBatchH\x00\x12%\n\x04\x61\x63ks\x18\x03 \x01(\x0b\x32\x15.greenllm.v1.AckBatchH\x00\x42\x06\n\x04\x62ody\"\xa6\x01\n\x11\x43ontrollerMessage\x12-\n\nregistered\x18\x01 \x01(\x0b\x32\x17.greenllm.v1.RegisteredH\x00\x12-\n\x08\x63ommands\x18\x02 \x01(\x0b\x32\x19.greenllm.v1.CommandBatchH\x00\x12+\n\theartbeat\x18\x03 \x01(\x0b\x32\x16.greenllm.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\x88\x02\n\x07GpuInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x19\n\x11min_power_limit_w\x18\x04 \x01(\x01\x12\x19\n\x11max_power_limit_w\x18\x05 \x01(\x01\x12\x1d\n\x15\x64\x65\x66\x61ult_power_limit_w\x18\x06 \x01(\x01\x12\x15\n\rpower_limit_w\x18\x07 \x01(\x01\x12\x18\n\x10min_sm_clock_mhz\x18\x08 \x01(\r\x12\x18\n\x10max_sm_clock_mhz\x18\t \x01(\r\x12\x18\n\x10memory_total_mib\x18\n \x01(\x01\x12\x18\n\x10\x66\x61ilsafe_limit_w\x18\x0b \x01(\x01\"\xa3\x01\n\x08Register\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\"\n\x04gpus\x18\x02 \x03(\x0b\x32\x14.greenllm.v1.GpuInfo\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61ilsafe_active\x18\x04 \x01(\x08\x12$\n\x1ctelemetry_message_interval_s\x18\x05 \x01(\x01\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\"`\n\nRegistered\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1c\n\x10\x63ontrol_period_s\x18\x02 \x01(\x01\x42\x02\x18\x01\x12 \n\x14telemetry_interval_s\x18\x03 \x01(\x01\x42\x02\x18\x01\"\xc9\x01\n\nGpuSamples\x12\r\n\x05index\x18\x01 \x03(\r\x12\x13\n\x0btimestamp_s\x18\x02 \x03(\x01\x12\x0f\n\x07power_w\x18\x03 \x03(\x01\x12\x10\n\x08\x65nergy_j\x18\x04 \x03(\x01\x12\x15\n\rpower_limit_w\x18\x05 \x03(\x01\x12\x14\n\x0csm_clock_mhz\x18\x06 \x03(\x01\x12\x17\n\x0futilization_pct\x18\x07 \x03(\x01\x12\x15\n\rtemperature_c\x18\x08 \x03(\x01\x12\x17\n\x0fmemory_used_mib\x18\t \x03(\x01\"\x8f\x05\n\x0bShardSample\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0btimestamp_s\x18\x03 \x01(\x01\x12\x12\n\nwork_units\x18\x04 \x01(\x01\x12\r\n\x05steps\x18\x05 \x01(\x04\x12\x10\n\x08requests\x18\x06 \x01(\x04\x12\r\n\x05state\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x12\n\ngeneration\x18\t \x01(\r\x12\x15\n\roffered_units\x18\n \x01(\x01\x12\x14\n\x0cqueued_units\x18\x0b \x01(\x01\x12\x10\n\x08\x65ndpoint\x18\x0c \x01(\t\x12\x12\n\nttft_p50_s\x18\r \x01(\x01\x12\x12\n\nttft_p99_s\x18\x0e \x01(\x01\x12\x12\n\ntpot_p50_s\x18\x0f \x01(\x01\x12\x12\n\ntpot_p99_s\x18\x10 \x01(\x01\x12\x17\n\x0fqueued_requests\x18\x11 \x01(\r\x12\x19\n\x11rejected_requests\x18\x12 \x01(\x04\x12\x15\n\ridle_energy_j\x18\x13 \x01(\x01\x12\x1e\n\x11gpu_wait_fraction\x18\x14 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\tcpu_bound\x18\x15 \x01(\x08\x12\x16\n\x0estart_energy_j\x18\x16 \x01(\x01\x12\x1f\n\x17\x62ooked_energy_counter_j\x18\x17 \x01(\x01\x12\x1d\n\x15offered_prompt_tokens\x18\x18 \x01(\x01\x12\x1c\n\x14queued_prompt_tokens\x18\x19 \x01(\x01\x12\x15\n\roldest_wait_s\x18\x1a \x01(\x01\x12\x32\n\x0e\x65ngine_metrics\x18( \x01(\x0b\x32\x1a.greenllm.v1.EngineMetricsB\x14\n\x12_gpu_wait_fraction\"\x88\x02\n\rEngineMetrics\x12\x0e\n\x06\x65ngine\x18\x01 \x01(\t\x12\x18\n\x10requests_running\x18\x02 \x01(\x01\x12\x18\n\x10requests_waiting\x18\x03 \x01(\x01\x12\x16\n\x0ekv_cache_usage\x18\x04 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x01\x12\x19\n\x11generation_tokens\x18\x06 \x01(\x01\x12\x1a\n\x12requests_succeeded\x18\x07 \x01(\x01\x12\x1c\n\x14proxy_prefill_tokens\x18\x08 \x01(\x01\x12\x1b\n\x13proxy_decode_tokens\x18\t \x01(\x01\x12\x12\n\nmetrics_ok\x18\n \x01(\x08\"N\n\x08LogChunk\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\xd0\x01\n\x0eTelemetryBatch\x12%\n\x04gpus\x18\x01 \x01(\x0b\x32\x17.greenllm.v1.GpuSamples\x12(\n\x06shards\x18\x02 \x03(\x0b\x32\x18.greenllm.v1.ShardSample\x12\x17\n\x0f\x66\x61ilsafe_active\x18\x03 \x01(\x08\x12#\n\x04logs\x18\x04 \x03(\x0b\x32\x15.greenllm.v1.LogChunk\x12\x13\n\x0bstate_error\x18\x05 \x01(\t\x12\x1a\n\x12persisted_limits_w\x18\x06 \x03(\x01\"9\n\rSetPowerLimit\x12\x11\n\tgpu_index\x18\x01 \x01(\r\x12\x15\n\rpower_limit_w\x18\x02 \x01(\x01\"U\n\x0cLockSmClocks\x12\x11\n\tgpu_index\x18\x01 \x01(\r\x12\x18\n\x10min_sm_clock_mhz\x18\x02 \x01(\r\x12\x18\n\x10max_sm_clock_mhz\x18\x03 \x01(\r\"\"\n\rResetSmClocks\x12\x11\n\tgpu_index\x18\x01 \x01(\r\"\xf6\x01\n\nStartShard\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x13\n\x0bgpu_indices\x18\x03 \x03(\r\x12\x11\n\tspec_json\x18\x04 \x01(\t\x12\x12\n\ngeneration\x18\x05 \x01(\r\x12\x13\n\x0bmaster_addr\x18\x06 \x01(\t\x12\x13\n\x0bmaster_port\x18\x07 \x01(\r\x12\x12\n\nworld_size\x18\x08 \x01(\r\x12\x0c\n\x04rank\x18\t \x01(\r\x12\x12\n\nlocal_rank\x18\n \x01(\r\x12\x18\n\x10local_world_size\x18\x0b \x01(\r\x12\x10\n\x08gpu_uuid\x18\x0c \x01(\t\"%\n\x11SetFailsafeLimits\x12\x10\n\x08limits_w\x18\x01 \x03(\x01\"\x1d\n\tStopShard\x12\x10\n\x08shard_id\x18\x01 \x01(\t\"{\n\x0eSetLoadWeights\x12\x39\n\x07weights\x18\x01 \x03(\x0b\x32(.greenllm.v1.SetLoadWeights.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa0\x03\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\x04\x12\x35\n\x0fset_power_limit\x18\x02 \x01(\x0b\x32\x1a.greenllm.v1.SetPowerLimitH\x00\x12\x33\n\x0elock_sm_clocks\x18\x03 \x01(\x0b\x32\x19.greenllm.v1.LockSmClocksH\x00\x12\x35\n\x0freset_sm_clocks\x18\x04 \x01(\x0b\x32\x1a.greenllm.v1.ResetSmClocksH\x00\x12.\n\x0bstart_shard\x18\x05 \x01(\x0b\x32\x17.greenllm.v1.StartShardH\x00\x12,\n\nstop_shard\x18\x06 \x01(\x0b\x32\x16.greenllm.v1.StopShardH\x00\x12\x37\n\x10set_load_weights\x18\x07 \x01(\x0b\x32\x1b.greenllm.v1.SetLoadWeightsH\x00\x12=\n\x13set_failsafe_limits\x18\x08 \x01(\x0b\x32\x1e.greenllm.v1.SetFailsafeLimitsH\x00\x42\x08\n\x06\x61\x63tion\"\xb3\x01\n\nCommandAck\x12\x12\n\ncommand_id\x18\x01 \x01(\x04\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\x05\x12\x1c\n\x0f\x61pplied_limit_w\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rnot_persisted\x18\x06 \x01(\x08\x12\x19\n\x11persisted_limit_w\x18\x07 \x01(\x01\x42\x12\n\x10_applied_limit_w\"6\n\x0c\x43ommandBatch\x12&\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x14.greenllm.v1.Command\"1\n\x08\x41\x63kBatch\x12%\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x17.greenllm.v1.CommandAck\" \n\tHeartbeat\x12\x13\n\x0btimestamp_s\x18\x01 \x01(\x01\x32Q\n\x05\x41gent\x12H\n\x07\x43onnect\x12\x19.greenllm.v1.AgentMessage\x1a\x1e.greenllm.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'greenllm.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_REGISTERED'].fields_by_name['control_period_s']._loaded_options = None
+  _globals['_REGISTERED'].fields_by_name['control_period_s']._serialized_options = b'\030\001'
+  _globals['_REGISTERED'].fields_by_name['telemetry_interval_s']._loaded_options = None
+  _globals['_REGISTERED'].fields_by_name['telemetry_interval_s']._serialized_options = b'\030\001'
   _globals['_SETLOADWEIGHTS_WEIGHTSENTRY']._loaded_options = None
   _globals['_SETLOADWEIGHTS_WEIGHTSENTRY']._serialized_options = b'8\001'
   _globals['_AGENTMESSAGE']._serialized_start=41
@@ -42,43 +46,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTER']._serialized_start=634
   _globals['_REGISTER']._serialized_end=797
   _globals['_REGISTERED']._serialized_start=799
-  _globals['_REGISTERED']._serialized_end=887
-  _globals['_GPUSAMPLES']._serialized_start=890
-  _globals['_GPUSAMPLES']._serialized_end=1091
-  _globals['_SHARDSAMPLE']._serialized_start=1094
-  _globals['_SHARDSAMPLE']._serialized_end=1749
-  _globals['_ENGINEMETRICS']._serialized_start=1752
-  _globals['_ENGINEMETRICS']._serialized_end=2016
-  _globals['_LOGCHUNK']._serialized_start=2018
-  _globals['_LOGCHUNK']._serialized_end=2096
-  _globals['_TELEMETRYBATCH']._serialized_start=2099
-  _globals['_TELEMETRYBATCH']._serialized_end=2307
-  _globals['_SETPOWERLIMIT']._serialized_start=2309
-  _globals['_SETPOWERLIMIT']._serialized_end=2366
-  _globals['_LOCKSMCLOCKS']._serialized_start=2368
-  _globals['_LOCKSMCLOCKS']._serialized_end=2453
-  _globals['_RESETSMCLOCKS']._serialized_start=2455
-  _globals['_RESETSMCLOCKS']._serialized_end=2489
-  _globals['_STARTSHARD']._serialized_start=2492
-  _globals['_STARTSHARD']._serialized_end=2738
-  _globals['_SETFAILSAFELIMITS']._serialized_start=2740
-  _globals['_SETFAILSAFELIMITS']._serialized_end=2777
-  _globals['_STOPSHARD']._serialized_start=2779
-  _globals['_STOPSHARD']._serialized_end=2808
-  _globals['_SETLOADWEIGHTS']._serialized_start=2810
-  _globals['_SETLOADWEIGHTS']._serialized_end=2933
-  _globals['_SETLOADWEIGHTS_WEIGHTSENTRY']._serialized_start=2887
-  _globals['_SETLOADWEIGHTS_WEIGHTSENTRY']._serialized_end=2933
-  _globals['_COMMAND']._serialized_start=2936
-  _globals['_COMMAND']._serialized_end=3352
-  _globals['_COMMANDACK']._serialized_start=3355
-  _globals['_COMMANDACK']._serialized_end=3534
-  _globals['_COMMANDBATCH']._serialized_start=3536
-  _globals['_COMMANDBATCH']._serialized_end=3590
-  _globals['_ACKBATCH']._serialized_start=3592
-  _globals['_ACKBATCH']._serialized_end=3641
-  _globals['_HEARTBEAT']._serialized_start=3643
-  _globals['_HEARTBEAT']._serialized_end=3675
-  _globals['_AGENT']._serialized_start=3677
-  _globals['_AGENT']._serialized_end=3758
+  _globals['_REGISTERED']._serialized_end=895
+  _globals['_GPUSAMPLES']._serialized_start=898
+  _globals['_GPUSAMPLES']._serialized_end=1099
+  _globals['_SHARDSAMPLE']._serialized_start=1102
+  _globals['_SHARDSAMPLE']._serialized_end=1757
+  _globals['_ENGINEMETRICS']._serialized_start=1760
+  _globals['_ENGINEMETRICS']._serialized_end=2024
+  _globals['_LOGCHUNK']._serialized_start=2026
+  _globals['_LOGCHUNK']._serialized_end=2104
+  _globals['_TELEMETRYBATCH']._serialized_start=2107
+  _globals['_TELEMETRYBATCH']._serialized_end=2315
+  _globals['_SETPOWERLIMIT']._serialized_start=2317
+  _globals['_SETPOWERLIMIT']._serialized_end=2374
+  _globals['_LOCKSMCLOCKS']._serialized_start=2376
+  _globals['_LOCKSMCLOCKS']._serialized_end=2461
+  _globals['_RESETSMCLOCKS']._serialized_start=2463
+  _globals['_RESETSMCLOCKS']._serialized_end=2497
+  _globals['_STARTSHARD']._serialized_start=2500
+  _globals['_STARTSHARD']._serialized_end=2746
+  _globals['_SETFAILSAFELIMITS']._serialized_start=2748
+  _globals['_SETFAILSAFELIMITS']._serialized_end=2785
+  _globals['_STOPSHARD']._serialized_start=2787
+  _globals['_STOPSHARD']._serialized_end=2816
+  _globals['_SETLOADWEIGHTS']._serialized_start=2818
+  _globals['_SETLOADWEIGHTS']._serialized_end=2941
+  _globals['_SETLOADWEIGHTS_WEIGHTSENTRY']._serialized_start=2895
+  _globals['_SETLOADWEIGHTS_WEIGHTSENTRY']._serialized_end=2941
+  _globals['_COMMAND']._serialized_start=2944
+  _globals['_COMMAND']._serialized_end=3360
+  _globals['_COMMANDACK']._serialized_start=3363
+  _globals['_COMMANDACK']._serialized_end=3542
+  _globals['_COMMANDBATCH']._serialized_start=3544
+  _globals['_COMMANDBATCH']._serialized_end=3598
+  _globals['_ACKBATCH']._serialized_start=3600
+  _globals['_ACKBATCH']._serialized_end=3649
+  _globals['_HEARTBEAT']._serialized_start=3651
+  _globals['_HEARTBEAT']._serialized_end=3683
+  _globals['_AGENT']._serialized_start=3685
+  _globals['_AGENT']._serialized_end=3766
 # @@protoc_insertion_point(module_scope)

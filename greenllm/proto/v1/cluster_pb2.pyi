@@ -268,7 +268,7 @@ class NodeStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., connected: _Optional[bool] = ..., stale: _Optional[bool] = ..., failsafe_active: _Optional[bool] = ..., gpus: _Optional[_Iterable[_Union[GpuStatus, _Mapping]]] = ..., telemetry_age_s: _Optional[float] = ..., phase: _Optional[_Union[NodePhase, str]] = ..., down_reason: _Optional[str] = ..., idle_energy_j: _Optional[float] = ..., releasable: _Optional[bool] = ..., agent_state_error: _Optional[str] = ..., energy_samples_rejected: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples", "jobs_total", "state_writable", "state_error", "refused_lowerings", "control_step_p50_s", "control_step_p99_s", "jobs_by_phase", "jobs_truncated", "jobs_cap", "shortfall_w", "jobs_waiting", "max_waiting_jobs")
+    __slots__ = ("budget_w", "reserve_w", "power_w", "accounted_power_limit_w", "policy", "nodes", "jobs", "timestamp_s", "telemetry_samples", "jobs_total", "state_writable", "state_error", "refused_lowerings", "control_step_p50_s", "control_step_p99_s", "jobs_by_phase", "jobs_truncated", "jobs_cap", "shortfall_w", "jobs_waiting", "max_waiting_jobs", "domains")
     class JobsByPhaseEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +297,7 @@ class ClusterStatus(_message.Message):
     SHORTFALL_W_FIELD_NUMBER: _ClassVar[int]
     JOBS_WAITING_FIELD_NUMBER: _ClassVar[int]
     MAX_WAITING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    DOMAINS_FIELD_NUMBER: _ClassVar[int]
     budget_w: float
     reserve_w: float
     power_w: float
@@ -318,27 +319,52 @@ class ClusterStatus(_message.Message):
     shortfall_w: float
     jobs_waiting: int
     max_waiting_jobs: int
-    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ..., telemetry_samples: _Optional[int] = ..., jobs_total: _Optional[int] = ..., state_writable: _Optional[bool] = ..., state_error: _Optional[str] = ..., refused_lowerings: _Optional[int] = ..., control_step_p50_s: _Optional[float] = ..., control_step_p99_s: _Optional[float] = ..., jobs_by_phase: _Optional[_Mapping[str, int]] = ..., jobs_truncated: _Optional[bool] = ..., jobs_cap: _Optional[int] = ..., shortfall_w: _Optional[float] = ..., jobs_waiting: _Optional[int] = ..., max_waiting_jobs: _Optional[int] = ...) -> None: ...
+    domains: _containers.RepeatedCompositeFieldContainer[DomainStatus]
+    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., power_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., policy: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., timestamp_s: _Optional[float] = ..., telemetry_samples: _Optional[int] = ..., jobs_total: _Optional[int] = ..., state_writable: _Optional[bool] = ..., state_error: _Optional[str] = ..., refused_lowerings: _Optional[int] = ..., control_step_p50_s: _Optional[float] = ..., control_step_p99_s: _Optional[float] = ..., jobs_by_phase: _Optional[_Mapping[str, int]] = ..., jobs_truncated: _Optional[bool] = ..., jobs_cap: _Optional[int] = ..., shortfall_w: _Optional[float] = ..., jobs_waiting: _Optional[int] = ..., max_waiting_jobs: _Optional[int] = ..., domains: _Optional[_Iterable[_Union[DomainStatus, _Mapping]]] = ...) -> None: ...
+
+class DomainStatus(_message.Message):
+    __slots__ = ("name", "parent", "limit_w", "reserve_w", "accounted_power_limit_w", "power_w", "bound", "gpus")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_W_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTED_POWER_LIMIT_W_FIELD_NUMBER: _ClassVar[int]
+    POWER_W_FIELD_NUMBER: _ClassVar[int]
+    BOUND_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    parent: str
+    limit_w: float
+    reserve_w: float
+    accounted_power_limit_w: float
+    power_w: float
+    bound: bool
+    gpus: int
+    def __init__(self, name: _Optional[str] = ..., parent: _Optional[str] = ..., limit_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., accounted_power_limit_w: _Optional[float] = ..., power_w: _Optional[float] = ..., bound: _Optional[bool] = ..., gpus: _Optional[int] = ...) -> None: ...
 
 class SetBudgetRequest(_message.Message):
-    __slots__ = ("budget_w", "reserve_w")
+    __slots__ = ("budget_w", "reserve_w", "domain")
     BUDGET_W_FIELD_NUMBER: _ClassVar[int]
     RESERVE_W_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
     budget_w: float
     reserve_w: float
-    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ...) -> None: ...
+    domain: str
+    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., domain: _Optional[str] = ...) -> None: ...
 
 class SetBudgetResponse(_message.Message):
-    __slots__ = ("budget_w", "reserve_w", "shortfall_w", "shortfall_reason")
+    __slots__ = ("budget_w", "reserve_w", "shortfall_w", "shortfall_reason", "domain")
     BUDGET_W_FIELD_NUMBER: _ClassVar[int]
     RESERVE_W_FIELD_NUMBER: _ClassVar[int]
     SHORTFALL_W_FIELD_NUMBER: _ClassVar[int]
     SHORTFALL_REASON_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
     budget_w: float
     reserve_w: float
     shortfall_w: float
     shortfall_reason: str
-    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., shortfall_w: _Optional[float] = ..., shortfall_reason: _Optional[str] = ...) -> None: ...
+    domain: str
+    def __init__(self, budget_w: _Optional[float] = ..., reserve_w: _Optional[float] = ..., shortfall_w: _Optional[float] = ..., shortfall_reason: _Optional[str] = ..., domain: _Optional[str] = ...) -> None: ...
 
 class SetPolicyRequest(_message.Message):
     __slots__ = ("name",)
