@@ -30,6 +30,7 @@ from typing import Any
 
 from greenllm.devices.catalog import get_spec
 from greenllm.devices.physics import Workload
+from greenllm.power_domains import DomainLayout
 from scheduler.core.decide import decide
 from scheduler.core.types import DecideConfig, GPUState, JobState, ObservedState
 from scheduler.policies import load_policy
@@ -172,6 +173,31 @@ def _settled(obs: ObservedState, policy: str) -> ObservedState:
     return replace(obs, gpus=gpus)
 
 
+def _tree(obs: ObservedState) -> DomainLayout:
+    """A power tree over ``obs``'s nodes: a site (the usable budget), rows of 16 racks at
+    58% of their GPUs' TDP, racks of 8 nodes at 50% (tighter than the 60% budget: racks
+    bind)."""
+    tdp: dict[str, float] = {}
+    for g in obs.gpus:
+        tdp[g.node] = tdp.get(g.node, 0.0) + get_spec(g.gpu_type).tdp_w
+    nodes = list(tdp)
+    racks = [nodes[k : k + 8] for k in range(0, len(nodes), 8)]
+    names, parent, usable = ["site"], [-1], [obs.usable_budget_w]
+    node_domain: list[tuple[str, int]] = []
+    for r in range(0, len(racks), 16):
+        row = len(names)
+        row_racks = racks[r : r + 16]
+        names.append(f"row{r // 16}")
+        parent.append(0)
+        usable.append(0.58 * sum(tdp[n] for rack in row_racks for n in rack))
+        for k, rack in enumerate(row_racks):
+            node_domain += [(n, len(names)) for n in rack]
+            names.append(f"rack{r + k}")
+            parent.append(row)
+            usable.append(0.5 * sum(tdp[n] for n in rack))
+    return DomainLayout(tuple(names), tuple(parent), tuple(usable), tuple(node_domain))
+
+
 #: The code of last round, timed beside this tree's in the same run.
 OLD_COMMIT = "f6df322"
 #: Last round's figures as recorded in issue 21 (CPU time, one run on main at OLD_COMMIT).
@@ -181,16 +207,28 @@ RECORDED = (
 )
 SIZES = (10_000, 100_000)
 POLICIES_TIMED = ("max-throughput", "min-energy")
-CASES = ("steady", "every limit changes", "placing every job")
+CASES = (
+    "steady",
+    "every limit changes",
+    "placing every job",
+    "steady, prefill mix",
+    "steady, domains",
+    "every limit, domains",
+)
 
 _TIMER = """
 from __future__ import annotations
 import json, statistics, sys, time
 from dataclasses import replace
 from benchmarks.bench_allocation import _cluster
+from greenllm.devices.catalog import get_spec
 from scheduler.core.decide import decide
 from scheduler.core.types import DecideConfig
 from scheduler.policies import load_policy
+try:
+    from greenllm.power_domains import DomainLayout
+except ImportError:  # the old tree: no power domains
+    DomainLayout = None
 
 out = {}
 for n in %(sizes)r:
@@ -198,7 +236,18 @@ for n in %(sizes)r:
     for policy in %(policies)r:
         pol = load_policy(policy)
         steady = _settled(_settled(running, policy), policy)
-        for case, obs in zip(%(cases)r, (steady, running, first)):
+        # inference planned in GPU time (4 prompt tokens per output token), as the shell
+        # reports a load with prompts: each such group mixes its decode and prefill curves
+        mix = replace(running, jobs=tuple(
+            replace(j, prompt_tokens_per_output=4.0) if j.kind == "infer" else j
+            for j in running.jobs
+        ))
+        mix = _settled(_settled(mix, policy), policy)
+        states = [steady, running, first, mix]
+        if DomainLayout is not None:  # this tree: a site of rows of racks
+            tree = replace(running, domains=_tree(running))
+            states += [_settled(_settled(tree, policy), policy), tree]
+        for case, obs in zip(%(cases)r, states):
             decide(obs, DecideConfig(), pol)  # warm the caches, as every later period is
             wall, cpu = [], []
             for _ in range(%(repeat)d):
@@ -212,7 +261,10 @@ for n in %(sizes)r:
 print(json.dumps(out))
 """
 #: Both trees settle the cluster with this tree's _settled (limits and clock locks acked).
-_TIMER = _TIMER.replace("out = {}", inspect.getsource(_settled).replace("%", "%%") + "\nout = {}")
+_TIMER = _TIMER.replace(
+    "out = {}",
+    "\n".join(inspect.getsource(f).replace("%", "%%") for f in (_settled, _tree)) + "\nout = {}",
+)
 
 
 def _time_tree(root: Path, repeat: int) -> dict[str, list[float]]:

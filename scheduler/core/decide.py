@@ -449,7 +449,9 @@ def decide(observed: ObservedState, config: DecideConfig, policy: Policy) -> Act
         max_w=cols.max_w,
         tdp_w=cols.tdp_w,
     )
-    caps = Caps.build(observed.domains, usable_w, [g.node for g in gpus])
+    layout = observed.domains
+    tree = layout is not None and bool(layout.names)
+    caps = Caps.build(layout, usable_w, [g.node for g in gpus] if tree else [""] * len(gpus))
     live_idx = np.flatnonzero(~stale)
     live_caps = caps.less(np.where(stale, state.accounted_w, 0.0)).subset(live_idx)
     job_code, job_list = _job_codes(gpus, cols, placed, jobs)

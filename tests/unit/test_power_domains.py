@@ -14,6 +14,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from greenllm import config as config_module
 from greenllm.config import load_cluster_config, parse_cluster_config
 from greenllm.errors import ConfigError
 from greenllm.power_domains import DomainLayout, oversubscription
@@ -152,6 +153,29 @@ def test_boot_failsafe_shares_fit_every_domain() -> None:
         assert total <= layout.usable_w[at] + 1e-6, name
     # without the node, only the cluster's share: more than the H100 rack allows
     assert 8 * cfg.failsafe_limit_w("H100-SXM") > 2900
+
+
+def test_boot_failsafe_shares_scan_the_nodes_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked per GPU (the simulator's set-up, a shell's never-registered GPUs), the
+    domains' range sums are summed once, not once per GPU (quadratic at 100,000 GPUs)."""
+    nodes = [{"name": f"n{k}", "gpus": [{"type": "L4", "count": 8}]} for k in range(200)]
+    tree = [{"name": "site", "limit_w": 120_000, "nodes": ["n*"]}]
+    cfg = parse_cluster_config(
+        {"nodes": nodes, "budget": {"budget_w": 120_000}, "power_domains": tree}
+    )
+    first = cfg.failsafe_limit_w("L4", node="n0")
+    calls = 0
+    real = config_module.get_spec
+
+    def counting(gpu_type: str) -> Any:
+        nonlocal calls
+        calls += 1
+        return real(gpu_type)
+
+    monkeypatch.setattr(config_module, "get_spec", counting)
+    shares = [cfg.failsafe_limit_w("L4", node=f"n{k}") for k in range(200)]
+    assert shares == [first] * 200
+    assert calls <= 2 * 200  # the GPU's own spec per call, no scan of 1,600 GPUs
 
 
 @st.composite
