@@ -123,30 +123,61 @@ def hull_segments(
         ``(group, from level, to level, value gained, cost)`` per upgrade, as arrays (None:
         no group can be upgraded).
     """
-    seg_g, seg_a, seg_b, seg_dv, seg_dc = [], [], [], [], []
-    hulls: dict[bytes, np.ndarray] = {}
-    for g, (v, c) in enumerate(zip(values, costs, strict=True)):
-        # the hull is invariant to scaling value or cost: share it between alike groups
-        key = (v / (v[-1] or 1.0)).tobytes() + (c / (c[-1] or 1.0)).tobytes()
-        hull = hulls.get(key)
-        if hull is None:
-            hull = hulls[key] = np.asarray(_hull(v, c), dtype=int)
-        if len(hull) < 2:
-            continue
-        seg_g.append(np.full(len(hull) - 1, g))
-        seg_a.append(hull[:-1])
-        seg_b.append(hull[1:])
-        seg_dv.append(v[hull[1:]] - v[hull[:-1]])
-        seg_dc.append(c[hull[1:]] - c[hull[:-1]])
-    if not seg_g:
+    parts: list[tuple[np.ndarray, ...]] = []
+    by_len: dict[int, list[int]] = {}
+    for g, v in enumerate(values):
+        by_len.setdefault(len(v), []).append(g)
+    for members in by_len.values():
+        idx = np.asarray(members)
+        v_all = np.stack([values[g] for g in members])
+        c_all = np.stack([costs[g] for g in members])
+        # the hull is invariant to scaling value or cost: one per distinct normalised curve
+        v_top, c_top = v_all[:, -1:], c_all[:, -1:]
+        keys = np.concatenate(
+            (v_all / np.where(v_top == 0, 1.0, v_top), c_all / np.where(c_top == 0, 1.0, c_top)),
+            axis=1,
+        )
+        first, inverse = _distinct_rows(keys)
+        for u, at in enumerate(first.tolist()):
+            hull = np.asarray(_hull(v_all[at], c_all[at]), dtype=int)
+            if len(hull) < 2:
+                continue
+            rows = np.flatnonzero(inverse.ravel() == u)
+            steps = len(hull) - 1
+            parts.append(
+                (
+                    np.repeat(idx[rows], steps),
+                    np.tile(hull[:-1], len(rows)),
+                    np.tile(hull[1:], len(rows)),
+                    (v_all[rows][:, hull[1:]] - v_all[rows][:, hull[:-1]]).ravel(),
+                    (c_all[rows][:, hull[1:]] - c_all[rows][:, hull[:-1]]).ravel(),
+                )
+            )
+    if not parts:
         return None
-    return (
-        np.concatenate(seg_g),
-        np.concatenate(seg_a),
-        np.concatenate(seg_b),
-        np.concatenate(seg_dv),
-        np.concatenate(seg_dc),
-    )
+    g_arr, a_arr, b_arr, dv, dc = (np.concatenate(col) for col in zip(*parts, strict=True))
+    order = np.lexsort((a_arr, g_arr))  # by group, then along its hull (as listed before)
+    return g_arr[order], a_arr[order], b_arr[order], dv[order], dc[order]
+
+
+def _distinct_rows(
+    keys: np.ndarray, projection: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of ``keys``: the first row of each, and each row's distinct index.
+
+    Rows are told apart by a random projection (a 1-D sort instead of a row sort), then
+    checked against their representative exactly; a row that differs from it (a collision)
+    becomes a distinct row of its own.
+    """
+    if projection is None:
+        projection = np.random.default_rng(0).standard_normal(keys.shape[1])
+    _, first, inverse = np.unique(keys @ projection, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    differs = np.flatnonzero(~np.all(keys == keys[first[inverse]], axis=1))
+    if differs.size:
+        inverse[differs] = len(first) + np.arange(differs.size)
+        first = np.concatenate((first, differs))
+    return first, inverse
 
 
 def greedy_levels(values: list[np.ndarray], costs: list[np.ndarray], budget_w: float) -> list[int]:

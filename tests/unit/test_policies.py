@@ -211,3 +211,14 @@ def test_oracle_is_never_worse_than_max_throughput(
     assert float(np.sum(oracle)) <= p.budget_w + 1e-6
     assert objective(p, oracle) >= objective(p, mt) - 1e-9
     assert objective(p, mt) >= 0.95 * objective(p, oracle)
+
+
+def test_distinct_rows_are_exact_even_when_projections_collide() -> None:
+    from scheduler.policies.planning import _distinct_rows
+
+    keys = np.array([[1.0, 2.0], [1.0, 2.0], [3.0, 4.0], [1.0, 2.0], [5.0, 6.0]])
+    first, inverse = _distinct_rows(keys)
+    assert sorted(first.tolist()) == [0, 2, 4]
+    assert (keys[first[inverse]] == keys).all()
+    first, inverse = _distinct_rows(keys, projection=np.zeros(2))  # every row collides
+    assert (keys[first[inverse]] == keys).all() and len(first) == 3
