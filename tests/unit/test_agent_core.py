@@ -49,18 +49,34 @@ def test_boot_lowers_to_the_least_of_failsafe_and_commanded() -> None:
     agent = core(state)
     assert agent.boot(0.0) == []
     assert limits(agent) == [150.0, 300.0]
-    assert agent.failsafe_limits_w == [250.0, 300.0] and agent.commanded_limits_w == [150.0, 350.0]
+    # what each GPU holds after the boot is what it boots at next time
+    assert agent.failsafe_limits_w == [250.0, 300.0] and agent.commanded_limits_w == [150.0, 300.0]
+    assert state.state == AgentState((250.0, 300.0), (150.0, 300.0))
 
 
 def test_boot_never_raises_and_a_persisted_failsafe_bounds_it() -> None:
     state = MemoryAgentState()
     state.state = AgentState(tuple(SHARE_W), None)
-    agent = core(state, devices=gpus(200.0))
-    agent.boot(0.0)
-    assert limits(agent) == [200.0, 200.0]
     agent = core(state, devices=gpus(400.0))
     agent.boot(0.0)
     assert limits(agent) == SHARE_W
+    state.state = AgentState(tuple(SHARE_W), None)
+    agent = core(state, devices=gpus(200.0))
+    agent.boot(0.0)
+    assert limits(agent) == [200.0, 200.0]
+
+
+def test_a_power_cycle_brings_a_gpu_back_at_what_it_held() -> None:
+    """A GPU held 200 W below its fail-safe share, never commanded (nothing persisted but
+    the share). Its machine power-cycles: the GPU comes back at its default (400 W). Before,
+    the agent booted it at the share (240 W) while the controller counted it at 200 W; the
+    boot now persists what it holds, so the next boot brings it back to 200 W."""
+    state = MemoryAgentState()
+    state.state = AgentState(tuple(SHARE_W), None)
+    core(state, devices=gpus(200.0)).boot(0.0)
+    agent = core(state, devices=gpus(400.0))  # the same state, GPUs at their default
+    agent.boot(1.0)
+    assert limits(agent) == [200.0, 200.0]
 
 
 def test_an_agent_with_no_state_boots_each_gpu_at_its_minimum_limit() -> None:

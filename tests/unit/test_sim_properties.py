@@ -187,3 +187,34 @@ def test_a_cut_no_controller_could_carry_out_is_carried_out_by_the_next() -> Non
         done_s = kill_s + down_s + reconnect_s(sim.plane) + sim.window_s
         after = [lim for t, lim in zip(result.times_s, result.limits_w, strict=True) if t >= done_s]
         assert after and max(after) <= 1050 - 10 + 1e-6, (kill_s, down_s, max(after))
+
+
+def test_a_node_never_commanded_comes_back_from_a_power_cycle_at_what_it_was_counted_at() -> None:
+    """Found by the power-domain property: an idle GPU booted at its minimum limit (nothing
+    persisted) and never commanded since, its fail-safe share raised by the controller, its
+    node power-cycled after a cut. Its agent booted it at the fail-safe share (347.5 W)
+    while the controller counted it at the 200 W it held: 57.5 W over budget - reserve for a
+    step. The agent now persists what it holds at boot."""
+    sc = Scenario.model_validate(
+        {
+            "duration_s": 6.0,
+            "nodes": [
+                {"name": f"n{i}", "gpus": [{"type": "H100-SXM", "count": 1}]} for i in range(4)
+            ],
+            "budget": {
+                "frac_of_tdp": 1.0,
+                "reserve_w": 10.0,
+                "schedule": [{"t_s": 1.0, "frac_of_tdp": 0.5}],
+            },
+            "jobs": [{"name": "t0", "kind": "train", "shards": 1, "train": {"seq_len": 2048}}],
+            "failures": [{"node": "n1", "kind": "crash", "at_s": 2.0, "recover_s": 3.0}],
+            "control": {
+                "ack_delay_s": 0.0,
+                "stale_after_s": 0.8,
+                "failsafe_timeout_s": 1.0,
+                "lost_after_s": 2.0,
+            },
+        }
+    )
+    result = Simulation(sc, Path("."), load_policy("uniform"), "uniform").run()
+    assert result.limits_over_budget_s == 0.0, result.max_limits_over_budget_w

@@ -134,7 +134,8 @@ class AgentCore:
     def boot(self, now_s: float) -> list[str]:
         """Take back the persisted limits and lower each GPU to the least of its limit now,
         its fail-safe limit and its commanded limit (its minimum limit when nothing is
-        persisted); returns the errors."""
+        persisted), then persist what each holds as its commanded limit; returns the
+        errors."""
         saved = self.state.load()
         n = len(self.gpus)
         known = AgentState(
@@ -147,7 +148,19 @@ class AgentCore:
         if known.commanded_limits_w is not None:
             self.commanded_limits_w = list(known.commanded_limits_w)
         self.last_contact_s = now_s
-        return lower_to(self.gpus, self.boot_bounds_w(known))
+        errors = lower_to(self.gpus, self.boot_bounds_w(known))
+        # what each GPU holds now is what it boots at next time: a GPU booted at its
+        # minimum (nothing persisted) and never commanded since would otherwise come back
+        # from a power cycle at its fail-safe limit, above what the controller counts it at
+        try:
+            held = [g.power_limit_w() for g in self.gpus]
+        except DeviceError:
+            return errors
+        try:
+            self._save(commanded=held)
+        except AgentStateError as exc:
+            log.error("node %s: cannot write its state at boot (%s)", self.node, exc)
+        return errors
 
     def boot_bounds_w(self, state: AgentState) -> list[float]:
         """The highest limit each GPU holds after a boot with ``state`` on disk, watts: the
