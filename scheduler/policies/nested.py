@@ -70,22 +70,32 @@ def nested_levels(
         return levels.tolist()
     g_arr, a_arr, b_arr, dv, dc = segments
     order = np.argsort(-dv / dc, kind="stable")
-    k = _fitting_prefix(order, g_arr, dc, shares, left)
-    for s_idx in order[:k].tolist():
-        g = int(g_arr[s_idx])
-        levels[g] = max(levels[g], int(b_arr[s_idx]))
-        caps, frac = shares[g]
-        left[caps] -= dc[s_idx] * frac
-    blocked = np.zeros(len(values), dtype=bool)
-    for s_idx in order[k:].tolist():
-        g, a, b = int(g_arr[s_idx]), int(a_arr[s_idx]), int(b_arr[s_idx])
-        if blocked[g] or levels[g] != a:
+    k, spent = _fitting_prefix(order, g_arr, dc, shares, left)
+    if k:
+        np.maximum.at(levels, g_arr[order[:k]], b_arr[order[:k]])
+        left -= spent
+    # the rest one upgrade at a time, in plain Python (a few caps per group: cheaper than
+    # numpy calls on arrays of three)
+    left_l = left.tolist()
+    level_l = levels.tolist()
+    blocked = [False] * len(values)
+    pairs = [list(zip(caps.tolist(), frac.tolist(), strict=True)) for caps, frac in shares]
+    rest = order[k:]
+    for g, a, b, step_w in zip(
+        g_arr[rest].tolist(),
+        a_arr[rest].tolist(),
+        b_arr[rest].tolist(),
+        dc[rest].tolist(),
+        strict=True,
+    ):
+        if blocked[g] or level_l[g] != a:
             continue
-        caps, frac = shares[g]
-        room = float(np.min(left[caps] / frac))  # this group's most watts, all caps held
-        if dc[s_idx] <= room + EPS_W:
-            levels[g] = b
-            left[caps] -= dc[s_idx] * frac
+        mine = pairs[g]
+        room = min(left_l[cap] / f for cap, f in mine)  # this group's most watts, caps held
+        if step_w <= room + EPS_W:
+            level_l[g] = b
+            for cap, f in mine:
+                left_l[cap] -= step_w * f
             continue
         blocked[g] = True
         c = costs[g]
@@ -93,9 +103,10 @@ def nested_levels(
         if fits.size:
             best = a + 1 + int(fits[np.argmax(values[g][a + 1 + fits])])
             if values[g][best] > values[g][a]:
-                left[caps] -= (c[best] - c[a]) * frac
-                levels[g] = best
-    return levels.tolist()
+                for cap, f in mine:
+                    left_l[cap] -= float(c[best] - c[a]) * f
+                level_l[g] = best
+    return level_l
 
 
 def _fitting_prefix(
@@ -104,8 +115,9 @@ def _fitting_prefix(
     dc: np.ndarray,
     shares: list[tuple[np.ndarray, np.ndarray]],
     left: np.ndarray,
-) -> int:
-    """How many upgrades, in ``order``, fit every cap taken together (vectorised)."""
+) -> tuple[int, np.ndarray]:
+    """How many upgrades, in ``order``, fit every cap taken together (vectorised), and the
+    watts they spend per cap."""
     n_caps = np.array([len(shares[g][0]) for g in range(len(shares))], dtype=int)
     per = n_caps[g_arr[order]]
     pos = np.repeat(np.arange(len(order)), per)
@@ -118,4 +130,6 @@ def _fitting_prefix(
     run = np.cumsum(spend)
     base = np.repeat(run[starts] - spend[starts], np.diff(np.r_[starts, len(cap)]))
     over = (run - base) > left[cap] + EPS_W
-    return int(pos[over].min()) if over.any() else len(order)
+    k = int(pos[over].min()) if over.any() else len(order)
+    spent = np.bincount(cap[pos < k], weights=spend[pos < k], minlength=len(left))
+    return k, spent

@@ -170,7 +170,7 @@ def _distinct_rows(
     becomes a distinct row of its own.
     """
     if projection is None:
-        projection = np.random.default_rng(0).standard_normal(keys.shape[1])
+        projection = np.asarray(np.random.default_rng(0).standard_normal(keys.shape[1]))
     _, first, inverse = np.unique(keys @ projection, return_index=True, return_inverse=True)
     inverse = inverse.ravel()
     differs = np.flatnonzero(~np.all(keys == keys[first[inverse]], axis=1))
