@@ -25,13 +25,10 @@ RATIO_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A trained ``tiny`` in a save_pretrained directory."""
-    cache = tmp_path_factory.getbasetemp() / "greenllm-cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GREENLLM_CACHE", str(cache))
-        pretrained_builtin("tiny", train_steps=TEST_STEPS)
-        return builtin_cache_dir("tiny", TEST_STEPS)
+def model_dir(model_cache: Path) -> Path:
+    """A trained ``tiny`` in a save_pretrained directory (the run's model cache)."""
+    pretrained_builtin("tiny", train_steps=TEST_STEPS)
+    return builtin_cache_dir("tiny", TEST_STEPS)
 
 
 def greenllm(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:

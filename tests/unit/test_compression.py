@@ -57,11 +57,9 @@ EVAL = EvalConfig(seq_len=128, max_eval_tokens=2048)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    """``tiny`` trained for a few steps, cached for the whole session."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GREENLLM_CACHE", str(tmp_path_factory.getbasetemp() / "greenllm-cache"))
-        return pretrained_builtin("tiny", train_steps=TEST_STEPS)
+def tiny(model_cache: Path) -> LoadedModel:
+    """``tiny`` as trained by its recipe, in the run's model cache (tests/conftest.py)."""
+    return pretrained_builtin("tiny", train_steps=TEST_STEPS)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ student trained for the same steps without the teacher."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,10 +30,9 @@ EVAL = EvalConfig(seq_len=128, max_eval_tokens=2048)
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GREENLLM_CACHE", str(tmp_path_factory.getbasetemp() / "greenllm-cache"))
-        return pretrained_builtin("tiny", train_steps=TEACHER_STEPS)
+def teacher(model_cache: Path) -> LoadedModel:
+    """``tiny`` as trained by its recipe, in the run's model cache (tests/conftest.py)."""
+    return pretrained_builtin("tiny", train_steps=TEACHER_STEPS)
 
 
 def test_loss_is_alpha_kl_t2_plus_one_minus_alpha_ce() -> None:

@@ -30,9 +30,9 @@ TEST_STEPS = 300
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One model cache for the whole session (shared with the compression tests)."""
-    return tmp_path_factory.getbasetemp() / "greenllm-cache"
+def cache(model_cache: Path) -> Path:
+    """The run's model cache (tests/conftest.py, shared with the compression tests)."""
+    return model_cache
 
 
 def test_byte_tokenizer_round_trips_unicode() -> None:
