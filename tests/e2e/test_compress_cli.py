@@ -14,6 +14,7 @@ import pytest
 from greenllm.workloads import pretrained_builtin
 from greenllm.workloads.registry import builtin_cache_dir
 
+pytestmark = pytest.mark.tiny_model
 TEST_STEPS = 300
 RATIO_KEYS = {
     "method",
@@ -42,7 +43,7 @@ def greenllm(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.timeout(900)  # the module fixture trains tiny first: minutes on a loaded box
+@pytest.mark.timeout(900)  # a cap for hangs: compressing three ways takes minutes on a loaded box
 def test_compress_json_report(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = greenllm(
@@ -93,7 +94,7 @@ def test_compress_json_report(model_dir: Path, tmp_path: Path) -> None:
         assert row["repeats"] == 2 and row["run_s"] >= 0.05
 
 
-@pytest.mark.timeout(900)  # the module fixture trains tiny first: minutes on a loaded box
+@pytest.mark.timeout(900)  # a cap for hangs: compressing three ways takes minutes on a loaded box
 def test_an_artifact_can_be_compressed_again(model_dir: Path, tmp_path: Path) -> None:
     quick = ["--eval-tokens", "512", "--gen-tokens", "4", "--repeats", "1", "--run-s", "0.02"]
     first = tmp_path / "first"

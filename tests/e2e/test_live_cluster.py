@@ -22,7 +22,7 @@ from cli_run import REPO, greenllm, ok, wait_for
 from scheduler.core.lifecycle import JobPhase
 from scheduler.runtime.raynodes import RuntimeRecord, free_port, pid_alive
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.tiny_model]
 
 
 @pytest.fixture(scope="module")

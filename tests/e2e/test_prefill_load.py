@@ -33,7 +33,7 @@ from cli_run import REPO, greenllm, ok, wait_for
 from greenllm.serving.shapes import shaped_load
 from scheduler.runtime.raynodes import free_port
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.tiny_model]
 
 #: The job's SLO (the issue's code-completion service's), seconds.
 P99_TTFT_S = 2.0

@@ -27,7 +27,7 @@ from workers.serve.cluster_ingress import ClusterIngress
 from workers.serve.ingress import create_ingress_app
 from workers.serve.server import ApiServer
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.tiny_model]
 
 NODES = [{"name": "n1", "gpus": [{"type": "H100-SXM", "count": 2}]}]
 CHAT = {

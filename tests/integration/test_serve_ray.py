@@ -10,7 +10,11 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # ~30 s: a Ray cluster and Serve
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.slow,
+    pytest.mark.tiny_model,
+]  # ~30 s: a Ray cluster and Serve
 
 
 @pytest.fixture

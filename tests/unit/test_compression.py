@@ -47,7 +47,7 @@ from greenllm.errors import GreenllmError
 from greenllm.workloads import LoadedModel, corpus_ids, load_model, pretrained_builtin
 
 #: Training `tiny` for the module takes 1-4 min on 2 cores (275 s measured beside other work).
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tiny_model]
 TEST_STEPS = 300
 #: int8 (dynamic or weight-only) may change held-out perplexity by at most this fraction.
 INT8_PERPLEXITY_BOUND = 0.02

@@ -24,7 +24,7 @@ from greenllm.errors import GreenllmError
 from greenllm.workloads import LoadedModel, TrainConfig, corpus_ids, pretrained_builtin
 
 #: A teacher and students trained here: ~80 s on 2 cores.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tiny_model]
 TEACHER_STEPS = 300  # the `tiny` recipe: a teacher clearly better than a 30-step student
 EVAL = EvalConfig(seq_len=128, max_eval_tokens=2048)
 
