@@ -43,6 +43,7 @@ def greenllm(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # 20-30 s on 2 busy cores
 @pytest.mark.timeout(900)  # a cap for hangs: compressing three ways takes minutes on a loaded box
 def test_compress_json_report(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -94,6 +95,7 @@ def test_compress_json_report(model_dir: Path, tmp_path: Path) -> None:
         assert row["repeats"] == 2 and row["run_s"] >= 0.05
 
 
+@pytest.mark.slow  # 20-30 s on 2 busy cores
 @pytest.mark.timeout(900)  # a cap for hangs: compressing three ways takes minutes on a loaded box
 def test_an_artifact_can_be_compressed_again(model_dir: Path, tmp_path: Path) -> None:
     quick = ["--eval-tokens", "512", "--gen-tokens", "4", "--repeats", "1", "--run-s", "0.02"]
