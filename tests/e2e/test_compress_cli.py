@@ -14,6 +14,7 @@ import pytest
 from greenllm.workloads import pretrained_builtin
 from greenllm.workloads.registry import builtin_cache_dir
 
+pytestmark = pytest.mark.tiny_model
 TEST_STEPS = 300
 RATIO_KEYS = {
     "method",
@@ -25,13 +26,10 @@ RATIO_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A trained ``tiny`` in a save_pretrained directory."""
-    cache = tmp_path_factory.getbasetemp() / "greenllm-cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GREENLLM_CACHE", str(cache))
-        pretrained_builtin("tiny", train_steps=TEST_STEPS)
-        return builtin_cache_dir("tiny", TEST_STEPS)
+def model_dir(model_cache: Path) -> Path:
+    """A trained ``tiny`` in a save_pretrained directory (the run's model cache)."""
+    pretrained_builtin("tiny", train_steps=TEST_STEPS)
+    return builtin_cache_dir("tiny", TEST_STEPS)
 
 
 def greenllm(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
@@ -45,7 +43,8 @@ def greenllm(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.timeout(900)  # the module fixture trains tiny first: minutes on a loaded box
+@pytest.mark.slow  # 20-30 s on 2 busy cores
+@pytest.mark.timeout(900)  # a cap for hangs: compressing three ways takes minutes on a loaded box
 def test_compress_json_report(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = greenllm(
@@ -96,7 +95,8 @@ def test_compress_json_report(model_dir: Path, tmp_path: Path) -> None:
         assert row["repeats"] == 2 and row["run_s"] >= 0.05
 
 
-@pytest.mark.timeout(900)  # the module fixture trains tiny first: minutes on a loaded box
+@pytest.mark.slow  # 20-30 s on 2 busy cores
+@pytest.mark.timeout(900)  # a cap for hangs: compressing three ways takes minutes on a loaded box
 def test_an_artifact_can_be_compressed_again(model_dir: Path, tmp_path: Path) -> None:
     quick = ["--eval-tokens", "512", "--gen-tokens", "4", "--repeats", "1", "--run-s", "0.02"]
     first = tmp_path / "first"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(420), pytest.mark.slow, pytest.mark.tiny_model]
 
 
 def test_demo_binds_obeys_the_cut_and_keeps_the_slo(tmp_path: Path) -> None:

@@ -22,20 +22,18 @@ from cli_run import REPO, greenllm, ok, wait_for
 from scheduler.core.lifecycle import JobPhase
 from scheduler.runtime.raynodes import RuntimeRecord, free_port, pid_alive
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.tiny_model]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     work = tmp_path_factory.mktemp("live")
-    with pytest.MonkeyPatch.context() as mp:
-        # A private model cache, filled before the cluster starts: the inference replicas
-        # load the trained tiny model from it instead of training it under load.
-        mp.setenv("GREENLLM_CACHE", str(work / "cache"))
-        from greenllm.workloads.registry import load_model
+    # The run's model cache (tests/conftest.py), filled before the cluster starts: the
+    # inference replicas load the trained tiny model from it instead of training it under load.
+    from greenllm.workloads.registry import load_model
 
-        load_model("tiny")
-        yield from _cluster(work)
+    load_model("tiny")
+    yield from _cluster(work)
 
 
 def _cluster(work: Path) -> Iterator[Path]:

@@ -17,7 +17,7 @@ from greenllm.serving.arrivals import CONVERSATION_TRACE, read_trace
 from workers.serve.pool import ReplicaPool
 from workers.serve.server import ApiServer, create_replicas
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.tiny_model]
 
 
 def greenllm(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

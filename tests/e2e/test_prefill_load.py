@@ -33,7 +33,7 @@ from cli_run import REPO, greenllm, ok, wait_for
 from greenllm.serving.shapes import shaped_load
 from scheduler.runtime.raynodes import free_port
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow, pytest.mark.tiny_model]
 
 #: The job's SLO (the issue's code-completion service's), seconds.
 P99_TTFT_S = 2.0
@@ -49,24 +49,22 @@ REPLICAS = re.compile(r": (\d+) of (\d+) replicas serve \(was (\d+)\)")
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     work = tmp_path_factory.mktemp("prefill")
-    with pytest.MonkeyPatch.context() as mp:
-        # The replicas load the trained tiny model from a private cache filled here.
-        mp.setenv("GREENLLM_CACHE", str(work / "cache"))
-        from greenllm.workloads.registry import load_model
+    # The replicas load the trained tiny model from the run's cache (tests/conftest.py).
+    from greenllm.workloads.registry import load_model
 
-        load_model("tiny")
-        data = yaml.safe_load((REPO / "cluster.yaml").read_text())
-        data["state_dir"] = str(work / "state")
-        data["policy"] = "min-energy"
-        data["controller"] = {"address": f"127.0.0.1:{free_port()}", "metrics_port": free_port()}
-        data["serve"] = {"port": free_port()}
-        config = work / "cluster.yaml"
-        config.write_text(yaml.safe_dump(data))
-        try:
-            ok(greenllm("up", "--config", str(config), "--json", timeout_s=240))
-            yield config
-        finally:
-            greenllm("down", "--config", str(config), timeout_s=180)
+    load_model("tiny")
+    data = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    data["state_dir"] = str(work / "state")
+    data["policy"] = "min-energy"
+    data["controller"] = {"address": f"127.0.0.1:{free_port()}", "metrics_port": free_port()}
+    data["serve"] = {"port": free_port()}
+    config = work / "cluster.yaml"
+    config.write_text(yaml.safe_dump(data))
+    try:
+        ok(greenllm("up", "--config", str(config), "--json", timeout_s=240))
+        yield config
+    finally:
+        greenllm("down", "--config", str(config), timeout_s=180)
 
 
 def job_doc(cluster: Path, job_id: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from benchmarks.bench_twin import (  # noqa: E402
     train_job,
 )
 
-pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(400), pytest.mark.slow, pytest.mark.tiny_model]
 
 TOLERANCE = 0.15
 FIGURES = ("throughput", "J/unit")

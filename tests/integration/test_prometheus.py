@@ -29,7 +29,7 @@ from scheduler.server.app import Controller
 from workers.agent.agent import Backoff, NodeAgent
 from workers.shardhost import ShardStatus
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = [pytest.mark.timeout(150), pytest.mark.slow]  # ~17 s: a real Prometheus scrapes
 
 PROMETHEUS = shutil.which("prometheus")
 NO_PROMETHEUS = "no `prometheus` binary on PATH (Debian: apt-get install prometheus)"

@@ -19,7 +19,7 @@ from workers.serve.ingress import ReplicaDirectory, create_ingress_app
 from workers.serve.pool import ReplicaPool
 from workers.serve.server import ApiServer, create_replicas
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.tiny_model]
 TWENTY_MB = 20 * 1024 * 1024
 
 

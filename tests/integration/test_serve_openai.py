@@ -23,7 +23,7 @@ from workers.serve.engine import ReplicaEngine
 from workers.serve.pool import ReplicaPool
 from workers.serve.server import ApiServer, create_replicas
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.tiny_model]
 
 
 def serve(gpu_types: list[str], **kwargs: Any) -> tuple[ApiServer, list[SimulatedGPU]]:

@@ -27,7 +27,7 @@ from greenllm.errors import ConfigError
 from greenllm.vllm_env import check_vllm
 from greenllm.workloads.tiny_llama import save_tiny_llama
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # vLLM compiles on every start: 1-2.5 min
 
 try:
     VLLM_PYTHON: str | None = check_vllm(None)

@@ -12,7 +12,7 @@ from greenllm.devices.simulated import SimulatedGPU
 from greenllm.jobspec import JobSpec
 from workers.shardhost import ShardHost, split_shard_id
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.tiny_model]
 
 
 def wait_for(predicate, timeout_s: float) -> None:  # type: ignore[no-untyped-def]

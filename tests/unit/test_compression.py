@@ -47,7 +47,7 @@ from greenllm.errors import GreenllmError
 from greenllm.workloads import LoadedModel, corpus_ids, load_model, pretrained_builtin
 
 #: Training `tiny` for the module takes 1-4 min on 2 cores (275 s measured beside other work).
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tiny_model]
 TEST_STEPS = 300
 #: int8 (dynamic or weight-only) may change held-out perplexity by at most this fraction.
 INT8_PERPLEXITY_BOUND = 0.02
@@ -57,11 +57,9 @@ EVAL = EvalConfig(seq_len=128, max_eval_tokens=2048)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    """``tiny`` trained for a few steps, cached for the whole session."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GREENLLM_CACHE", str(tmp_path_factory.getbasetemp() / "greenllm-cache"))
-        return pretrained_builtin("tiny", train_steps=TEST_STEPS)
+def tiny(model_cache: Path) -> LoadedModel:
+    """``tiny`` as trained by its recipe, in the run's model cache (tests/conftest.py)."""
+    return pretrained_builtin("tiny", train_steps=TEST_STEPS)
 
 
 @pytest.fixture(scope="module")

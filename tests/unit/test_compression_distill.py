@@ -5,6 +5,7 @@ student trained for the same steps without the teacher."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,16 +24,15 @@ from greenllm.errors import GreenllmError
 from greenllm.workloads import LoadedModel, TrainConfig, corpus_ids, pretrained_builtin
 
 #: A teacher and students trained here: ~80 s on 2 cores.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tiny_model]
 TEACHER_STEPS = 300  # the `tiny` recipe: a teacher clearly better than a 30-step student
 EVAL = EvalConfig(seq_len=128, max_eval_tokens=2048)
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GREENLLM_CACHE", str(tmp_path_factory.getbasetemp() / "greenllm-cache"))
-        return pretrained_builtin("tiny", train_steps=TEACHER_STEPS)
+def teacher(model_cache: Path) -> LoadedModel:
+    """``tiny`` as trained by its recipe, in the run's model cache (tests/conftest.py)."""
+    return pretrained_builtin("tiny", train_steps=TEACHER_STEPS)
 
 
 def test_loss_is_alpha_kl_t2_plus_one_minus_alpha_ce() -> None:
