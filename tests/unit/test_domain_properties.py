@@ -19,6 +19,7 @@ from greenllm.devices.catalog import get_spec
 from scheduler.policies import load_policy
 from scheduler.sim.engine import Simulation
 from scheduler.sim.scenario import Scenario
+from tests.unit.shellkit import CONTROL
 from tests.unit.test_sim_properties import _floor_w
 
 TYPES = ["H100-SXM", "A100-SXM4", "L4", "A40"]
@@ -125,11 +126,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             "failures": failures,
             "controller_restarts": restarts,
             "control": {
+                **CONTROL,  # fast staleness, fail-safe and loss, as the shell's unit tests
                 "ack_delay_s": draw(st.sampled_from([0.0, 0.2, 0.7])),
                 "telemetry_delay_s": draw(st.sampled_from([0.0, 0.1, 0.3])),
-                "stale_after_s": 0.8,
-                "failsafe_timeout_s": 1.0,
-                "lost_after_s": 2.0,
             },
         }
     )
