@@ -413,7 +413,7 @@ class ControllerShell:
                 report = self.nodes[shard.node].shards.get(shard.shard_id)
                 rate = report.work_rate() if report is not None else 0.0
                 assigned[(shard.node, shard.index)] = (job.job_id, shard.rank, rate)
-        gpus = tuple(gpu_states(self.nodes, assigned, reserved, self._boot_limit_w))
+        gpus = tuple(gpu_states(self.nodes, assigned, reserved, self.boot_limit_w))
         for job in placeable(self.jobs.queue(), gpus):
             jobs.append(job_state(job, measure_job(self.nodes, job), now_s, self.period_s))
         return ObservedState(
@@ -426,7 +426,7 @@ class ControllerShell:
             domains=self.domains,
         )
 
-    def _boot_limit_w(self, gpu_type: str, node: str) -> float:
+    def boot_limit_w(self, gpu_type: str, node: str) -> float:
         """The limit an agent that never registered boots a GPU at (its config share), W."""
         return self.config.failsafe_limit_w(gpu_type, node=node)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -155,25 +156,47 @@ def set_budget(
         settings={"budget_w": budget_w, "reserve_w": reserve_w},
         events=[StoredEvent(shell.wall_clock(), None, "settings", text)],
     )
+
+    def apply() -> None:
+        shell.budget_w, shell.reserve_w = budget_w, reserve_w
+
     is_cut = budget_w - reserve_w < shell.usable_w
+    _durable_change(
+        shell, changes, apply, is_cut, "the budget was not changed", f"the cut to {budget_w:g} W"
+    )
+    return budget_w, reserve_w
+
+
+def _durable_change(
+    shell: ControllerShell,
+    changes: Write,
+    apply: Callable[[], None],
+    is_cut: bool,
+    not_changed: str,
+    cut: str,
+) -> None:
+    """Write ``changes``, then ``apply`` them and wake the loop. When the write fails a cut
+    is applied anyway (safe: limits only come down) and the error says it will not survive
+    a restart; anything else is not applied.
+
+    Raises:
+        BadInput: UNAVAILABLE, the write failed.
+    """
     try:
-        shell.persist.durable(changes, "the budget was not changed")
+        shell.persist.durable(changes, not_changed)
     except BadInput as exc:
         if not is_cut:
             raise
-        shell.budget_w, shell.reserve_w = budget_w, reserve_w
+        apply()
         shell.wake()
         raise BadInput(
             grpc.StatusCode.UNAVAILABLE,
             exc.message.replace(
-                "the budget was not changed",
-                f"the cut to {budget_w:g} W is "
-                "enforced now but will not survive a controller restart",
+                not_changed, f"{cut} is enforced now but will not survive a controller restart"
             ),
         ) from None
-    shell.budget_w, shell.reserve_w = budget_w, reserve_w
+    apply()
     shell.wake()
-    return budget_w, reserve_w
 
 
 def set_domain_limit(
@@ -218,24 +241,13 @@ def set_domain_limit(
         settings={f"domain.{name}.limit_w": limit_w, f"domain.{name}.reserve_w": reserve_w},
         events=[StoredEvent(shell.wall_clock(), None, "settings", text)],
     )
-    is_cut = limit_w - reserve_w < old_limit_w - old_reserve_w
-    try:
-        shell.persist.durable(changes, "the domain limit was not changed")
-    except BadInput as exc:
-        if not is_cut:
-            raise
+
+    def apply() -> None:
         shell.domain_limits_w[name] = (limit_w, reserve_w)
-        shell.wake()
-        raise BadInput(
-            grpc.StatusCode.UNAVAILABLE,
-            exc.message.replace(
-                "the domain limit was not changed",
-                f"the cut of {name} to {limit_w:g} W is "
-                "enforced now but will not survive a controller restart",
-            ),
-        ) from None
-    shell.domain_limits_w[name] = (limit_w, reserve_w)
-    shell.wake()
+
+    is_cut = limit_w - reserve_w < old_limit_w - old_reserve_w
+    not_changed, cut = "the domain limit was not changed", f"the cut of {name} to {limit_w:g} W"
+    _durable_change(shell, changes, apply, is_cut, not_changed, cut)
     return limit_w, reserve_w
 
 

@@ -168,7 +168,7 @@ class TreeSimulation:
             shell = child.shell
             if shell is None or shell.last_actions.demand is None:
                 continue
-            gpus = gpu_states(shell.nodes, {}, set(), shell._boot_limit_w)
+            gpus = gpu_states(shell.nodes, {}, set(), shell.boot_limit_w)
             held_w = sum(g.accounted_limit_w for g in gpus)
             out[name] = ChildReport(held_w, shell.last_actions.demand)
         return out
